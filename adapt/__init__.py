@@ -1,0 +1,1 @@
+"""Model loading, LoRA layers, rank allocation, data and degradations, training, metrics."""

@@ -1,0 +1,267 @@
+"""Model loading: checkpoints through spandrel (never running code), built-in configurations.
+
+`load_model(spec)` takes a checkpoint path or a built-in name and returns a torch.nn.Module in
+eval mode. The facts the rest of the pipeline needs (scale, architecture, size requirements)
+travel with the module as `model.adaptsr_info` and are read with `model_info(model)`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from adaptsr.errors import UserError
+
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the pipeline needs to know about a model besides its weights."""
+
+    name: str  # built-in name or checkpoint path
+    arch: str  # spandrel architecture id, e.g. "SwinIR"
+    scale: int
+    in_channels: int
+    out_channels: int
+    min_size: int  # smallest input height/width
+    multiple_of: int  # input height/width must be a multiple of this
+    tiling: str  # "supported", "discouraged" or "internal"
+    supports_half: bool
+    supports_bfloat16: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# built-in configurations (official hyper-parameters, random weights)
+
+
+def _edsr(scale: int, n_resblocks: int, n_feats: int, res_scale: float) -> nn.Module:
+    from adaptsr.adapt.edsr import EDSR
+
+    return EDSR(scale=scale, n_resblocks=n_resblocks, n_feats=n_feats, res_scale=res_scale)
+
+
+def _safmn(scale: int) -> nn.Module:
+    from spandrel.architectures.SAFMN import SAFMN
+
+    return SAFMN(dim=36, n_blocks=8, ffn_scale=2.0, upscaling_factor=scale)
+
+
+def _swinir(scale: int, medium: bool) -> nn.Module:
+    from spandrel.architectures.SwinIR import SwinIR
+
+    if medium:  # classical SR, trained on 48x48 (x2: 64x64) patches
+        kw = dict(embed_dim=180, depths=[6] * 6, num_heads=[6] * 6, upsampler="pixelshuffle")
+        img_size = 48 if scale == 4 else 64
+    else:  # lightweight SR
+        kw = dict(embed_dim=60, depths=[6] * 4, num_heads=[6] * 4, upsampler="pixelshuffledirect")
+        img_size = 64
+    return SwinIR(
+        upscale=scale,
+        img_size=img_size,
+        window_size=8,
+        img_range=1.0,
+        mlp_ratio=2.0,
+        resi_connection="1conv",
+        in_chans=3,
+        **kw,
+    )
+
+
+def _drct(scale: int) -> nn.Module:
+    from spandrel.architectures.DRCT import DRCT
+
+    return DRCT(
+        upscale=scale,
+        img_size=64,
+        window_size=16,
+        img_range=1.0,
+        embed_dim=180,
+        depths=(6,) * 6,
+        num_heads=(6,) * 6,
+        mlp_ratio=2.0,
+        gc=32,
+        upsampler="pixelshuffle",
+        resi_connection="1conv",
+    )
+
+
+def _builtins() -> dict[str, Callable[[], nn.Module]]:
+    table: dict[str, Callable[[], nn.Module]] = {}
+    for s in (2, 4):
+        table[f"edsr-baseline-x{s}"] = lambda s=s: _edsr(s, 16, 64, 1.0)
+        table[f"edsr-x{s}"] = lambda s=s: _edsr(s, 32, 256, 0.1)
+        table[f"safmn-x{s}"] = lambda s=s: _safmn(s)
+        table[f"swinir-light-x{s}"] = lambda s=s: _swinir(s, medium=False)
+        table[f"swinir-m-x{s}"] = lambda s=s: _swinir(s, medium=True)
+        table[f"drct-x{s}"] = lambda s=s: _drct(s)
+    return table
+
+
+BUILTIN_MODELS: dict[str, Callable[[], nn.Module]] = _builtins()
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def _registry():
+    from spandrel import MAIN_REGISTRY
+
+    from adaptsr.adapt.edsr import register
+
+    register()
+    return MAIN_REGISTRY
+
+
+def _read_state_dict(path: Path, allow_torchscript: bool) -> dict:
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as e:
+            raise UserError(f"cannot read {path}: not a valid safetensors file ({e})") from e
+    if _is_torchscript(path):
+        if not allow_torchscript:
+            raise UserError(
+                f"{path} is a TorchScript archive, which can run code when loaded; "
+                "load it only if you trust it (allow_torchscript=True)"
+            )
+        try:
+            return torch.jit.load(str(path), map_location="cpu").state_dict()
+        except RuntimeError as e:
+            raise UserError(f"cannot read TorchScript archive {path}: {e}".splitlines()[0]) from e
+    try:
+        # weights_only: a restricted unpickler that builds tensors and containers, never code.
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling failed"
+        raise UserError(
+            f"refused to load {path}: it holds Python objects besides weights, which could run "
+            f"code ({first})"
+        ) from e
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+        raise UserError(f"cannot read {path}: corrupt or not a PyTorch checkpoint ({e})") from e
+
+
+def _is_torchscript(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("/constants.pkl") for n in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _info_from_descriptor(desc, name: str) -> ModelInfo:
+    tiling = {1: "supported", 2: "discouraged", 3: "internal"}.get(desc.tiling.value, "supported")
+    req = desc.size_requirements
+    return ModelInfo(
+        name=name,
+        arch=str(desc.architecture.id),
+        scale=int(desc.scale),
+        in_channels=int(desc.input_channels),
+        out_channels=int(desc.output_channels),
+        min_size=int(req.minimum),
+        multiple_of=int(req.multiple_of),
+        tiling=tiling,
+        supports_half=bool(desc.supports_half),
+        supports_bfloat16=bool(desc.supports_bfloat16),
+    )
+
+
+def model_from_state_dict(state_dict: dict, name: str = "<state dict>") -> nn.Module:
+    """Detect the architecture of a state dict and build the model (through spandrel)."""
+    from spandrel import ImageModelDescriptor, UnsupportedModelError, canonicalize_state_dict
+
+    if not isinstance(state_dict, dict) or not state_dict:
+        raise UserError(f"{name} does not hold a state dict")
+    state_dict = canonicalize_state_dict(state_dict)
+    try:
+        desc = _registry().load(state_dict)
+    except UnsupportedModelError as e:
+        raise UserError(
+            f"unknown architecture in {name}: no supported model matches its keys"
+        ) from e
+    except (RuntimeError, KeyError, ValueError, IndexError) as e:
+        raise UserError(f"cannot build a model from {name}: {e}".splitlines()[0]) from e
+    if not isinstance(desc, ImageModelDescriptor):
+        raise UserError(f"{name} is a {desc.architecture.name} model, not a super-resolution model")
+    model = desc.model.eval()
+    model.adaptsr_info = _info_from_descriptor(desc, name)
+    return model
+
+
+def build_model(name: str, seed: int = 0) -> nn.Module:
+    """A built-in configuration with random weights (seeded, so reproducible)."""
+    if name not in BUILTIN_MODELS:
+        raise UserError(f"unknown built-in model {name!r} (built-ins: {', '.join(BUILTIN_MODELS)})")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = BUILTIN_MODELS[name]()
+    # Through the same path as a checkpoint, so a saved built-in reloads identically.
+    return model_from_state_dict(model.state_dict(), name=name)
+
+
+def load_model(
+    spec: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    allow_torchscript: bool = False,
+) -> nn.Module:
+    """Load a checkpoint (.pth, .pt, .ckpt, .safetensors) or build a built-in model by name."""
+    spec_str = str(spec)
+    if spec_str in BUILTIN_MODELS:
+        return build_model(spec_str).to(device)
+    path = Path(spec_str)
+    if not path.exists():
+        raise UserError(
+            f"no model file or built-in named {spec_str!r} "
+            f"(built-ins: {', '.join(BUILTIN_MODELS)}; `adapt models` lists them)"
+        )
+    if path.is_dir():
+        raise UserError(f"{path} is a directory, expected a checkpoint file")
+    if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
+        raise UserError(
+            f"{path}: unsupported checkpoint type {path.suffix or '(none)'} "
+            f"(expected one of {', '.join(CHECKPOINT_SUFFIXES)})"
+        )
+    state_dict = _read_state_dict(path, allow_torchscript)
+    return model_from_state_dict(state_dict, name=str(path)).to(device)
+
+
+def model_info(model: nn.Module) -> ModelInfo:
+    """The facts attached by load_model/build_model."""
+    info = getattr(model, "adaptsr_info", None)
+    if info is None:
+        raise UserError("this model was not loaded by adaptsr.load_model; its facts are unknown")
+    return info
+
+
+def save_model(model: nn.Module, path: str | os.PathLike, force: bool = False) -> Path:
+    """Write the model's state dict as .safetensors or .pth, atomically."""
+    from adaptsr.fileio import atomic_output
+
+    path = Path(path)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_output(path, force=force) as tmp:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import save_file
+
+            save_file(state, str(tmp), metadata={"format": "pt"})
+        elif path.suffix.lower() in (".pth", ".pt", ".ckpt"):
+            torch.save(state, tmp)
+        else:
+            raise UserError(f"{path}: choose a .safetensors or .pth file name")
+    return path

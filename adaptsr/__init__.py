@@ -1,0 +1,33 @@
+"""adaptsr: adapt super-resolution models to real degradations with rank-aware LoRA.
+
+The public API is imported lazily so that `import adaptsr` stays light: the deployment side
+(TensorRT engines, numpy) must work on machines without torch.
+"""
+
+from importlib import import_module
+
+from adaptsr._version import __version__
+
+# public name -> module that defines it
+_API = {
+    "load_model": "adaptsr.adapt.models",
+    "build_model": "adaptsr.adapt.models",
+    "model_info": "adaptsr.adapt.models",
+    "ModelInfo": "adaptsr.adapt.models",
+    "BUILTIN_MODELS": "adaptsr.adapt.models",
+    "save_model": "adaptsr.adapt.models",
+    "UserError": "adaptsr.errors",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name):
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'adaptsr' has no attribute {name!r}")
+    return getattr(import_module(module), name)
+
+
+def __dir__():
+    return sorted(__all__)

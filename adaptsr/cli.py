@@ -1,0 +1,100 @@
+"""The `adapt` command line: a thin layer over the adaptsr library.
+
+Subcommands are imported only when they run, so `adapt export trt` or `adapt upscale --engine`
+work on a deployment machine that has TensorRT and numpy but no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import warnings
+
+import click
+
+from adaptsr._version import __version__
+from adaptsr.errors import UserError
+
+# command name -> "module:attribute" (a click.Command); order is the --help order.
+COMMANDS = {
+    "models": "adaptsr.commands.models:models",
+}
+
+_debug = os.environ.get("ADAPTSR_DEBUG", "") not in ("", "0")
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands live in modules imported on first use."""
+
+    def __init__(self, *args, lazy: dict[str, str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx):
+        return list(self.lazy) + sorted(super().list_commands(ctx))
+
+    def get_command(self, ctx, name):
+        if name in self.lazy:
+            module, attr = self.lazy[name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="adaptsr")
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+def cli(debug: bool) -> None:
+    """Adapt super-resolution models to real photos with rank-aware LoRA, merge the adapters,
+    and ship the result to ONNX and TensorRT with zero inference overhead."""
+    global _debug
+    _debug = _debug or debug
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    global _debug
+    argv = sys.argv[1:] if argv is None else argv
+    _debug = _debug or "--debug" in argv
+    if not _debug:
+        warnings.filterwarnings("ignore", category=UserWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        cli.main(args=argv, prog_name="adapt", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.UsageError as e:
+        if _debug:
+            raise
+        where = e.ctx.command_path if e.ctx else "adapt"
+        _fail(f"{e.format_message()} (see `{where} --help`)", code=2)
+    except click.ClickException as e:
+        if _debug:
+            raise
+        _fail(e.format_message(), code=e.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        if _debug:
+            raise
+        _fail("interrupted", code=130)
+    except UserError as e:
+        if _debug:
+            raise
+        _fail(str(e))
+    except OSError as e:
+        if _debug:
+            raise
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        _fail(f"{e.strerror or e}{where}")
+    except Exception as e:  # anything else is a bug: still one line unless --debug
+        if _debug:
+            raise
+        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        _fail(f"internal error: {type(e).__name__}: {text} (rerun with --debug for details)")
+
+
+if __name__ == "__main__":
+    main()

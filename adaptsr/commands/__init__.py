@@ -1,0 +1,1 @@
+"""One module per `adapt` subcommand; each is a thin layer over the library."""

@@ -1,0 +1,23 @@
+import json
+
+import click
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def models(as_json: bool) -> None:
+    """List the built-in model configurations (random weights, official hyper-parameters)."""
+    from adaptsr.adapt.models import BUILTIN_MODELS, build_model
+
+    rows = []
+    for name in BUILTIN_MODELS:
+        model = build_model(name)
+        info = model.adaptsr_info
+        params = sum(p.numel() for p in model.parameters())
+        rows.append({"name": name, "arch": info.arch, "scale": info.scale, "params": params})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'name':<18} {'arch':<7} {'scale':>5} {'params':>12}")
+    for r in rows:
+        click.echo(f"{r['name']:<18} {r['arch']:<7} {r['scale']:>5} {r['params']:>12,}")

@@ -1,0 +1,1 @@
+"""ONNX export of merged models, fp16 conversion, TensorRT engines."""

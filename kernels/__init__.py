@@ -1,0 +1,1 @@
+"""Triton kernels for the LoRA forward and backward, and their PyTorch reference paths."""

@@ -1,0 +1,1 @@
+"""Inference backends, tiled inference and benchmarks (importable without torch)."""

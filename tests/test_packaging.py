@@ -1,0 +1,57 @@
+"""Both a regular and an editable install import the four components under adaptsr.*."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPONENTS = ["adaptsr.adapt", "adaptsr.kernels", "adaptsr.export", "adaptsr.serve"]
+
+
+def test_editable_install_maps_components():
+    import importlib
+
+    for name in COMPONENTS:
+        mod = importlib.import_module(name)
+        folder = name.split(".")[1]
+        assert Path(mod.__file__).resolve().parent == ROOT / folder
+
+
+def test_regular_install_has_no_top_level_collisions(tmp_path):
+    target = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    top = sorted(p.name for p in target.iterdir() if not p.name.endswith(".dist-info"))
+    assert "kernels" not in top and "export" not in top and "serve" not in top, top
+    assert "adaptsr" in top
+    code = (
+        "import adaptsr.adapt, adaptsr.kernels, adaptsr.export, adaptsr.serve, adaptsr.cli; "
+        "print(adaptsr.adapt.__file__)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr
+    assert str(target) in r.stdout
+
+
+def test_import_adaptsr_does_not_import_torch():
+    code = "import sys, adaptsr, adaptsr.cli, adaptsr.serve; print('torch' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "False"
