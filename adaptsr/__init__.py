@@ -17,6 +17,14 @@ _API = {
     "BUILTIN_MODELS": "adaptsr.adapt.models",
     "save_model": "adaptsr.adapt.models",
     "UserError": "adaptsr.errors",
+    "lora_sites": "adaptsr.adapt.lora",
+    "inject_lora": "adaptsr.adapt.lora",
+    "merge_lora": "adaptsr.adapt.lora",
+    "save_adapter": "adaptsr.adapt.lora",
+    "load_adapter": "adaptsr.adapt.lora",
+    "lora_report": "adaptsr.adapt.lora",
+    "base_fingerprint": "adaptsr.adapt.lora",
+    "Site": "adaptsr.adapt.lora",
 }
 
 __all__ = ["__version__", *_API]

@@ -18,6 +18,7 @@ from adaptsr.errors import UserError
 
 # command name -> "module:attribute" (a click.Command); order is the --help order.
 COMMANDS = {
+    "merge": "adaptsr.commands.merge:merge",
     "models": "adaptsr.commands.models:models",
 }
 

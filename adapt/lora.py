@@ -1,0 +1,577 @@
+"""LoRA adapters for conv, attention and MLP layers; exact merge; adapter files.
+
+Every adaptable nn.Conv2d and nn.Linear is a *site* with a stable name (its module path; a fused
+`qkv` projection gives three sites, `<path>.q`, `.k`, `.v`, with separate ranks). The update of
+a site is dW = (alpha / r) * B A with B initialised to zero, so an injected model starts exactly
+equal to its base:
+
+- conv W (C_out, C_in, k, k): A is a 1x1 conv C_in -> r, B a kxk conv r -> C_out carrying the
+  base conv's stride, padding, dilation and padding mode (the paper's 1x1 -> kxk factorisation);
+  merged, dW[o, i] = (alpha / r) * sum_r B[o, r] A[r, i].
+- linear W (d_out, d_in): A (r, d_in), B (d_out, r).
+
+Grouped and depthwise convs are skipped: their dense update could not be merged into grouped
+weights, and a LoRA pair would cost more than the layer itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from adaptsr import kernels
+from adaptsr.errors import UserError
+
+SCALING_RULE = "alpha/r"
+QKV_PARTS = ("q", "k", "v")
+ADAPTER_FORMAT = "adaptsr-lora-1"
+
+
+# ---------------------------------------------------------------------------------------------
+# sites
+
+
+@dataclass(frozen=True)
+class Site:
+    """One place that can carry an adapter."""
+
+    name: str  # module path, plus .q/.k/.v for a split qkv projection
+    kind: str  # conv, mlp, attn-q, attn-k, attn-v, attn-o, linear
+    module: str  # path of the nn.Conv2d / nn.Linear in the base model
+    d_in: int  # C_in or in_features
+    d_out: int  # C_out or out_features (of this site's row block for q/k/v)
+    kernel: int  # k for a kxk conv, 1 for a linear
+    block: int | None = None  # 0, 1, 2 for q, k, v: row block of the fused weight
+
+    @property
+    def cost_per_rank(self) -> int:
+        """Trainable parameters one rank costs: C_in + C_out*k*k (conv), d_in + d_out (linear)."""
+        return self.d_in + self.d_out * self.kernel * self.kernel
+
+    @property
+    def max_rank(self) -> int:
+        """The rank of a full update: min(C_in, C_out*k*k) for a conv, min(d_in, d_out) else."""
+        return min(self.d_in, self.d_out * self.kernel * self.kernel)
+
+    @property
+    def base_params(self) -> int:
+        return self.d_in * self.d_out * self.kernel * self.kernel
+
+
+def _linear_kind(path: str) -> str:
+    leaf = path.rsplit(".", 1)[-1]
+    parent = path.rsplit(".", 2)[-2] if path.count(".") >= 1 else ""
+    if leaf in ("fc1", "fc2") or "mlp" in parent or "ffn" in parent:
+        return "mlp"
+    if leaf in ("proj", "out_proj", "o_proj") and ("attn" in parent or "attention" in parent):
+        return "attn-o"
+    return "linear"
+
+
+def _skip_reason(module: nn.Module) -> str | None:
+    from adaptsr.adapt.edsr import MeanShift
+
+    if isinstance(module, MeanShift):
+        return "fixed mean shift (not a learned layer)"
+    if isinstance(module, nn.Conv2d):
+        if module.groups != 1:
+            kind = "depthwise" if module.groups == module.in_channels else "grouped"
+            return f"{kind} conv (groups={module.groups}): a dense update cannot be merged"
+        if module.kernel_size[0] != module.kernel_size[1]:
+            return f"non-square kernel {module.kernel_size}"
+    return None
+
+
+def _layers(module: nn.Module, prefix: str = ""):
+    """(path, base conv/linear) in module order; an injected LoRALayer yields its base layer."""
+    for name, child in module.named_children():
+        path = f"{prefix}.{name}" if prefix else name
+        if isinstance(child, LoRALayer):
+            yield path, child.base_layer
+        elif isinstance(child, (nn.Conv2d, nn.Linear)):
+            yield path, child
+        else:
+            yield from _layers(child, path)
+
+
+def _sites_and_skips(model: nn.Module) -> tuple[list[Site], dict[str, str]]:
+    sites: list[Site] = []
+    skipped: dict[str, str] = {}
+    for path, base in _layers(model):
+        reason = _skip_reason(base)
+        if reason:
+            skipped[path] = reason
+        elif isinstance(base, nn.Conv2d):
+            k = base.kernel_size[0]
+            sites.append(Site(path, "conv", path, base.in_channels, base.out_channels, k))
+        elif path.rsplit(".", 1)[-1] == "qkv" and base.out_features % 3 == 0:
+            d = base.out_features // 3
+            for i, part in enumerate(QKV_PARTS):
+                sites.append(
+                    Site(f"{path}.{part}", f"attn-{part}", path, base.in_features, d, 1, i)
+                )
+        else:
+            kind = _linear_kind(path)
+            sites.append(Site(path, kind, path, base.in_features, base.out_features, 1))
+    return sites, skipped
+
+
+def lora_sites(model: nn.Module) -> list[Site]:
+    """Every adaptable conv and linear of `model` (injected or not), in module order."""
+    return _sites_and_skips(model)[0]
+
+
+def skipped_layers(model: nn.Module) -> dict[str, str]:
+    """Conv/linear layers that are not sites, with the reason."""
+    return _sites_and_skips(model)[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# layers
+
+
+class LoRALayer(nn.Module):
+    """Wraps a frozen base layer; holds one adapter (or three, for q/k/v) of given ranks."""
+
+    base_layer: nn.Module
+    merged: bool
+
+    def adapters(self) -> dict[str, tuple[nn.Parameter, nn.Parameter, float]]:
+        """part name ('' for a single adapter) -> (A, B, scale)."""
+        raise NotImplementedError
+
+    def delta_weight(self) -> torch.Tensor:
+        """dW in fp32 (fp64 for fp64 weights), shaped like the base weight."""
+        raise NotImplementedError
+
+    def merge(self) -> None:
+        """Fold dW into the base weight (in fp32, cast back to the weight's dtype)."""
+        if not self.merged:
+            self._add_delta(+1)
+            self.merged = True
+
+    def unmerge(self) -> None:
+        """Subtract dW again: the base weight comes back to within fp32 rounding."""
+        if self.merged:
+            self._add_delta(-1)
+            self.merged = False
+
+    @torch.no_grad()
+    def _add_delta(self, sign: int) -> None:
+        w = self.base_layer.weight
+        w.copy_((_acc(w) + sign * self.delta_weight()).to(w.dtype))
+
+
+def _acc(t: torch.Tensor) -> torch.Tensor:
+    """Detached, in fp32 at least (fp64 stays fp64): half models merge in fp32."""
+    return t.detach().to(torch.promote_types(t.dtype, torch.float32))
+
+
+def _init_pair(a: torch.Tensor, b: torch.Tensor) -> None:
+    # A like a freshly initialised layer (kaiming-uniform), B zero: dW starts at exactly zero.
+    nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+    nn.init.zeros_(b)
+
+
+class LoRAConv2d(LoRALayer):
+    def __init__(self, base: nn.Conv2d, rank: int, alpha: float):
+        super().__init__()
+        self.base_layer = base
+        self.rank, self.alpha, self.merged = rank, alpha, False
+        w = base.weight
+        k = base.kernel_size[0]
+        kw = dict(device=w.device, dtype=w.dtype)
+        self.lora_A = nn.Parameter(torch.empty(rank, base.in_channels, 1, 1, **kw))
+        self.lora_B = nn.Parameter(torch.empty(base.out_channels, rank, k, k, **kw))
+        _init_pair(self.lora_A, self.lora_B)
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.rank
+
+    def adapters(self):
+        return {"": (self.lora_A, self.lora_B, self.scale)}
+
+    def delta_weight(self) -> torch.Tensor:
+        a = _acc(self.lora_A)[:, :, 0, 0]
+        return self.scale * torch.einsum("orhw,ri->oihw", _acc(self.lora_B), a)
+
+    def forward(self, x):
+        base = self.base_layer
+        if self.merged:
+            return base(x)
+        return kernels.lora_conv2d(
+            x,
+            base.weight,
+            base.bias,
+            self.lora_A,
+            self.lora_B,
+            self.scale,
+            base.stride,
+            base.padding,
+            base.dilation,
+            base.padding_mode,
+        )
+
+
+class LoRALinear(LoRALayer):
+    def __init__(self, base: nn.Linear, rank: int, alpha: float):
+        super().__init__()
+        self.base_layer = base
+        self.rank, self.alpha, self.merged = rank, alpha, False
+        kw = dict(device=base.weight.device, dtype=base.weight.dtype)
+        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, **kw))
+        self.lora_B = nn.Parameter(torch.empty(base.out_features, rank, **kw))
+        _init_pair(self.lora_A, self.lora_B)
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.rank
+
+    def adapters(self):
+        return {"": (self.lora_A, self.lora_B, self.scale)}
+
+    def delta_weight(self) -> torch.Tensor:
+        return self.scale * (_acc(self.lora_B) @ _acc(self.lora_A))
+
+    def forward(self, x):
+        base = self.base_layer
+        if self.merged:
+            return base(x)
+        return kernels.lora_linear(x, base.weight, base.bias, self.lora_A, self.lora_B, self.scale)
+
+
+class LoRAQKV(LoRALayer):
+    """A fused qkv Linear with separate Q, K and V adapters (rank 0: no adapter there).
+
+    The three adapters run as one low-rank product: A stacked (r_q + r_k + r_v, d_in), B block
+    diagonal (3 d, r_q + r_k + r_v), and a per-rank scale alpha / r_part.
+    """
+
+    def __init__(self, base: nn.Linear, ranks: dict[str, int], alpha: float):
+        super().__init__()
+        self.base_layer = base
+        self.alpha, self.merged = alpha, False
+        self.ranks = {p: int(ranks.get(p, 0)) for p in QKV_PARTS}
+        d = base.out_features // 3
+        kw = dict(device=base.weight.device, dtype=base.weight.dtype)
+        self.lora_A = nn.ParameterDict()
+        self.lora_B = nn.ParameterDict()
+        for part, r in self.ranks.items():
+            if r > 0:
+                self.lora_A[part] = nn.Parameter(torch.empty(r, base.in_features, **kw))
+                self.lora_B[part] = nn.Parameter(torch.empty(d, r, **kw))
+                _init_pair(self.lora_A[part], self.lora_B[part])
+        scales = [self.alpha / r for p, r in self.ranks.items() for _ in range(r)]
+        self.register_buffer("rank_scale", torch.tensor(scales, **kw), persistent=False)
+
+    def adapters(self):
+        return {
+            p: (self.lora_A[p], self.lora_B[p], self.alpha / self.ranks[p]) for p in self.lora_A
+        }
+
+    def _stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
+        d = self.base_layer.out_features // 3
+        w = self.base_layer.weight
+        blocks = [self.lora_B[p] if p in self.lora_B else w.new_zeros(d, 0) for p in QKV_PARTS]
+        a = torch.cat([self.lora_A[p] for p in QKV_PARTS if p in self.lora_A])
+        return a, torch.block_diag(*blocks)
+
+    def delta_weight(self) -> torch.Tensor:
+        a, b = self._stacked()
+        b = _acc(b)
+        return (b * self.rank_scale.to(b.dtype)) @ _acc(a)
+
+    def forward(self, x):
+        base = self.base_layer
+        if self.merged:
+            return base(x)
+        a, b = self._stacked()
+        return kernels.lora_linear(x, base.weight, base.bias, a, b, self.rank_scale)
+
+
+# ---------------------------------------------------------------------------------------------
+# injection, merge
+
+
+@dataclass
+class LoRAState:
+    """What inject_lora did, kept on the model as `model.adaptsr_lora`."""
+
+    ranks: dict[str, int]  # site -> rank actually used (sites without adapter absent)
+    alpha: float
+    capped: dict[str, tuple[int, int]] = field(default_factory=dict)  # site -> (asked, used)
+    skipped: dict[str, str] = field(default_factory=dict)  # module -> reason
+    base_fingerprint: str = ""
+
+
+def _check_rank(site: Site | None, name: str, rank, from_map: bool) -> int:
+    if isinstance(rank, bool) or not isinstance(rank, (int, float)) or int(rank) != rank:
+        raise UserError(f"rank for {name} must be a whole number, got {rank!r}")
+    rank = int(rank)
+    if rank < 0:
+        raise UserError(f"rank for {name} must be >= 0, got {rank}")
+    if site is not None and from_map and rank > site.max_rank:
+        raise UserError(
+            f"rank {rank} for {name} is above its useful rank {site.max_rank} "
+            f"(min(C_in, C_out*k*k) = min({site.d_in}, {site.d_out * site.kernel**2}))"
+        )
+    return rank
+
+
+def resolve_ranks(
+    model: nn.Module, ranks: int | dict[str, int]
+) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
+    """Turn a uniform rank or a rank map into {site: rank > 0}, plus the capped sites."""
+    sites = {s.name: s for s in lora_sites(model)}
+    if not sites:
+        raise UserError("this model has no conv or linear layer that LoRA can adapt")
+    capped: dict[str, tuple[int, int]] = {}
+    if isinstance(ranks, dict):
+        unknown = [k for k in ranks if k not in sites]
+        if unknown:
+            example = ", ".join(list(sites)[:3])
+            raise UserError(
+                f"rank map names {len(unknown)} site(s) this model does not have, e.g. "
+                f"{unknown[0]!r} (sites look like: {example}; `adapt allocate` writes valid maps)"
+            )
+        chosen = {k: _check_rank(sites[k], k, r, from_map=True) for k, r in ranks.items()}
+    else:
+        r = _check_rank(None, "uniform LoRA", ranks, from_map=False)
+        if r == 0:
+            raise UserError("a uniform rank must be at least 1")
+        chosen = {}
+        for name, site in sites.items():
+            chosen[name] = min(r, site.max_rank)
+            if site.max_rank < r:
+                capped[name] = (r, site.max_rank)
+    return {k: v for k, v in chosen.items() if v > 0}, capped
+
+
+def base_fingerprint(model: nn.Module) -> str:
+    """sha256 of the base weights (names, shapes, dtypes, values), adapters excluded.
+
+    Works on an injected model too: wrapper paths are mapped back to the base names.
+    """
+    for module in model.modules():
+        if isinstance(module, LoRALayer) and module.merged:
+            raise UserError("fingerprint of a model with merged adapters: unmerge first")
+    h = hashlib.sha256()
+    for name, tensor in sorted(_base_state(model).items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def _base_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    state = {}
+    for name, tensor in model.state_dict().items():
+        if ".lora_A" in name or ".lora_B" in name:
+            continue
+        state[name.replace(".base_layer.", ".")] = tensor
+    return state
+
+
+def inject_lora(model: nn.Module, ranks: int | dict[str, int], alpha: float = 1.0) -> nn.Module:
+    """Add adapters in place; afterwards only adapter parameters are trainable.
+
+    `ranks`: an int (uniform rank, capped at each site's useful rank and reported) or a rank
+    map {site: rank} (missing sites get no adapter; rank 0 means none; unknown sites, negative
+    ranks and ranks above a site's useful rank are errors).
+    """
+    if getattr(model, "adaptsr_lora", None) is not None:
+        raise UserError("this model already has adapters (merge them or load a fresh model)")
+    if not alpha > 0:
+        raise UserError(f"alpha must be positive, got {alpha}")
+    chosen, capped = resolve_ranks(model, ranks)
+    if not chosen:
+        raise UserError("the rank map gives no site a rank above 0: nothing to adapt")
+    fingerprint = base_fingerprint(model)
+    sites = {s.name: s for s in lora_sites(model)}
+    skipped = skipped_layers(model)
+    by_module: dict[str, dict[str, int]] = {}
+    for name, r in chosen.items():
+        site = sites[name]
+        part = QKV_PARTS[site.block] if site.block is not None else ""
+        by_module.setdefault(site.module, {})[part] = r
+    model.requires_grad_(False)
+    for path, parts in by_module.items():
+        base = model.get_submodule(path)
+        if isinstance(base, nn.Conv2d):
+            layer: LoRALayer = LoRAConv2d(base, parts[""], alpha)
+        elif "" in parts:
+            layer = LoRALinear(base, parts[""], alpha)
+        else:
+            layer = LoRAQKV(base, parts, alpha)
+        _set_submodule(model, path, layer)
+    model.adaptsr_lora = LoRAState(dict(chosen), float(alpha), capped, skipped, fingerprint)
+    return model
+
+
+def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, leaf = path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, module)
+
+
+def lora_layers(model: nn.Module) -> dict[str, LoRALayer]:
+    return {p: m for p, m in model.named_modules() if isinstance(m, LoRALayer)}
+
+
+def adapter_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return [
+        p
+        for layer in lora_layers(model).values()
+        for a, b, _ in layer.adapters().values()
+        for p in (a, b)
+    ]
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Fold every adapter into its weight, in place; the result has exactly the base
+    architecture (plain Conv2d/Linear, same parameter names and shapes)."""
+    for path, layer in lora_layers(model).items():
+        layer.merge()
+        _set_submodule(model, path, layer.base_layer)
+    if hasattr(model, "adaptsr_lora"):
+        del model.adaptsr_lora
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# reports
+
+
+def lora_report(model: nn.Module) -> dict:
+    """Trainable adapter parameters per site and in total, absolute and as % of the base."""
+    state: LoRAState | None = getattr(model, "adaptsr_lora", None)
+    if state is None:
+        raise UserError("this model has no adapters")
+    sites = {s.name: s for s in lora_sites(model)}
+    base_params = sum(t.numel() for t in _base_state(model).values() if t.is_floating_point())
+    rows = []
+    for name, r in state.ranks.items():
+        site = sites[name]
+        rows.append({"site": name, "kind": site.kind, "rank": r, "params": r * site.cost_per_rank})
+    total = sum(r["params"] for r in rows)
+    return {
+        "sites": rows,
+        "total": total,
+        "base_params": base_params,
+        "percent": 100.0 * total / base_params,
+        "capped": {k: list(v) for k, v in state.capped.items()},
+        "skipped": dict(state.skipped),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# adapter files
+
+
+def _adapter_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for path, layer in lora_layers(model).items():
+        for part, (a, b, _) in layer.adapters().items():
+            site = f"{path}.{part}" if part else path
+            tensors[f"{site}.lora_A"] = a.detach().cpu().contiguous()
+            tensors[f"{site}.lora_B"] = b.detach().cpu().contiguous()
+    return tensors
+
+
+def save_adapter(model: nn.Module, path: str | os.PathLike, force: bool = False) -> Path:
+    """Write only the adapter tensors, with the metadata needed to reload and check them."""
+    from safetensors.torch import save_file
+
+    from adaptsr._version import __version__
+    from adaptsr.fileio import atomic_output
+
+    state: LoRAState | None = getattr(model, "adaptsr_lora", None)
+    if state is None:
+        raise UserError("this model has no adapters to save")
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise UserError(f"{path}: adapter files are .safetensors")
+    info = getattr(model, "adaptsr_info", None)
+    metadata = {
+        "format": ADAPTER_FORMAT,
+        "ranks": json.dumps(state.ranks, sort_keys=True),
+        "alpha": repr(state.alpha),
+        "scaling": SCALING_RULE,
+        "arch": info.arch if info else "",
+        "scale": str(info.scale) if info else "",
+        "base_fingerprint": state.base_fingerprint,
+        "adaptsr_version": __version__,
+    }
+    with atomic_output(path, force=force) as tmp:
+        save_file(_adapter_tensors(model), str(tmp), metadata=metadata)
+    return path
+
+
+def read_adapter(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of an adapter file, with clear errors for anything malformed."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"no such adapter file: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            names = list(f.keys())  # a safe_open handle is not iterable
+            tensors = {k: f.get_tensor(k) for k in names}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"cannot read adapter {path}: corrupt or not safetensors ({e})") from e
+    if metadata.get("format") != ADAPTER_FORMAT:
+        raise UserError(f"{path} is not an adaptsr adapter file (no {ADAPTER_FORMAT} metadata)")
+    try:
+        metadata["ranks_parsed"] = json.loads(metadata["ranks"])
+        float(metadata["alpha"])
+    except (KeyError, ValueError) as e:
+        raise UserError(f"cannot read adapter {path}: damaged metadata ({e})") from e
+    return tensors, metadata
+
+
+def load_adapter(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Inject adapters as described by the file and load its tensors, in place.
+
+    Refused (clearly) when the file was trained on a different base model.
+    """
+    tensors, meta = read_adapter(path)
+    expected = meta.get("base_fingerprint", "")
+    current = base_fingerprint(model)
+    if expected != current:
+        raise UserError(
+            f"adapter {path} was trained on another base model "
+            f"(adapter's base fingerprint {expected or 'missing'}, this model's {current})"
+        )
+    ranks = {k: int(v) for k, v in meta["ranks_parsed"].items()}
+    inject_lora(model, ranks, alpha=float(meta["alpha"]))
+    expected_keys = _adapter_tensors(model)
+    if set(tensors) != set(expected_keys):
+        missing = sorted(set(expected_keys) - set(tensors))
+        extra = sorted(set(tensors) - set(expected_keys))
+        raise UserError(
+            f"adapter {path} does not match its rank map (missing {missing[:2]}, extra {extra[:2]})"
+        )
+    params = {}
+    for layer_path, layer in lora_layers(model).items():
+        for part, (a, b, _) in layer.adapters().items():
+            site = f"{layer_path}.{part}" if part else layer_path
+            params[f"{site}.lora_A"], params[f"{site}.lora_B"] = a, b
+    with torch.no_grad():
+        for key, param in params.items():
+            t = tensors[key]
+            if t.shape != param.shape:
+                raise UserError(
+                    f"adapter {path}: {key} has shape {tuple(t.shape)}, expected "
+                    f"{tuple(param.shape)}"
+                )
+            param.copy_(t.to(param.dtype))
+    return model

@@ -1,0 +1,28 @@
+import click
+
+
+@click.command()
+@click.option("--model", "model_spec", required=True, help="Base model: checkpoint or built-in.")
+@click.option("--adapter", required=True, type=click.Path(dir_okay=False), help="Adapter file.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Merged checkpoint (.safetensors or .pth).",
+)
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+def merge(model_spec: str, adapter: str, out: str, force: bool) -> None:
+    """Fold an adapter into its base model: a plain checkpoint of the base architecture."""
+    import adaptsr
+    from adaptsr.fileio import check_writable
+
+    check_writable(out, force)
+    model = adaptsr.load_model(model_spec)
+    adaptsr.load_adapter(model, adapter)
+    report = adaptsr.lora_report(model)
+    adaptsr.merge_lora(model)
+    adaptsr.save_model(model, out, force=force)
+    click.echo(
+        f"merged {len(report['sites'])} adapters ({report['total']:,} parameters, "
+        f"{report['percent']:.2f}% of the base) into {out}"
+    )
