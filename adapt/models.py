@@ -153,7 +153,7 @@ def _read_state_dict(path: Path, allow_torchscript: bool) -> dict:
             f"refused to load {path}: it holds Python objects besides weights, which could run "
             f"code ({first})"
         ) from e
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+    except Exception as e:  # truncated or foreign files fail in many ways (struct, zip, EOF)
         raise UserError(f"cannot read {path}: corrupt or not a PyTorch checkpoint ({e})") from e
 
 

@@ -53,6 +53,7 @@ def cli(debug: bool) -> None:
 
 
 def _fail(message: str, code: int = 1) -> None:
+    message = " ".join(str(message).split())  # one line, whatever the exception text held
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 

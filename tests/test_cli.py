@@ -56,3 +56,53 @@ def test_debug_shows_traceback(run_cli, monkeypatch):
         raise AssertionError("--debug should re-raise")
     monkeypatch.setattr(cli, "_debug", False)
     assert torch.__version__  # torch stays importable after the CLI ran
+
+
+def test_merge_bad_inputs_are_one_line(tmp_path, run_cli):
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"junk")
+    unknown = tmp_path / "unknown.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"foo.weight": torch.zeros(2)}, str(unknown))
+    adapter = tmp_path / "a.safetensors"
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    cases = [
+        (["--model", tmp_path / "missing.pth"], "no model file"),
+        (["--model", corrupt], "cannot read"),
+        (["--model", unknown], "unknown architecture"),
+        (["--model", "safmn-x4", "--out", locked / "m.safetensors"], "not writable"),
+    ]
+    import os
+
+    for args, message in cases:
+        if message == "not writable" and os.geteuid() == 0:
+            continue  # root writes anywhere: permission bits cannot make this case
+        full = ["merge", "--adapter", adapter, "--out", tmp_path / "o.safetensors", *args]
+        code, _, err = run_cli(*full)
+        _one_line_error(code, err)
+        assert message in err, (args, err)
+    code, _, err = run_cli(
+        "merge", "--model", "safmn-x4", "--adapter", adapter, "--out", tmp_path / "o.safetensors"
+    )
+    _one_line_error(code, err)
+    assert "no such adapter file" in err
+
+
+def test_unwritable_output_folder_is_one_line(tmp_path, run_cli):
+    # A path whose parent is a file cannot be created, even as root.
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = run_cli(
+        "merge",
+        "--model",
+        "safmn-x4",
+        "--adapter",
+        tmp_path / "a.st",
+        "--out",
+        blocker / "m.safetensors",
+    )
+    _one_line_error(code, err)
+    assert "not a directory" in err
