@@ -114,8 +114,27 @@ def _pair(v):
     return (v, v) if isinstance(v, int) else tuple(int(e) for e in v)
 
 
+def _without_autocast(fn, x, weight, bias, lora_a, lora_b, *rest):
+    """Run `fn` with every operand cast once to the autocast dtype, autocast off.
+
+    Autocast runs linear and conv in its low-precision dtype anyway; casting up front gives the
+    fused path one dtype to work with (training uses bf16 autocast on CUDA), and gradients flow
+    back through the casts to the fp32 adapter parameters.
+    """
+    device = x.device.type
+    dtype = torch.get_autocast_dtype(device)
+
+    def cast(t):
+        return t.to(dtype) if t is not None and t.is_floating_point() else t
+
+    with torch.autocast(device, enabled=False):
+        return fn(cast(x), cast(weight), cast(bias), cast(lora_a), cast(lora_b), *rest)
+
+
 def lora_linear(x, weight, bias, lora_a, lora_b, scale):
     """y = x W^T + b + ((x A^T) * scale) B^T; gradients for x, A and B (W and b are frozen)."""
+    if _backend != "reference" and torch.is_autocast_enabled(x.device.type):
+        return _without_autocast(lora_linear, x, weight, bias, lora_a, lora_b, scale)
     if fused_linear_supported(x, weight, bias, lora_a, lora_b, scale):
         from adaptsr.kernels import fused
 
@@ -127,6 +146,20 @@ def lora_conv2d(
     x, weight, bias, lora_a, lora_b, scale, stride=1, padding=0, dilation=1, padding_mode="zeros"
 ):
     """y = W * x + b + scale * B * (A * x): A (r, C_in, 1, 1), B (C_out, r, k, k)."""
+    if _backend != "reference" and torch.is_autocast_enabled(x.device.type):
+        return _without_autocast(
+            lora_conv2d,
+            x,
+            weight,
+            bias,
+            lora_a,
+            lora_b,
+            scale,
+            stride,
+            padding,
+            dilation,
+            padding_mode,
+        )
     args = (x, weight, bias, lora_a, lora_b, scale)
     if fused_conv2d_supported(*args, stride, padding, dilation, padding_mode):
         from adaptsr.kernels import fused

@@ -429,3 +429,22 @@ def test_kernels_compile_for_sm90_without_a_gpu():
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.splitlines()
     assert len(lines) == 4 and all(" 0 B stack" in x or "None B stack" in x for x in lines), lines
+
+
+def test_autocast_reaches_the_fused_path(fused_calls):
+    # Training runs under autocast: the dispatcher casts the operands to the autocast dtype
+    # once, so the fused path still runs, and adapter gradients come back in fp32.
+    from adaptsr.adapt.lora import LoRALinear
+
+    torch.manual_seed(5)
+    lin = LoRALinear(torch.nn.Linear(32, 24).requires_grad_(False), 16, 1.0)
+    torch.nn.init.normal_(lin.lora_B, std=0.1)
+    x = rand(3, 32)
+    with kernels.use_backend("triton"), torch.autocast("cpu", dtype=torch.float16):
+        y = lin(x)
+    assert fused_calls == ["lora_linear"] and y.dtype == torch.float16
+    (grad_b,) = torch.autograd.grad(y.float().sum(), [lin.lora_B])
+    assert grad_b.dtype == torch.float32
+    with kernels.use_backend("reference"):
+        want = lin(x)
+    assert rel(y.float(), want) <= 5e-3
