@@ -26,6 +26,12 @@ def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
@@ -41,6 +47,7 @@ def atomic_output(path: str | os.PathLike, force: bool = False) -> Iterator[Path
         raise UserError(f"cannot write {path}: {e.strerror or e}") from e
     os.close(fd)
     tmp = Path(tmp)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs follow the umask
     try:
         yield tmp
         os.replace(tmp, path)

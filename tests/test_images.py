@@ -59,3 +59,15 @@ def test_errors(tmp_path):
     with pytest.raises(UserError, match="no such folder"):
         list_images(tmp_path / "nope")
     assert [p.name for p in list_images(tmp_path)] == ["bad.png", "empty.png", "o.png"]
+
+
+def test_outputs_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = write_image(Image(_random(4, 4), None, 8, False), tmp_path / "m.png")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
