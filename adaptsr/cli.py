@@ -20,6 +20,9 @@ from adaptsr.errors import UserError
 COMMANDS = {
     "merge": "adaptsr.commands.merge:merge",
     "models": "adaptsr.commands.models:models",
+    "eval": "adaptsr.commands.eval:eval_command",
+    "upscale": "adaptsr.commands.upscale:upscale",
+    "bench": "adaptsr.commands.bench:bench",
 }
 
 _debug = os.environ.get("ADAPTSR_DEBUG", "") not in ("", "0")

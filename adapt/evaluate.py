@@ -1,0 +1,472 @@
+"""Evaluation of a super-resolution model on LR/HR pairs: metrics, tables, saved outputs.
+
+Pairs come from two folders matched by file stem (`--lr DIR --hr DIR`; an LR stem may carry the
+DIV2K `x4` or RealSR `_LR4` suffix), from one RealSR-style folder (`NAME_HR.png` beside
+`NAME_LR4.png`), or from HR images alone, degraded on the fly with a named, seeded degradation.
+
+Every number is computed by adaptsr.adapt.metrics on the 8-bit rounded output (the field's
+convention). With a base model beside the evaluated one (an adapter was given) both are scored,
+and so is bicubic upsampling of the LR image, so a table shows what the adaptation bought.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from adaptsr.adapt import metrics
+from adaptsr.errors import UserError
+from adaptsr.serve.images import Image, list_images, read_image, write_image
+
+COMPARE_ROWS = 4  # images shown in the side-by-side PNG
+COMPARE_CROP = 96  # HR pixels per crop side
+
+
+@dataclass(frozen=True)
+class Pair:
+    name: str  # the HR file stem: saved outputs and report rows use it
+    hr: Path
+    lr: Path | None  # None: LR made from HR by a degradation
+
+
+# ---------------------------------------------------------------------------------------------
+# finding pairs
+
+
+def _strip(stem: str, suffixes: tuple[str, ...]) -> str:
+    low = stem.lower()
+    for s in suffixes:
+        if low.endswith(s.lower()) and len(stem) > len(s):
+            return stem[: -len(s)]
+    return stem
+
+
+def _keyed(files: list[Path], suffixes: tuple[str, ...], folder: Path) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for f in files:
+        key = _strip(f.stem, suffixes)
+        if key in out:
+            raise UserError(f"two images named {key!r} in {folder}: {out[key].name}, {f.name}")
+        out[key] = f
+    return out
+
+
+def _realsr_files(folder: Path, scale: int) -> tuple[list[Path], list[Path]]:
+    files = list_images(folder)
+    hr = [f for f in files if f.stem.endswith("_HR")]
+    lr = [f for f in files if f.stem.endswith(f"_LR{scale}")]
+    return hr, lr
+
+
+def has_realsr_pairs(folder: str | os.PathLike, scale: int) -> bool:
+    hr, lr = _realsr_files(Path(folder), scale)
+    return bool(hr) and bool(lr)
+
+
+def find_pairs(
+    hr_dir: str | os.PathLike, lr_dir: str | os.PathLike | None, scale: int
+) -> list[Pair]:
+    """Pairs sorted by name. lr_dir None: HR-only. lr_dir == hr_dir: a RealSR-style folder."""
+    hr_dir = Path(hr_dir)
+    hr_files = list_images(hr_dir)
+    if not hr_files:
+        raise UserError(f"no images in {hr_dir} (looked for {', '.join(_suffixes())})")
+    if lr_dir is None:
+        return [Pair(f.stem, f, None) for f in hr_files]
+    lr_dir = Path(lr_dir)
+    lr_suffixes = (f"_LR{scale}", f"x{scale}")
+    if lr_dir.resolve() == hr_dir.resolve():
+        hr_files, lr_files = _realsr_files(hr_dir, scale)
+        if not hr_files or not lr_files:
+            raise UserError(
+                f"{hr_dir}: --lr and --hr name the same folder, but it has no RealSR-style "
+                f"pairs (NAME_HR.png with NAME_LR{scale}.png)"
+            )
+        lr_suffixes = (f"_LR{scale}",)
+    else:
+        lr_files = list_images(lr_dir)
+        if not lr_files:
+            raise UserError(f"no images in {lr_dir} (looked for {', '.join(_suffixes())})")
+    hr_map = _keyed(hr_files, ("_HR",), hr_dir)
+    lr_map = _keyed(lr_files, lr_suffixes, lr_dir)
+    missing = [k for k in hr_map if k not in lr_map]
+    if missing:
+        raise UserError(
+            f"{len(missing)} HR image(s) without an LR image in {lr_dir}, e.g. "
+            f"{hr_map[missing[0]].name} (LR names must match HR stems, optionally with an "
+            f"'x{scale}' or '_LR{scale}' suffix)"
+        )
+    return [Pair(hr_map[k].stem, hr_map[k], lr_map[k]) for k in sorted(hr_map)]
+
+
+def _suffixes() -> tuple[str, ...]:
+    from adaptsr.serve.images import IMAGE_SUFFIXES
+
+    return IMAGE_SUFFIXES
+
+
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the file header without decoding, or None if unreadable."""
+    from PIL import Image as PILImage
+
+    try:
+        with PILImage.open(path) as im:
+            return im.size
+    except Exception:  # unreadable files are handled (skipped or fatal) when decoded
+        return None
+
+
+def hr_size_for(lr_w: int, lr_h: int, hr_w: int, hr_h: int, scale: int) -> bool:
+    """True when HR is LR x scale, allowing the standard mod-crop remainder (< scale px)."""
+    return 0 <= hr_w - lr_w * scale < scale and 0 <= hr_h - lr_h * scale < scale
+
+
+def size_mismatch(pair: Pair, lr_wh, hr_wh, scale: int) -> str:
+    return (
+        f"{pair.lr}: LR {lr_wh[0]}x{lr_wh[1]} times {scale} does not match HR "
+        f"{hr_wh[0]}x{hr_wh[1]} ({pair.hr.name})"
+    )
+
+
+def check_sizes(pairs: list[Pair], scale: int) -> None:
+    """Fail before any inference if a pair's sizes disagree with the scale (headers only)."""
+    for pair in pairs:
+        if pair.lr is None:
+            continue
+        lr_wh, hr_wh = _header_size(pair.lr), _header_size(pair.hr)
+        if lr_wh and hr_wh and not hr_size_for(*lr_wh, *hr_wh, scale):
+            raise UserError(size_mismatch(pair, lr_wh, hr_wh, scale))
+
+
+def modcrop(img: np.ndarray, scale: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    return img[: h - h % scale, : w - w % scale]
+
+
+# ---------------------------------------------------------------------------------------------
+# upscaling
+
+
+def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
+    """Bicubic upsampling as MATLAB's imresize (the published bicubic baselines use it)."""
+    import torch
+
+    from adaptsr.adapt.imresize import imresize
+
+    x = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float64)).permute(2, 0, 1)
+    out = imresize(x, scale).permute(1, 2, 0).numpy()
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def make_degrade(kind: str, scale: int, seed: int, device: str = "cpu") -> Callable:
+    """degrade(hr, index) -> LR (8-bit levels, like an LR file) for HR-only evaluation.
+
+    Each image gets its own Degrader seeded with seed + index (its place in the sorted list),
+    so an image's LR does not depend on which other images are in the folder.
+    """
+    import torch
+
+    from adaptsr.adapt.degradations import Degrader
+
+    Degrader(kind, scale, seed, device)  # checks kind and scale before any work
+
+    def degrade(hr: np.ndarray, index: int) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(hr, dtype=np.float32)).permute(2, 0, 1)[None]
+        with torch.no_grad():
+            lr = Degrader(kind, scale, seed + index, device)(x)
+        return lr[0].permute(1, 2, 0).float().cpu().numpy()
+
+    return degrade
+
+
+class Upscaler:
+    """A model as an image function, through the serving side's (tiled) inference.
+
+    tile 0 runs each image whole (padded to the model's size rule), so metrics do not depend on
+    tiling; a positive tile bounds memory on large images.
+    """
+
+    def __init__(self, model, device: str = "auto", tile: int = 0):
+        from adaptsr.serve.backends import TorchBackend
+
+        self.backend = TorchBackend(model, device=device)
+        self.tile = tile
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        from adaptsr.serve.tiling import tiled_upscale
+
+        b = self.backend
+        chw = np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32)
+        out = tiled_upscale(b.run, chw, b.scale, b.rule, tile=self.tile)
+        return np.clip(out.transpose(1, 2, 0), 0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+
+
+@dataclass
+class Result:
+    methods: list[str]  # row order of the table; the last one is the evaluated model
+    rows: list[dict] = field(default_factory=list)  # per image: name, <method>_<metric>
+    skipped: list[dict] = field(default_factory=list)  # name, reason
+    notes: list[str] = field(default_factory=list)
+    info: dict = field(default_factory=dict)  # settings echoed into the report
+    compare: list[tuple[str, list[np.ndarray]]] = field(default_factory=list)
+
+    @property
+    def primary(self) -> str:
+        return self.methods[-1]
+
+    def metric_names(self) -> list[str]:
+        names = []
+        for row in self.rows:
+            for key in row:
+                if key.startswith(self.primary + "_"):
+                    name = key[len(self.primary) + 1 :]
+                    if name not in names:
+                        names.append(name)
+        return names
+
+    def means(self) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        for method in self.methods:
+            out[method] = {}
+            for metric in self.metric_names():
+                values = [r[f"{method}_{metric}"] for r in self.rows if f"{method}_{metric}" in r]
+                if values:
+                    out[method][metric] = float(np.mean(values))
+        return out
+
+    def report(self) -> dict:
+        means = self.means()
+        images = []
+        for row in self.rows:
+            item = {"name": row["name"]}
+            item.update({m: row[f"{self.primary}_{m}"] for m in self.metric_names()})
+            item.update({k: v for k, v in row.items() if k != "name" and not self._primary(k)})
+            images.append(item)
+        return {
+            **self.info,
+            "count": len(self.rows),
+            "mean": means.get(self.primary, {}),
+            "baselines": {m: means[m] for m in self.methods[:-1]},
+            "images": images,
+            "skipped": self.skipped,
+            "notes": self.notes,
+        }
+
+    def _primary(self, key: str) -> bool:
+        return key.startswith(self.primary + "_")
+
+    def csv_text(self) -> str:
+        keys = ["name"] + [f"{m}_{k}" for m in self.methods for k in self.metric_names()]
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(keys)
+        for row in self.rows:
+            writer.writerow([_fmt(row.get(k, "")) for k in keys])
+        return buf.getvalue()
+
+    def table(self) -> str:
+        names = self.metric_names()
+        heads = {"psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y", "lpips": "LPIPS", "dists": "DISTS"}
+        width = max(8, *(len(m) for m in self.methods))
+        lines = [f"{'':<{width}}" + "".join(f"{heads.get(n, n):>10}" for n in names)]
+        for method, values in self.means().items():
+            cells = "".join(f"{_fmt(values[n]) if n in values else '-':>10}" for n in names)
+            lines.append(f"{method:<{width}}{cells}")
+        return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "inf" if math.isinf(v) else f"{v:.4f}"
+    return str(v)
+
+
+def score(
+    sr: np.ndarray, hr: np.ndarray, crop: int, perceptual: dict[str, Callable], gray: bool = False
+) -> dict:
+    """All metrics of one output against its HR image (gray: the HR file is grayscale)."""
+    y_sr, y_hr = metrics.y_channel(sr, gray), metrics.y_channel(hr, gray)
+    if crop:
+        y_sr, y_hr = y_sr[crop:-crop, crop:-crop], y_hr[crop:-crop, crop:-crop]
+    out = {"psnr_y": metrics.psnr_from_y(y_sr, y_hr), "ssim_y": metrics.ssim_from_y(y_sr, y_hr)}
+    for name, fn in perceptual.items():
+        out[name] = float(fn(sr, hr, crop))
+    return out
+
+
+def evaluate(
+    model,
+    pairs: list[Pair],
+    scale: int,
+    *,
+    base=None,
+    degrade: Callable[[np.ndarray, int], np.ndarray] | None = None,
+    device: str = "auto",
+    tile: int = 0,
+    baselines: bool = True,
+    perceptual: dict[str, Callable] | None = None,
+    save_dir: Path | None = None,
+    force: bool = False,
+    strict: bool = False,
+    compare_rows: int = 0,
+    progress: bool = True,
+) -> Result:
+    """Score `model` (and `base`, and bicubic) on every pair.
+
+    degrade(hr, index) makes the LR image of an HR-only pair. Unreadable images are skipped
+    (listed in the result) unless strict; a size that disagrees with the scale is always fatal.
+    """
+    from tqdm import tqdm
+
+    perceptual = perceptual or {}
+    primary = "adapted" if base is not None else "model"
+    methods = (["bicubic"] if baselines else []) + (["base"] if base is not None else [])
+    result = Result(methods=[*methods, primary])
+    runners = {primary: Upscaler(model, device, tile)}
+    if base is not None:
+        runners["base"] = Upscaler(base, device, tile)
+    check_sizes(pairs, scale)
+    if save_dir is not None:
+        for pair in pairs:
+            path = Path(save_dir) / f"{pair.name}.png"
+            if path.exists() and not force:
+                raise UserError(f"{path} already exists (use --force to overwrite)")
+    bar = tqdm(pairs, desc="eval", unit="img", file=sys.stderr, disable=not progress)
+    for index, pair in enumerate(bar):
+        try:
+            hr_image = read_image(pair.hr)
+            hr = hr_image.rgb
+            lr = read_image(pair.lr).rgb if pair.lr is not None else None
+        except UserError as e:
+            if strict:
+                raise
+            result.skipped.append({"name": pair.name, "reason": str(e)})
+            continue
+        if lr is None:
+            hr = modcrop(hr, scale)
+            lr = degrade(hr, index)
+        else:
+            (lh, lw), (hh, hw) = lr.shape[:2], hr.shape[:2]
+            if not hr_size_for(lw, lh, hw, hh, scale):
+                raise UserError(size_mismatch(pair, (lw, lh), (hw, hh), scale))
+            hr = hr[: lh * scale, : lw * scale]
+        outputs = {m: run(lr) for m, run in runners.items()}
+        if baselines or compare_rows:
+            bicubic = bicubic_upscale(lr, scale)
+            if baselines:
+                outputs["bicubic"] = bicubic
+        row: dict = {"name": pair.name}
+        for method in result.methods:
+            scores = score(outputs[method], hr, scale, perceptual, gray=hr_image.gray)
+            for k, v in scores.items():
+                row[f"{method}_{k}"] = v
+        result.rows.append(row)
+        bar.set_postfix_str(f"psnr_y {row[f'{primary}_psnr_y']:.2f}")
+        if save_dir is not None:
+            out = Image(rgb=outputs[primary], alpha=None, bit_depth=8, gray=False)
+            write_image(out, Path(save_dir) / f"{pair.name}.png", force=force)
+        if len(result.compare) < compare_rows:
+            panels = [bicubic, *(outputs[m] for m in runners if m != primary), outputs[primary]]
+            result.compare.append((pair.name, _crops([*panels, hr])))
+    if not result.rows:
+        raise UserError(f"no image could be evaluated ({len(result.skipped)} unreadable)")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# side-by-side crops
+
+
+def _crops(images: list[np.ndarray]) -> list[np.ndarray]:
+    """The same window of every image, where the HR (last) image has the most texture."""
+    hr = images[-1]
+    h, w = hr.shape[:2]
+    c = min(COMPARE_CROP, h, w)
+    gray = hr.mean(axis=2)
+    best, where = -1.0, (0, 0)
+    step = max(1, c // 2)
+    for y in range(0, h - c + 1, step):
+        for x in range(0, w - c + 1, step):
+            v = float(gray[y : y + c, x : x + c].var())
+            if v > best:
+                best, where = v, (y, x)
+    y, x = where
+    return [img[y : y + c, x : x + c] for img in images]
+
+
+def compare_image(rows: list[tuple[str, list[np.ndarray]]], labels: list[str]) -> np.ndarray:
+    """One PNG-ready RGB uint8 grid: a labelled column per method, a row per image."""
+    import cv2
+
+    c = max(crop.shape[0] for _, crops in rows for crop in crops)
+    zoom = max(1, 192 // c)
+    side, gap, head = c * zoom, 4, 22
+    n = len(labels)
+    grid = np.full((head + len(rows) * (side + gap), n * (side + gap) - gap, 3), 255, np.uint8)
+    for j, label in enumerate(labels):
+        cv2.putText(
+            grid, label, (j * (side + gap) + 4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1
+        )
+    for i, (_, crops) in enumerate(rows):
+        top = head + i * (side + gap)
+        for j, crop in enumerate(crops):
+            tile = np.repeat(np.repeat(crop, zoom, axis=0), zoom, axis=1)
+            tile = (np.clip(tile, 0, 1) * 255 + 0.5).astype(np.uint8)
+            left = j * (side + gap)
+            grid[top : top + tile.shape[0], left : left + tile.shape[1]] = tile
+    return grid
+
+
+def compare_labels(result: Result) -> list[str]:
+    has_base = "base" in result.methods
+    return ["bicubic", *(["base", "adapted"] if has_base else ["model"]), "HR"]
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
+def write_text(path: Path, text: str, force: bool) -> None:
+    from adaptsr.fileio import atomic_output
+
+    with atomic_output(path, force=force) as tmp:
+        tmp.write_text(text)
+
+
+def write_report(result: Result, path: Path, force: bool) -> None:
+    def clean(v):  # JSON has no inf
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+
+    write_text(path, json.dumps(clean(result.report()), indent=2) + "\n", force)
+
+
+def write_compare(result: Result, path: Path, force: bool) -> None:
+    import cv2
+
+    from adaptsr.fileio import atomic_output
+
+    grid = compare_image(result.compare, compare_labels(result))
+    ok, buf = cv2.imencode(".png", grid[:, :, ::-1])
+    if not ok:
+        raise UserError(f"cannot encode {path}")
+    with atomic_output(path, force=force) as tmp:
+        tmp.write_bytes(buf.tobytes())

@@ -1,0 +1,154 @@
+import json
+
+import click
+
+
+@click.command()
+@click.argument("artifacts", nargs=-1)
+@click.option("--base", help="Artifact A of an overhead check (with --candidate).")
+@click.option("--candidate", help="Artifact B of an overhead check (with --base).")
+@click.option(
+    "--size",
+    nargs=2,
+    type=int,
+    default=(256, 256),
+    show_default=True,
+    metavar="H W",
+    help="Input height and width.",
+)
+@click.option("--runs", type=int, default=10, show_default=True, help="Timed runs per artifact.")
+@click.option("--warmup", type=int, default=2, show_default=True, help="Untimed runs first.")
+@click.option("--rounds", type=int, default=30, show_default=True, help="A/B rounds (--base).")
+@click.option(
+    "--tile",
+    type=int,
+    default=None,
+    help="Time the tiled path with this tile side (0 = tiled path, one tile). "
+    "[default: the backend on the whole input]",
+)
+@click.option("--overlap", type=int, default=None, help="Tile overlap in input pixels [tile/32].")
+@click.option("--batch", type=int, default=1, show_default=True, help="Tiles per model call.")
+@click.option(
+    "--vs-untiled",
+    is_flag=True,
+    help="With --tile: alternate tiled and untiled runs, report the throughput ratio.",
+)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+@click.option(
+    "--provider",
+    type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]),
+    default="auto",
+    show_default=True,
+    help="ONNX Runtime execution provider.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def bench(
+    artifacts,
+    base,
+    candidate,
+    size,
+    runs,
+    warmup,
+    rounds,
+    tile,
+    overlap,
+    batch,
+    vs_untiled,
+    device,
+    provider,
+    as_json,
+) -> None:
+    """Latency, throughput and peak memory of ARTIFACTs, or a zero-overhead A/B check.
+
+    An artifact is typed by its suffix: .onnx runs in ONNX Runtime, .engine/.plan/.trt in
+    TensorRT, anything else is a PyTorch model (built-in name or checkpoint), with an adapter
+    written MODEL+ADAPTER.safetensors. `--base A --candidate B` runs A and B alternately on the
+    same input and passes when the median latency ratio B/A is within 2% of 1.
+    """
+    from adaptsr.errors import UserError
+    from adaptsr.serve.backends import open_artifact
+
+    if (base is None) != (candidate is None):
+        raise UserError("--base and --candidate go together")
+    if base and artifacts:
+        raise UserError("give either ARTIFACTs or --base/--candidate, not both")
+    if not base and not artifacts:
+        raise UserError("nothing to benchmark: give ARTIFACTs or --base A --candidate B")
+    size = (int(size[0]), int(size[1]))
+    if base:
+        from adaptsr.serve.backends import artifact_kind
+        from adaptsr.serve.bench import compare_backends
+
+        kinds = artifact_kind(base), artifact_kind(candidate)
+        if kinds[0] != kinds[1]:  # fail before loading anything
+            raise UserError(
+                f"--base is a {kinds[0]} artifact but --candidate is {kinds[1]}: "
+                "compare two artifacts of the same backend"
+            )
+        a = open_artifact(base, device=device, provider=provider)
+        b = open_artifact(candidate, device=device, provider=provider)
+        result = compare_backends(a, b, size, rounds=rounds, warmup=warmup)
+        d = {
+            "base": base,
+            "candidate": candidate,
+            "kind": a.kind,
+            "device": a.device,
+            "size": list(size),
+            **result.to_dict(),
+        }
+        if as_json:
+            click.echo(json.dumps(d, indent=2))
+            return
+        click.echo(
+            f"{a.kind} on {a.device}, {size[0]}x{size[1]}, {result.rounds} alternating rounds\n"
+            f"base       {result.base.median_ms:10.2f} ms median  {base}\n"
+            f"candidate  {result.candidate.median_ms:10.2f} ms median  {candidate}\n"
+            f"ratio {result.ratio:.4f}  (95% CI {result.ci_low:.4f} - {result.ci_high:.4f}), "
+            f"tolerance {result.tolerance:.0%}: {d['verdict']}"
+        )
+        return
+
+    from adaptsr.serve.bench import bench_backend
+
+    rows = []
+    for spec in artifacts:
+        backend = open_artifact(spec, device=device, provider=provider)
+        rows.append(
+            bench_backend(
+                backend,
+                size,
+                runs=runs,
+                warmup=warmup,
+                tile=tile,
+                overlap=overlap,
+                batch=batch,
+                vs_untiled=vs_untiled,
+            )
+        )
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+        return
+    click.echo(
+        f"{'artifact':<28} {'backend':<9} {'device':<6} {'size':>9} {'tiles':>5} "
+        f"{'median ms':>10} {'p90 ms':>9} {'out MP/s':>9} {'RSS MB':>8} {'GPU MB':>8}"
+    )
+    for r in rows:
+        gpu = "-" if r.peak_gpu_mb is None else f"{r.peak_gpu_mb:.0f}"
+        click.echo(
+            f"{_short(r.artifact):<28} {r.kind:<9} {r.device:<6} {r.size[0]:>4}x{r.size[1]:<4} "
+            f"{r.tiles:>5} {r.latency.median_ms:>10.2f} {r.latency.p90_ms:>9.2f} "
+            f"{r.out_mp_per_s:>9.3f} {r.peak_rss_mb:>8.0f} {gpu:>8}"
+        )
+        if r.tiling_efficiency:
+            e = r.tiling_efficiency
+            click.echo(
+                f"  tiled/untiled throughput {e['ratio']:.3f} (95% CI {e['ci_low']:.3f} - "
+                f"{e['ci_high']:.3f}, {e['rounds']} alternating rounds, untiled "
+                f"{e['untiled_median_ms']:.2f} ms median)"
+            )
+
+
+def _short(name: str, width: int = 28) -> str:
+    return name if len(name) <= width else "..." + name[-(width - 3) :]

@@ -1,0 +1,456 @@
+"""One inference interface over PyTorch models, ONNX Runtime sessions and TensorRT engines.
+
+Every backend takes and returns float32 NCHW numpy arrays in [0, 1] and states its scale and
+the input sizes it accepts (a `SizeRule`). Only numpy is imported here at module level: torch,
+onnxruntime, tensorrt and the CUDA runtime are imported by the backend that needs them, so a
+TensorRT deployment machine runs `adapt upscale --engine` without torch.
+
+Artifacts are typed by suffix: `.onnx` is ONNX Runtime, `.engine`/`.plan`/`.trt` is TensorRT,
+anything else is a PyTorch model spec (built-in name or checkpoint), optionally with an adapter
+written `MODEL+ADAPTER.safetensors`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from adaptsr.errors import UserError
+from adaptsr.serve.tiling import SizeRule
+
+ONNX_SUFFIXES = (".onnx",)
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+ADAPTER_SUFFIXES = (".safetensors",)
+KINDS = ("pytorch", "onnx", "tensorrt")
+
+
+class Backend:
+    """Base class: subclasses set the attributes below and implement `_forward`."""
+
+    kind: str = ""
+    name: str = ""
+    device: str = "cpu"
+    scale: int = 1
+    rule: SizeRule = SizeRule()
+    fixed_batch: int | None = None  # the batch dimension is static
+    max_batch: int | None = None  # the largest batch accepted (an engine profile)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 3, H, W) float32 -> (N, 3, H*s, W*s) float32, split or padded to fit the batch."""
+        n = batch.shape[0]
+        step = self.fixed_batch or self.max_batch or n
+        outs = []
+        for first in range(0, n, step):
+            chunk = batch[first : first + step]
+            real = chunk.shape[0]
+            if self.fixed_batch and real < self.fixed_batch:  # fill a static batch with copies
+                fill = np.repeat(chunk[-1:], self.fixed_batch - real, axis=0)
+                chunk = np.concatenate([chunk, fill])
+            outs.append(np.asarray(self._forward(chunk), dtype=np.float32)[:real])
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def sync(self) -> None:
+        """Wait for queued device work (timing)."""
+
+    def reset_peak_memory(self) -> None:
+        pass
+
+    def peak_memory_bytes(self) -> int | None:
+        """Peak accelerator memory since the last reset, or None when not measurable."""
+        return None
+
+    def describe(self) -> dict:
+        return {
+            "kind": self.kind,
+            "artifact": self.name,
+            "device": self.device,
+            "scale": self.scale,
+            "size_rule": self.rule.describe(),
+        }
+
+
+def _check_file(path: str | os.PathLike, what: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"no such {what}: {path}")
+    if path.is_dir():
+        raise UserError(f"{path} is a directory, expected a {what}")
+    return path
+
+
+def scale_from_shapes(in_shape, out_shape) -> int:
+    """The integer upscaling factor between two NCHW shapes, or a clear error."""
+    in_shape, out_shape = tuple(int(d) for d in in_shape), tuple(int(d) for d in out_shape)
+    if len(out_shape) != 4 or out_shape[:2] != in_shape[:2]:
+        raise UserError(f"model output {out_shape} does not match input {in_shape} (expected NCHW)")
+    sy, ry = divmod(out_shape[2], in_shape[2])
+    sx, rx = divmod(out_shape[3], in_shape[3])
+    if ry or rx or sy != sx or sy < 1:
+        raise UserError(f"model maps {in_shape} to {out_shape}: not an integer upscaling")
+    return sy
+
+
+def probe_size(rule: SizeRule) -> tuple[int, int]:
+    """A small input the model accepts, to learn the scale by running it."""
+    if rule.static:
+        return rule.static
+    side = max(rule.min_size, 16)
+    side = -(-side // rule.multiple_of) * rule.multiple_of
+    return side, side
+
+
+# ---------------------------------------------------------------------------------------------
+# PyTorch
+
+
+class TorchBackend(Backend):
+    """A PyTorch model from adaptsr.load_model (base, with an adapter, or merged)."""
+
+    kind = "pytorch"
+
+    def __init__(self, model, device: str = "auto", name: str | None = None):
+        import torch
+
+        from adaptsr.adapt.models import model_info
+
+        info = model_info(model)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError("--device cuda: no CUDA GPU is available to PyTorch")
+        self.torch = torch
+        self.model = model.eval().to(device)
+        self.device = device
+        self.name = name or info.name
+        self.scale = info.scale
+        self.rule = SizeRule(min_size=max(info.min_size, 1), multiple_of=max(info.multiple_of, 1))
+
+    @classmethod
+    def load(cls, spec: str, adapter: str | None = None, device: str = "auto") -> TorchBackend:
+        from adaptsr.adapt.models import load_model
+
+        model = load_model(spec)
+        name = spec
+        if adapter:
+            from adaptsr.adapt.lora import load_adapter
+
+            load_adapter(model, _check_file(adapter, "adapter file"))
+            name = f"{spec}+{adapter}"
+        return cls(model, device=device, name=name)
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+            return self.model(x).float().cpu().numpy()
+
+    def _cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    def sync(self) -> None:
+        if self._cuda():
+            self.torch.cuda.synchronize(self.device)
+
+    def reset_peak_memory(self) -> None:
+        if self._cuda():
+            self.torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak_memory_bytes(self) -> int | None:
+        return int(self.torch.cuda.max_memory_allocated(self.device)) if self._cuda() else None
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX Runtime
+
+ORT_PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+def choose_providers(choice: str, available: list[str]) -> list[str]:
+    """Execution providers for `choice` (auto, cpu, cuda, tensorrt) among those installed."""
+    if choice == "auto":
+        choice = "cuda" if "CUDAExecutionProvider" in available else "cpu"
+    if choice not in ORT_PROVIDERS:
+        raise UserError(f"unknown provider {choice!r} (auto, {', '.join(ORT_PROVIDERS)})")
+    wanted = ORT_PROVIDERS[choice]
+    if wanted[0] not in available:
+        raise UserError(
+            f"ONNX Runtime here has no {wanted[0]} (installed: {', '.join(available)}); "
+            "install onnxruntime-gpu for cuda/tensorrt"
+        )
+    return [p for p in wanted if p in available]
+
+
+def _dim(value) -> int | None:
+    return value if isinstance(value, int) and value > 0 else None
+
+
+class OnnxBackend(Backend):
+    """An ONNX model in ONNX Runtime (CPU, or CUDA / TensorRT execution providers)."""
+
+    kind = "onnx"
+
+    def __init__(self, path: str | os.PathLike, provider: str = "auto"):
+        import onnxruntime as ort
+
+        path = _check_file(path, "ONNX file")
+        providers = choose_providers(provider, ort.get_available_providers())
+        try:
+            self.session = ort.InferenceSession(str(path), providers=providers)
+        except Exception as e:  # onnxruntime raises its own untyped errors for bad files
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"cannot load {path} in ONNX Runtime: {first}") from e
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1 or len(inputs[0].shape) != 4:
+            raise UserError(f"{path}: expected one NCHW image input and one output")
+        self.input_name = inputs[0].name
+        self.in_dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
+        self.name = str(path)
+        self.device = "cuda" if providers[0] != "CPUExecutionProvider" else "cpu"
+        self.providers = providers
+        n, _, h, w = (_dim(d) for d in inputs[0].shape)
+        meta = self.session.get_modelmeta().custom_metadata_map or {}
+        self.metadata = dict(meta)
+        self.fixed_batch = n
+        min_size, multiple_of = size_metadata(meta, path)
+        self.rule = SizeRule(min_size, multiple_of, static=(h, w) if h and w else None)
+        if "scale" in meta:
+            self.scale = _positive_int(meta["scale"], "scale", path)
+        else:  # no metadata: run a tiny input once
+            ph, pw = probe_size(self.rule)
+            probe = np.zeros((n or 1, 3, ph, pw), dtype=np.float32)
+            self.scale = scale_from_shapes(probe.shape, self._forward(probe).shape)
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(batch, dtype=self.in_dtype)
+        return self.session.run(None, {self.input_name: x})[0]
+
+
+def _positive_int(value, key: str, path) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{path}: metadata {key}={value!r} is not an integer") from None
+    if number < 1:
+        raise UserError(f"{path}: metadata {key}={number} must be positive")
+    return number
+
+
+def size_metadata(meta: dict, path) -> tuple[int, int]:
+    """(min_size, multiple_of) from the `size_requirements` JSON that `adapt export` writes."""
+    text = meta.get("size_requirements")
+    if not text:
+        return 1, 1
+    try:
+        req = json.loads(text)
+    except json.JSONDecodeError:
+        raise UserError(f"{path}: metadata size_requirements is not JSON: {text!r}") from None
+    if not isinstance(req, dict):
+        raise UserError(f"{path}: metadata size_requirements should be an object: {text!r}")
+    return (
+        _positive_int(req.get("min_size", 1), "min_size", path),
+        _positive_int(req.get("multiple_of", 1), "multiple_of", path),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# TensorRT
+
+
+def engine_size_rule(shape, profile_min=None, profile_max=None, min_size=1, multiple_of=1):
+    """(SizeRule, fixed_batch, max_batch) from an engine's input shape (-1 = dynamic), its
+    optimization profile's min/max shapes (needed when any dimension is dynamic) and the model's
+    own size requirements (from the export metadata)."""
+    shape = tuple(int(d) for d in shape)
+    if len(shape) != 4:
+        raise UserError(f"engine input has shape {shape}; expected NCHW")
+    n, _, h, w = shape
+    dynamic = any(d < 0 for d in shape)
+    if dynamic and (profile_min is None or profile_max is None):
+        raise UserError("engine has dynamic dimensions but no optimization profile")
+    pmin = tuple(int(d) for d in profile_min) if dynamic else shape
+    pmax = tuple(int(d) for d in profile_max) if dynamic else shape
+    fixed_batch = n if n > 0 else None
+    max_batch = None if fixed_batch else pmax[0]
+    if h > 0 and w > 0:
+        return SizeRule(min_size=min(h, w), static=(h, w)), fixed_batch, max_batch
+    if h > 0 or w > 0:
+        raise UserError(
+            f"engine input {shape} has one static and one dynamic side; "
+            "build it with both static or both dynamic"
+        )
+    least = max(pmin[2], pmin[3], min_size, 1)
+    rule = SizeRule(min_size=least, multiple_of=multiple_of, max_size=(pmax[2], pmax[3]))
+    return rule, fixed_batch, max_batch
+
+
+def engine_metadata(engine_path: Path) -> tuple[int, int]:
+    """(min_size, multiple_of) from the `<name>.engine.json` that `adapt export trt` writes
+    beside an engine (the engine itself has no metadata); (1, 1) when there is none."""
+    info_path = Path(engine_path).with_suffix(".engine.json")
+    if not info_path.is_file():
+        return 1, 1
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read {info_path}: {e}") from e
+    meta = info.get("metadata") if isinstance(info, dict) else None
+    return size_metadata(meta if isinstance(meta, dict) else {}, info_path)
+
+
+def _import_tensorrt():
+    try:
+        import tensorrt
+    except ImportError:
+        raise UserError(
+            "TensorRT is not installed: `pip install tensorrt` (a CUDA GPU is needed) "
+            "or run the ONNX file with --onnx"
+        ) from None
+    return tensorrt
+
+
+class TensorRTBackend(Backend):
+    """A serialized TensorRT 10 engine, run with execute_async_v3 on its own CUDA stream.
+
+    GPU buffers come from polygraphy's ctypes wrapper of the CUDA runtime (no torch needed).
+    """
+
+    kind = "tensorrt"
+
+    def __init__(self, path: str | os.PathLike):
+        path = _check_file(path, "engine file")
+        trt = _import_tensorrt()
+        try:
+            from polygraphy import cuda
+        except ImportError:
+            raise UserError("TensorRT engines need polygraphy: `pip install polygraphy`") from None
+        self.trt, self.cuda = trt, cuda
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.runtime = trt.Runtime(self.logger)
+        self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
+        if self.engine is None:
+            raise UserError(
+                f"cannot load engine {path}: corrupt, or built by another TensorRT version "
+                "or for another GPU (engines are not portable; rebuild it here)"
+            )
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        mode = self.engine.get_tensor_mode
+        inputs = [t for t in names if mode(t) == trt.TensorIOMode.INPUT]
+        outputs = [t for t in names if mode(t) == trt.TensorIOMode.OUTPUT]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise UserError(f"{path}: expected one input and one output tensor, got {names}")
+        self.input_name, self.output_name = inputs[0], outputs[0]
+        self.in_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))
+        self.out_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.output_name)))
+        shape = tuple(self.engine.get_tensor_shape(self.input_name))
+        pmin = pmax = None
+        if any(d < 0 for d in shape):
+            pmin, _, pmax = self.engine.get_tensor_profile_shape(self.input_name, 0)
+        min_size, multiple_of = engine_metadata(path)
+        self.rule, self.fixed_batch, self.max_batch = engine_size_rule(
+            shape, pmin, pmax, min_size, multiple_of
+        )
+        self.name = str(path)
+        self.device = "cuda"
+        self.context = self.engine.create_execution_context()
+        self.stream = cuda.Stream()
+        self.d_input = cuda.DeviceArray(shape=(0,), dtype=self.in_dtype)
+        self.d_output = cuda.DeviceArray(shape=(0,), dtype=self.out_dtype)
+        ph, pw = probe_size(self.rule)
+        in_shape = (self.fixed_batch or 1, 3, ph, pw)
+        self.scale = scale_from_shapes(in_shape, self._set_shape(in_shape))
+
+    def _set_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if not self.context.set_input_shape(self.input_name, shape):
+            raise UserError(f"engine {self.name} does not accept input shape {shape}")
+        return tuple(self.context.get_tensor_shape(self.output_name))
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(batch, dtype=self.in_dtype)
+        out_shape = self._set_shape(x.shape)
+        self.d_input.resize(x.shape)
+        self.d_output.resize(out_shape)
+        self.d_input.copy_from(x, stream=self.stream)
+        self.context.set_tensor_address(self.input_name, self.d_input.ptr)
+        self.context.set_tensor_address(self.output_name, self.d_output.ptr)
+        if not self.context.execute_async_v3(self.stream.ptr):
+            raise RuntimeError(f"TensorRT execution failed for input {x.shape}")
+        host = np.empty(out_shape, dtype=self.out_dtype)
+        self.d_output.copy_to(host, stream=self.stream)
+        self.stream.synchronize()
+        return host
+
+    def sync(self) -> None:
+        self.stream.synchronize()
+
+    def peak_memory_bytes(self) -> int | None:
+        """The engine's activation memory plus the input/output buffers."""
+        activations = getattr(self.engine, "device_memory_size_v2", None)
+        if activations is None:
+            activations = self.engine.device_memory_size
+        return int(activations + self.d_input.allocated_nbytes + self.d_output.allocated_nbytes)
+
+
+# ---------------------------------------------------------------------------------------------
+# choosing a backend
+
+
+def artifact_kind(spec: str) -> str:
+    suffix = Path(spec).suffix.lower()
+    if suffix in ONNX_SUFFIXES:
+        return "onnx"
+    if suffix in ENGINE_SUFFIXES:
+        return "tensorrt"
+    return "pytorch"
+
+
+def split_adapter(spec: str) -> tuple[str, str | None]:
+    """'MODEL+ADAPTER.safetensors' -> (MODEL, ADAPTER); without '+ADAPTER' -> (spec, None)."""
+    base, plus, adapter = spec.rpartition("+")
+    if plus and base and Path(adapter).suffix.lower() in ADAPTER_SUFFIXES:
+        return base, adapter
+    return spec, None
+
+
+def open_artifact(spec: str, device: str = "auto", provider: str = "auto") -> Backend:
+    """A backend for an artifact typed by its suffix (see the module docstring)."""
+    kind = artifact_kind(spec)
+    if kind == "onnx":
+        return OnnxBackend(spec, provider=provider)
+    if kind == "tensorrt":
+        return TensorRTBackend(spec)
+    model, adapter = split_adapter(spec)
+    return TorchBackend.load(model, adapter=adapter, device=device)
+
+
+def open_backend(
+    model: str | None = None,
+    adapter: str | None = None,
+    onnx: str | None = None,
+    engine: str | None = None,
+    device: str = "auto",
+    provider: str = "auto",
+) -> Backend:
+    """The backend for exactly one of --model (with optional --adapter), --onnx, --engine."""
+    given = [flag for flag, v in (("--model", model), ("--onnx", onnx), ("--engine", engine)) if v]
+    if len(given) != 1:
+        raise UserError(
+            "give exactly one of --model, --onnx, --engine"
+            + (f" (got {' and '.join(given)})" if given else "")
+        )
+    if adapter and not model:
+        raise UserError("--adapter needs --model (ONNX files and engines hold merged weights)")
+    if onnx:
+        return OnnxBackend(onnx, provider=provider)
+    if engine:
+        return TensorRTBackend(engine)
+    return TorchBackend.load(model, adapter=adapter, device=device)

@@ -1,0 +1,131 @@
+"""Upscale image files through a backend: colour through the model, alpha bicubic, bit depth kept.
+
+Files are processed one by one; a file that cannot be read or written is reported and skipped so
+that the rest of a folder still finishes. Existing outputs are skipped unless `force` is given,
+so rerunning an interrupted folder resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from adaptsr.errors import UserError
+from adaptsr.serve.backends import Backend
+from adaptsr.serve.images import Image, is_image_file, list_images, read_image, write_image
+from adaptsr.serve.tiling import choose_tile, tiled_upscale
+
+
+def upscale_image(
+    backend: Backend,
+    image: Image,
+    tile: int | None = None,
+    overlap: int | None = None,
+    batch: int = 1,
+) -> Image:
+    """The image upscaled by the backend's factor (RGB through the model, alpha bicubic)."""
+    s = backend.scale
+    chw = np.ascontiguousarray(image.rgb.transpose(2, 0, 1))
+    out = tiled_upscale(backend.run, chw, s, backend.rule, tile=tile, overlap=overlap, batch=batch)
+    rgb = np.clip(out.transpose(1, 2, 0), 0.0, 1.0)
+    if image.gray:  # a gray picture stays gray, whatever colour cast the model adds
+        rgb = np.repeat(rgb.mean(axis=2, keepdims=True), 3, axis=2)
+    alpha = None
+    if image.alpha is not None:
+        import cv2
+
+        h, w = image.alpha.shape
+        alpha = cv2.resize(image.alpha, (w * s, h * s), interpolation=cv2.INTER_CUBIC)
+        alpha = np.clip(alpha, 0.0, 1.0)
+    rgb = np.ascontiguousarray(rgb)
+    return Image(rgb=rgb, alpha=alpha, bit_depth=image.bit_depth, gray=image.gray)
+
+
+def collect_inputs(inputs: list[str | os.PathLike]) -> list[Path]:
+    """Image files named directly or found directly inside named folders (in order)."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files.extend(list_images(path))
+        elif path.exists():
+            if not is_image_file(path):
+                raise UserError(f"{path} is not an image file (by its suffix)")
+            files.append(path)
+        else:
+            raise UserError(f"no such file or folder: {path}")
+    if not files:
+        raise UserError("no images found in the given inputs")
+    return files
+
+
+def output_paths(files: list[Path], out_dir: Path) -> list[Path]:
+    """out_dir/<input file name>; two inputs with one name would collide, so that is refused."""
+    outs = [out_dir / f.name for f in files]
+    seen: dict[Path, Path] = {}
+    for src, dst in zip(files, outs, strict=True):
+        if dst.exists() and dst.resolve() == src.resolve():
+            raise UserError(f"--out {out_dir} holds the input {src}: choose another folder")
+        if dst in seen and seen[dst].resolve() != src.resolve():
+            raise UserError(f"{seen[dst]} and {src} would both be written to {dst}")
+        seen[dst] = src
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file, expected a folder")
+    return outs
+
+
+@dataclass
+class Summary:
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)  # outputs that exist (no --force)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def upscale_files(
+    backend: Backend,
+    inputs: list[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    tile: int | None = None,
+    overlap: int | None = None,
+    batch: int = 1,
+    force: bool = False,
+    progress: bool | None = None,
+    report: Callable[[str], None] | None = None,
+) -> Summary:
+    """Upscale every input image into out_dir; per-file failures are collected, not raised."""
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    files = collect_inputs(inputs)
+    outs = output_paths(files, out_dir)
+    choose_tile(backend.rule, tile, overlap)  # bad options fail once, before any file
+    if batch < 1:
+        raise UserError(f"--batch must be >= 1, not {batch}")
+    summary = Summary()
+    say = report or (lambda text: tqdm.write(text, file=sys.stderr))
+    # a bar for several files, on a terminal only (disable=None: off when stderr is not a tty)
+    disable = None if (len(files) > 1 if progress is None else progress) else True
+    bar = tqdm(total=len(files), unit="img", disable=disable, leave=False, file=sys.stderr)
+    try:
+        for src, dst in zip(files, outs, strict=True):
+            bar.set_postfix_str(src.name, refresh=False)
+            if dst.exists() and not force:
+                summary.skipped.append(dst)
+            else:
+                try:
+                    image = read_image(src)
+                    result = upscale_image(backend, image, tile=tile, overlap=overlap, batch=batch)
+                    write_image(result, dst, force=force)
+                    summary.written.append(dst)
+                except UserError as e:
+                    summary.failed.append((src, str(e)))
+                    say(f"failed: {src}: {e}")
+            bar.update(1)
+    finally:
+        bar.close()
+    return summary
