@@ -18,11 +18,14 @@ from adaptsr.errors import UserError
 
 # command name -> "module:attribute" (a click.Command); order is the --help order.
 COMMANDS = {
+    "train": "adaptsr.commands.train:train",
+    "allocate": "adaptsr.commands.allocate:allocate",
     "merge": "adaptsr.commands.merge:merge",
     "models": "adaptsr.commands.models:models",
     "eval": "adaptsr.commands.eval:eval_command",
     "upscale": "adaptsr.commands.upscale:upscale",
     "bench": "adaptsr.commands.bench:bench",
+    "demo": "adaptsr.commands.demo:demo",
 }
 
 _debug = os.environ.get("ADAPTSR_DEBUG", "") not in ("", "0")

@@ -1,0 +1,401 @@
+"""Training data: image folders, random crops and augmentation, a resumable data order.
+
+Two kinds of source:
+
+- HR-only folders. The dataset returns HR crops; the training loop degrades whole batches on the
+  training device (`make_degrader`), so the CPU workers only decode and crop.
+- Paired folders (real LR/HR photos): two folders with matching stems (`--lr-dir/--hr-dir`; an
+  LR stem may carry DIV2K's `x4` or RealSR's `_LR4` suffix), a RealSR V3 folder (`NAME_HR.png`
+  beside `NAME_LR4.png`), or a DIV2K root (`DIV2K_train_HR/` with one
+  `DIV2K_train_LR_*/X4/0001x4.png`). The dataset returns aligned LR and HR crops.
+
+Images are read with adaptsr.serve.images.read_image (png, jpg, webp, bmp, tif; 8/16-bit; gray
+replicated to RGB, alpha dropped). Folders are scanned once from the file headers: corrupt files,
+images smaller than the crop and LR/HR sizes that disagree with the scale are found before
+training starts.
+
+The data order is a pure function of (seed, iteration): sample k of the run is item
+perm_e[k mod N] of epoch e = k div N, with its own crop/augmentation seed. Resuming at iteration
+i therefore needs no saved sampler state, and DDP ranks take disjoint slices of each global batch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from adaptsr.errors import UserError
+from adaptsr.serve.images import IMAGE_SUFFIXES, list_images, read_image
+
+DEGRADATIONS = ("bicubic", "realesrgan")
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    hr: Path
+    lr: Path | None  # None: HR-only, degraded on the fly
+    hr_size: tuple[int, int]  # (height, width)
+
+
+@dataclass
+class Scan:
+    """The usable images of one or more sources, and what was left out."""
+
+    entries: list[Entry]
+    paired: bool
+    layouts: list[str]
+    corrupt: list[Path] = field(default_factory=list)
+    too_small: list[Path] = field(default_factory=list)
+
+    def summary(self) -> str:
+        kind = "LR/HR pairs" if self.paired else "HR images"
+        text = f"{len(self.entries)} {kind} ({', '.join(self.layouts)})"
+        if self.corrupt:
+            text += f"; skipped {len(self.corrupt)} unreadable (e.g. {self.corrupt[0].name})"
+        if self.too_small:
+            text += (
+                f"; skipped {len(self.too_small)} smaller than the crop "
+                f"(e.g. {self.too_small[0].name})"
+            )
+        return text
+
+
+# ---------------------------------------------------------------------------------------------
+# finding images
+
+
+def _strip_suffix(stem: str, suffixes: tuple[str, ...]) -> str:
+    for s in suffixes:
+        if stem.lower().endswith(s.lower()) and len(stem) > len(s):
+            return stem[: -len(s)]
+    return stem
+
+
+def _keyed(files: list[Path], suffixes: tuple[str, ...]) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for f in files:
+        key = _strip_suffix(f.stem, suffixes)
+        if key in out:
+            raise UserError(f"two images named {key!r} in {f.parent}: {out[key].name}, {f.name}")
+        out[key] = f
+    return out
+
+
+def match_pairs(hr_files: list[Path], lr_files: list[Path], scale: int) -> list[tuple[Path, Path]]:
+    """(hr, lr) by stem; LR stems may end in `x{scale}` or `_LR{scale}`, HR stems in `_HR`."""
+    hr_map = _keyed(hr_files, ("_HR",))
+    lr_map = _keyed(lr_files, (f"_LR{scale}", f"x{scale}"))
+    missing = [k for k in hr_map if k not in lr_map]
+    if missing:
+        where = lr_files[0].parent if lr_files else "the LR folder"
+        raise UserError(
+            f"{len(missing)} HR image(s) without an LR image in {where}, e.g. "
+            f"{hr_map[missing[0]].name} (LR names must match HR stems, optionally with an "
+            f"'x{scale}' or '_LR{scale}' suffix)"
+        )
+    return [(hr_map[k], lr_map[k]) for k in sorted(hr_map)]
+
+
+def _div2k_layout(root: Path, scale: int) -> tuple[Path, Path] | None:
+    """(hr_dir, lr_dir) of a DIV2K-style root, or None when `root` is not one."""
+    subdirs = [d for d in root.iterdir() if d.is_dir()]
+    hr_dirs = [d for d in subdirs if d.name.endswith("_HR")]
+    lr_dirs = [d / f"X{scale}" for d in subdirs if "_LR_" in d.name and (d / f"X{scale}").is_dir()]
+    if not hr_dirs or not lr_dirs:
+        return None
+    if len(hr_dirs) > 1 or len(lr_dirs) > 1:
+        names = ", ".join(str(d.relative_to(root)) for d in hr_dirs + lr_dirs)
+        raise UserError(
+            f"{root} holds several DIV2K-style folders ({names}): "
+            "name one pair with --lr-dir and --hr-dir"
+        )
+    return hr_dirs[0], lr_dirs[0]
+
+
+def find_sources(data: str | os.PathLike, scale: int) -> tuple[str, list[tuple[Path, Path | None]]]:
+    """Detect the layout of a --data folder: (layout name, [(hr, lr or None)])."""
+    root = Path(data)
+    if not root.is_dir():
+        raise UserError(
+            f"no such folder: {root}" if not root.exists() else f"{root} is not a folder"
+        )
+    div2k = _div2k_layout(root, scale)
+    if div2k:
+        pairs = match_pairs(list_images(div2k[0]), list_images(div2k[1]), scale)
+        return f"DIV2K-style {div2k[0].name} + {div2k[1].parent.name}/X{scale}", pairs
+    files = list_images(root)
+    hr = [f for f in files if f.stem.endswith("_HR")]
+    lr = [f for f in files if f.stem.endswith(f"_LR{scale}")]
+    if hr and lr:
+        return f"RealSR-style {root.name}", match_pairs(hr, lr, scale)
+    if not files:
+        raise UserError(f"no images in {root} (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return f"HR-only {root.name}", [(f, None) for f in files]
+
+
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """(height, width) from the header (PIL, no pixel decode); a full decode when PIL cannot
+    parse the format (e.g. 48-bit TIFF); None when the file is unreadable."""
+    from PIL import Image as PILImage
+
+    try:
+        with PILImage.open(path) as im:
+            w, h = im.size
+            im.verify()  # checks chunk CRCs (PNG) and structure without decoding pixels
+        return h, w
+    except Exception:
+        pass
+    try:
+        return read_image(path).size
+    except UserError:
+        return None
+
+
+def scan(
+    data: list[str | os.PathLike] | None = None,
+    scale: int = 4,
+    patch: int = 256,
+    lr_dir: str | os.PathLike | None = None,
+    hr_dir: str | os.PathLike | None = None,
+    strict: bool = False,
+) -> Scan:
+    """Find and check the training images of every source before training starts.
+
+    patch is the HR crop size. Unreadable images and images smaller than the crop are skipped
+    (counted in the result) or, with strict, are an error. An LR/HR size that disagrees with the
+    scale is always an error naming the file.
+    """
+    sources: list[tuple[str, list[tuple[Path, Path | None]]]] = []
+    if (lr_dir is None) != (hr_dir is None):
+        raise UserError("give both --lr-dir and --hr-dir, or neither")
+    if lr_dir is not None:
+        pairs = match_pairs(list_images(hr_dir), list_images(lr_dir), scale)
+        sources.append((f"paired {Path(hr_dir).name} + {Path(lr_dir).name}", pairs))
+    for folder in data or []:
+        sources.append(find_sources(folder, scale))
+    if not sources:
+        raise UserError("no training data: give --data DIR (or --lr-dir and --hr-dir)")
+    kinds = {all(lr is not None for _, lr in items) for _, items in sources}
+    if len(kinds) > 1:
+        raise UserError(
+            "cannot mix HR-only folders with LR/HR pairs in one run: "
+            f"{', '.join(name for name, _ in sources)}"
+        )
+    paired = kinds.pop()
+    out = Scan([], paired, [name for name, _ in sources])
+    for _, items in sources:
+        for hr, lr in items:
+            hr_size = _header_size(hr)
+            lr_size = _header_size(lr) if lr is not None else None
+            if hr_size is None or (lr is not None and lr_size is None):
+                bad = hr if hr_size is None else lr
+                if strict:
+                    raise UserError(f"cannot read image {bad}: corrupt or not an image")
+                out.corrupt.append(bad)
+                continue
+            if lr_size is not None:
+                (lh, lw), (hh, hw) = lr_size, hr_size
+                # HR may exceed LR x scale by a mod-crop remainder (< scale pixels).
+                if not (0 <= hh - lh * scale < scale and 0 <= hw - lw * scale < scale):
+                    raise UserError(
+                        f"{lr}: LR {lw}x{lh} times {scale} does not match HR {hw}x{hh} ({hr.name})"
+                    )
+            if min(hr_size) < patch:
+                if strict:
+                    h, w = hr_size
+                    raise UserError(f"{hr}: {w}x{h} is smaller than the {patch}x{patch} HR crop")
+                out.too_small.append(hr)
+                continue
+            out.entries.append(Entry(hr.stem, hr, lr, hr_size))
+    if not out.entries:
+        raise UserError(f"no usable training images: {out.summary()}")
+    return out
+
+
+def split_validation(scan_result: Scan, count: int) -> tuple[list[Entry], list[Entry]]:
+    """(train, val): the last `count` images (in name order) are held out for validation."""
+    entries = scan_result.entries
+    if count <= 0:
+        return entries, []
+    if count >= len(entries):
+        raise UserError(
+            f"--val-split {count} leaves no training images (only {len(entries)} found)"
+        )
+    return entries[:-count], entries[-count:]
+
+
+# ---------------------------------------------------------------------------------------------
+# crops
+
+
+def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32))
+
+
+def augment(arrays: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """The same random element of the 8 flips/90-degree rotations applied to every array."""
+    k = int(rng.integers(4))
+    flip = bool(rng.integers(2))
+    out = []
+    for a in arrays:
+        a = np.rot90(a, k, axes=(0, 1))
+        out.append(a[:, ::-1] if flip else a)
+    return out
+
+
+class CropDataset(torch.utils.data.Dataset):
+    """Random crops of training images, indexed by (image index, sample seed).
+
+    HR-only: {"hr": (3, patch, patch)}. Paired: {"lr": (3, patch/scale, ...), "hr": ...}, the HR
+    crop at `scale` times the LR crop position.
+    """
+
+    def __init__(self, entries: list[Entry], patch: int, scale: int, flips: bool = True):
+        if patch % scale:
+            raise UserError(f"the HR crop {patch} must be a multiple of the scale {scale}")
+        self.entries = entries
+        self.patch, self.scale, self.flips = patch, scale, flips
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        index, seed = key
+        entry = self.entries[index]
+        rng = np.random.default_rng(seed)
+        hr = read_image(entry.hr).rgb
+        if entry.lr is None:
+            h, w = hr.shape[:2]
+            y = int(rng.integers(h - self.patch + 1))
+            x = int(rng.integers(w - self.patch + 1))
+            crops = [hr[y : y + self.patch, x : x + self.patch]]
+        else:
+            lr = read_image(entry.lr).rgb
+            p, s = self.patch // self.scale, self.scale
+            h, w = lr.shape[:2]
+            y = int(rng.integers(h - p + 1))
+            x = int(rng.integers(w - p + 1))
+            crops = [hr[y * s : (y + p) * s, x * s : (x + p) * s], lr[y : y + p, x : x + p]]
+        if self.flips:
+            crops = augment(crops, rng)
+        out = {"hr": _to_tensor(crops[0])}
+        if entry.lr is not None:
+            out["lr"] = _to_tensor(crops[1])
+        return out
+
+
+class BatchPlan(torch.utils.data.Sampler):
+    """The keys of every batch of a run, from iteration `start` (0-based) to `stop`.
+
+    A process's batch at iteration i is its slice of the global batch: samples i*B + rank*b ...
+    i*B + (rank+1)*b - 1 with b = B / world (`dist`: an object with rank and world).
+    """
+
+    def __init__(self, n: int, global_batch: int, seed: int, start: int, stop: int, dist=None):
+        rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
+        if global_batch % world:
+            raise UserError(f"batch {global_batch} is not divisible by {world} processes")
+        self.n, self.batch, self.seed = n, global_batch, seed
+        self.start, self.stop = start, stop
+        self.rank, self.world = rank, world
+        self._epoch, self._perm = -1, np.arange(0)
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def key(self, k: int) -> tuple[int, int]:
+        """(image index, crop seed) of sample k of the run."""
+        epoch = k // self.n
+        if epoch != self._epoch:
+            self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            self._epoch = epoch
+        seed = int(np.random.SeedSequence([self.seed, k, 1]).generate_state(1)[0])
+        return int(self._perm[k % self.n]), seed
+
+    def keys(self, iteration: int) -> list[tuple[int, int]]:
+        local = self.batch // self.world
+        first = iteration * self.batch + self.rank * local
+        return [self.key(k) for k in range(first, first + local)]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for i in range(self.start, self.stop):
+            yield self.keys(i)
+
+
+def loader(
+    dataset: CropDataset, plan: BatchPlan, workers: int, pin: bool
+) -> torch.utils.data.DataLoader:
+    # A private generator: the loader must not draw from the global torch RNG, or a resumed run
+    # would see different random numbers than an uninterrupted one.
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=plan,
+        num_workers=workers,
+        pin_memory=pin,
+        generator=torch.Generator(),
+        prefetch_factor=4 if workers > 0 else None,
+        worker_init_fn=_ignore_sigint,
+    )
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group; the main process saves a checkpoint and stops,
+    # which needs the workers alive until then.
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# ---------------------------------------------------------------------------------------------
+# degradation and validation
+
+
+def make_degrader(kind: str, scale: int, seed: int, device):
+    """The batched degradation of adaptsr.adapt.degradations: HR (B, 3, H, W) -> LR."""
+    if kind not in DEGRADATIONS:
+        raise UserError(f"unknown degradation {kind!r} (choose {', '.join(DEGRADATIONS)})")
+    try:
+        from adaptsr.adapt.degradations import Degrader
+    except ImportError as e:
+        raise UserError(
+            f"the {kind} degradation needs adaptsr.adapt.degradations, which is not installed"
+        ) from e
+    return Degrader(kind, scale, seed, device)
+
+
+def modcrop(rgb: np.ndarray, scale: int) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    return rgb[: h - h % scale, : w - w % scale]
+
+
+def validation_pairs(
+    entries: list[Entry], scale: int, degradation: str, seed: int, device
+) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(name, lr (1, 3, h, w), hr (1, 3, H, W)) on the CPU, made once: HR-only images are
+    degraded with a fixed seed, so every validation scores the same inputs."""
+    out = []
+    degrader = None
+    for entry in entries:
+        hr = _to_tensor(modcrop(read_image(entry.hr).rgb, scale))[None]
+        if entry.lr is not None:
+            lr = _to_tensor(read_image(entry.lr).rgb)[None]
+            h, w = lr.shape[-2] * scale, lr.shape[-1] * scale
+            hr = hr[..., :h, :w]
+        else:
+            if degrader is None:
+                degrader = make_degrader(degradation, scale, seed, device)
+            with torch.no_grad():
+                lr = degrader(hr.to(device)).clamp(0, 1).cpu()
+        out.append((entry.name, lr, hr))
+    return out
+
+
+def validation_entries(folder: str | os.PathLike, scale: int, strict: bool) -> list[Entry]:
+    """Every image of a --val folder (any layout); no size limit besides the scale."""
+    return scan([folder], scale=scale, patch=1, strict=strict).entries

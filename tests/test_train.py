@@ -1,0 +1,336 @@
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from adaptsr.adapt import train as training
+from adaptsr.adapt.lora import read_adapter
+from adaptsr.errors import UserError
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: tiny convs on a busy 2-core machine run several times faster, and
+    the subprocesses below use the same count, which bit-exact comparisons need."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny SAFMN x4 checkpoint (5k parameters) and 8 textured 48x48 images."""
+    from spandrel.architectures.SAFMN import SAFMN
+
+    from adaptsr.adapt.models import model_from_state_dict, save_model
+
+    root = tmp_path_factory.mktemp("train")
+    torch.manual_seed(0)
+    net = SAFMN(dim=8, n_blocks=1, ffn_scale=2.0, upscaling_factor=4)
+    model = root / "tiny.safetensors"
+    save_model(model_from_state_dict(net.state_dict()), model)
+    hr = root / "hr"
+    hr.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        small = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
+        cv2.imwrite(str(hr / f"{i:03d}.png"), cv2.resize(small, (48, 48)))
+    return root, model, hr
+
+
+def _config(setup, **kw):
+    _, model, hr = setup
+    base = dict(
+        model=str(model),
+        data=[str(hr)],
+        iters=6,
+        batch=2,
+        patch=32,
+        workers=0,
+        device="cpu",
+        degradation="bicubic",
+        save_every=2,
+        log_every=1,
+        val_every=0,
+    )
+    return training.TrainConfig(**{**base, **kw})
+
+
+def _losses(run_dir):
+    out = {}
+    for line in (run_dir / "log.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "loss" in record:
+            out[record["iter"]] = record["loss"]
+    return out
+
+
+def test_schedules_follow_the_paper():
+    def lrs(mode, iters):
+        opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=1.0)
+        cfg = training.TrainConfig(model="m", mode=mode, iters=iters).resolved()
+        sched = training.make_scheduler(opt, cfg)
+        out = []
+        for _ in range(iters):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+
+    lora = lrs("lora", 100)  # x0.75 after 50, 75 and 90 iterations
+    assert lora[49] == 1.0 and lora[50] == 0.75 and lora[74] == 0.75
+    assert lora[75] == pytest.approx(0.75**2) and lora[90] == pytest.approx(0.75**3)
+    full = lrs("full", 100)  # halved after 50, 80, 90, 95
+    assert [full[i] for i in (49, 50, 80, 90, 95, 99)] == [1, 0.5, 0.25, 0.125, 0.0625, 0.0625]
+    cfg = training.TrainConfig(model="m").resolved()
+    assert (cfg.lr, cfg.degradation) == (1e-3, "realesrgan")
+    cfg = training.TrainConfig(model="m", mode="pretrain").resolved()
+    assert (cfg.lr, cfg.degradation) == (2e-4, "bicubic")
+
+
+def test_resume_from_a_checkpoint_replays_exactly(setup, tmp_path, monkeypatch):
+    """Real-ESRGAN degradation (random), flips and crops: the checkpoint at iteration 2,
+    resumed, gives bit-identical losses for iterations 3 and 4; validation keeps best/last."""
+    cfg = _config(setup, iters=4, degradation="realesrgan", val_split=1, val_every=2)
+    copies = {}
+    write = training.write_checkpoint
+
+    def keep_copy(state, path):
+        write(state, path)
+        copies.setdefault(state["iteration"], path.read_bytes())
+
+    monkeypatch.setattr(training, "write_checkpoint", keep_copy)
+    a = tmp_path / "a"
+    result = training.train(cfg, a, progress=False)
+    monkeypatch.setattr(training, "write_checkpoint", write)
+    assert result.status == "finished" and (a / "adapter.safetensors").exists()
+    assert (a / "adapter-best.safetensors").exists() and result.best["iter"] in (2, 4)
+    vals = [json.loads(x) for x in (a / "log.jsonl").read_text().splitlines()]
+    assert [v["iter"] for v in vals if v.get("event") == "val"] == [2, 4]
+
+    b = tmp_path / "b"
+    b.mkdir()
+    shutil.copy(a / "config.json", b / "config.json")
+    (b / "checkpoint.pt").write_bytes(copies[2])
+    training.train(training.resume_config(b, {}), b, resume=True, progress=False)
+    assert _losses(b) == {3: _losses(a)[3], 4: _losses(a)[4]}
+
+
+@pytest.mark.slow
+def test_sigint_then_kill9_then_resume_matches_uninterrupted_run(setup, tmp_path):
+    cfg = _config(setup, iters=24, save_every=3)
+    ref = tmp_path / "ref"
+    training.train(cfg, ref, progress=False)
+    expected = _losses(ref)
+    assert len(expected) == 24
+
+    run = tmp_path / "run"
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in cfg.to_dict().items() if k in _FLAGS]
+
+    def start(extra):
+        cmd = [sys.executable, "-m", "adaptsr.cli", "train", "--out", str(run), "--quiet", *extra]
+        return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def wait_for(proc, iteration):
+        log = run / "log.jsonl"
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            lines = log.read_text().splitlines() if log.exists() else []
+            if lines and json.loads(lines[-1]).get("iter", 0) >= iteration:
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"run ended before iteration {iteration}: {proc.communicate()}")
+
+    proc = start([*args, f"--data={cfg.data[0]}"])
+    wait_for(proc, 4)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C: save and exit cleanly
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    stopped = torch.load(run / "checkpoint.pt", weights_only=True)["iteration"]
+    assert 4 <= stopped < 24 and b"interrupted at iteration" in out
+
+    proc = start(["--resume"])
+    wait_for(proc, stopped + 7)  # past at least two more checkpoints
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["iteration"] < 24
+
+    result = training.train(training.resume_config(run, {}), run, resume=True, progress=False)
+    assert result.status == "finished"
+    assert _losses(run) == expected  # bit-identical on the CPU
+
+
+_FLAGS = ("model", "iters", "batch", "patch", "workers", "device", "degradation", "save_every")
+_FLAGS += ("log_every", "val_every")
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one_process(setup, tmp_path):
+    cfg = _config(setup, iters=3, batch=4, save_every=0)
+    single = tmp_path / "single"
+    training.train(cfg, single, progress=False)
+    ddp = tmp_path / "ddp"
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in cfg.to_dict().items() if k in _FLAGS]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", "adaptsr.cli", "train", "--out", str(ddp), "--quiet", f"--data={cfg.data[0]}"]
+    proc = subprocess.run(cmd + flags, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    start = json.loads((ddp / "log.jsonl").read_text().splitlines()[0])
+    assert start["world"] == 2
+    one, two = _losses(single), _losses(ddp)
+    assert sorted(two) == [1, 2, 3]
+    for i in one:
+        assert two[i] == pytest.approx(one[i], rel=1e-5, abs=1e-6)
+    a = read_adapter(single / "adapter.safetensors")[0]
+    b = read_adapter(ddp / "adapter.safetensors")[0]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(setup, tmp_path):
+    cfg = _config(setup, mode="full", lr=1e30, iters=20, save_every=1)
+    with pytest.raises(UserError, match="not finite at iteration (\\d+).*last good checkpoint"):
+        training.train(cfg, tmp_path / "run", progress=False)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert all(
+        torch.isfinite(t).all() for t in state["trainable"].values() if t.is_floating_point()
+    )
+
+
+def test_full_disk_while_checkpointing_keeps_the_previous_one(setup, tmp_path, monkeypatch):
+    calls = []
+    real_save = torch.save
+
+    def save(obj, f, *a, **kw):
+        calls.append(obj["iteration"])
+        if len(calls) == 2:
+            f.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **kw)
+
+    monkeypatch.setattr(training.torch, "save", save)
+    with pytest.raises(UserError, match="the disk is full; the previous checkpoint is intact"):
+        training.train(_config(setup, iters=4), tmp_path / "run", progress=False)
+    monkeypatch.setattr(training.torch, "save", real_save)
+    assert training.read_checkpoint(tmp_path / "run" / "checkpoint.pt")["iteration"] == 2
+    assert [p.name for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_full_mode_and_rank_aware_outputs(setup, tmp_path):
+    from adaptsr.adapt.models import load_model
+
+    full = tmp_path / "full"
+    training.train(_config(setup, mode="full", iters=2), full, progress=False)
+    trained = load_model(full / "model.safetensors")
+    base = load_model(_config(setup).model)
+    changed = [
+        k for k, v in trained.state_dict().items() if not torch.equal(v, base.state_dict()[k])
+    ]
+    assert changed  # every weight trains in full mode
+
+    aware = tmp_path / "aware"
+    cfg = _config(setup, iters=2, rank_aware=True, budget="r2", score_batches=2)
+    training.train(cfg, aware, progress=False)
+    allocation = json.loads((aware / "rank_map.json").read_text())
+    tensors = read_adapter(aware / "adapter.safetensors")[0]
+    for site, rank in allocation["ranks"].items():
+        if rank:
+            assert tensors[f"{site}.lora_A"].shape[0] == rank
+    used = sum(t.numel() for t in tensors.values())
+    assert 0 < used <= allocation["budget"]["params"]
+
+
+def test_cli_config_file_precedence_and_run_dir_rules(setup, tmp_path, run_cli):
+    root, model, hr = setup
+    conf = tmp_path / "train.toml"
+    conf.write_text(
+        f'model = "{model}"\ndata = "{hr}"\niters = 2\nbatch = 2\npatch = 32\nworkers = 0\n'
+        'device = "cpu"\ndegradation = "bicubic"\nrank = 2\nlr = 0.5\n'
+    )
+    run = tmp_path / "run"
+    code, out, err = run_cli("train", "--config", conf, "--out", run, "--lr", "0.01", "--quiet")
+    assert code == 0, err
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["lr"] == 0.01 and saved["rank"] == 2 and saved["iters"] == 2
+    code, _, err = run_cli("train", "--config", conf, "--out", run, "--quiet")
+    assert code == 1 and "already holds a run" in err and "--resume" in err
+    code, _, err = run_cli("train", "--out", run, "--resume", "--lr", "0.1")
+    assert code == 1 and "--lr differs from the run being resumed" in err
+    code, out, err = run_cli("train", "--out", run, "--resume", "--quiet")
+    assert code == 0 and "already finished" in out
+    code, _, err = run_cli("train", "--out", tmp_path / "none", "--resume")
+    assert code == 1 and "nothing to resume" in err
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"itters": 3}')
+    code, _, err = run_cli("train", "--config", bad, "--out", tmp_path / "x")
+    assert code == 1 and "unknown setting 'itters'" in err
+    code, _, err = run_cli(
+        "train", "--model", model, "--data", hr, "--out", tmp_path / "y", "--patch", "36"
+    )
+    assert code == 1 and "LR crops of 9 px" in err
+
+
+def test_paired_data_pretrain_and_validation_folder(setup, tmp_path):
+    """RealSR-style pairs for training and validation; pretrain re-initialises the weights."""
+    from adaptsr.adapt.lora import base_fingerprint
+    from adaptsr.adapt.models import load_model
+
+    rng = np.random.default_rng(1)
+    for folder, n in (("pairs", 3), ("val", 1)):
+        (tmp_path / folder).mkdir()
+        for i in range(n):
+            lr = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
+            cv2.imwrite(str(tmp_path / folder / f"x{i}_LR4.png"), lr)
+            cv2.imwrite(str(tmp_path / folder / f"x{i}_HR.png"), cv2.resize(lr, (48, 48)))
+    cfg = _config(
+        setup,
+        data=[str(tmp_path / "pairs")],
+        val=str(tmp_path / "val"),
+        val_every=1,
+        mode="pretrain",
+        iters=2,
+    )
+    result = training.train(cfg, tmp_path / "run", progress=False)
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert log[0]["images"] == 3 and log[0]["val_images"] == 1
+    vals = [r for r in log if r.get("event") == "val"]
+    assert [r["iter"] for r in vals] == [1, 2] and all(np.isfinite(r["psnr_y"]) for r in vals)
+    assert result.best["psnr_y"] == max(r["psnr_y"] for r in vals)
+    base = load_model(cfg.model)
+    trained = load_model(tmp_path / "run" / "model.safetensors")
+    assert base_fingerprint(trained) != base_fingerprint(base)
+    # two Adam steps move a weight by at most 2 * lr = 4e-4: larger changes mean re-initialised
+    moved = max(
+        float((v - base.state_dict()[k]).abs().max()) for k, v in trained.state_dict().items()
+    )
+    assert moved > 1e-2
+    assert (tmp_path / "run" / "model-best.safetensors").exists()
+
+
+def test_benchmark_row_counts_trainable_parameters(setup):
+    from adaptsr.adapt.lora import inject_lora, lora_report
+    from adaptsr.adapt.models import load_model
+
+    model_path = str(setup[1])
+    rows = [
+        training._bench_one(model_path, mode, 1, 32, 1, 0, "cpu", 2) for mode in ("lora", "full")
+    ]
+    lora_model = inject_lora(load_model(model_path), 2)
+    assert rows[0]["trainable"] == lora_report(lora_model)["total"]
+    assert rows[1]["trainable"] == sum(p.numel() for p in load_model(model_path).parameters())
+    assert all(r["it_s"] > 0 and r["peak_rss_mb"] >= r["rss_before_mb"] > 0 for r in rows), rows
+    table = training.bench_table(rows).splitlines()
+    assert len(table) == 4 and table[2].startswith(f"| {model_path} | lora |")
