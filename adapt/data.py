@@ -139,7 +139,7 @@ def find_sources(data: str | os.PathLike, scale: int) -> tuple[str, list[tuple[P
     return f"HR-only {root.name}", [(f, None) for f in files]
 
 
-def _header_size(path: Path) -> tuple[int, int] | None:
+def header_size(path: Path) -> tuple[int, int] | None:
     """(height, width) from the header (PIL, no pixel decode); a full decode when PIL cannot
     parse the format (e.g. 48-bit TIFF); None when the file is unreadable."""
     from PIL import Image as PILImage
@@ -191,8 +191,8 @@ def scan(
     out = Scan([], paired, [name for name, _ in sources])
     for _, items in sources:
         for hr, lr in items:
-            hr_size = _header_size(hr)
-            lr_size = _header_size(lr) if lr is not None else None
+            hr_size = header_size(hr)
+            lr_size = header_size(lr) if lr is not None else None
             if hr_size is None or (lr is not None and lr_size is None):
                 bad = hr if hr_size is None else lr
                 if strict:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from adaptsr.adapt import metrics
+from adaptsr.adapt.data import header_size, match_pairs, modcrop
 from adaptsr.errors import UserError
 from adaptsr.serve.images import Image, list_images, read_image, write_image
 
@@ -40,24 +41,6 @@ class Pair:
 
 # ---------------------------------------------------------------------------------------------
 # finding pairs
-
-
-def _strip(stem: str, suffixes: tuple[str, ...]) -> str:
-    low = stem.lower()
-    for s in suffixes:
-        if low.endswith(s.lower()) and len(stem) > len(s):
-            return stem[: -len(s)]
-    return stem
-
-
-def _keyed(files: list[Path], suffixes: tuple[str, ...], folder: Path) -> dict[str, Path]:
-    out: dict[str, Path] = {}
-    for f in files:
-        key = _strip(f.stem, suffixes)
-        if key in out:
-            raise UserError(f"two images named {key!r} in {folder}: {out[key].name}, {f.name}")
-        out[key] = f
-    return out
 
 
 def _realsr_files(folder: Path, scale: int) -> tuple[list[Path], list[Path]]:
@@ -83,7 +66,6 @@ def find_pairs(
     if lr_dir is None:
         return [Pair(f.stem, f, None) for f in hr_files]
     lr_dir = Path(lr_dir)
-    lr_suffixes = (f"_LR{scale}", f"x{scale}")
     if lr_dir.resolve() == hr_dir.resolve():
         hr_files, lr_files = _realsr_files(hr_dir, scale)
         if not hr_files or not lr_files:
@@ -91,38 +73,17 @@ def find_pairs(
                 f"{hr_dir}: --lr and --hr name the same folder, but it has no RealSR-style "
                 f"pairs (NAME_HR.png with NAME_LR{scale}.png)"
             )
-        lr_suffixes = (f"_LR{scale}",)
     else:
         lr_files = list_images(lr_dir)
         if not lr_files:
             raise UserError(f"no images in {lr_dir} (looked for {', '.join(_suffixes())})")
-    hr_map = _keyed(hr_files, ("_HR",), hr_dir)
-    lr_map = _keyed(lr_files, lr_suffixes, lr_dir)
-    missing = [k for k in hr_map if k not in lr_map]
-    if missing:
-        raise UserError(
-            f"{len(missing)} HR image(s) without an LR image in {lr_dir}, e.g. "
-            f"{hr_map[missing[0]].name} (LR names must match HR stems, optionally with an "
-            f"'x{scale}' or '_LR{scale}' suffix)"
-        )
-    return [Pair(hr_map[k].stem, hr_map[k], lr_map[k]) for k in sorted(hr_map)]
+    return [Pair(hr.stem, hr, lr) for hr, lr in match_pairs(hr_files, lr_files, scale)]
 
 
 def _suffixes() -> tuple[str, ...]:
     from adaptsr.serve.images import IMAGE_SUFFIXES
 
     return IMAGE_SUFFIXES
-
-
-def _header_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from the file header without decoding, or None if unreadable."""
-    from PIL import Image as PILImage
-
-    try:
-        with PILImage.open(path) as im:
-            return im.size
-    except Exception:  # unreadable files are handled (skipped or fatal) when decoded
-        return None
 
 
 def hr_size_for(lr_w: int, lr_h: int, hr_w: int, hr_h: int, scale: int) -> bool:
@@ -142,14 +103,12 @@ def check_sizes(pairs: list[Pair], scale: int) -> None:
     for pair in pairs:
         if pair.lr is None:
             continue
-        lr_wh, hr_wh = _header_size(pair.lr), _header_size(pair.hr)
-        if lr_wh and hr_wh and not hr_size_for(*lr_wh, *hr_wh, scale):
+        lr_hw, hr_hw = header_size(pair.lr), header_size(pair.hr)
+        if not (lr_hw and hr_hw):
+            continue  # unreadable: skipped or fatal (--strict) when decoded
+        lr_wh, hr_wh = lr_hw[::-1], hr_hw[::-1]
+        if not hr_size_for(*lr_wh, *hr_wh, scale):
             raise UserError(size_mismatch(pair, lr_wh, hr_wh, scale))
-
-
-def modcrop(img: np.ndarray, scale: int) -> np.ndarray:
-    h, w = img.shape[:2]
-    return img[: h - h % scale, : w - w % scale]
 
 
 # ---------------------------------------------------------------------------------------------
