@@ -21,10 +21,11 @@ COMMANDS = {
     "train": "adaptsr.commands.train:train",
     "allocate": "adaptsr.commands.allocate:allocate",
     "merge": "adaptsr.commands.merge:merge",
-    "models": "adaptsr.commands.models:models",
     "eval": "adaptsr.commands.eval:eval_command",
+    "export": "adaptsr.commands.export:export",
     "upscale": "adaptsr.commands.upscale:upscale",
     "bench": "adaptsr.commands.bench:bench",
+    "models": "adaptsr.commands.models:models",
     "demo": "adaptsr.commands.demo:demo",
 }
 

@@ -1,0 +1,236 @@
+"""fp32 ONNX -> fp16 ONNX for strongly typed TensorRT, with fp32 islands (onnx + numpy only).
+
+Strongly typed TensorRT runs every layer in the type the graph gives it, so precision is decided
+here, once, in the graph: weights and compute in fp16, except
+
+- normalisation and softmax (LayerNormalization, Softmax, reductions, Pow, Sqrt): their sums of
+  squares and exponentials overflow or lose everything in fp16;
+- the residual stream of transformers: the tensors that feed a LayerNormalization and the Adds
+  and reshapes that carry them from block to block. SwinIR-class models accumulate activations
+  there that exceed the fp16 range.
+
+Inputs and outputs stay fp32; Cast nodes are inserted where an fp16 region meets an fp32 one.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+FP32_OPS = {
+    "LayerNormalization",
+    "GroupNormalization",
+    "InstanceNormalization",
+    "Softmax",
+    "LogSoftmax",
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceSumSquare",
+    "ReduceL2",
+    "Pow",
+    "Sqrt",
+    "Reciprocal",
+}
+# Ops that carry the residual stream unchanged in value.
+PASSTHROUGH = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity"}
+STREAM_OPS = PASSTHROUGH | {"Add", "Concat"}
+# Inputs that the ONNX spec requires to stay float32 whatever the data type.
+FP32_INPUTS = {"Resize": {2}}
+FP16_MAX = float(np.finfo(np.float16).max)
+
+
+@dataclass
+class Fp16Report:
+    fp32_nodes: dict[str, int] = field(default_factory=dict)  # op type -> count kept in fp32
+    fp16_nodes: int = 0
+    casts: int = 0
+    clipped_weights: int = 0  # initializer values beyond the fp16 range (clipped)
+
+    def to_dict(self) -> dict:
+        return {
+            "fp32_islands": self.fp32_nodes,
+            "fp16_nodes": self.fp16_nodes,
+            "casts_inserted": self.casts,
+            "clipped_weights": self.clipped_weights,
+        }
+
+
+def _elem_types(model) -> dict[str, int]:
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    g = inferred.graph
+    types = {}
+    for vi in list(g.input) + list(g.output) + list(g.value_info):
+        if vi.type.HasField("tensor_type"):
+            types[vi.name] = vi.type.tensor_type.elem_type
+    for t in g.initializer:
+        types[t.name] = t.data_type
+    for n in g.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    types[n.output[0]] = a.t.data_type
+    return types
+
+
+def residual_stream(graph) -> set[str]:
+    """Tensors of the transformer residual stream: LayerNormalization inputs, the pure reshapes
+    that lead to them, and everything reached from them through Add/Concat/reshapes."""
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    seeds = [n.input[0] for n in graph.node if n.op_type == "LayerNormalization"]
+    stream: set[str] = set()
+    todo = list(seeds)
+    while todo:  # backwards through pure reshapes to the Add that made the tensor
+        t = todo.pop()
+        if t in stream:
+            continue
+        stream.add(t)
+        p = producer.get(t)
+        if p is not None and p.op_type in PASSTHROUGH:
+            todo.append(p.input[0])
+    todo = list(stream)
+    while todo:  # forwards: residual Adds and reshapes of stream tensors are stream tensors
+        t = todo.pop()
+        for c in consumers.get(t, []):
+            if c.op_type in STREAM_OPS and (c.op_type != "Reshape" or c.input[0] == t):
+                for o in c.output:
+                    if o not in stream:
+                        stream.add(o)
+                        todo.append(o)
+    return stream
+
+
+def convert_to_fp16(model, fp32_ops=FP32_OPS, keep_residual_stream: bool = True):
+    """Return (fp16 model, Fp16Report). The input model (fp32) is not modified.
+
+    `fp32_ops` and `keep_residual_stream` choose the islands (the defaults are what TensorRT
+    needs; the options exist to show what happens without them)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    g = model.graph
+    types = _elem_types(model)
+    stream = residual_stream(g) if keep_residual_stream else set()
+    report = Fp16Report()
+
+    def is_float(name: str) -> bool:
+        return bool(name) and types.get(name) == FLOAT
+
+    # 1. precision of each node that touches float tensors
+    prec: dict[int, int] = {}
+    const_nodes = {}
+    for idx, n in enumerate(g.node):
+        if n.op_type == "Constant" and is_float(n.output[0]):
+            const_nodes[n.output[0]] = n
+            continue
+        float_io = any(is_float(t) for t in list(n.input) + list(n.output))
+        casts_to_float = n.op_type == "Cast" and any(
+            a.name == "to" and a.i == FLOAT for a in n.attribute
+        )
+        if not (float_io or casts_to_float) or n.op_type in ("Shape", "Size"):
+            continue
+        keep32 = (
+            n.op_type in fp32_ops
+            or (n.op_type in STREAM_OPS and any(o in stream for o in n.output))
+            # float -> int/bool (comparisons, casts to indices): no float result to save, and
+            # fp16 would round the values compared or converted
+            or not (casts_to_float or any(is_float(o) for o in n.output))
+        )
+        prec[idx] = FLOAT if keep32 else HALF
+
+    # 2. constants (initializers and Constant nodes) become fp16 when every user is fp16
+    inits = {t.name: t for t in g.initializer}
+    users: dict[str, set[int]] = {}
+    for idx, n in enumerate(g.node):
+        for k, i in enumerate(n.input):
+            if idx in prec and k not in FP32_INPUTS.get(n.op_type, ()):
+                users.setdefault(i, set()).add(prec[idx])
+            elif i:
+                users.setdefault(i, set()).add(FLOAT)
+    home: dict[str, int] = {i.name: FLOAT for i in g.input}
+
+    def to_half(arr: np.ndarray) -> np.ndarray:
+        clipped = np.abs(arr) > FP16_MAX
+        report.clipped_weights += int(clipped.sum())
+        return np.clip(arr, -FP16_MAX, FP16_MAX).astype(np.float16)
+
+    for name, t in inits.items():
+        if t.data_type == FLOAT:
+            if users.get(name) == {HALF}:
+                t.CopyFrom(numpy_helper.from_array(to_half(numpy_helper.to_array(t)), name))
+                home[name] = HALF
+            else:
+                home[name] = FLOAT
+    for name, n in const_nodes.items():
+        if users.get(name) == {HALF}:
+            for a in n.attribute:
+                if a.name == "value":
+                    a.t.CopyFrom(numpy_helper.from_array(to_half(numpy_helper.to_array(a.t))))
+            home[name] = HALF
+        else:
+            home[name] = FLOAT
+
+    # 3. rebuild the node list with Casts at precision borders
+    cast_cache: dict[tuple[str, int], str] = {}
+    out_nodes = []
+
+    def cast(name: str, to: int) -> str:
+        key = (name, to)
+        if key not in cast_cache:
+            new = f"{name}__to_{'fp16' if to == HALF else 'fp32'}"
+            out_nodes.append(helper.make_node("Cast", [name], [new], to=to, name=new))
+            report.casts += 1
+            cast_cache[key] = new
+        return cast_cache[key]
+
+    graph_outputs = {o.name for o in g.output}
+    renamed_outputs: dict[str, str] = {}
+    for idx, n in enumerate(g.node):
+        p = prec.get(idx)
+        if p is not None:
+            for k, i in enumerate(n.input):
+                if not is_float(i) or i not in home:
+                    continue
+                want = FLOAT if k in FP32_INPUTS.get(n.op_type, ()) else p
+                if home[i] != want:
+                    n.input[k] = cast(i, want)
+            if p == HALF:
+                for a in n.attribute:
+                    if n.op_type == "Cast" and a.name == "to" and a.i == FLOAT:
+                        a.i = HALF
+                    if n.op_type == "ConstantOfShape" and a.name == "value":
+                        value = numpy_helper.to_array(a.t)
+                        if value.dtype == np.float32:
+                            a.t.CopyFrom(numpy_helper.from_array(value.astype(np.float16)))
+                report.fp16_nodes += 1
+            else:
+                report.fp32_nodes[n.op_type] = report.fp32_nodes.get(n.op_type, 0) + 1
+            for k, o in enumerate(n.output):
+                if is_float(o) or (n.op_type == "Cast" and o):
+                    home[o] = p
+                    if p == HALF and o in graph_outputs:
+                        renamed_outputs[o] = f"{o}__fp16"
+                        n.output[k] = renamed_outputs[o]
+        out_nodes.append(n)
+        for o in n.output:
+            if o in renamed_outputs.values():
+                orig = o[: -len("__fp16")]
+                cast_back = helper.make_node("Cast", [o], [orig], to=FLOAT, name=f"{orig}_cast")
+                out_nodes.append(cast_back)
+                report.casts += 1
+    del g.node[:]
+    g.node.extend(out_nodes)
+    del g.value_info[:]  # stale types; consumers re-infer
+    report.fp32_nodes = dict(sorted(Counter(report.fp32_nodes).items()))
+    onnx.checker.check_model(model)
+    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    return model, report

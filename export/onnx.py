@@ -1,0 +1,422 @@
+"""ONNX export of base or merged models, with parity, metadata and the zero-overhead proof.
+
+Pipeline: (merge the adapter) -> torch.onnx.export with the dynamo exporter (opset >= 18),
+with export-time rewrites for window attention -> constant folding and cleanup (onnxslim) ->
+onnx.checker -> parity in ONNX Runtime against the original PyTorch model on random inputs and a
+photo-like image, at several sizes when the export is dynamic -> metadata -> optional fp16
+conversion checked by PSNR -> atomic write. A merged export is also compared with the base
+export: op histogram, initializer shapes, parameter count, and alternating ORT latency.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import math
+import re
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from adaptsr.errors import UserError
+from adaptsr.export import parity
+from adaptsr.export.rewrites import export_rewrites, reference_forward, size_requirements
+
+MIN_OPSET = 18
+PARITY_TOL = 1e-4  # max abs error, fp32
+FP16_MIN_PSNR = 50.0  # dB, fp16 output vs fp32 output
+MAX_SIDE = 4096  # upper bound of dynamic height/width
+
+
+@dataclass
+class ExportSpec:
+    dynamic: bool = False
+    tile: tuple[int, int] | None = None  # static (H, W)
+    opset: int = MIN_OPSET
+    fp16: bool = False
+    example: tuple[int, int] = (0, 0)  # traced size
+    check_sizes: list[tuple[int, int]] = field(default_factory=list)
+    min_size: int = 1
+    multiple_of: int = 1
+
+
+def _round_up(v: int, m: int) -> int:
+    return -(-v // m) * m
+
+
+def plan(
+    model: nn.Module, dynamic: bool, tile: tuple[int, int] | None, opset: int = MIN_OPSET
+) -> ExportSpec:
+    """Validate the requested shapes against the model's size requirements; choose the traced
+    size and the sizes the parity check runs at."""
+    if opset < MIN_OPSET:
+        raise UserError(f"opset {opset} is too old: the dynamo exporter needs {MIN_OPSET} or newer")
+    if dynamic and tile:
+        raise UserError("choose either --dynamic or --tile H W, not both")
+    if not dynamic and not tile:
+        raise UserError("choose the input shape: --dynamic (any height/width) or --tile H W")
+    min_size, multiple = size_requirements(model)
+    spec = ExportSpec(dynamic=dynamic, tile=tile, opset=opset, min_size=max(min_size, 1))
+    spec.multiple_of = multiple
+    arch = model.adaptsr_info.arch
+    if tile:
+        h, w = tile
+        for side, v in (("height", h), ("width", w)):
+            if v < spec.min_size or v % multiple:
+                need = f"at least {spec.min_size}"
+                need += f", a multiple of {multiple}" if multiple > 1 else ""
+                raise UserError(f"tile {side} {v} is not allowed for {arch}: it must be {need}")
+            if v > MAX_SIDE:
+                raise UserError(f"tile {side} {v} is above the supported {MAX_SIDE}")
+        spec.example = (h, w)
+        spec.check_sizes = [(h, w)]
+        return spec
+    # Dynamic: trace at a size that is not square and, where allowed, not a window multiple,
+    # then check at three sizes so a dimension silently baked in by the tracer is caught.
+    s = _round_up(max(spec.min_size, 16), multiple)
+    m = multiple
+    spec.example = (s + 3 * m, s + 11 * m)
+    spec.check_sizes = [spec.example, (s, s), (s + 8 * m, s + 1 * m)]
+    return spec
+
+
+def latency_size(spec: ExportSpec) -> tuple[int, int]:
+    """The tile, or for a dynamic export a 64x64-class input the model accepts."""
+    if spec.tile:
+        return spec.tile
+    side = _round_up(max(64, spec.min_size), spec.multiple_of)
+    return side, side
+
+
+def _dynamic_shapes(spec: ExportSpec):
+    from torch.export import Dim
+
+    if spec.multiple_of == 1:
+        lo = max(spec.min_size, 2)
+        return ({2: Dim("height", min=lo, max=MAX_SIDE), 3: Dim("width", min=lo, max=MAX_SIDE)},)
+    m = spec.multiple_of
+    lo = max(-(-spec.min_size // m), 2)
+    return (
+        {
+            2: m * Dim("height_div", min=lo, max=MAX_SIDE // m),
+            3: m * Dim("width_div", min=lo, max=MAX_SIDE // m),
+        },
+    )
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter prints progress lines and warnings; keep the CLI output ours."""
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _export_error(arch: str, spec: ExportSpec, e: Exception) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    op = re.search(r"No ONNX function found for <OpOverload\(op='([^']+)'", text)
+    if op:
+        return (
+            f"cannot export {arch} to ONNX: unsupported operator {op.group(1)} "
+            "(the exporter has no ONNX translation for it)"
+        )
+    lines = [t.strip() for t in text.strip().splitlines() if t.strip()]
+    how = " with dynamic height/width (try --tile H W)" if spec.dynamic else ""
+    return f"cannot export {arch} to ONNX{how}: {type(e).__name__}: {lines[0] if lines else ''}"
+
+
+def export_graph(model: nn.Module, spec: ExportSpec):
+    """Trace to ONNX (dynamo), fold constants, check. Returns (onnx.ModelProto, rewrites)."""
+    import onnx
+    import onnxscript.optimizer
+    import onnxslim
+
+    x = torch.rand(1, model.adaptsr_info.in_channels, *spec.example)
+    try:
+        with _quiet(), export_rewrites(model) as rewrites, torch.no_grad():
+            program = torch.onnx.export(
+                model,
+                (x,),
+                dynamo=True,
+                opset_version=spec.opset,
+                input_names=["input"],
+                output_names=["output"],
+                dynamic_shapes=_dynamic_shapes(spec) if spec.dynamic else None,
+                # Its full optimizer also merges initializers by value (identical weights share
+                # one), which would make the structure depend on the weights: fold only.
+                optimize=False,
+                verbose=False,
+            )
+    except Exception as e:  # the exporter raises many types; one line for the user
+        raise UserError(_export_error(model.adaptsr_info.arch, spec, e)) from e
+    onnxscript.optimizer.fold_constants(program.model)
+    onnxscript.optimizer.remove_unused_nodes(program.model)
+    proto = program.model_proto
+    with _quiet():
+        # Constant folding, dead code and common subexpressions; no weight tying: it merges
+        # initializers by value, which would make the graph structure depend on the weights.
+        proto = onnxslim.slim(proto, skip_optimizations=["weight_tying"])
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        raise UserError(f"the exported graph fails onnx.checker: {str(e).splitlines()[0]}") from e
+    return proto, rewrites
+
+
+def check_parity(model: nn.Module, onnx_path: Path, spec: ExportSpec) -> dict:
+    """ORT vs the original PyTorch model on random and photo-like inputs at every check size."""
+    sess = parity.session(onnx_path)
+    rows = []
+    for i, (h, w) in enumerate(spec.check_sizes):
+        for kind, x in (
+            ("random", parity.random_input(h, w, seed=i)),
+            ("image", parity.synthetic_image(h, w, seed=i)),
+        ):
+            try:
+                got = parity.run(sess, x)
+            except Exception as e:  # ORT failing at a size the export claims to accept
+                hint = " (a dynamic export: try --tile H W)" if spec.dynamic else ""
+                raise UserError(
+                    f"the exported graph fails in ONNX Runtime at {h}x{w}{hint}: "
+                    f"{str(e).strip().splitlines()[0]}"
+                ) from e
+            with torch.no_grad():
+                want = reference_forward(model, torch.from_numpy(x)).numpy()
+            if got.shape != want.shape:
+                raise UserError(
+                    f"the exported graph gives shape {got.shape} at {h}x{w}, PyTorch {want.shape}"
+                )
+            mx, mean = parity.abs_error(got, want)
+            rows.append({"size": [h, w], "input": kind, "max_abs": mx, "mean_abs": mean})
+    worst = max(r["max_abs"] for r in rows)
+    return {
+        "runtime": "onnxruntime CPUExecutionProvider",
+        "tolerance": PARITY_TOL,
+        "max_abs": worst,
+        "mean_abs": float(np.mean([r["mean_abs"] for r in rows])),
+        "checks": rows,
+        "passed": worst <= PARITY_TOL,
+    }
+
+
+def check_fp16(fp16_path: Path, fp32_path: Path, spec: ExportSpec) -> dict:
+    """PSNR of the fp16 graph's output against the fp32 graph's, on photo-like images."""
+    s16, s32 = parity.session(fp16_path), parity.session(fp32_path)
+    rows = []
+    for i, (h, w) in enumerate(spec.check_sizes):
+        x = parity.synthetic_image(h, w, seed=100 + i)
+        db = parity.psnr(parity.run(s16, x), parity.run(s32, x))
+        rows.append({"size": [h, w], "psnr_db": db})
+    worst = min(r["psnr_db"] for r in rows)
+    return {
+        "runtime": "onnxruntime CPUExecutionProvider",
+        "note": "ORT on CPU runs fp16 nodes that lack CPU fp16 kernels in fp32 (it inserts "
+        "casts), so this bounds the fp16 storage and weight rounding, not fp16 arithmetic",
+        "min_psnr_db": worst,
+        "threshold_db": FP16_MIN_PSNR,
+        "checks": rows,
+        "passed": worst >= FP16_MIN_PSNR,
+    }
+
+
+@dataclass
+class AdapterInfo:
+    path: str
+    fingerprint: str  # sha256 of the adapter file (first 16 hex digits)
+    base_fingerprint: str
+    ranks: dict[str, int]
+    alpha: float
+
+    def summary(self) -> dict:
+        r = list(self.ranks.values())
+        return {
+            "sites": len(r),
+            "min": min(r) if r else 0,
+            "max": max(r) if r else 0,
+            "mean": round(float(np.mean(r)), 3) if r else 0.0,
+            "total": int(sum(r)),
+            "alpha": self.alpha,
+        }
+
+
+def load_merged(model_spec: str, adapter_path: str | Path) -> tuple[nn.Module, AdapterInfo]:
+    """Load the base, load the adapter onto it (refused for another base), merge in place."""
+    from adaptsr.adapt.lora import load_adapter, merge_lora, read_adapter
+    from adaptsr.adapt.models import load_model
+
+    model = load_model(model_spec)
+    _, meta = read_adapter(adapter_path)
+    load_adapter(model, adapter_path)
+    merge_lora(model)
+    digest = hashlib.sha256(Path(adapter_path).read_bytes()).hexdigest()[:16]
+    info = AdapterInfo(
+        path=str(adapter_path),
+        fingerprint=digest,
+        base_fingerprint=meta.get("base_fingerprint", ""),
+        ranks={k: int(v) for k, v in meta["ranks_parsed"].items()},
+        alpha=float(meta["alpha"]),
+    )
+    return model, info
+
+
+def metadata(model: nn.Module, spec: ExportSpec, adapter: AdapterInfo | None) -> dict[str, str]:
+    from adaptsr._version import __version__
+
+    info = model.adaptsr_info
+    shape = "dynamic" if spec.dynamic else f"{spec.tile[0]}x{spec.tile[1]}"
+    return {
+        "adaptsr_version": __version__,
+        "architecture": info.arch,
+        "model": info.name,
+        "scale": str(info.scale),
+        "size_requirements": json.dumps(
+            {"min_size": spec.min_size, "multiple_of": spec.multiple_of, "shape": shape}
+        ),
+        "precision": "fp16" if spec.fp16 else "fp32",
+        "merged": "true" if adapter else "false",
+        "adapter_fingerprint": adapter.fingerprint if adapter else "",
+        "base_fingerprint": adapter.base_fingerprint if adapter else "",
+        "rank_summary": json.dumps(adapter.summary()) if adapter else "",
+    }
+
+
+def _set_metadata(proto, props: dict[str, str]) -> None:
+    del proto.metadata_props[:]
+    for k, v in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+
+
+def report_path(onnx_path: str | Path) -> Path:
+    return Path(onnx_path).with_suffix(".report.json")
+
+
+def _progress(enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=0, bar_format="{desc}", disable=not enabled, leave=False)
+
+
+def export_onnx(
+    model: nn.Module,
+    out: str | Path,
+    *,
+    dynamic: bool = False,
+    tile: tuple[int, int] | None = None,
+    opset: int = MIN_OPSET,
+    fp16: bool = False,
+    adapter: AdapterInfo | None = None,
+    base: nn.Module | None = None,
+    latency_rounds: int = 30,
+    force: bool = False,
+    progress: bool = False,
+) -> dict:
+    """Export `model` (merged when `adapter` is given, then `base` is required) to `out`.
+
+    Writes the ONNX file and `<out>.report.json`, or nothing at all when a check fails.
+    Returns the report.
+    """
+    import onnx
+
+    from adaptsr.export.fp16 import convert_to_fp16
+    from adaptsr.export.structure import compare_latency, compare_structure
+    from adaptsr.fileio import atomic_output, check_writable
+
+    out = Path(out)
+    if out.suffix.lower() != ".onnx":
+        raise UserError(f"{out}: choose a .onnx file name")
+    check_writable(out, force)
+    check_writable(report_path(out), force)
+    if adapter is not None and base is None:
+        raise UserError("a merged export needs the base model for the zero-overhead proof")
+    spec = plan(model, dynamic, tile, opset)
+    spec.fp16 = fp16
+    report: dict = {"onnx": str(out), "architecture": model.adaptsr_info.arch}
+    with (
+        tempfile.TemporaryDirectory(prefix="adaptsr-export-") as tmpdir,
+        _progress(progress) as bar,
+    ):
+        tmp = Path(tmpdir)
+        bar.set_description_str("exporting with torch.onnx (dynamo)")
+        proto, rewrites = export_graph(model, spec)
+        fp32_path = tmp / "model.fp32.onnx"
+        onnx.save(proto, fp32_path)
+        bar.set_description_str("checking parity in ONNX Runtime")
+        report["parity"] = check_parity(model, fp32_path, spec)
+        if not report["parity"]["passed"]:
+            hint = " (a dynamic export: try --tile H W)" if dynamic else ""
+            raise UserError(
+                f"ONNX Runtime output differs from PyTorch by {report['parity']['max_abs']:.3g} "
+                f"(max abs; allowed {PARITY_TOL:g}){hint}: not written"
+            )
+        report["rewrites"] = rewrites
+        final = proto
+        if fp16:
+            bar.set_description_str("converting to fp16")
+            final, fp16_report = convert_to_fp16(proto)
+            fp16_path = tmp / "model.fp16.onnx"
+            onnx.save(final, fp16_path)
+            report["fp16"] = {**fp16_report.to_dict(), **check_fp16(fp16_path, fp32_path, spec)}
+            if not report["fp16"]["passed"]:
+                raise UserError(
+                    f"fp16 output PSNR {report['fp16']['min_psnr_db']:.1f} dB against fp32 is "
+                    f"below {FP16_MIN_PSNR:g} dB: not written"
+                )
+        if adapter is not None:
+            bar.set_description_str("exporting the base model for the zero-overhead proof")
+            base_proto, _ = export_graph(base, spec)
+            if fp16:
+                base_proto, _ = convert_to_fp16(base_proto)
+            structure = compare_structure(final, base_proto)
+            if not structure["identical"]:
+                raise UserError(
+                    "the merged graph differs from the base graph: "
+                    + "; ".join(structure["differences"][:3])
+                )
+            base_path = tmp / "base.onnx"
+            merged_path = tmp / "merged.onnx"
+            onnx.save(base_proto, base_path)
+            onnx.save(final, merged_path)
+            bar.set_description_str("timing merged vs base in ONNX Runtime")
+            x = parity.synthetic_image(*latency_size(spec))
+            report["zero_overhead"] = {
+                "structure": structure,
+                "latency": compare_latency(merged_path, base_path, x, rounds=latency_rounds),
+            }
+        props = metadata(model, spec, adapter)
+        _set_metadata(final, props)
+        report["metadata"] = props
+        report["spec"] = {
+            "dynamic": dynamic,
+            "tile": list(tile) if tile else None,
+            "opset": opset,
+            "traced_size": list(spec.example),
+            "checked_sizes": [list(s) for s in spec.check_sizes],
+        }
+        with atomic_output(out, force) as tmp_onnx:
+            onnx.save(final, tmp_onnx)
+        with atomic_output(report_path(out), force) as tmp_json:
+            tmp_json.write_text(json.dumps(_finite(report), indent=2) + "\n")
+    return report
+
+
+def _finite(v):
+    """Strict JSON: infinities (identical outputs give an infinite PSNR) become strings."""
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
