@@ -75,9 +75,12 @@ def _linear_kind(path: str) -> str:
     return "linear"
 
 
-def _skip_reason(module: nn.Module) -> str | None:
+def _skip_reason(module: nn.Module, parent: nn.Module, leaf: str) -> str | None:
     from adaptsr.adapt.edsr import MeanShift
 
+    if leaf == "eval_conv" and hasattr(parent, "update_params"):
+        # SPAN-style reparameterised blocks rebuild this conv from their training-time convs
+        return "re-computed from the block's other convs at inference (reparameterised)"
     if isinstance(module, MeanShift):
         return "fixed mean shift (not a learned layer)"
     if isinstance(module, nn.Conv2d):
@@ -90,13 +93,14 @@ def _skip_reason(module: nn.Module) -> str | None:
 
 
 def _layers(module: nn.Module, prefix: str = ""):
-    """(path, base conv/linear) in module order; an injected LoRALayer yields its base layer."""
+    """(path, base conv/linear, parent, name) in module order; an injected LoRALayer yields
+    its base layer."""
     for name, child in module.named_children():
         path = f"{prefix}.{name}" if prefix else name
         if isinstance(child, LoRALayer):
-            yield path, child.base_layer
+            yield path, child.base_layer, module, name
         elif isinstance(child, (nn.Conv2d, nn.Linear)):
-            yield path, child
+            yield path, child, module, name
         else:
             yield from _layers(child, path)
 
@@ -104,8 +108,8 @@ def _layers(module: nn.Module, prefix: str = ""):
 def _sites_and_skips(model: nn.Module) -> tuple[list[Site], dict[str, str]]:
     sites: list[Site] = []
     skipped: dict[str, str] = {}
-    for path, base in _layers(model):
-        reason = _skip_reason(base)
+    for path, base, parent, leaf in _layers(model):
+        reason = _skip_reason(base, parent, leaf)
         if reason:
             skipped[path] = reason
         elif isinstance(base, nn.Conv2d):
@@ -150,6 +154,19 @@ class LoRALayer(nn.Module):
     def delta_weight(self) -> torch.Tensor:
         """dW in fp32 (fp64 for fp64 weights), shaped like the base weight."""
         raise NotImplementedError
+
+    # Some architectures read a layer's weight directly (SPAN folds its convs into one at
+    # inference): they see the effective weight, base plus update.
+    @property
+    def weight(self) -> torch.Tensor:
+        w = self.base_layer.weight
+        if self.merged:
+            return w
+        return (_acc(w) + self.delta_weight()).to(w.dtype)
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base_layer.bias
 
     def merge(self) -> None:
         """Fold dW into the base weight (in fp32, cast back to the weight's dtype)."""

@@ -22,6 +22,7 @@ def small_models():
     """Small configurations of the four architectures the paper adapts."""
     from spandrel.architectures.DRCT import DRCT
     from spandrel.architectures.SAFMN import SAFMN
+    from spandrel.architectures.SPAN import SPAN
     from spandrel.architectures.SwinIR import SwinIR
 
     from adaptsr.adapt.edsr import EDSR
@@ -53,6 +54,8 @@ def small_models():
             upsampler="pixelshuffle",
             img_range=1.0,
         ),
+        # reparameterised: folds its training-time convs into `eval_conv` at inference
+        "SPAN": SPAN(num_in_ch=3, num_out_ch=3, feature_channels=16, upscale=2),
     }
     return {k: model_from_state_dict(v.state_dict(), name=k) for k, v in nets.items()}
 
@@ -207,6 +210,13 @@ def test_only_adapters_trainable_and_skips_reported():
     report = adaptsr.lora_report(model)
     assert report["skipped"] == skips
     assert report["total"] == sum(p.numel() for p in adapter_parameters(model))
+
+
+def test_reparameterised_eval_conv_is_not_a_site():
+    model = model_from_state_dict(MODELS["SPAN"].state_dict(), name="span")
+    skipped = skipped_layers(model)
+    assert any(k.endswith("eval_conv") and "reparameterised" in r for k, r in skipped.items())
+    assert not any(s.name.endswith("eval_conv") for s in adaptsr.lora_sites(model))
 
 
 def test_edsr_mean_shift_is_not_a_site():
