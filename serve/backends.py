@@ -204,8 +204,12 @@ class OnnxBackend(Backend):
 
         path = _check_file(path, "ONNX file")
         providers = choose_providers(provider, ort.get_available_providers())
+        opts = ort.SessionOptions()
+        # No spinning idle threads: two sessions timed alternately (`adapt bench --base
+        # --candidate`) would otherwise steal each other's cores; alone it costs < 2% here.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(str(path), providers=providers)
+            self.session = ort.InferenceSession(str(path), opts, providers=providers)
         except Exception as e:  # onnxruntime raises its own untyped errors for bad files
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(f"cannot load {path} in ONNX Runtime: {first}") from e

@@ -35,3 +35,24 @@ def test_measure_counts_runs():
     stats, times = measure(lambda: calls.append(1), runs=5, warmup=2)
     assert len(calls) == 7 and stats.runs == 5 and times.shape == (5,)
     assert stats.median_ms <= stats.p90_ms
+
+
+def test_onnx_sessions_do_not_spin(tmp_path):
+    """Spinning worker threads of one session slow the other in an alternating comparison."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from adaptsr.export.parity import session
+    from adaptsr.serve.backends import OnnxBackend
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.metadata_props.add(key="scale", value="1")
+    path = tmp_path / "id.onnx"
+    onnx.save(model, path)
+    key = "session.intra_op.allow_spinning"
+    assert session(path).get_session_options().get_session_config_entry(key) == "0"
+    backend = OnnxBackend(path, provider="cpu")
+    assert backend.session.get_session_options().get_session_config_entry(key) == "0"
