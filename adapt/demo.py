@@ -2,7 +2,9 @@
 
 No weights or data are downloaded: the base model is a built-in configuration with seeded
 random weights, and the images are drawn procedurally. So the demo shows the mechanics (adapt,
-merge, export, prove zero overhead, upscale), not super-resolution quality.
+merge, export, prove zero overhead, upscale), not super-resolution quality. The latency half of
+the zero-overhead proof is a timing on whatever machine runs the demo: on a busy laptop its
+noise can exceed the 2% bound, which the report then says (the graph check is exact).
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def run_demo(
         raise UserError(f"{out} is not empty (use --force to reuse it)")
     out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"model": model}
-    steps = 4
+    steps = 6
     t0 = time.perf_counter()
 
     say(f"[1/{steps}] synthetic data: 16 training and 4 validation images (128x128)")
@@ -121,6 +123,50 @@ def run_demo(
         f"      {report['total']:,} adapter parameters ({report['percent']:.2f}% of the base); "
         f"merged vs adapted max |diff| = {diff:.2e}"
     )
+    say(f"[5/{steps}] ONNX export of the merged model, with the zero-overhead proof vs the base")
+    from adaptsr.export.onnx import export_onnx, load_merged, report_path
+
+    onnx_model, adapter_info = load_merged(str(base_path), adapter)
+    onnx_path = out / "merged.onnx"
+    exported = export_onnx(
+        onnx_model,
+        onnx_path,
+        tile=(64, 64),
+        adapter=adapter_info,
+        base=adaptsr.load_model(base_path),
+        latency_rounds=100,
+        force=True,
+    )
+    zero = exported["zero_overhead"]
+    latency = zero["latency"]
+    summary["export"] = {
+        "onnx": str(onnx_path),
+        "parity_max_abs": exported["parity"]["max_abs"],
+        "structure_identical": zero["structure"]["identical"],
+        "latency": latency,
+    }
+    say(
+        f"      parity vs PyTorch: max |diff| {exported['parity']['max_abs']:.1e}; graph "
+        f"identical to the base: {zero['structure']['identical']}; latency merged/base "
+        f"{latency['ratio']:.3f} (95% CI {latency['ci_low']:.3f}-{latency['ci_high']:.3f}, "
+        f"{latency['verdict']}); report: {report_path(onnx_path).name}"
+    )
+
+    say(f"[6/{steps}] upscale the validation images with the merged ONNX (64x64 tiles)")
+    from adaptsr.serve.backends import OnnxBackend
+    from adaptsr.serve.upscale import upscale_files
+
+    done = upscale_files(
+        OnnxBackend(str(onnx_path), provider="cpu"),
+        [out / "data" / "val"],
+        out / "upscaled",
+        tile=64,
+        force=True,
+        progress=False,
+    )
+    summary["upscaled"] = len(done.written)
+    say(f"      {len(done.written)} images x4 in {out / 'upscaled'}")
+
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     say(f"done in {summary['seconds']} s; outputs in {out} (summary.json)")
