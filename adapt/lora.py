@@ -197,16 +197,16 @@ def _init_pair(a: torch.Tensor, b: torch.Tensor) -> None:
     nn.init.zeros_(b)
 
 
-class LoRAConv2d(LoRALayer):
-    def __init__(self, base: nn.Conv2d, rank: int, alpha: float):
+class _PairLayer(LoRALayer):
+    """One adapter pair: A (rank, ...) and B (..., rank, ...) with scale alpha / rank."""
+
+    def __init__(self, base: nn.Module, rank: int, alpha: float, a_shape, b_shape):
         super().__init__()
         self.base_layer = base
         self.rank, self.alpha, self.merged = rank, alpha, False
-        w = base.weight
-        k = base.kernel_size[0]
-        kw = dict(device=w.device, dtype=w.dtype)
-        self.lora_A = nn.Parameter(torch.empty(rank, base.in_channels, 1, 1, **kw))
-        self.lora_B = nn.Parameter(torch.empty(base.out_channels, rank, k, k, **kw))
+        kw = dict(device=base.weight.device, dtype=base.weight.dtype)
+        self.lora_A = nn.Parameter(torch.empty(*a_shape, **kw))
+        self.lora_B = nn.Parameter(torch.empty(*b_shape, **kw))
         _init_pair(self.lora_A, self.lora_B)
 
     @property
@@ -215,6 +215,13 @@ class LoRAConv2d(LoRALayer):
 
     def adapters(self):
         return {"": (self.lora_A, self.lora_B, self.scale)}
+
+
+class LoRAConv2d(_PairLayer):
+    def __init__(self, base: nn.Conv2d, rank: int, alpha: float):
+        k = base.kernel_size[0]
+        a_shape = (rank, base.in_channels, 1, 1)
+        super().__init__(base, rank, alpha, a_shape, (base.out_channels, rank, k, k))
 
     def delta_weight(self) -> torch.Tensor:
         a = _acc(self.lora_A)[:, :, 0, 0]
@@ -238,22 +245,10 @@ class LoRAConv2d(LoRALayer):
         )
 
 
-class LoRALinear(LoRALayer):
+class LoRALinear(_PairLayer):
     def __init__(self, base: nn.Linear, rank: int, alpha: float):
-        super().__init__()
-        self.base_layer = base
-        self.rank, self.alpha, self.merged = rank, alpha, False
-        kw = dict(device=base.weight.device, dtype=base.weight.dtype)
-        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, **kw))
-        self.lora_B = nn.Parameter(torch.empty(base.out_features, rank, **kw))
-        _init_pair(self.lora_A, self.lora_B)
-
-    @property
-    def scale(self) -> float:
-        return self.alpha / self.rank
-
-    def adapters(self):
-        return {"": (self.lora_A, self.lora_B, self.scale)}
+        a_shape = (rank, base.in_features)
+        super().__init__(base, rank, alpha, a_shape, (base.out_features, rank))
 
     def delta_weight(self) -> torch.Tensor:
         return self.scale * (_acc(self.lora_B) @ _acc(self.lora_A))
