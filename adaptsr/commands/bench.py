@@ -2,6 +2,8 @@ import json
 
 import click
 
+from adaptsr.commands._options import device_option, provider_option
+
 
 @click.command()
 @click.argument("artifacts", nargs=-1)
@@ -33,16 +35,8 @@ import click
     is_flag=True,
     help="With --tile: alternate tiled and untiled runs, report the throughput ratio.",
 )
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
-)
-@click.option(
-    "--provider",
-    type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]),
-    default="auto",
-    show_default=True,
-    help="ONNX Runtime execution provider.",
-)
+@device_option
+@provider_option
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def bench(
     artifacts,

@@ -1,5 +1,7 @@
 import click
 
+from adaptsr.commands._options import device_option, provider_option
+
 BACKEND_HELP = "Give exactly one of --model (with optional --adapter), --onnx, --engine."
 
 
@@ -22,16 +24,8 @@ BACKEND_HELP = "Give exactly one of --model (with optional --adapter), --onnx, -
 )
 @click.option("--batch", type=int, default=1, show_default=True, help="Tiles per model call.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs (else they are skipped).")
-@click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
-)
-@click.option(
-    "--provider",
-    type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]),
-    default="auto",
-    show_default=True,
-    help="ONNX Runtime execution provider for --onnx.",
-)
+@device_option
+@provider_option
 def upscale(
     inputs, out_dir, model, adapter, onnx, engine, tile, overlap, batch, force, device, provider
 ) -> None:
