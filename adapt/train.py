@@ -833,8 +833,18 @@ class _Stats:
 
 
 class _Log:
+    """The JSONL log; TensorBoard event files beside it when tensorboard is installed."""
+
     def __init__(self, path: Path, enabled: bool):
         self.path, self.enabled = path, enabled
+        self.board = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional
+                pass
+            else:
+                self.board = SummaryWriter(str(path.parent / "tensorboard"))
 
     def write(self, record: dict) -> None:
         if not self.enabled:
@@ -845,6 +855,12 @@ class _Log:
                 f.write(json.dumps(record) + "\n")
         except OSError as e:
             raise UserError(f"cannot write {self.path}: {e.strerror or e}") from e
+        if self.board is not None and "iter" in record:
+            group = "val" if record.get("event") == "val" else "train"
+            for key, value in record.items():
+                if key not in ("iter", "time") and type(value) in (int, float):
+                    self.board.add_scalar(f"{group}/{key}", value, record["iter"])
+            self.board.flush()
 
 
 def _write_json(path: Path, values: dict) -> None:

@@ -318,6 +318,14 @@ def test_paired_data_pretrain_and_validation_folder(setup, tmp_path):
     )
     assert moved > 1e-2
     assert (tmp_path / "run" / "model-best.safetensors").exists()
+    # the same numbers reach TensorBoard (installed with the dev extra)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    board.Reload()
+    psnr = [(e.step, e.value) for e in board.Scalars("val/psnr_y")]
+    assert psnr == [(r["iter"], pytest.approx(r["psnr_y"], rel=1e-6)) for r in vals]
+    assert [e.step for e in board.Scalars("train/loss")] == [1, 2]
 
 
 def test_benchmark_row_counts_trainable_parameters(setup):
