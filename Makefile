@@ -20,7 +20,7 @@ test: $(STAMP)
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest
 
 demo: $(STAMP)
-	$(BIN)/adapt demo
+	$(BIN)/adapt demo --out demo-out --force  # the demo's own folder: rerunning replaces it
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
