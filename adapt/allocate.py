@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adaptsr.adapt.lora import LoRALayer, Site, lora_sites, resolve_ranks
+from adaptsr.adapt.lora import LoRALayer, Site, base_parameter_count, lora_sites, resolve_ranks
 from adaptsr.errors import UserError
 
 SCORES = ("grad", "fisher", "activation", "random")
@@ -245,13 +245,6 @@ def score_sites(
 
 # ---------------------------------------------------------------------------------------------
 # budget
-
-
-def base_parameter_count(model: nn.Module) -> int:
-    """Parameters of the base model (adapters excluded), the reference of a `%` budget."""
-    return sum(
-        p.numel() for n, p in model.named_parameters() if "lora_A" not in n and "lora_B" not in n
-    )
 
 
 _BUDGET = re.compile(r"^(?:r(\d+)|(\d+(?:\.\d*)?|\.\d+)\s*([kKmM%]?))$")

@@ -461,13 +461,20 @@ def merge_lora(model: nn.Module) -> nn.Module:
 # reports
 
 
+def base_parameter_count(model: nn.Module) -> int:
+    """Parameters of the base model (adapters and buffers such as attention masks excluded)."""
+    return sum(
+        p.numel() for n, p in model.named_parameters() if ".lora_A" not in n and ".lora_B" not in n
+    )
+
+
 def lora_report(model: nn.Module) -> dict:
     """Trainable adapter parameters per site and in total, absolute and as % of the base."""
     state: LoRAState | None = getattr(model, "adaptsr_lora", None)
     if state is None:
         raise UserError("this model has no adapters")
     sites = {s.name: s for s in lora_sites(model)}
-    base_params = sum(t.numel() for t in _base_state(model).values() if t.is_floating_point())
+    base_params = base_parameter_count(model)
     rows = []
     for name, r in state.ranks.items():
         site = sites[name]
@@ -543,8 +550,11 @@ def read_adapter(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     if metadata.get("format") != ADAPTER_FORMAT:
         raise UserError(f"{path} is not an adaptsr adapter file (no {ADAPTER_FORMAT} metadata)")
     try:
-        metadata["ranks_parsed"] = json.loads(metadata["ranks"])
+        ranks = json.loads(metadata["ranks"])
         float(metadata["alpha"])
+        if not isinstance(ranks, dict) or not all(type(r) is int for r in ranks.values()):
+            raise ValueError("ranks is not a map of site names to whole numbers")
+        metadata["ranks_parsed"] = ranks
     except (KeyError, ValueError) as e:
         raise UserError(f"cannot read adapter {path}: damaged metadata ({e})") from e
     return tensors, metadata

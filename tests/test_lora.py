@@ -314,3 +314,23 @@ def test_merge_cli_writes_loadable_checkpoint(tmp_path, run_cli):
     )
     assert code != 0 and "another base model" in err
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_report_counts_parameters_not_buffers():
+    # SwinIR stores attention masks as buffers: they are not part of the base's size
+    model = adaptsr.load_model("swinir-light-x4")
+    base = sum(p.numel() for p in model.parameters())
+    adaptsr.inject_lora(model, 2)
+    assert adaptsr.lora_report(model)["base_params"] == base == 929_628
+
+
+def test_damaged_rank_metadata_is_one_clear_error(tmp_path):
+    from safetensors.torch import save_file
+
+    from adaptsr.adapt.lora import ADAPTER_FORMAT
+
+    path = tmp_path / "bad.safetensors"
+    meta = {"format": ADAPTER_FORMAT, "ranks": "[1, 2]", "alpha": "1.0"}
+    save_file({"x.lora_A": torch.zeros(1, 1)}, str(path), metadata=meta)
+    with pytest.raises(adaptsr.UserError, match="damaged metadata"):
+        adaptsr.load_adapter(adaptsr.load_model("safmn-x4"), path)
