@@ -40,18 +40,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adaptsr.adapt.choices import (
+    ALLOCATORS,
+    DEFAULT_BATCH,
+    DEFAULT_BATCHES,
+    DEFAULT_PATCH,
+    DEFAULT_R_MAX,
+    DEFAULT_R_MIN,
+    DEGRADATIONS,
+    NORMALISATIONS,
+    SCORES,
+)
 from adaptsr.adapt.lora import LoRALayer, Site, base_parameter_count, lora_sites, resolve_ranks
 from adaptsr.errors import UserError
 
-SCORES = ("grad", "fisher", "activation", "random")
-ALLOCATORS = ("paper", "marginal")
-NORMALISATIONS = ("none", "size")
-DEGRADATIONS = ("realesrgan", "bicubic")
-DEFAULT_R_MIN = 1
-DEFAULT_R_MAX = 32
-DEFAULT_BATCHES = 16
-DEFAULT_BATCH = 8
-DEFAULT_PATCH = 128
 RHO_WARN = 0.5  # below this the ranking of the sites changes a lot from batch to batch
 RANK_MAP_FORMAT = "adaptsr-rank-map-1"
 COLUMNS = ("conv", "q", "k", "v", "o", "fc1", "fc2", "mlp", "linear")

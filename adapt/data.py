@@ -29,10 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from adaptsr.adapt.choices import DEGRADATIONS
 from adaptsr.errors import UserError
 from adaptsr.serve.images import IMAGE_SUFFIXES, list_images, read_image
-
-DEGRADATIONS = ("bicubic", "realesrgan")
 
 
 @dataclass(frozen=True)

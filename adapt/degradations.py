@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from adaptsr.adapt.blur import KERNEL_TYPES, filter2d, make_kernels, pulse
+from adaptsr.adapt.choices import DEGRADATIONS
 from adaptsr.adapt.imresize import imresize
 from adaptsr.adapt.jpeg import jpeg
 from adaptsr.errors import UserError
@@ -40,7 +41,7 @@ __all__ = [
     "sample_params",
 ]
 
-KINDS = ("bicubic", "realesrgan")
+KINDS = DEGRADATIONS
 RESIZE_MODES = ("up", "down", "keep")
 INTERP_MODES = ("area", "bilinear", "bicubic")
 # Keys that change tensor sizes: samples are processed together only where these agree.

@@ -55,3 +55,18 @@ def test_import_adaptsr_does_not_import_torch():
     code = "import sys, adaptsr, adaptsr.cli, adaptsr.serve; print('torch' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "False"
+
+
+def test_help_lists_every_command_without_torch():
+    """`adapt --help` imports every command module: none may need torch to be listed."""
+    code = (
+        "import sys\n"
+        "from adaptsr.cli import COMMANDS, main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('torch' in sys.modules, len(COMMANDS))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip().splitlines()[-1] == "False 9"

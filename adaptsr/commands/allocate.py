@@ -1,6 +1,6 @@
 import click
 
-from adaptsr.adapt.allocate import (
+from adaptsr.adapt.choices import (
     ALLOCATORS,
     DEFAULT_BATCH,
     DEFAULT_BATCHES,

@@ -1,5 +1,7 @@
 import click
 
+from adaptsr.adapt.choices import DEGRADATIONS
+
 
 @click.command("eval")
 @click.option("--model", "model_spec", required=True, help="Built-in name or checkpoint path.")
@@ -14,7 +16,7 @@ import click
 )
 @click.option(
     "--degradation",
-    type=click.Choice(["bicubic", "realesrgan"]),
+    type=click.Choice(DEGRADATIONS),
     help="HR-only evaluation: make each LR image from its HR image.",
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of --degradation.")

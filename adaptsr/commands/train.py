@@ -2,6 +2,8 @@ import sys
 
 import click
 
+from adaptsr.adapt.choices import DEGRADATIONS
+
 # option name -> TrainConfig field; options left unset fall back to --config, then the defaults
 _SETTINGS = {
     "model_spec": "model",
@@ -69,7 +71,7 @@ _SETTINGS = {
 @click.option("--val-split", type=int, help="Hold out the last N training images instead.")
 @click.option(
     "--degradation",
-    type=click.Choice(["bicubic", "realesrgan"]),
+    type=click.Choice(DEGRADATIONS),
     help="For HR-only data (default realesrgan; bicubic for pretrain).",
 )
 @click.option("--workers", type=int, help="Data loading processes (default 4).")
