@@ -29,11 +29,9 @@ class OnnxInput:
     @property
     def requirements(self) -> tuple[int, int]:
         """(min_size, multiple_of) stored by the export; (1, 1) when absent."""
-        try:
-            req = json.loads(self.metadata.get("size_requirements", "{}"))
-            return max(int(req.get("min_size", 1)), 1), max(int(req.get("multiple_of", 1)), 1)
-        except (ValueError, TypeError) as e:
-            raise UserError(f"damaged size_requirements metadata: {e}") from e
+        from adaptsr.serve.backends import size_metadata  # one reader for both sides
+
+        return size_metadata(self.metadata, f"ONNX input {self.name}")
 
 
 @dataclass
@@ -100,6 +98,12 @@ def profile_shapes(
             )
         shape = (batch, c, h, w)
         return Profile(inp.name, shape, shape, shape)
+    if isinstance(h, int) or isinstance(w, int):
+        # serve cannot tile for an engine that fixes one side only: refuse to build one
+        raise UserError(
+            f"this ONNX input has one static and one dynamic side ({h} x {w}): export it with "
+            "--dynamic or --tile H W"
+        )
     if len(given) != 3:
         raise UserError(
             "this ONNX has dynamic height/width: give --min-shape, --opt-shape and --max-shape "
@@ -154,8 +158,11 @@ def build_engine(
 ) -> dict:
     """Build and write a serialized engine (plus `<out>.engine.json`); returns the info dict."""
     from adaptsr.fileio import atomic_output, check_writable
+    from adaptsr.serve.backends import ENGINE_SUFFIXES
 
     out = Path(out)
+    if out.suffix.lower() not in ENGINE_SUFFIXES:  # bench and upscale type artifacts by suffix
+        raise UserError(f"{out}: name the engine {' or '.join(ENGINE_SUFFIXES)}")
     check_writable(out, force)
     check_writable(engine_info_path(out), force)
     if workspace_gib <= 0:
@@ -186,7 +193,15 @@ def build_engine(
     cache_path = Path(timing_cache) if timing_cache else None
     if cache_path is not None:
         data = cache_path.read_bytes() if cache_path.exists() else b""
-        config.set_timing_cache(config.create_timing_cache(data), False)
+        try:
+            cache = config.create_timing_cache(data)
+        except Exception as e:  # TensorRT raises untyped errors for damaged caches
+            raise UserError(f"cannot read timing cache {cache_path}: {e}".splitlines()[0]) from e
+        if not config.set_timing_cache(cache, False):  # False: made by another TensorRT/GPU
+            raise UserError(
+                f"timing cache {cache_path} does not fit this TensorRT version or GPU: "
+                "delete it or name another file"
+            )
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise UserError("TensorRT could not build the engine (its log above says why)")

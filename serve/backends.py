@@ -24,7 +24,6 @@ from adaptsr.serve.tiling import SizeRule
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 ADAPTER_SUFFIXES = (".safetensors",)
-KINDS = ("pytorch", "onnx", "tensorrt")
 
 
 class Backend:
@@ -236,7 +235,11 @@ class OnnxBackend(Backend):
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(batch, dtype=self.in_dtype)
-        return self.session.run(None, {self.input_name: x})[0]
+        try:
+            return self.session.run(None, {self.input_name: x})[0]
+        except Exception as e:  # ONNX Runtime raises its own untyped errors
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"ONNX Runtime failed on an input of shape {x.shape}: {first}") from e
 
 
 def _positive_int(value, key: str, path) -> int:
@@ -300,7 +303,9 @@ def engine_size_rule(shape, profile_min=None, profile_max=None, min_size=1, mult
 def engine_metadata(engine_path: Path) -> tuple[int, int]:
     """(min_size, multiple_of) from the `<name>.engine.json` that `adapt export trt` writes
     beside an engine (the engine itself has no metadata); (1, 1) when there is none."""
-    info_path = Path(engine_path).with_suffix(".engine.json")
+    from adaptsr.export.tensorrt import engine_info_path
+
+    info_path = engine_info_path(engine_path)
     if not info_path.is_file():
         return 1, 1
     try:
@@ -309,17 +314,6 @@ def engine_metadata(engine_path: Path) -> tuple[int, int]:
         raise UserError(f"cannot read {info_path}: {e}") from e
     meta = info.get("metadata") if isinstance(info, dict) else None
     return size_metadata(meta if isinstance(meta, dict) else {}, info_path)
-
-
-def _import_tensorrt():
-    try:
-        import tensorrt
-    except ImportError:
-        raise UserError(
-            "TensorRT is not installed: `pip install tensorrt` (a CUDA GPU is needed) "
-            "or run the ONNX file with --onnx"
-        ) from None
-    return tensorrt
 
 
 class TensorRTBackend(Backend):
@@ -332,7 +326,9 @@ class TensorRTBackend(Backend):
 
     def __init__(self, path: str | os.PathLike):
         path = _check_file(path, "engine file")
-        trt = _import_tensorrt()
+        from adaptsr.export.tensorrt import import_tensorrt
+
+        trt = import_tensorrt()
         try:
             from polygraphy import cuda
         except ImportError:
@@ -387,7 +383,7 @@ class TensorRTBackend(Backend):
         self.context.set_tensor_address(self.input_name, self.d_input.ptr)
         self.context.set_tensor_address(self.output_name, self.d_output.ptr)
         if not self.context.execute_async_v3(self.stream.ptr):
-            raise RuntimeError(f"TensorRT execution failed for input {x.shape}")
+            raise UserError(f"TensorRT execution failed for an input of shape {x.shape}")
         host = np.empty(out_shape, dtype=self.out_dtype)
         self.d_output.copy_to(host, stream=self.stream)
         self.stream.synchronize()
@@ -399,7 +395,7 @@ class TensorRTBackend(Backend):
     def peak_memory_bytes(self) -> int | None:
         """The engine's activation memory plus the input/output buffers."""
         activations = getattr(self.engine, "device_memory_size_v2", None)
-        if activations is None:
+        if activations is None:  # TensorRT 10.0 has only the older name
             activations = self.engine.device_memory_size
         return int(activations + self.d_input.allocated_nbytes + self.d_output.allocated_nbytes)
 

@@ -57,7 +57,10 @@ def read_image(path: str | os.PathLike) -> Image:
     path = Path(path)
     if not path.exists():
         raise UserError(f"no such image: {path}")
-    data = np.fromfile(path, dtype=np.uint8)  # imdecode: any path encoding works
+    try:
+        data = np.fromfile(path, dtype=np.uint8)  # imdecode: any path encoding works
+    except OSError as e:
+        raise UserError(f"cannot read image {path}: {e.strerror or e}") from e
     raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if raw is None:
         raise UserError(f"cannot read image {path}: corrupt or not an image")

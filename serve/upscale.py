@@ -122,7 +122,7 @@ def upscale_files(
                     result = upscale_image(backend, image, tile=tile, overlap=overlap, batch=batch)
                     write_image(result, dst, force=force)
                     summary.written.append(dst)
-                except UserError as e:
+                except (UserError, OSError) as e:
                     summary.failed.append((src, str(e)))
                     say(f"failed: {src}: {e}")
             bar.update(1)

@@ -133,7 +133,7 @@ class FakeTensorRT:
 
     __version__ = "10.13.0"
 
-    def __init__(self, parse_ok=True, build_ok=True):
+    def __init__(self, parse_ok=True, build_ok=True, cache_ok=True):
         self.calls = []
         self.parse_ok, self.build_ok = parse_ok, build_ok
         rec = self.calls
@@ -168,6 +168,7 @@ class FakeTensorRT:
 
             def set_timing_cache(self, cache, ignore_mismatch):
                 rec.append(("set_timing_cache", cache, ignore_mismatch))
+                return cache_ok  # False: the cache was made by another TensorRT or GPU
 
             def get_timing_cache(self):
                 return types.SimpleNamespace(serialize=lambda: b"new-cache")
@@ -234,6 +235,28 @@ def test_build_failures_write_nothing(tmp_path, monkeypatch, parse_ok, build_ok,
     with pytest.raises(UserError, match=message):
         build_engine(path, tmp_path / "m.engine")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_foreign_timing_cache_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT(cache_ok=False))
+    path = write_onnx(tmp_path / "m.onnx", h=32, w=32)
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"from another GPU")
+    with pytest.raises(UserError, match="does not fit this TensorRT version or GPU"):
+        build_engine(path, tmp_path / "m.engine", timing_cache=cache)
+    assert cache.read_bytes() == b"from another GPU"  # left as it was
+    assert not (tmp_path / "m.engine").exists()
+
+
+def test_engine_name_and_half_static_inputs_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT())
+    path = write_onnx(tmp_path / "m.onnx", h=32, w=32)
+    with pytest.raises(UserError, match="name the engine"):
+        build_engine(path, tmp_path / "m.bin")
+    half = write_onnx(tmp_path / "half.onnx", h=32, w="W")
+    with pytest.raises(UserError, match="one static and one dynamic side"):
+        build_engine(half, tmp_path / "half.engine", min_hw=(32, 16), opt_hw=(32, 32),
+                     max_hw=(32, 64))  # fmt: skip
 
 
 def _tensorrt_and_gpu() -> bool:
