@@ -26,6 +26,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -129,6 +130,8 @@ class TrainConfig:
             raise UserError("--rank-aware needs --budget (e.g. 886k, 8%, or r8)")
         if c.budget and not c.rank_aware:
             raise UserError("--budget applies to --rank-aware")
+        if c.val and c.val_split:
+            raise UserError("give --val DIR or --val-split N, not both")
         if c.score_batches < 1:
             raise UserError("--score-batches must be at least 1")
         return c
@@ -148,7 +151,30 @@ def config_from_dict(values: dict, where: str = "config") -> TrainConfig:
         clean[name] = value
     if isinstance(clean.get("data"), str):
         clean["data"] = [clean["data"]]
+    defaults = TrainConfig()
+    for name, value in clean.items():
+        _check_type(name, value, getattr(defaults, name), where)
     return TrainConfig(**clean)
+
+
+def _check_type(name: str, value, default, where: str) -> None:
+    """A config file value must have the type of the setting (None only where allowed)."""
+    if value is None:
+        if default is None:
+            return
+        raise UserError(f"{where}: {name} cannot be empty")
+    if isinstance(default, bool) or isinstance(value, bool):
+        ok = isinstance(value, bool) and isinstance(default, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int)
+    elif isinstance(default, float) or name == "lr":
+        ok = isinstance(value, (int, float))
+    elif isinstance(default, list):
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    else:  # strings, and settings whose default is None (paths, budget)
+        ok = isinstance(value, str)
+    if not ok:
+        raise UserError(f"{where}: {name} has the wrong type ({value!r})")
 
 
 def read_config_file(path: str | os.PathLike) -> dict:
@@ -183,7 +209,7 @@ def resume_config(run_dir: Path, overrides: dict) -> TrainConfig:
     path = run_dir / "config.json"
     if not path.exists():
         raise UserError(f"nothing to resume in {run_dir}: no config.json")
-    saved = config_from_dict(json.loads(path.read_text()), str(path))
+    saved = config_from_dict(read_config_file(path), str(path))
     for key, value in overrides.items():
         if getattr(saved, key) == value:
             continue
@@ -220,10 +246,17 @@ def dist_from_env() -> Dist:
 def resolve_device(name: str, d: Dist) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"unsupported device {name!r} (use auto, cpu, cuda or cuda:N)")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise UserError("--device cuda: no CUDA device is available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
         if device.index is None:
             device = torch.device("cuda", d.local_rank % torch.cuda.device_count())
         torch.cuda.set_device(device)
@@ -494,8 +527,17 @@ def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
         raise UserError(f"{run_dir} is not a folder")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        for name in existing:
-            (run_dir / name).unlink()
+    except OSError as e:
+        raise UserError(f"cannot use {run_dir}: {e.strerror or e}") from e
+
+
+def clear_previous_run(run_dir: Path) -> None:
+    """Remove an old run's files (--force), once the new run's inputs have been checked: a
+    typo in --data or --model must not cost the previous run."""
+    try:
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
     except OSError as e:
         raise UserError(f"cannot use {run_dir}: {e.strerror or e}") from e
 
@@ -563,11 +605,17 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool, progress: bool, d: Dis
     say(f"data: {found.summary()}{held}")
     dataset = data.CropDataset(train_entries, cfg.patch, info.scale, cfg.flips)
 
+    if d.main and not resume:
+        clear_previous_run(run_dir)
     ranks = None
-    rank_file = run_dir / "rank_map.json"
-    if cfg.mode == "lora" and cfg.rank_aware:
+    rank_file = run_dir / "rank_map.json"  # the run's own copy: a resume never rereads --rank-map
+    if cfg.mode == "lora" and (cfg.rank_aware or cfg.rank_map):
         if resume:
             ranks = {k: v for k, v in read_rank_map(rank_file).items() if v > 0}
+        elif cfg.rank_map:
+            ranks = read_rank_map(cfg.rank_map)
+            if d.main:
+                _write_json(rank_file, {"ranks": ranks, "source": str(cfg.rank_map)})
         else:
             batches = _score_batches(dataset, found.paired, cfg, info.scale, device, d)
             ranks, allocation = rank_aware_ranks(model, cfg, batches, d)

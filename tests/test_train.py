@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from adaptsr.adapt import train as training
-from adaptsr.adapt.lora import read_adapter
+from adaptsr.adapt.lora import lora_sites, read_adapter
+from adaptsr.adapt.models import load_model
 from adaptsr.errors import UserError
 
 
@@ -342,3 +343,40 @@ def test_benchmark_row_counts_trainable_parameters(setup):
     assert all(r["it_s"] > 0 and r["peak_rss_mb"] >= r["rss_before_mb"] > 0 for r in rows), rows
     table = training.bench_table(rows).splitlines()
     assert len(table) == 4 and table[2].startswith(f"| {model_path} | lora |")
+
+
+def test_bad_inputs_never_cost_the_previous_run(setup, tmp_path, run_cli):
+    root, model, hr = setup
+    run = tmp_path / "run"
+    common = ["--model", model, "--out", run, "--iters", 2, "--batch", 2, "--patch", 32,
+              "--workers", 0, "--device", "cpu", "--degradation", "bicubic", "--quiet"]  # fmt: skip
+    sites = [s.name for s in lora_sites(load_model(model))]
+    ranks = tmp_path / "ranks.json"
+    ranks.write_text(json.dumps({"ranks": {sites[0]: 2, sites[1]: 1}}))
+    code, _, err = run_cli("train", "--data", hr, "--rank-map", ranks, *common)
+    assert code == 0, err
+    adapter = (run / "adapter.safetensors").read_bytes()
+    # --force with a typo in --data: one line, and the finished run is still there
+    code, _, err = run_cli("train", "--data", tmp_path / "typo", "--force", *common)
+    assert code == 1 and "no such folder" in err
+    assert (run / "adapter.safetensors").read_bytes() == adapter
+    # the run keeps its own copy of the rank map: editing the original cannot break a resume
+    assert json.loads((run / "rank_map.json").read_text())["ranks"] == {sites[0]: 2, sites[1]: 1}
+    ranks.write_text(json.dumps({"ranks": {sites[0]: 8}}))
+    code, out, err = run_cli("train", "--out", run, "--resume", "--quiet")
+    assert code == 0 and "already finished" in out, err
+    # one clear line each: a bad device, --val with --val-split, a wrong type in a config file
+    for args, message in [
+        (["--data", hr, "--device", "tpu", "--force"], "device"),
+        (["--data", hr, "--val", hr, "--val-split", 1, "--force"], "not both"),
+    ]:
+        code, _, err = run_cli("train", *common[:-3], *args)
+        assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
+    conf = tmp_path / "c.json"
+    conf.write_text(json.dumps({"model": str(model), "data": str(hr), "iters": "many"}))
+    code, _, err = run_cli("train", "--config", conf, "--out", tmp_path / "c")
+    assert code == 1 and "iters has the wrong type" in err
+    # a damaged config.json in a run folder is one line too
+    (run / "config.json").write_text("{broken")
+    code, _, err = run_cli("train", "--out", run, "--resume")
+    assert code == 1 and "cannot parse config" in err

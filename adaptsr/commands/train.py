@@ -49,7 +49,7 @@ _SETTINGS = {
 @click.option("--hr-dir", type=click.Path(file_okay=False), help="HR folder of paired data.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON/TOML file.")
-@click.option("--mode", type=click.Choice(["lora", "full", "pretrain"]), help="Default: lora.")
+@click.option("--mode", help="lora (default), full or pretrain; with --bench a list: lora,full.")
 @click.option("--rank", type=int, help="Uniform LoRA rank (default 8).")
 @click.option("--rank-map", type=click.Path(dir_okay=False), help="JSON {site: rank}.")
 @click.option(
@@ -102,7 +102,7 @@ def train(out, config_file, resume, force, quiet, bench, **options) -> None:
     if "data" in given:
         given["data"] = list(given["data"])
     if bench:
-        _bench(given, out)
+        _bench(given, out, force)
         return
     if resume:
         if config_file:
@@ -122,14 +122,17 @@ def train(out, config_file, resume, force, quiet, bench, **options) -> None:
         sys.exit(130)
 
 
-def _bench(given: dict, out: str) -> None:
+def _bench(given: dict, out: str, force: bool) -> None:
     from pathlib import Path
 
     import torch
 
     from adaptsr.adapt import train as training
     from adaptsr.adapt.degradations import degradations_per_second
-    from adaptsr.fileio import atomic_output
+    from adaptsr.errors import UserError
+    from adaptsr.fileio import atomic_output, check_writable
+
+    path = check_writable(Path(out) / "bench.md", force)  # before minutes of timing
 
     device = given.get("device", "auto")
     if device == "auto":
@@ -137,6 +140,9 @@ def _bench(given: dict, out: str) -> None:
     settings = {**training.bench_defaults(device), **given}
     models = settings.get("model", "safmn-x4,swinir-light-x4").split(",")
     modes = settings.get("mode", "lora,full").split(",")
+    unknown = [m for m in modes if m not in training.MODES]
+    if unknown:
+        raise UserError(f"unknown mode {unknown[0]!r} (choose from {', '.join(training.MODES)})")
     rows = training.benchmark(
         models,
         modes,
@@ -155,7 +161,6 @@ def _bench(given: dict, out: str) -> None:
         )
     text = "\n".join(lines)
     click.echo(text)
-    path = Path(out) / "bench.md"
-    with atomic_output(path, force=True) as tmp:
+    with atomic_output(path, force=force) as tmp:
         tmp.write_text(text + "\n")
     click.echo(f"wrote {path}")
