@@ -17,39 +17,17 @@ from pathlib import Path
 import numpy as np
 
 from adaptsr.errors import UserError
-
-
-def synthetic_image(rng: np.random.Generator, size: int) -> np.ndarray:
-    """An HR-like test picture: smooth shading, hard-edged shapes, fine stripes and grain."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    img = np.empty((size, size, 3), np.float32)
-    for c in range(3):
-        fx, fy, phase = rng.uniform(0.5, 3, 3)
-        img[..., c] = 0.5 + 0.25 * np.sin(2 * np.pi * (fx * xx + fy * yy) + phase * 6)
-    for _ in range(rng.integers(3, 7)):  # discs and boxes with sharp edges
-        colour = rng.uniform(0, 1, 3).astype(np.float32)
-        cx, cy, r = rng.uniform(0.1, 0.9), rng.uniform(0.1, 0.9), rng.uniform(0.05, 0.25)
-        if rng.random() < 0.5:
-            mask = (xx - cx) ** 2 + (yy - cy) ** 2 < r * r
-        else:
-            mask = (abs(xx - cx) < r) & (abs(yy - cy) < r * 0.6)
-        img[mask] = colour
-    period = rng.integers(3, 8)  # stripes near the Nyquist limit of the LR image
-    stripes = ((np.arange(size) // period) % 2).astype(np.float32)
-    band = slice(int(size * 0.7), int(size * 0.85))
-    img[band] = 0.2 + 0.6 * stripes[None, :, None]
-    img += rng.normal(0, 0.01, img.shape).astype(np.float32)
-    return np.clip(img, 0, 1)
+from adaptsr.fileio import atomic_output
 
 
 def write_images(folder: Path, count: int, size: int, seed: int) -> list[Path]:
-    from adaptsr.serve.images import Image, write_image
+    from adaptsr.serve.images import Image, synthetic_image, write_image
 
-    rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(count):
-        img = Image(rgb=synthetic_image(rng, size), alpha=None, bit_depth=8, gray=False)
+        rgb = synthetic_image(size, size, seed=seed * 1000 + i).transpose(1, 2, 0)
+        img = Image(rgb=np.ascontiguousarray(rgb), alpha=None, bit_depth=8, gray=False)
         paths.append(write_image(img, folder / f"synthetic_{i:03d}.png", force=True))
     return paths
 
@@ -164,10 +142,14 @@ def run_demo(
         force=True,
         progress=False,
     )
+    if done.failed:
+        path, reason = done.failed[0]
+        raise UserError(f"upscaling {len(done.failed)} image(s) failed, e.g. {path}: {reason}")
     summary["upscaled"] = len(done.written)
     say(f"      {len(done.written)} images x4 in {out / 'upscaled'}")
 
     summary["seconds"] = round(time.perf_counter() - t0, 1)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    with atomic_output(out / "summary.json", force=True) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
     say(f"done in {summary['seconds']} s; outputs in {out} (summary.json)")
     return summary

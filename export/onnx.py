@@ -28,6 +28,7 @@ from torch import nn
 from adaptsr.errors import UserError
 from adaptsr.export import parity
 from adaptsr.export.rewrites import export_rewrites, reference_forward, size_requirements
+from adaptsr.serve.images import synthetic_image
 
 MIN_OPSET = 18
 PARITY_TOL = 1e-4  # max abs error, fp32
@@ -181,7 +182,7 @@ def check_parity(model: nn.Module, onnx_path: Path, spec: ExportSpec) -> dict:
     for i, (h, w) in enumerate(spec.check_sizes):
         for kind, x in (
             ("random", parity.random_input(h, w, seed=i)),
-            ("image", parity.synthetic_image(h, w, seed=i)),
+            ("image", synthetic_image(h, w, seed=i)[None]),
         ):
             try:
                 got = parity.run(sess, x)
@@ -215,7 +216,7 @@ def check_fp16(fp16_path: Path, fp32_path: Path, spec: ExportSpec) -> dict:
     s16, s32 = parity.session(fp16_path), parity.session(fp32_path)
     rows = []
     for i, (h, w) in enumerate(spec.check_sizes):
-        x = parity.synthetic_image(h, w, seed=100 + i)
+        x = synthetic_image(h, w, seed=100 + i)[None]
         db = parity.psnr(parity.run(s16, x), parity.run(s32, x))
         rows.append({"size": [h, w], "psnr_db": db})
     worst = min(r["psnr_db"] for r in rows)
@@ -389,7 +390,7 @@ def export_onnx(
             onnx.save(base_proto, base_path)
             onnx.save(final, merged_path)
             bar.set_description_str("timing merged vs base in ONNX Runtime")
-            x = parity.synthetic_image(*latency_size(spec))
+            x = synthetic_image(*latency_size(spec))[None]
             report["zero_overhead"] = {
                 "structure": structure,
                 "latency": compare_latency(merged_path, base_path, x, rounds=latency_rounds),

@@ -18,24 +18,9 @@ import numpy as np
 
 from adaptsr.errors import UserError
 from adaptsr.serve.backends import Backend
+from adaptsr.serve.images import synthetic_image
 from adaptsr.serve.tiling import plan_tiles, tiled_upscale
 from adaptsr.serve.timing import Comparison, Latency, compare, measure
-
-
-def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """A (3, H, W) float32 test picture: gradients, a few sharp-edged shapes, mild noise."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    y /= max(height - 1, 1)
-    x /= max(width - 1, 1)
-    img = np.stack([0.2 + 0.6 * x, 0.3 + 0.4 * y, 0.5 + 0.3 * np.sin(6.0 * x + 4.0 * y)])
-    for _ in range(6):  # discs and stripes with hard edges
-        cy, cx, r = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.05, 0.25)
-        mask = (y - cy) ** 2 + (x - cx) ** 2 < r * r
-        img[:, mask] = rng.uniform(0, 1, size=(3, 1))
-    img[:, (np.floor(x * 23) % 2 == 0) & (y > 0.8)] *= 0.5
-    img += rng.normal(0, 0.02, size=img.shape).astype(np.float32)
-    return np.clip(img, 0.0, 1.0).astype(np.float32)
 
 
 class PeakRSS:

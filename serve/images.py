@@ -130,3 +130,24 @@ def write_image(image: Image, path: str | os.PathLike, force: bool = False) -> P
     with atomic_output(path, force=force) as tmp:
         tmp.write_bytes(data)
     return path
+
+
+def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A photo-like (3, H, W) float32 test picture in [0, 1]: smooth gradients, hard edges
+    (rectangles, a disc, thin lines), a fine texture and sensor-like noise. For tests, demos and
+    benchmarks, which may not read real images (none are shipped)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    yn, xn = y / max(height - 1, 1), x / max(width - 1, 1)
+    img = np.stack([0.2 + 0.6 * xn, 0.3 + 0.5 * yn, 0.5 + 0.3 * (xn - yn)], axis=0)
+    for _ in range(4):  # flat-coloured rectangles: step edges at random positions
+        y0, x0 = rng.integers(0, height), rng.integers(0, width)
+        y1, x1 = y0 + rng.integers(2, max(3, height // 2)), x0 + rng.integers(2, max(3, width // 2))
+        img[:, y0:y1, x0:x1] = rng.uniform(0, 1, size=(3, 1, 1))
+    cy, cx, r = height * 0.6, width * 0.4, min(height, width) / 4
+    disc = (y - cy) ** 2 + (x - cx) ** 2 < r**2
+    img[:, disc] = img[:, disc] * 0.3 + 0.6
+    img[:, :, ::7] *= 0.5  # thin dark lines
+    img += 0.08 * np.sin(x * 0.9 + y * 0.4)[None] * np.cos(y * 0.7)[None]  # fine texture
+    img += rng.normal(0, 0.02, size=img.shape)  # noise
+    return np.clip(img, 0, 1).astype(np.float32)

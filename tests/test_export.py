@@ -16,6 +16,7 @@ from adaptsr.errors import UserError
 from adaptsr.export import parity
 from adaptsr.export.onnx import PARITY_TOL, export_onnx, load_merged, plan, report_path
 from adaptsr.export.rewrites import export_rewrites, reference_forward, shifted_window_mask
+from adaptsr.serve.images import synthetic_image
 
 
 def small(arch: str, seed: int = 0) -> torch.nn.Module:
@@ -110,7 +111,7 @@ def test_merged_export_is_the_base_graph_with_the_adapted_function(arch, tmp_pat
     lat = report["zero_overhead"]["latency"]
     assert lat["ci_low"] <= lat["ratio"] <= lat["ci_high"] and lat["rounds"] == 3
     # The ONNX computes the adapted function: the unmerged LoRA model, not the base.
-    x = parity.synthetic_image(16, 24, seed=5)
+    x = synthetic_image(16, 24, seed=5)[None]
     got = ort_output(out, x)
     with torch.no_grad():
         adapted = lora(torch.from_numpy(x)).numpy()
@@ -170,7 +171,7 @@ def test_window_attention_exports_with_dynamic_size_and_fp16(arch, tmp_path):
     dims = [d.dim_param for d in fp16_model.graph.input[0].type.tensor_type.shape.dim[2:]]
     assert all(dims)
     # a fourth size, never seen by the export: fp16 graph vs the PyTorch model
-    x = parity.synthetic_image(21, 35, seed=9)
+    x = synthetic_image(21, 35, seed=9)[None]
     with torch.no_grad():
         want = reference_forward(model, torch.from_numpy(x)).numpy()
     assert parity.psnr(ort_output(out, x), want) >= 50
@@ -230,9 +231,12 @@ def test_adapter_for_another_base_is_refused(run_cli, tmp_path):
     save_model(small("EDSR", seed=7), other)
     out = tmp_path / "x.onnx"
     code, _, stderr = run_cli("export", "onnx", "--model", other, "--adapter", adapter_path,
-                              "--tile", "16", "16", "--out", out)  # fmt: skip
+                              "--merged", "--tile", "16", "16", "--out", out)  # fmt: skip
     assert code == 1 and "another base model" in stderr
     assert stderr.count("\n") == 1 and not list(tmp_path.glob("x*"))
+    code, _, stderr = run_cli("export", "onnx", "--model", other, "--adapter", adapter_path,
+                              "--tile", "16", "16", "--out", out)  # fmt: skip
+    assert code == 2 and "add --merged" in stderr and not list(tmp_path.glob("x*"))
 
 
 def test_tile_must_meet_size_requirements(run_cli, tmp_path):

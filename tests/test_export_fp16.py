@@ -8,6 +8,7 @@ from onnx import TensorProto, helper, numpy_helper
 from adaptsr.export import parity
 from adaptsr.export.fp16 import convert_to_fp16, residual_stream
 from adaptsr.export.structure import compare_structure
+from adaptsr.serve.images import synthetic_image
 
 D = 8
 
@@ -117,7 +118,7 @@ def test_structure_comparison_sees_differences():
 
 @pytest.mark.parametrize("h,w", [(8, 8), (17, 33)])
 def test_synthetic_image_is_photo_like(h, w):
-    img = parity.synthetic_image(h, w, seed=3)
+    img = synthetic_image(h, w, seed=3)[None]
     assert img.shape == (1, 3, h, w) and img.dtype == np.float32
     assert img.min() >= 0 and img.max() <= 1 and img.std() > 0.05
-    assert np.array_equal(img, parity.synthetic_image(h, w, seed=3))
+    assert np.array_equal(img, synthetic_image(h, w, seed=3)[None])

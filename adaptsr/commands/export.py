@@ -35,8 +35,12 @@ def onnx_cmd(model_spec, adapter, merged, out, dynamic, tile, fp16, opset, laten
     from adaptsr.export.onnx import export_onnx, load_merged, plan, report_path
     from adaptsr.fileio import check_writable
 
-    if merged and not adapter:
-        raise click.UsageError("--merged needs --adapter A.safetensors")
+    if merged != bool(adapter):  # adapters only ever export merged: say so on the command line
+        raise click.UsageError(
+            "--merged needs --adapter A.safetensors"
+            if merged
+            else "an adapter exports merged into the weights: add --merged"
+        )
     check_writable(out, force)
     check_writable(report_path(out), force)
     base = load_model(model_spec)
