@@ -18,7 +18,7 @@ from spandrel import (
     SizeRequirements,
     StateDict,
 )
-from spandrel.util import KeyCondition, get_seq_len
+from spandrel.util import KeyCondition, get_seq_len, store_hyperparameters
 from torch import nn
 
 # DIV2K mean in RGB order, as used by EDSR-PyTorch's MeanShift.
@@ -65,7 +65,10 @@ class Upsampler(nn.Sequential):
         super().__init__(*layers)
 
 
+@store_hyperparameters()
 class EDSR(nn.Module):
+    hyperparameters = {}  # filled by store_hyperparameters: rebuilds a fresh model (pretraining)
+
     def __init__(
         self,
         *,

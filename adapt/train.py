@@ -269,16 +269,29 @@ def resolve_device(name: str, d: Dist) -> torch.device:
 
 def build_base(cfg: TrainConfig) -> nn.Module:
     """The base model on the CPU; re-initialised for pretraining."""
-    from adaptsr.adapt.models import BUILTIN_MODELS, build_model, load_model
+    from adaptsr.adapt.models import (
+        BUILTIN_MODELS,
+        build_model,
+        load_model,
+        model_from_state_dict,
+        model_info,
+    )
 
     torch.manual_seed(cfg.seed)
     if cfg.mode == "pretrain" and cfg.model in BUILTIN_MODELS:
         return build_model(cfg.model, seed=cfg.seed)  # the architecture's own initialisation
     model = load_model(cfg.model)
     if cfg.mode == "pretrain":
-        for m in model.modules():
-            if hasattr(m, "reset_parameters"):
-                m.reset_parameters()
+        # A fresh instance with the checkpoint's settings: the architecture's own
+        # initialisation of every parameter (position-bias tables and custom norms included).
+        hyper = getattr(model, "hyperparameters", None)
+        if not hyper:
+            raise UserError(
+                f"cannot re-initialise {model_info(model).arch} from a checkpoint (its "
+                "constructor settings are unknown): pretrain from a built-in name instead"
+            )
+        fresh = type(model)(**hyper)
+        model = model_from_state_dict(fresh.state_dict(), name=str(cfg.model))
     return model
 
 

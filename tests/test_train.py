@@ -380,3 +380,21 @@ def test_bad_inputs_never_cost_the_previous_run(setup, tmp_path, run_cli):
     (run / "config.json").write_text("{broken")
     code, _, err = run_cli("train", "--out", run, "--resume")
     assert code == 1 and "cannot parse config" in err
+
+
+def test_pretrain_reinitialises_every_parameter(tmp_path):
+    """Position-bias tables and custom norms too, not only layers with reset_parameters."""
+    from spandrel.architectures.SwinIR import SwinIR
+
+    from adaptsr.adapt.models import model_from_state_dict, save_model
+
+    net = SwinIR(upscale=2, img_size=16, window_size=4, embed_dim=12, depths=[2], num_heads=[2],
+                 mlp_ratio=2.0, upsampler="pixelshuffledirect", img_range=1.0)  # fmt: skip
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(5.0)  # far from any initialisation
+    path = save_model(model_from_state_dict(net.state_dict()), tmp_path / "trained.safetensors")
+    fresh = training.build_base(training.TrainConfig(model=str(path), mode="pretrain"))
+    trained = dict(net.named_parameters())
+    for name, p in fresh.named_parameters():
+        assert (p - trained[name]).abs().min() > 1.0, name
