@@ -469,19 +469,23 @@ def validate(model: nn.Module, pairs: list, device: torch.device, autocast: bool
     """Mean Y-channel PSNR/SSIM (border of `scale` pixels cropped) over the validation pairs."""
     from adaptsr.adapt.metrics import psnr_y, ssim_y
     from adaptsr.adapt.models import model_info
+    from adaptsr.serve.tiling import SizeRule, tiled_upscale
 
     info = model_info(model)
+    rule = SizeRule(max(1, info.min_size), max(1, info.multiple_of))
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            out = model(torch.from_numpy(batch).to(device))
+        return out.float().cpu().numpy()
+
     was_training = model.training
     model.eval()
     psnrs, ssims = [], []
     for _, lr, hr in pairs:
-        h, w = lr.shape[-2:]
-        m = max(1, info.multiple_of)
-        ph, pw = max(info.min_size, -(-h // m) * m) - h, max(info.min_size, -(-w // m) * m) - w
-        x = F.pad(lr.to(device), (0, pw, 0, ph), mode="replicate") if ph or pw else lr.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            sr = model(x)
-        sr = sr.float()[..., : h * info.scale, : w * info.scale].clamp(0, 1).cpu()
+        # whole images, padded as `adapt eval` and `adapt upscale` pad them: the same numbers
+        sr = tiled_upscale(run, lr[0].numpy(), info.scale, rule, tile=0)
+        sr = torch.from_numpy(sr)[None].clamp(0, 1)
         psnrs.append(float(psnr_y(sr, hr, crop=info.scale)))
         ssims.append(float(ssim_y(sr, hr, crop=info.scale)))
     model.train(was_training)
