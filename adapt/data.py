@@ -396,5 +396,9 @@ def validation_pairs(
 
 
 def validation_entries(folder: str | os.PathLike, scale: int, strict: bool) -> list[Entry]:
-    """Every image of a --val folder (any layout); no size limit besides the scale."""
-    return scan([folder], scale=scale, patch=1, strict=strict).entries
+    """Every image of a --val folder (any layout) large enough to be scored: SSIM's 11x11
+    window must fit inside the HR image once its `scale`-pixel border is cropped."""
+    try:
+        return scan([folder], scale=scale, patch=11 + 2 * scale, strict=strict).entries
+    except UserError as e:
+        raise UserError(f"--val {folder}: {e}") from e

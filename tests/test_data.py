@@ -211,3 +211,12 @@ def test_validation_split_and_pairs(tmp_path):
     assert pairs[0][1].shape == (1, 3, 10, 10) and pairs[0][2].shape == (1, 3, 40, 40)
     again = data.validation_pairs(val, 4, "bicubic", seed=0, device="cpu")
     assert torch.equal(pairs[1][1], again[1][1])
+
+
+def test_validation_images_must_fit_the_ssim_window(tmp_path):
+    # x4: an HR image needs 11 + 2*4 = 19 px to be scored once its border is cropped
+    folder = _write_hr(tmp_path / "val", n=2, size=16)
+    with pytest.raises(UserError, match="--val .*smaller than the crop"):
+        data.validation_entries(folder, scale=4, strict=False)
+    _write_hr(tmp_path / "val2", n=2, size=20)
+    assert len(data.validation_entries(tmp_path / "val2", scale=4, strict=False)) == 2
