@@ -14,9 +14,12 @@ import click
 def merge(model_spec: str, adapter: str, out: str, force: bool) -> None:
     """Fold an adapter into its base model: a plain checkpoint of the base architecture."""
     import adaptsr
+    from adaptsr.adapt.models import CHECKPOINT_SUFFIXES
     from adaptsr.fileio import check_writable
 
     check_writable(out, force)
+    if not out.lower().endswith(CHECKPOINT_SUFFIXES):  # checked before any work
+        raise adaptsr.UserError(f"{out}: choose a {' or '.join(CHECKPOINT_SUFFIXES)} file name")
     model = adaptsr.load_model(model_spec)
     adaptsr.load_adapter(model, adapter)
     report = adaptsr.lora_report(model)
