@@ -26,7 +26,7 @@ import numpy as np
 from adaptsr.adapt import metrics
 from adaptsr.adapt.data import header_size, match_pairs, modcrop
 from adaptsr.errors import UserError
-from adaptsr.serve.images import Image, list_images, read_image, write_image
+from adaptsr.serve.images import IMAGE_SUFFIXES, Image, list_images, read_image, write_image
 
 COMPARE_ROWS = 4  # images shown in the side-by-side PNG
 COMPARE_CROP = 96  # HR pixels per crop side
@@ -62,7 +62,7 @@ def find_pairs(
     hr_dir = Path(hr_dir)
     hr_files = list_images(hr_dir)
     if not hr_files:
-        raise UserError(f"no images in {hr_dir} (looked for {', '.join(_suffixes())})")
+        raise UserError(f"no images in {hr_dir} (looked for {', '.join(IMAGE_SUFFIXES)})")
     if lr_dir is None:
         return [Pair(f.stem, f, None) for f in hr_files]
     lr_dir = Path(lr_dir)
@@ -76,14 +76,8 @@ def find_pairs(
     else:
         lr_files = list_images(lr_dir)
         if not lr_files:
-            raise UserError(f"no images in {lr_dir} (looked for {', '.join(_suffixes())})")
+            raise UserError(f"no images in {lr_dir} (looked for {', '.join(IMAGE_SUFFIXES)})")
     return [Pair(hr.stem, hr, lr) for hr, lr in match_pairs(hr_files, lr_files, scale)]
-
-
-def _suffixes() -> tuple[str, ...]:
-    from adaptsr.serve.images import IMAGE_SUFFIXES
-
-    return IMAGE_SUFFIXES
 
 
 def hr_size_for(lr_w: int, lr_h: int, hr_w: int, hr_h: int, scale: int) -> bool:

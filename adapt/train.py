@@ -113,7 +113,7 @@ class TrainConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 0")
         if not (c.lr > 0 and math.isfinite(c.lr)):
             raise UserError(f"--lr must be a positive number, got {c.lr}")
-        from adaptsr.adapt.data import DEGRADATIONS
+        from adaptsr.adapt.choices import DEGRADATIONS
         from adaptsr.kernels import BACKENDS
 
         if c.degradation not in DEGRADATIONS:

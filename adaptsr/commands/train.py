@@ -1,4 +1,5 @@
 import sys
+from pathlib import Path
 
 import click
 
@@ -107,7 +108,7 @@ def train(out, config_file, resume, force, quiet, bench, **options) -> None:
     if resume:
         if config_file:
             raise click.UsageError("--resume takes the run's saved config; drop --config")
-        config = training.resume_config(training.Path(out), given)
+        config = training.resume_config(Path(out), given)
     else:
         values = training.read_config_file(config_file) if config_file else {}
         config = training.config_from_dict({**values, **given}, config_file or "options")
@@ -123,8 +124,6 @@ def train(out, config_file, resume, force, quiet, bench, **options) -> None:
 
 
 def _bench(given: dict, out: str, force: bool) -> None:
-    from pathlib import Path
-
     import torch
 
     from adaptsr.adapt import train as training
