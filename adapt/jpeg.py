@@ -93,7 +93,10 @@ def jpeg(x: torch.Tensor, quality, subsampling: str = "420") -> torch.Tensor:
     if subsampling not in ("420", "444"):
         raise UserError(f"jpeg subsampling must be '420' or '444', got {subsampling!r}")
     b, _, h, w = x.shape
-    quality = torch.as_tensor(quality).reshape(-1).expand(b)
+    quality = torch.as_tensor(quality).reshape(-1)
+    if quality.numel() not in (1, b):
+        raise UserError(f"jpeg needs one quality or one per image ({b}), got {quality.numel()}")
+    quality = quality.expand(b)
     if quality.is_floating_point():
         quality = torch.round(quality)
     # Checked where the qualities live (CPU draws: no device sync), then moved.

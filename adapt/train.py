@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adaptsr.adapt.allocate import read_rank_map
 from adaptsr.errors import UserError
 
 MODES = ("lora", "full", "pretrain")
@@ -342,12 +343,6 @@ def rank_aware_ranks(model, cfg, batches, d: Dist) -> tuple[dict[str, int], dict
         "settings": {"score": "grad", "batches": cfg.score_batches, "processes": d.world},
     }
     return {k: v for k, v in ranks.items() if v > 0}, info
-
-
-def read_rank_map(path: str | os.PathLike) -> dict[str, int]:
-    from adaptsr.adapt.allocate import read_rank_map as read
-
-    return read(path)
 
 
 def make_scheduler(optimizer, cfg: TrainConfig):
