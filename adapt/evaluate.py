@@ -251,9 +251,7 @@ def score(
     sr: np.ndarray, hr: np.ndarray, crop: int, perceptual: dict[str, Callable], gray: bool = False
 ) -> dict:
     """All metrics of one output against its HR image (gray: the HR file is grayscale)."""
-    y_sr, y_hr = metrics.y_channel(sr, gray), metrics.y_channel(hr, gray)
-    if crop:
-        y_sr, y_hr = y_sr[crop:-crop, crop:-crop], y_hr[crop:-crop, crop:-crop]
+    y_sr, y_hr = metrics.y_pair(sr, hr, crop, gray)
     out = {"psnr_y": metrics.psnr_from_y(y_sr, y_hr), "ssim_y": metrics.ssim_from_y(y_sr, y_hr)}
     for name, fn in perceptual.items():
         out[name] = float(fn(sr, hr, crop))

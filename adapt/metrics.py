@@ -91,7 +91,8 @@ def _crop(y: np.ndarray, crop: int) -> np.ndarray:
     return y[crop:-crop, crop:-crop]
 
 
-def _pair(sr, hr, crop: int, gray: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def y_pair(sr, hr, crop: int, gray: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The Y channels of an output and its reference, checked and border-cropped."""
     a, b = y_channel(sr, gray), y_channel(hr, gray)
     if a.shape != b.shape:
         raise UserError(f"size mismatch: {a.shape[1]}x{a.shape[0]} vs {b.shape[1]}x{b.shape[0]}")
@@ -138,14 +139,14 @@ def psnr_y(sr, hr, crop: int = 0, gray: bool = False):
     gray: score as a grayscale file (see y_channel)."""
     if _is_torch(sr) or _is_torch(hr):
         return psnr_y_torch(sr, hr, crop, gray)
-    return psnr_from_y(*_pair(sr, hr, crop, gray))
+    return psnr_from_y(*y_pair(sr, hr, crop, gray))
 
 
 def ssim_y(sr, hr, crop: int = 0, gray: bool = False):
     """Y-channel SSIM; same inputs and outputs as psnr_y."""
     if _is_torch(sr) or _is_torch(hr):
         return ssim_y_torch(sr, hr, crop, gray)
-    return ssim_from_y(*_pair(sr, hr, crop, gray))
+    return ssim_from_y(*y_pair(sr, hr, crop, gray))
 
 
 # ---------------------------------------------------------------------------------------------
