@@ -687,7 +687,7 @@ def image_batches(
     fly by `degradation`), a DIV2K- or RealSR-style folder of pairs, or `lr_dir` + `hr_dir`.
     Folders are checked now; images are read as batches are drawn.
     """
-    from adaptsr.adapt.data import BatchPlan, CropDataset, make_degrader, scan
+    from adaptsr.adapt.data import BatchPlan, CropDataset, degraded_batches, make_degrader, scan
 
     for name, v in (("batches", count), ("batch", batch), ("patch", patch)):
         if v < 1:
@@ -706,14 +706,4 @@ def image_batches(
     dataset = CropDataset(found.entries, patch, scale)
     plan = BatchPlan(len(found.entries), batch, seed, 0, count)
     degrade = None if found.paired else make_degrader(degradation, scale, seed, device)
-    return _draw_batches(dataset, plan, degrade, device)
-
-
-def _draw_batches(dataset, plan, degrade, device):
-    for keys in plan:
-        items = [dataset[k] for k in keys]
-        hr = torch.stack([item["hr"] for item in items]).to(device)
-        if degrade is not None:
-            yield degrade(hr), hr
-        else:
-            yield torch.stack([item["lr"] for item in items]).to(device), hr
+    return degraded_batches(dataset, plan, degrade, device)

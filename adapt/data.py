@@ -354,6 +354,21 @@ def _ignore_sigint(worker_id: int) -> None:
 # degradation and validation
 
 
+def degraded_batches(
+    dataset, plan, degrader, device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(LR, HR) batches for the keys of `plan`: LR from the pairs, or made by `degrader`."""
+    for keys in plan:
+        items = [dataset[k] for k in keys]
+        hr = torch.stack([item["hr"] for item in items]).to(device)
+        if degrader is None:
+            lr = torch.stack([item["lr"] for item in items]).to(device)
+        else:
+            with torch.no_grad():  # closed before the yield: the consumer may need gradients
+                lr = degrader(hr)
+        yield lr, hr
+
+
 def make_degrader(kind: str, scale: int, seed: int, device):
     """The batched degradation of adaptsr.adapt.degradations: HR (B, 3, H, W) -> LR."""
     from adaptsr.adapt.degradations import Degrader  # checks the kind itself

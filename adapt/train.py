@@ -812,12 +812,7 @@ def _score_batches(dataset, paired: bool, cfg: TrainConfig, scale: int, device, 
     degrader = None
     if not paired:
         degrader = data.make_degrader(cfg.degradation, scale, _seed(cfg.seed, 7, d.rank), device)
-    for keys in plan:
-        items = [dataset[k] for k in keys]
-        hr = torch.stack([x["hr"] for x in items]).to(device)
-        with torch.no_grad():
-            lr = torch.stack([x["lr"] for x in items]).to(device) if paired else degrader(hr)
-        yield lr, hr
+    yield from data.degraded_batches(dataset, plan, degrader, device)
 
 
 def _validate_and_keep(model, pairs, device, autocast, cfg, run_dir, it, best, log):
