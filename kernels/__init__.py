@@ -103,15 +103,12 @@ def fused_conv2d_supported(
         return False
     if lora_a.shape != (r, c_in, 1, 1) or lora_b.shape != (c_out, r, kh, kw):
         return False
-    if padding_mode != "zeros" or _pair(stride) != (1, 1) or _pair(dilation) != (1, 1):
+    pair = reference.pair
+    if padding_mode != "zeros" or pair(stride) != (1, 1) or pair(dilation) != (1, 1):
         return False
-    if (padding if isinstance(padding, str) else _pair(padding)) not in ((kh // 2,) * 2, "same"):
+    if (padding if isinstance(padding, str) else pair(padding)) not in ((kh // 2,) * 2, "same"):
         return False
     return _fused_ok(x, weight, bias, lora_a, lora_b, scale)
-
-
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(int(e) for e in v)
 
 
 def _without_autocast(fn, x, weight, bias, lora_a, lora_b, *rest):

@@ -53,12 +53,13 @@ def lora_conv2d(
     """
     a = _scale_rows(lora_a, scale)
     if padding_mode != "zeros":
-        pad = _pair(padding)
+        pad = pair(padding)
         x = F.pad(x, (pad[1], pad[1], pad[0], pad[0]), mode=padding_mode)
         padding = 0
     y = F.conv2d(x, weight, bias, stride, padding, dilation)
     return y + F.conv2d(F.conv2d(x, a), lora_b, None, stride, padding, dilation)
 
 
-def _pair(v) -> tuple[int, int]:
+def pair(v) -> tuple[int, int]:
+    """An int or a 2-sequence (a conv's stride, padding, dilation) as a pair of ints."""
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
