@@ -28,12 +28,13 @@ from torch import nn
 from adaptsr.errors import UserError
 from adaptsr.export import parity
 from adaptsr.export.rewrites import export_rewrites, reference_forward, size_requirements
+from adaptsr.export.tensorrt import MAX_SIDE
 from adaptsr.serve.images import synthetic_image
+from adaptsr.serve.tiling import round_up
 
 MIN_OPSET = 18
 PARITY_TOL = 1e-4  # max abs error, fp32
 FP16_MIN_PSNR = 50.0  # dB, fp16 output vs fp32 output
-MAX_SIDE = 4096  # upper bound of dynamic height/width
 
 
 @dataclass
@@ -46,10 +47,6 @@ class ExportSpec:
     check_sizes: list[tuple[int, int]] = field(default_factory=list)
     min_size: int = 1
     multiple_of: int = 1
-
-
-def _round_up(v: int, m: int) -> int:
-    return -(-v // m) * m
 
 
 def plan(
@@ -81,7 +78,7 @@ def plan(
         return spec
     # Dynamic: trace at a size that is not square and, where allowed, not a window multiple,
     # then check at three sizes so a dimension silently baked in by the tracer is caught.
-    s = _round_up(max(spec.min_size, 16), multiple)
+    s = round_up(max(spec.min_size, 16), multiple)
     m = multiple
     spec.example = (s + 3 * m, s + 11 * m)
     spec.check_sizes = [spec.example, (s, s), (s + 8 * m, s + 1 * m)]
@@ -92,7 +89,7 @@ def latency_size(spec: ExportSpec) -> tuple[int, int]:
     """The tile, or for a dynamic export a 64x64-class input the model accepts."""
     if spec.tile:
         return spec.tile
-    side = _round_up(max(64, spec.min_size), spec.multiple_of)
+    side = round_up(max(64, spec.min_size), spec.multiple_of)
     return side, side
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from adaptsr.errors import UserError
 
-MAX_SIDE = 4096
+MAX_SIDE = 4096  # largest height/width of a dynamic export or engine profile
 
 
 @dataclass

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from adaptsr.errors import UserError
-from adaptsr.serve.tiling import SizeRule
+from adaptsr.serve.tiling import SizeRule, round_up
 
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
@@ -99,8 +99,7 @@ def probe_size(rule: SizeRule) -> tuple[int, int]:
     """A small input the model accepts, to learn the scale by running it."""
     if rule.static:
         return rule.static
-    side = max(rule.min_size, 16)
-    side = -(-side // rule.multiple_of) * rule.multiple_of
+    side = round_up(max(rule.min_size, 16), rule.multiple_of)
     return side, side
 
 
