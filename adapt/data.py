@@ -1,15 +1,13 @@
 """Training data: image folders, random crops and augmentation, a resumable data order.
 
-Two kinds of source:
+Folder layouts (DIV2K root, RealSR V3, two folders matched by stem, HR-only) are found by
+adaptsr.adapt.layouts. Two kinds of source:
 
 - HR-only folders. The dataset returns HR crops; the training loop degrades whole batches on the
   training device (`make_degrader`), so the CPU workers only decode and crop.
-- Paired folders (real LR/HR photos): two folders with matching stems (`--lr-dir/--hr-dir`; an
-  LR stem may carry DIV2K's `x4` or RealSR's `_LR4` suffix), a RealSR V3 folder (`NAME_HR.png`
-  beside `NAME_LR4.png`), or a DIV2K root (`DIV2K_train_HR/` with one
-  `DIV2K_train_LR_*/X4/0001x4.png`). The dataset returns aligned LR and HR crops.
+- Paired folders (real LR/HR photos). The dataset returns aligned LR and HR crops.
 
-Images are read with adaptsr.serve.images.read_image (png, jpg, webp, bmp, tif; 8/16-bit; gray
+Images are read with adaptsr.images.read_image (png, jpg, webp, bmp, tif; 8/16-bit; gray
 replicated to RGB, alpha dropped). Folders are scanned once from the file headers: corrupt files,
 images smaller than the crop and LR/HR sizes that disagree with the scale are found before
 training starts.
@@ -29,8 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from adaptsr.adapt import layouts
 from adaptsr.errors import UserError
-from adaptsr.serve.images import IMAGE_SUFFIXES, list_images, read_image
+from adaptsr.images import read_image
 
 
 @dataclass(frozen=True)
@@ -65,76 +64,7 @@ class Scan:
 
 
 # ---------------------------------------------------------------------------------------------
-# finding images
-
-
-def _strip_suffix(stem: str, suffixes: tuple[str, ...]) -> str:
-    for s in suffixes:
-        if stem.lower().endswith(s.lower()) and len(stem) > len(s):
-            return stem[: -len(s)]
-    return stem
-
-
-def _keyed(files: list[Path], suffixes: tuple[str, ...]) -> dict[str, Path]:
-    out: dict[str, Path] = {}
-    for f in files:
-        key = _strip_suffix(f.stem, suffixes)
-        if key in out:
-            raise UserError(f"two images named {key!r} in {f.parent}: {out[key].name}, {f.name}")
-        out[key] = f
-    return out
-
-
-def match_pairs(hr_files: list[Path], lr_files: list[Path], scale: int) -> list[tuple[Path, Path]]:
-    """(hr, lr) by stem; LR stems may end in `x{scale}` or `_LR{scale}`, HR stems in `_HR`."""
-    hr_map = _keyed(hr_files, ("_HR",))
-    lr_map = _keyed(lr_files, (f"_LR{scale}", f"x{scale}"))
-    missing = [k for k in hr_map if k not in lr_map]
-    if missing:
-        where = lr_files[0].parent if lr_files else "the LR folder"
-        raise UserError(
-            f"{len(missing)} HR image(s) without an LR image in {where}, e.g. "
-            f"{hr_map[missing[0]].name} (LR names must match HR stems, optionally with an "
-            f"'x{scale}' or '_LR{scale}' suffix)"
-        )
-    return [(hr_map[k], lr_map[k]) for k in sorted(hr_map)]
-
-
-def _div2k_layout(root: Path, scale: int) -> tuple[Path, Path] | None:
-    """(hr_dir, lr_dir) of a DIV2K-style root, or None when `root` is not one."""
-    subdirs = [d for d in root.iterdir() if d.is_dir()]
-    hr_dirs = [d for d in subdirs if d.name.endswith("_HR")]
-    lr_dirs = [d / f"X{scale}" for d in subdirs if "_LR_" in d.name and (d / f"X{scale}").is_dir()]
-    if not hr_dirs or not lr_dirs:
-        return None
-    if len(hr_dirs) > 1 or len(lr_dirs) > 1:
-        names = ", ".join(str(d.relative_to(root)) for d in hr_dirs + lr_dirs)
-        raise UserError(
-            f"{root} holds several DIV2K-style folders ({names}): "
-            "name one pair with --lr-dir and --hr-dir"
-        )
-    return hr_dirs[0], lr_dirs[0]
-
-
-def find_sources(data: str | os.PathLike, scale: int) -> tuple[str, list[tuple[Path, Path | None]]]:
-    """Detect the layout of a --data folder: (layout name, [(hr, lr or None)])."""
-    root = Path(data)
-    if not root.is_dir():
-        raise UserError(
-            f"no such folder: {root}" if not root.exists() else f"{root} is not a folder"
-        )
-    div2k = _div2k_layout(root, scale)
-    if div2k:
-        pairs = match_pairs(list_images(div2k[0]), list_images(div2k[1]), scale)
-        return f"DIV2K-style {div2k[0].name} + {div2k[1].parent.name}/X{scale}", pairs
-    files = list_images(root)
-    hr = [f for f in files if f.stem.endswith("_HR")]
-    lr = [f for f in files if f.stem.endswith(f"_LR{scale}")]
-    if hr and lr:
-        return f"RealSR-style {root.name}", match_pairs(hr, lr, scale)
-    if not files:
-        raise UserError(f"no images in {root} (looked for {', '.join(IMAGE_SUFFIXES)})")
-    return f"HR-only {root.name}", [(f, None) for f in files]
+# scanning images
 
 
 def header_size(path: Path) -> tuple[int, int] | None:
@@ -173,10 +103,9 @@ def scan(
     if (lr_dir is None) != (hr_dir is None):
         raise UserError("give both --lr-dir and --hr-dir, or neither")
     if lr_dir is not None:
-        pairs = match_pairs(list_images(hr_dir), list_images(lr_dir), scale)
-        sources.append((f"paired {Path(hr_dir).name} + {Path(lr_dir).name}", pairs))
+        sources.append(layouts.pair_folders(hr_dir, lr_dir, scale))
     for folder in data or []:
-        sources.append(find_sources(folder, scale))
+        sources.append(layouts.detect(folder, scale))
     if not sources:
         raise UserError("no training data: give --data DIR (or --lr-dir and --hr-dir)")
     kinds = {all(lr is not None for _, lr in items) for _, items in sources}

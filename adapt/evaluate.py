@@ -1,8 +1,9 @@
 """Evaluation of a super-resolution model on LR/HR pairs: metrics, tables, saved outputs.
 
-Pairs come from two folders matched by file stem (`--lr DIR --hr DIR`; an LR stem may carry the
-DIV2K `x4` or RealSR `_LR4` suffix), from one RealSR-style folder (`NAME_HR.png` beside
-`NAME_LR4.png`), or from HR images alone, degraded on the fly with a named, seeded degradation.
+Pairs come from two folders matched by file stem (`--lr DIR --hr DIR`), from one folder in a
+paired layout (`--hr DIR` alone: RealSR-style `NAME_HR.png` beside `NAME_LR4.png`, or a DIV2K
+root), or from HR images alone, degraded on the fly with a named, seeded degradation. The
+layouts and their naming rules are those of adaptsr.adapt.layouts, shared with training.
 
 Every number is computed by adaptsr.adapt.metrics on the 8-bit rounded output (the field's
 convention). With a base model beside the evaluated one (an adapter was given) both are scored,
@@ -23,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptsr.adapt import metrics
-from adaptsr.adapt.data import header_size, match_pairs, modcrop
+from adaptsr.adapt import layouts, metrics
+from adaptsr.adapt.data import header_size, modcrop
 from adaptsr.errors import UserError
-from adaptsr.serve.images import IMAGE_SUFFIXES, Image, list_images, read_image, write_image
+from adaptsr.images import Image, read_image, write_image
 
 COMPARE_ROWS = 4  # images shown in the side-by-side PNG
 COMPARE_CROP = 96  # HR pixels per crop side
@@ -43,41 +44,25 @@ class Pair:
 # finding pairs
 
 
-def _realsr_files(folder: Path, scale: int) -> tuple[list[Path], list[Path]]:
-    files = list_images(folder)
-    hr = [f for f in files if f.stem.endswith("_HR")]
-    lr = [f for f in files if f.stem.endswith(f"_LR{scale}")]
-    return hr, lr
-
-
-def has_realsr_pairs(folder: str | os.PathLike, scale: int) -> bool:
-    hr, lr = _realsr_files(Path(folder), scale)
-    return bool(hr) and bool(lr)
-
-
 def find_pairs(
     hr_dir: str | os.PathLike, lr_dir: str | os.PathLike | None, scale: int
 ) -> list[Pair]:
-    """Pairs sorted by name. lr_dir None: HR-only. lr_dir == hr_dir: a RealSR-style folder."""
-    hr_dir = Path(hr_dir)
-    hr_files = list_images(hr_dir)
-    if not hr_files:
-        raise UserError(f"no images in {hr_dir} (looked for {', '.join(IMAGE_SUFFIXES)})")
+    """Pairs sorted by name (adaptsr.adapt.layouts). lr_dir None: every image of hr_dir, HR-only.
+    lr_dir == hr_dir: a folder of pairs in a detected layout (RealSR-style, DIV2K-style root)."""
     if lr_dir is None:
-        return [Pair(f.stem, f, None) for f in hr_files]
-    lr_dir = Path(lr_dir)
-    if lr_dir.resolve() == hr_dir.resolve():
-        hr_files, lr_files = _realsr_files(hr_dir, scale)
-        if not hr_files or not lr_files:
+        _, items = layouts.detect(hr_dir, scale, among=(layouts.HR_ONLY,))
+    elif Path(lr_dir).resolve() == Path(hr_dir).resolve():
+        _, items = layouts.detect(hr_dir, scale)
+        if any(lr is None for _, lr in items):
+            kinds = " or ".join(lay.name for lay in layouts.LAYOUTS if lay.paired)
             raise UserError(
-                f"{hr_dir}: --lr and --hr name the same folder, but it has no RealSR-style "
-                f"pairs (NAME_HR.png with NAME_LR{scale}.png)"
+                f"no LR images: {hr_dir} holds no {kinds} pairs (e.g. NAME_HR.png with "
+                f"NAME_LR{scale}.png); give --lr DIR, or --degradation bicubic|realesrgan for "
+                "HR-only evaluation"
             )
     else:
-        lr_files = list_images(lr_dir)
-        if not lr_files:
-            raise UserError(f"no images in {lr_dir} (looked for {', '.join(IMAGE_SUFFIXES)})")
-    return [Pair(hr.stem, hr, lr) for hr, lr in match_pairs(hr_files, lr_files, scale)]
+        _, items = layouts.pair_folders(hr_dir, lr_dir, scale)
+    return [Pair(hr.stem, hr, lr) for hr, lr in items]
 
 
 def hr_size_for(lr_w: int, lr_h: int, hr_w: int, hr_h: int, scale: int) -> bool:
@@ -149,13 +134,13 @@ class Upscaler:
     """
 
     def __init__(self, model, device: str = "auto", tile: int = 0):
-        from adaptsr.serve.backends import TorchBackend
+        from adaptsr.adapt.backend import TorchBackend
 
         self.backend = TorchBackend(model, device=device)
         self.tile = tile
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        from adaptsr.serve.tiling import tiled_upscale
+        from adaptsr.tiling import tiled_upscale
 
         b = self.backend
         chw = np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32)

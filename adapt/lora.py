@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from adaptsr import kernels
+from adaptsr.adapt.models import LORA_SKIPS
 from adaptsr.errors import UserError
 
 SCALING_RULE = "alpha/r"
@@ -76,13 +77,9 @@ def _linear_kind(path: str) -> str:
 
 
 def _skip_reason(module: nn.Module, parent: nn.Module, leaf: str) -> str | None:
-    from adaptsr.adapt.edsr import MeanShift
-
-    if leaf == "eval_conv" and hasattr(parent, "update_params"):
-        # SPAN-style reparameterised blocks rebuild this conv from their training-time convs
-        return "re-computed from the block's other convs at inference (reparameterised)"
-    if isinstance(module, MeanShift):
-        return "fixed mean shift (not a learned layer)"
+    for rule in LORA_SKIPS:  # per-architecture rules live with the model facts
+        if rule.matches(module, parent, leaf):
+            return rule.reason
     if isinstance(module, nn.Conv2d):
         if module.groups != 1:
             kind = "depthwise" if module.groups == module.in_channels else "grouped"

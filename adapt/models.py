@@ -42,6 +42,40 @@ class ModelInfo:
 
 
 # ---------------------------------------------------------------------------------------------
+# LoRA rules: the layers of an architecture that carry no adapter, and why. `lora_sites` reads
+# this table; the structural rules that hold for every model (grouped convs, non-square kernels)
+# stay in adapt/lora.py because they follow from how a merge works, not from an architecture.
+
+
+@dataclass(frozen=True)
+class LoRASkip:
+    archs: str  # the architectures that have such layers
+    reason: str  # shown by `lora_report` and `adapt allocate`
+    matches: Callable[[nn.Module, nn.Module, str], bool]  # (layer, its parent, attribute name)
+
+
+def _is_mean_shift(layer: nn.Module, parent: nn.Module, leaf: str) -> bool:
+    from adaptsr.adapt.edsr import MeanShift
+
+    return isinstance(layer, MeanShift)
+
+
+def _is_reparameterised(layer: nn.Module, parent: nn.Module, leaf: str) -> bool:
+    # SPAN-style blocks rebuild `eval_conv` from their training-time convs (`update_params`)
+    return leaf == "eval_conv" and hasattr(parent, "update_params")
+
+
+LORA_SKIPS = (
+    LoRASkip(
+        "SPAN",
+        "re-computed from the block's other convs at inference (reparameterised)",
+        _is_reparameterised,
+    ),
+    LoRASkip("EDSR", "fixed mean shift (not a learned layer)", _is_mean_shift),
+)
+
+
+# ---------------------------------------------------------------------------------------------
 # built-in configurations (official hyper-parameters, random weights)
 
 

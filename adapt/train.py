@@ -464,7 +464,7 @@ def validate(model: nn.Module, pairs: list, device: torch.device, autocast: bool
     """Mean Y-channel PSNR/SSIM (border of `scale` pixels cropped) over the validation pairs."""
     from adaptsr.adapt.metrics import psnr_y, ssim_y
     from adaptsr.adapt.models import model_info
-    from adaptsr.serve.tiling import SizeRule, tiled_upscale
+    from adaptsr.tiling import SizeRule, tiled_upscale
 
     info = model_info(model)
     rule = SizeRule(max(1, info.min_size), max(1, info.multiple_of))
@@ -955,8 +955,10 @@ def benchmark(
     device: str = "auto",
     rank: int = 8,
     warmup: int = 2,
+    kernels: str = "auto",
 ) -> list[dict]:
-    """Training steps per second and peak memory for each (model, mode).
+    """Training steps per second and peak memory for each (model, mode), with the LoRA kernels
+    of `kernels` (auto, reference, triton: see `adaptsr.kernels`).
 
     Each configuration runs in a fresh process, so its peak RSS is its own. A step is what the
     training loop does per iteration on a pre-degraded batch: forward (bf16 autocast on CUDA),
@@ -972,7 +974,7 @@ def benchmark(
                 raise UserError(f"benchmark modes are lora and full, got {mode!r}")
             with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
                 job = pool.submit(
-                    _bench_one, model, mode, batch, patch, iters, warmup, device, rank
+                    _bench_one, model, mode, batch, patch, iters, warmup, device, rank, kernels
                 )
                 rows.append(job.result())
     return rows
@@ -988,16 +990,19 @@ def _rss_mb() -> float | None:
     return None
 
 
-def _bench_one(spec, mode, batch, patch, iters, warmup, device_name, rank) -> dict:
+def _bench_one(spec, mode, batch, patch, iters, warmup, device_name, rank, kernel_backend) -> dict:
     import resource
     import warnings
 
     warnings.filterwarnings("ignore", category=UserWarning)  # architectures' deprecation notes
 
+    from adaptsr import kernels
     from adaptsr.adapt.degradations import Degrader
     from adaptsr.adapt.models import model_info
 
-    cfg = TrainConfig(model=spec, mode=mode, rank=rank, batch=batch, patch=patch).resolved()
+    cfg = TrainConfig(
+        model=spec, mode=mode, rank=rank, batch=batch, patch=patch, kernels=kernel_backend
+    ).resolved()
     device = resolve_device(device_name, Dist())
     model, params = build_trainable(cfg, device)
     scale = model_info(model).scale
@@ -1013,11 +1018,14 @@ def _bench_one(spec, mode, batch, patch, iters, warmup, device_name, rank) -> di
     times = []
     for i in range(warmup + iters):
         t0 = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+        with (
+            kernels.use_backend(cfg.kernels),
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda),
+        ):
             sr = model(lr)
-        loss = F.l1_loss(sr.float(), hr)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+            loss = F.l1_loss(sr.float(), hr)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         optimizer.step()
         if cuda:
             torch.cuda.synchronize(device)
@@ -1027,6 +1035,7 @@ def _bench_one(spec, mode, batch, patch, iters, warmup, device_name, rank) -> di
     row = {
         "model": spec,
         "mode": mode,
+        "kernels": cfg.kernels,
         "trainable": sum(p.numel() for p in params),
         "batch": batch,
         "lr_size": patch // scale,
@@ -1047,13 +1056,14 @@ def _bench_one(spec, mode, batch, patch, iters, warmup, device_name, rank) -> di
 def bench_table(rows: list[dict]) -> str:
     """A markdown table of benchmark rows."""
     gpu = any("gpu_peak_mb" in r for r in rows)
-    head = "| model | mode | trainable params | batch | LR crop | it/s | "
+    head = "| model | mode | kernels | trainable params | batch | LR crop | it/s | "
     head += "peak GPU memory (MiB) |" if gpu else "peak RSS (MiB) | RSS before training (MiB) |"
-    lines = [head, "|" + "---|" * (8 if not gpu else 7)]
+    lines = [head, "|" + "---|" * (9 if not gpu else 8)]
     for r in rows:
         cells = [
             r["model"],
             r["mode"],
+            r["kernels"] if r["mode"] == "lora" else "-",
             f"{r['trainable']:,}",
             str(r["batch"]),
             f"{r['lr_size']}x{r['lr_size']}",

@@ -1,4 +1,5 @@
-"""Safe output files: never half-written, never overwritten without --force."""
+"""Safe files: inputs checked before use; outputs never half-written, never overwritten
+without --force."""
 
 from __future__ import annotations
 
@@ -9,6 +10,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from adaptsr.errors import UserError
+
+
+def check_readable(path: str | os.PathLike, what: str) -> Path:
+    """`path` as a Path if it is an existing file, else a clear error naming `what` it should be."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"no such {what}: {path}")
+    if path.is_dir():
+        raise UserError(f"{path} is a directory, expected a {what}")
+    return path
 
 
 def check_writable(path: str | os.PathLike, force: bool = False) -> Path:

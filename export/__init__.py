@@ -1,1 +1,2 @@
-"""ONNX export of merged models, fp16 conversion, TensorRT engines."""
+"""ONNX export of merged models (torch), and the torch-free parts that also run on a Jetson:
+fp16 conversion, graph comparison, parity in ONNX Runtime, TensorRT engines."""

@@ -25,12 +25,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from adaptsr.artifacts import MAX_SIDE, META_PRECISION, META_SCALE, META_SIZE_REQUIREMENTS
 from adaptsr.errors import UserError
 from adaptsr.export import parity
 from adaptsr.export.rewrites import export_rewrites, reference_forward, size_requirements
-from adaptsr.export.tensorrt import MAX_SIDE
-from adaptsr.serve.images import synthetic_image
-from adaptsr.serve.tiling import round_up
+from adaptsr.images import synthetic_image
+from adaptsr.tiling import round_up
 
 MIN_OPSET = 18
 PARITY_TOL = 1e-4  # max abs error, fp32
@@ -277,11 +277,11 @@ def metadata(model: nn.Module, spec: ExportSpec, adapter: AdapterInfo | None) ->
         "adaptsr_version": __version__,
         "architecture": info.arch,
         "model": info.name,
-        "scale": str(info.scale),
-        "size_requirements": json.dumps(
+        META_SCALE: str(info.scale),
+        META_SIZE_REQUIREMENTS: json.dumps(
             {"min_size": spec.min_size, "multiple_of": spec.multiple_of, "shape": shape}
         ),
-        "precision": "fp16" if spec.fp16 else "fp32",
+        META_PRECISION: "fp16" if spec.fp16 else "fp32",
         "merged": "true" if adapter else "false",
         "adapter_fingerprint": adapter.fingerprint if adapter else "",
         "base_fingerprint": adapter.base_fingerprint if adapter else "",

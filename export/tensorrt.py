@@ -15,9 +15,16 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from adaptsr.artifacts import (
+    ENGINE_SUFFIXES,
+    MAX_SIDE,
+    META_PRECISION,
+    engine_info_path,
+    size_metadata,
+)
 from adaptsr.errors import UserError
-
-MAX_SIDE = 4096  # largest height/width of a dynamic export or engine profile
+from adaptsr.fileio import atomic_output, check_writable
+from adaptsr.serve.backends import import_tensorrt
 
 
 @dataclass
@@ -29,8 +36,6 @@ class OnnxInput:
     @property
     def requirements(self) -> tuple[int, int]:
         """(min_size, multiple_of) stored by the export; (1, 1) when absent."""
-        from adaptsr.serve.backends import size_metadata  # one reader for both sides
-
         return size_metadata(self.metadata, f"ONNX input {self.name}")
 
 
@@ -127,23 +132,6 @@ def profile_shapes(
     return Profile(inp.name, (batch, c, *lo), (batch, c, *mid), (batch, c, *hi))
 
 
-def import_tensorrt():
-    try:
-        import tensorrt
-    except ImportError as e:
-        raise UserError(
-            "TensorRT is not installed: install it on the GPU machine (pip install 'adaptsr[trt]')"
-        ) from e
-    major = int(str(tensorrt.__version__).split(".")[0])
-    if major < 10:
-        raise UserError(f"TensorRT {tensorrt.__version__} is too old: strong typing needs 10+")
-    return tensorrt
-
-
-def engine_info_path(engine_path: str | Path) -> Path:
-    return Path(engine_path).with_suffix(".engine.json")
-
-
 def build_engine(
     onnx_path: str | Path,
     out: str | Path,
@@ -157,9 +145,6 @@ def build_engine(
     force: bool = False,
 ) -> dict:
     """Build and write a serialized engine (plus `<out>.engine.json`); returns the info dict."""
-    from adaptsr.fileio import atomic_output, check_writable
-    from adaptsr.serve.backends import ENGINE_SUFFIXES
-
     out = Path(out)
     if out.suffix.lower() not in ENGINE_SUFFIXES:  # bench and upscale type artifacts by suffix
         raise UserError(f"{out}: name the engine {' or '.join(ENGINE_SUFFIXES)}")
@@ -168,7 +153,7 @@ def build_engine(
     if workspace_gib <= 0:
         raise UserError(f"workspace must be positive, got {workspace_gib} GiB")
     inp = read_onnx_input(onnx_path)
-    precision = inp.metadata.get("precision", "fp32")
+    precision = inp.metadata.get(META_PRECISION, "fp32")
     if fp16 and precision != "fp16":
         raise UserError(
             f"{onnx_path} is a {precision} graph; a strongly typed fp16 engine needs the fp16 ONNX "

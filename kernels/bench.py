@@ -6,9 +6,9 @@ Per layer (batch 8 of 64x64 LR patches), forward + backward time of
 - eager: the reference path (separate ops, as peft does),
 - floor: the frozen base op's forward + input gradient only,
 - full: full fine-tuning of the base op (forward + input and weight gradients),
-and end to end, training steps/s and peak memory of SAFMN and SwinIR-light (LoRA fused, LoRA
-eager, full fine-tuning). Prints the tables and writes them, with the GPU name, versions, date
-and command, to docs/benchmarks/kernels.md.
+Prints the table and writes it, with the GPU name, versions, date and command, to
+docs/benchmarks/kernels.md. Whole training steps per kernel backend are the training
+benchmark's job (`adapt train --bench --kernels triton|reference`): kernels know no models.
 """
 
 from __future__ import annotations
@@ -270,50 +270,6 @@ def bench_layer(
 
 
 # ---------------------------------------------------------------------------------------------
-# end to end
-
-
-def train_step_fn(model_name: str, mode: str, r: int, device, dtype, batch: int, patch: int):
-    """A closure running one Adam training step (L1 loss) of `mode` in fused, eager, full."""
-    from adaptsr.adapt.lora import adapter_parameters, inject_lora
-    from adaptsr.adapt.models import build_model
-
-    model = build_model(model_name).to(device=device, dtype=dtype).train()
-    scale = model.adaptsr_info.scale
-    if mode == "full":
-        params = [p for p in model.parameters() if p.requires_grad]
-    else:
-        inject_lora(model, r)
-        params = adapter_parameters(model)
-    opt = torch.optim.Adam(params, lr=1e-4)
-    lr = torch.rand(batch, 3, patch, patch, device=device, dtype=dtype)
-    hr = torch.rand(batch, 3, patch * scale, patch * scale, device=device, dtype=dtype)
-    backend = "triton" if mode == "fused" else "reference"
-
-    def step(_i):
-        with kernels.use_backend(backend):
-            loss = F.l1_loss(model(lr), hr)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-    return step
-
-
-def bench_e2e(model_name, mode, r, device, dtype, runs=20, warmup=5, batch=BATCH, patch=PATCH):
-    """(steps per second, peak memory in MiB) of training `model_name` in `mode`."""
-    step = train_step_fn(model_name, mode, r, device, dtype, batch, patch)
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        step(0)  # optimizer state exists from here on, as in a long run
-        torch.cuda.synchronize(dev)
-        torch.cuda.reset_peak_memory_stats(dev)
-    ms = time_ms(step, runs, warmup, dev)
-    peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else float("nan")
-    return 1e3 / ms, peak
-
-
-# ---------------------------------------------------------------------------------------------
 # report
 
 
@@ -343,19 +299,8 @@ def layer_table(rows: list[dict]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def e2e_table(rows: list[dict]) -> str:
-    """rows: {model, dtype, mode, r, steps_per_s, peak_mib} -> markdown."""
-    head = "| model | dtype | mode | r | steps/s | peak MiB |\n|---|---|---|---|---|---|\n"
-    lines = [
-        f"| {x['model']} | {x['dtype']} | {x['mode']} | {x['r'] if x['mode'] != 'full' else '-'} "
-        f"| {_fmt(x['steps_per_s'])} | {_fmt(x['peak_mib'])} |"
-        for x in rows
-    ]
-    return head + "\n".join(lines) + "\n"
-
-
-def render_report(meta: dict, layer_rows: list[dict], e2e_rows: list[dict]) -> str:
-    """The whole markdown page: provenance, then the two tables."""
+def render_report(meta: dict, layer_rows: list[dict]) -> str:
+    """The whole markdown page: provenance, then the table."""
     return (
         "# LoRA kernel benchmark\n\n"
         f"- GPU: {meta['gpu']}\n"
@@ -371,8 +316,8 @@ def render_report(meta: dict, layer_rows: list[dict], e2e_rows: list[dict]) -> s
         "gradient; full FT = base op with weight gradient. qkv rows stack Q, K and V adapters "
         "of rank r (total 3r) with per-rank scales. Max rel err: output and x, A, B gradients "
         "of both designs against fp64 on a small input.\n\n"
-        "## Per layer\n\n" + layer_table(layer_rows) + "\n## End to end (training step, Adam, "
-        "L1 loss)\n\n" + (e2e_table(e2e_rows) if e2e_rows else "not run\n")
+        "## Per layer\n\n" + layer_table(layer_rows) + "\nEnd to end (whole training steps "
+        "with each kernel backend): `adapt train --bench --kernels triton|reference`.\n"
     )
 
 
@@ -383,8 +328,6 @@ def parse_args(argv=None):
     p.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated torch dtypes")
     p.add_argument("--ranks", default=",".join(map(str, RANKS)))
     p.add_argument("--runs", type=int, default=50)
-    p.add_argument("--e2e-rank", type=int, default=8, help="LoRA rank of the end-to-end runs")
-    p.add_argument("--no-e2e", action="store_true", help="skip the end-to-end training steps")
     p.add_argument("--tf32", action="store_true", help="allow TF32 in fp32 matmuls and convs")
     return p.parse_args(argv)
 
@@ -412,7 +355,7 @@ def main(argv=None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     torch.backends.cudnn.allow_tf32 = args.tf32
     gen = torch.Generator().manual_seed(0)
-    layer_rows, e2e_rows = [], []
+    layer_rows = []
     for dtype in dtypes:
         dname = str(dtype).removeprefix("torch.")
         for case in layer_cases():
@@ -425,15 +368,6 @@ def main(argv=None) -> int:
                 row = dict(case=case, dtype=dname, r=r, check=err, auto=auto, **base, **t)
                 layer_rows.append(row)
                 print(layer_table([row]).splitlines()[-1], flush=True)
-        if not args.no_e2e:
-            for model_name in ("safmn-x4", "swinir-light-x4"):
-                for mode in ("fused", "eager", "full"):
-                    sps, peak = bench_e2e(model_name, mode, args.e2e_rank, device, dtype)
-                    e2e_rows.append(
-                        dict(model=model_name, dtype=dname, mode=mode, r=args.e2e_rank,
-                             steps_per_s=sps, peak_mib=peak)
-                    )  # fmt: skip
-                    print(e2e_table(e2e_rows[-1:]).splitlines()[-1], flush=True)
     meta = dict(
         gpu=torch.cuda.get_device_name(device),
         torch=torch.__version__,
@@ -445,7 +379,7 @@ def main(argv=None) -> int:
         cudnn_tf32=torch.backends.cudnn.allow_tf32,
         runs=args.runs,
     )
-    report = render_report(meta, layer_rows, e2e_rows)
+    report = render_report(meta, layer_rows)
     print(report)
     with atomic_output(args.out, args.force) as tmp:
         Path(tmp).write_text(report)

@@ -1,1 +1,2 @@
-"""Inference backends, tiled inference and benchmarks (importable without torch)."""
+"""The deployment side (no torch): the `Backend` interface with its ONNX Runtime and TensorRT
+backends, upscaling of files and folders, latency timing and benchmarks."""

@@ -1,29 +1,22 @@
-"""One inference interface over PyTorch models, ONNX Runtime sessions and TensorRT engines.
+"""One inference interface (`Backend`) with its ONNX Runtime and TensorRT implementations.
 
 Every backend takes and returns float32 NCHW numpy arrays in [0, 1] and states its scale and
-the input sizes it accepts (a `SizeRule`). Only numpy is imported here at module level: torch,
-onnxruntime, tensorrt and the CUDA runtime are imported by the backend that needs them, so a
-TensorRT deployment machine runs `adapt upscale --engine` without torch.
-
-Artifacts are typed by suffix: `.onnx` is ONNX Runtime, `.engine`/`.plan`/`.trt` is TensorRT,
-anything else is a PyTorch model spec (built-in name or checkpoint), optionally with an adapter
-written `MODEL+ADAPTER.safetensors`.
+the input sizes it accepts (a `SizeRule`). Nothing here imports torch: onnxruntime, tensorrt and
+the CUDA runtime are imported by the backend that needs them, so a TensorRT deployment machine
+runs `adapt upscale --engine` with only TensorRT and numpy. The PyTorch backend implements the
+same interface next to the models (`adaptsr.adapt.backend`); the command line picks one.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 import numpy as np
 
+from adaptsr.artifacts import META_SCALE, engine_metadata, positive_int, size_metadata
 from adaptsr.errors import UserError
-from adaptsr.serve.tiling import SizeRule, round_up
-
-ONNX_SUFFIXES = (".onnx",)
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-ADAPTER_SUFFIXES = (".safetensors",)
+from adaptsr.fileio import check_readable
+from adaptsr.tiling import SizeRule, round_up
 
 
 class Backend:
@@ -74,15 +67,6 @@ class Backend:
         }
 
 
-def _check_file(path: str | os.PathLike, what: str) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"no such {what}: {path}")
-    if path.is_dir():
-        raise UserError(f"{path} is a directory, expected a {what}")
-    return path
-
-
 def scale_from_shapes(in_shape, out_shape) -> int:
     """The integer upscaling factor between two NCHW shapes, or a clear error."""
     in_shape, out_shape = tuple(int(d) for d in in_shape), tuple(int(d) for d in out_shape)
@@ -101,66 +85,6 @@ def probe_size(rule: SizeRule) -> tuple[int, int]:
         return rule.static
     side = round_up(max(rule.min_size, 16), rule.multiple_of)
     return side, side
-
-
-# ---------------------------------------------------------------------------------------------
-# PyTorch
-
-
-class TorchBackend(Backend):
-    """A PyTorch model from adaptsr.load_model (base, with an adapter, or merged)."""
-
-    kind = "pytorch"
-
-    def __init__(self, model, device: str = "auto", name: str | None = None):
-        import torch
-
-        from adaptsr.adapt.models import model_info
-
-        info = model_info(model)
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise UserError("--device cuda: no CUDA GPU is available to PyTorch")
-        self.torch = torch
-        self.model = model.eval().to(device)
-        self.device = device
-        self.name = name or info.name
-        self.scale = info.scale
-        self.rule = SizeRule(min_size=max(info.min_size, 1), multiple_of=max(info.multiple_of, 1))
-
-    @classmethod
-    def load(cls, spec: str, adapter: str | None = None, device: str = "auto") -> TorchBackend:
-        from adaptsr.adapt.models import load_model
-
-        model = load_model(spec)
-        name = spec
-        if adapter:
-            from adaptsr.adapt.lora import load_adapter
-
-            load_adapter(model, _check_file(adapter, "adapter file"))
-            name = f"{spec}+{adapter}"
-        return cls(model, device=device, name=name)
-
-    def _forward(self, batch: np.ndarray) -> np.ndarray:
-        torch = self.torch
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
-            return self.model(x).float().cpu().numpy()
-
-    def _cuda(self) -> bool:
-        return self.device.startswith("cuda")
-
-    def sync(self) -> None:
-        if self._cuda():
-            self.torch.cuda.synchronize(self.device)
-
-    def reset_peak_memory(self) -> None:
-        if self._cuda():
-            self.torch.cuda.reset_peak_memory_stats(self.device)
-
-    def peak_memory_bytes(self) -> int | None:
-        return int(self.torch.cuda.max_memory_allocated(self.device)) if self._cuda() else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,7 +124,7 @@ class OnnxBackend(Backend):
     def __init__(self, path: str | os.PathLike, provider: str = "auto"):
         import onnxruntime as ort
 
-        path = _check_file(path, "ONNX file")
+        path = check_readable(path, "ONNX file")
         providers = choose_providers(provider, ort.get_available_providers())
         opts = ort.SessionOptions()
         # No spinning idle threads: two sessions timed alternately (`adapt bench --base
@@ -225,8 +149,8 @@ class OnnxBackend(Backend):
         self.fixed_batch = n
         min_size, multiple_of = size_metadata(meta, path)
         self.rule = SizeRule(min_size, multiple_of, static=(h, w) if h and w else None)
-        if "scale" in meta:
-            self.scale = _positive_int(meta["scale"], "scale", path)
+        if META_SCALE in meta:
+            self.scale = positive_int(meta[META_SCALE], META_SCALE, path)
         else:  # no metadata: run a tiny input once
             ph, pw = probe_size(self.rule)
             probe = np.zeros((n or 1, 3, ph, pw), dtype=np.float32)
@@ -239,33 +163,6 @@ class OnnxBackend(Backend):
         except Exception as e:  # ONNX Runtime raises its own untyped errors
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(f"ONNX Runtime failed on an input of shape {x.shape}: {first}") from e
-
-
-def _positive_int(value, key: str, path) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{path}: metadata {key}={value!r} is not an integer") from None
-    if number < 1:
-        raise UserError(f"{path}: metadata {key}={number} must be positive")
-    return number
-
-
-def size_metadata(meta: dict, path) -> tuple[int, int]:
-    """(min_size, multiple_of) from the `size_requirements` JSON that `adapt export` writes."""
-    text = meta.get("size_requirements")
-    if not text:
-        return 1, 1
-    try:
-        req = json.loads(text)
-    except json.JSONDecodeError:
-        raise UserError(f"{path}: metadata size_requirements is not JSON: {text!r}") from None
-    if not isinstance(req, dict):
-        raise UserError(f"{path}: metadata size_requirements should be an object: {text!r}")
-    return (
-        _positive_int(req.get("min_size", 1), "min_size", path),
-        _positive_int(req.get("multiple_of", 1), "multiple_of", path),
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,20 +196,18 @@ def engine_size_rule(shape, profile_min=None, profile_max=None, min_size=1, mult
     return rule, fixed_batch, max_batch
 
 
-def engine_metadata(engine_path: Path) -> tuple[int, int]:
-    """(min_size, multiple_of) from the `<name>.engine.json` that `adapt export trt` writes
-    beside an engine (the engine itself has no metadata); (1, 1) when there is none."""
-    from adaptsr.export.tensorrt import engine_info_path
-
-    info_path = engine_info_path(engine_path)
-    if not info_path.is_file():
-        return 1, 1
+def import_tensorrt():
+    """The tensorrt module (10 or newer), or a clear error."""
     try:
-        info = json.loads(info_path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read {info_path}: {e}") from e
-    meta = info.get("metadata") if isinstance(info, dict) else None
-    return size_metadata(meta if isinstance(meta, dict) else {}, info_path)
+        import tensorrt
+    except ImportError as e:
+        raise UserError(
+            "TensorRT is not installed: install it on the GPU machine (pip install 'adaptsr[trt]')"
+        ) from e
+    major = int(str(tensorrt.__version__).split(".")[0])
+    if major < 10:
+        raise UserError(f"TensorRT {tensorrt.__version__} is too old: strong typing needs 10+")
+    return tensorrt
 
 
 class TensorRTBackend(Backend):
@@ -324,9 +219,7 @@ class TensorRTBackend(Backend):
     kind = "tensorrt"
 
     def __init__(self, path: str | os.PathLike):
-        path = _check_file(path, "engine file")
-        from adaptsr.export.tensorrt import import_tensorrt
-
+        path = check_readable(path, "engine file")
         trt = import_tensorrt()
         try:
             from polygraphy import cuda
@@ -397,59 +290,3 @@ class TensorRTBackend(Backend):
         if activations is None:  # TensorRT 10.0 has only the older name
             activations = self.engine.device_memory_size
         return int(activations + self.d_input.allocated_nbytes + self.d_output.allocated_nbytes)
-
-
-# ---------------------------------------------------------------------------------------------
-# choosing a backend
-
-
-def artifact_kind(spec: str) -> str:
-    suffix = Path(spec).suffix.lower()
-    if suffix in ONNX_SUFFIXES:
-        return "onnx"
-    if suffix in ENGINE_SUFFIXES:
-        return "tensorrt"
-    return "pytorch"
-
-
-def split_adapter(spec: str) -> tuple[str, str | None]:
-    """'MODEL+ADAPTER.safetensors' -> (MODEL, ADAPTER); without '+ADAPTER' -> (spec, None)."""
-    base, plus, adapter = spec.rpartition("+")
-    if plus and base and Path(adapter).suffix.lower() in ADAPTER_SUFFIXES:
-        return base, adapter
-    return spec, None
-
-
-def open_artifact(spec: str, device: str = "auto", provider: str = "auto") -> Backend:
-    """A backend for an artifact typed by its suffix (see the module docstring)."""
-    kind = artifact_kind(spec)
-    if kind == "onnx":
-        return OnnxBackend(spec, provider=provider)
-    if kind == "tensorrt":
-        return TensorRTBackend(spec)
-    model, adapter = split_adapter(spec)
-    return TorchBackend.load(model, adapter=adapter, device=device)
-
-
-def open_backend(
-    model: str | None = None,
-    adapter: str | None = None,
-    onnx: str | None = None,
-    engine: str | None = None,
-    device: str = "auto",
-    provider: str = "auto",
-) -> Backend:
-    """The backend for exactly one of --model (with optional --adapter), --onnx, --engine."""
-    given = [flag for flag, v in (("--model", model), ("--onnx", onnx), ("--engine", engine)) if v]
-    if len(given) != 1:
-        raise UserError(
-            "give exactly one of --model, --onnx, --engine"
-            + (f" (got {' and '.join(given)})" if given else "")
-        )
-    if adapter and not model:
-        raise UserError("--adapter needs --model (ONNX files and engines hold merged weights)")
-    if onnx:
-        return OnnxBackend(onnx, provider=provider)
-    if engine:
-        return TensorRTBackend(engine)
-    return TorchBackend.load(model, adapter=adapter, device=device)

@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from adaptsr.errors import UserError
+from adaptsr.images import synthetic_image
 from adaptsr.serve.backends import Backend
-from adaptsr.serve.images import synthetic_image
-from adaptsr.serve.tiling import plan_tiles, tiled_upscale
 from adaptsr.serve.timing import Comparison, Latency, compare, measure
+from adaptsr.tiling import plan_tiles, tiled_upscale
 
 
 class PeakRSS:

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from adaptsr.errors import UserError
+from adaptsr.images import Image, is_image_file, list_images, read_image, write_image
 from adaptsr.serve.backends import Backend
-from adaptsr.serve.images import Image, is_image_file, list_images, read_image, write_image
-from adaptsr.serve.tiling import choose_tile, tiled_upscale
+from adaptsr.tiling import choose_tile, tiled_upscale
 
 
 def upscale_image(

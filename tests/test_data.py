@@ -5,7 +5,7 @@ import torch
 
 from adaptsr.adapt import data
 from adaptsr.errors import UserError
-from adaptsr.serve.images import read_image
+from adaptsr.images import read_image
 
 
 def _texture(h, w, seed):

@@ -1,6 +1,6 @@
 import json
 
-from adaptsr.serve.images import read_image
+from adaptsr.images import read_image
 
 
 def test_demo_runs_the_whole_pipeline(tmp_path, run_cli):

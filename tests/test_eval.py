@@ -130,6 +130,7 @@ def test_adapter_scores_base_and_adapted(run_cli, pairs, tmp_path):
 
 def test_pairing_conventions(tmp_path):
     from adaptsr.adapt.evaluate import find_pairs
+    from adaptsr.errors import UserError
 
     hr, lr = _hr(0, 16, 16), _hr(0, 4, 4)
     _write(tmp_path / "div2k" / "hr" / "0001.png", hr)
@@ -144,6 +145,14 @@ def test_pairing_conventions(tmp_path):
     assert [(p.name, p.hr.name, p.lr.name) for p in pairs] == [
         ("Canon_001_HR", "Canon_001_HR.png", "Canon_001_LR4.png")
     ]
+    # --hr alone on a DIV2K root: the layouts of training (adaptsr.adapt.layouts)
+    root = tmp_path / "DIV2K"
+    _write(root / "DIV2K_valid_HR" / "0801.png", hr)
+    _write(root / "DIV2K_valid_LR_bicubic" / "X4" / "0801x4.png", lr)
+    pairs = find_pairs(root, root, 4)
+    assert [(p.name, p.lr.name) for p in pairs] == [("0801", "0801x4.png")]
+    with pytest.raises(UserError, match="no LR images: .* holds no DIV2K-style or RealSR-style"):
+        find_pairs(tmp_path / "div2k" / "hr", tmp_path / "div2k" / "hr", 4)
 
 
 def test_realsr_folder_and_hr_only(run_cli, tmp_path):

@@ -16,7 +16,7 @@ from adaptsr.errors import UserError
 from adaptsr.export import parity
 from adaptsr.export.onnx import PARITY_TOL, export_onnx, load_merged, plan, report_path
 from adaptsr.export.rewrites import export_rewrites, reference_forward, shifted_window_mask
-from adaptsr.serve.images import synthetic_image
+from adaptsr.images import synthetic_image
 
 
 def small(arch: str, seed: int = 0) -> torch.nn.Module:

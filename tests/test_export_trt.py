@@ -12,11 +12,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from adaptsr.artifacts import engine_info_path
 from adaptsr.errors import UserError
 from adaptsr.export.tensorrt import (
     OnnxInput,
     build_engine,
-    engine_info_path,
     parse_hw,
     profile_shapes,
     read_onnx_input,

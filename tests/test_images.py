@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from adaptsr.errors import UserError
-from adaptsr.serve.images import Image, list_images, read_image, write_image
+from adaptsr.images import Image, list_images, read_image, write_image
 
 
 def _random(h, w, seed=0):

@@ -154,7 +154,7 @@ def test_bicubic_set5_matches_published_number():
     if not hr_dir.is_dir() or not lr_dir.is_dir():
         pytest.skip(f"benchmark images not present ({hr_dir})")
     from adaptsr.adapt.evaluate import bicubic_upscale, find_pairs, score
-    from adaptsr.serve.images import read_image
+    from adaptsr.images import read_image
 
     psnr, ssim = [], []
     for pair in find_pairs(hr_dir, lr_dir, 4):

@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from adaptsr.serve.backends import OnnxBackend, TorchBackend, open_artifact
-from adaptsr.serve.images import Image, read_image
-from adaptsr.serve.tiling import tiled_upscale
+from adaptsr.adapt.backend import TorchBackend
+from adaptsr.commands._backends import open_artifact
+from adaptsr.images import Image, read_image
+from adaptsr.serve.backends import OnnxBackend
 from adaptsr.serve.upscale import upscale_image
+from adaptsr.tiling import tiled_upscale
 
-SERVE_MODULES = ["backends", "bench", "images", "tiling", "timing", "upscale"]
+SERVE_MODULES = ["backends", "bench", "timing", "upscale"]
 
 
 def tiny_edsr(seed=0):
@@ -90,6 +92,7 @@ def photo(h=96, w=128):
 def test_serve_imports_without_torch():
     """The deployment side (numpy, OpenCV, ONNX Runtime or TensorRT) must not need torch."""
     mods = [f"adaptsr.serve.{m}" for m in SERVE_MODULES]
+    mods += ["adaptsr.images", "adaptsr.tiling", "adaptsr.artifacts"]
     mods += ["adaptsr.commands.upscale", "adaptsr.commands.bench"]
     code = (
         "import sys\n"
@@ -330,7 +333,7 @@ def test_upscale_with_adapter_matches_the_adapted_model(run_cli, artifacts, imag
 
 
 def test_gray_with_alpha_round_trips(artifacts, tmp_path):
-    from adaptsr.serve.images import write_image
+    from adaptsr.images import write_image
 
     rng = np.random.default_rng(3)
     g = rng.random((20, 24, 1), dtype=np.float32)

@@ -7,15 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from adaptsr.artifacts import engine_metadata, size_metadata
 from adaptsr.errors import UserError
-from adaptsr.serve.backends import (
-    Backend,
-    engine_metadata,
-    engine_size_rule,
-    scale_from_shapes,
-    size_metadata,
-)
-from adaptsr.serve.tiling import SizeRule, axis_weights, plan_tiles, tiled_upscale
+from adaptsr.serve.backends import Backend, engine_size_rule, scale_from_shapes
+from adaptsr.tiling import SizeRule, axis_weights, plan_tiles, tiled_upscale
 
 
 def nearest(scale):

@@ -335,14 +335,15 @@ def test_benchmark_row_counts_trainable_parameters(setup):
 
     model_path = str(setup[1])
     rows = [
-        training._bench_one(model_path, mode, 1, 32, 1, 0, "cpu", 2) for mode in ("lora", "full")
+        training._bench_one(model_path, mode, 1, 32, 1, 0, "cpu", 2, "reference")
+        for mode in ("lora", "full")
     ]
     lora_model = inject_lora(load_model(model_path), 2)
     assert rows[0]["trainable"] == lora_report(lora_model)["total"]
     assert rows[1]["trainable"] == sum(p.numel() for p in load_model(model_path).parameters())
     assert all(r["it_s"] > 0 and r["peak_rss_mb"] >= r["rss_before_mb"] > 0 for r in rows), rows
     table = training.bench_table(rows).splitlines()
-    assert len(table) == 4 and table[2].startswith(f"| {model_path} | lora |")
+    assert len(table) == 4 and table[2].startswith(f"| {model_path} | lora | reference |")
 
 
 def test_bad_inputs_never_cost_the_previous_run(setup, tmp_path, run_cli):

@@ -61,8 +61,8 @@ def bench(
     written MODEL+ADAPTER.safetensors. `--base A --candidate B` runs A and B alternately on the
     same input and passes when the median latency ratio B/A is within 2% of 1.
     """
+    from adaptsr.commands._backends import open_artifact
     from adaptsr.errors import UserError
-    from adaptsr.serve.backends import open_artifact
 
     if (base is None) != (candidate is None):
         raise UserError("--base and --candidate go together")
@@ -72,7 +72,7 @@ def bench(
         raise UserError("nothing to benchmark: give ARTIFACTs or --base A --candidate B")
     size = (int(size[0]), int(size[1]))
     if base:
-        from adaptsr.serve.backends import artifact_kind
+        from adaptsr.artifacts import artifact_kind
         from adaptsr.serve.bench import compare_backends
 
         kinds = artifact_kind(base), artifact_kind(candidate)

@@ -20,6 +20,6 @@ import click
 @click.option("--force", is_flag=True, help="Reuse a non-empty --out folder.")
 def demo(out: str, model: str, iters: int, force: bool) -> None:
     """Run the pipeline end to end on synthetic data and a built-in model (no downloads)."""
-    from adaptsr.adapt.demo import run_demo
+    from adaptsr.demo import run_demo
 
     run_demo(out, model=model, iters=iters, force=force, say=click.echo)

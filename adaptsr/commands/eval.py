@@ -11,8 +11,8 @@ from adaptsr.adapt.choices import DEGRADATIONS
     "--lr",
     "lr_dir",
     type=click.Path(),
-    help="Folder of LR images matched to HR by file stem (the --hr folder itself for "
-    "RealSR-style NAME_HR/NAME_LR4 pairs).",
+    help="Folder of LR images matched to HR by file stem (omit it when --hr holds the pairs: "
+    "RealSR-style NAME_HR/NAME_LR4, or a DIV2K root).",
 )
 @click.option(
     "--degradation",
@@ -78,12 +78,7 @@ def eval_command(
     if scale != model_scale:
         raise UserError(f"--scale {scale} does not match the model's scale (x{model_scale})")
     if lr_dir is None and degradation is None:
-        if not ev.has_realsr_pairs(hr_dir, scale):
-            raise UserError(
-                f"no LR images: give --lr DIR, or --degradation bicubic|realesrgan for HR-only "
-                f"evaluation ({hr_dir} has no RealSR-style NAME_LR{scale} files)"
-            )
-        lr_dir = hr_dir
+        lr_dir = hr_dir  # a folder of pairs (RealSR-style, DIV2K root): find_pairs detects it
     pairs = ev.find_pairs(hr_dir, lr_dir, scale)
 
     base = None

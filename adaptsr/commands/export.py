@@ -105,7 +105,8 @@ def onnx_cmd(model_spec, adapter, merged, out, dynamic, tile, fp16, opset, laten
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 def trt_cmd(onnx_path, out, fp16, min_shape, opt_shape, max_shape, workspace, timing_cache, force):
     """Build a strongly typed TensorRT engine from an exported ONNX (runs without torch)."""
-    from adaptsr.export.tensorrt import build_engine, engine_info_path, parse_hw
+    from adaptsr.artifacts import engine_info_path
+    from adaptsr.export.tensorrt import build_engine, parse_hw
 
     info = build_engine(
         onnx_path,

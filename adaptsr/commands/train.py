@@ -150,6 +150,7 @@ def _bench(given: dict, out: str, force: bool) -> None:
         settings["iters"],
         device,
         settings.get("rank", 8),
+        kernels=settings.get("kernels", "auto"),
     )
     lines = [training.bench_table(rows), ""]
     for kind in ("bicubic", "realesrgan"):

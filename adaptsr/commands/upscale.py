@@ -37,8 +37,8 @@ def upscale(
     """
     from pathlib import Path
 
+    from adaptsr.commands._backends import open_backend
     from adaptsr.errors import UserError
-    from adaptsr.serve.backends import open_backend
     from adaptsr.serve.upscale import collect_inputs, output_paths, upscale_files
 
     files = collect_inputs(list(inputs))  # bad paths fail before the model loads

@@ -21,7 +21,7 @@ from adaptsr.fileio import atomic_output
 
 
 def write_images(folder: Path, count: int, size: int, seed: int) -> list[Path]:
-    from adaptsr.serve.images import Image, synthetic_image, write_image
+    from adaptsr.images import Image, synthetic_image, write_image
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -1,0 +1,60 @@
+"""The PyTorch inference backend: a model from `load_model` behind serve's `Backend` interface."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from adaptsr.adapt.lora import load_adapter
+from adaptsr.adapt.models import load_model, model_info
+from adaptsr.errors import UserError
+from adaptsr.fileio import check_readable
+from adaptsr.serve.backends import Backend
+from adaptsr.tiling import SizeRule
+
+
+class TorchBackend(Backend):
+    """A PyTorch model from adaptsr.load_model (base, with an adapter, or merged)."""
+
+    kind = "pytorch"
+
+    def __init__(self, model: nn.Module, device: str = "auto", name: str | None = None):
+        info = model_info(model)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError("--device cuda: no CUDA GPU is available to PyTorch")
+        self.model = model.eval().to(device)
+        self.device = device
+        self.name = name or info.name
+        self.scale = info.scale
+        self.rule = SizeRule(min_size=max(info.min_size, 1), multiple_of=max(info.multiple_of, 1))
+
+    @classmethod
+    def load(cls, spec: str, adapter: str | None = None, device: str = "auto") -> TorchBackend:
+        model = load_model(spec)
+        name = spec
+        if adapter:
+            load_adapter(model, check_readable(adapter, "adapter file"))
+            name = f"{spec}+{adapter}"
+        return cls(model, device=device, name=name)
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+            return self.model(x).float().cpu().numpy()
+
+    def _cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    def sync(self) -> None:
+        if self._cuda():
+            torch.cuda.synchronize(self.device)
+
+    def reset_peak_memory(self) -> None:
+        if self._cuda():
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak_memory_bytes(self) -> int | None:
+        return int(torch.cuda.max_memory_allocated(self.device)) if self._cuda() else None

@@ -1,0 +1,219 @@
+"""The package layers (docs/design.md): every import points down, and the deployment side runs
+without torch.
+
+Layers, lowest first: core (`adaptsr/`: errors, files, images, tiling, artifact schemas) <
+kernels < serve < adapt < export < the face (`adaptsr/__init__.py`, cli, commands, demo).
+"""
+
+import ast
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# source folder -> the package it imports as (pyproject's package-dir)
+FOLDERS = {
+    "adaptsr": "adaptsr",
+    "kernels": "adaptsr.kernels",
+    "serve": "adaptsr.serve",
+    "adapt": "adaptsr.adapt",
+    "export": "adaptsr.export",
+}
+CORE, KERNELS, SERVE, ADAPT, EXPORT, FACE = range(6)
+LAYER_NAMES = ("core", "kernels", "serve", "adapt", "export", "face")
+# modules that must never import torch, spandrel or triton (TensorRT machines have none)
+TORCH_FREE_EXPORT = ("fp16", "parity", "structure", "tensorrt")
+HEAVY = ("torch", "torchvision", "spandrel", "triton")
+
+
+def module_files() -> dict[str, Path]:
+    """Every project module: dotted name -> file."""
+    out = {}
+    for folder, package in FOLDERS.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            parts = list(path.relative_to(ROOT / folder).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            out[".".join([package, *parts])] = path
+    return out
+
+
+def layer_of(module: str) -> int:
+    if module in ("adaptsr", "adaptsr.cli", "adaptsr.demo") or module.startswith(
+        "adaptsr.commands"
+    ):
+        return FACE  # `adaptsr/__init__.py` is the public API: it reaches every layer lazily
+    for prefix, layer in (
+        ("adaptsr.kernels", KERNELS),
+        ("adaptsr.serve", SERVE),
+        ("adaptsr.adapt", ADAPT),
+        ("adaptsr.export", EXPORT),
+    ):
+        if module == prefix or module.startswith(prefix + "."):
+            return layer
+    return CORE
+
+
+def imports(path: Path, module: str, known: set[str]):
+    """(line, imported module) for every import in a file, at any depth, including
+    `import_module("...")` calls; `from pkg import name` counts as pkg.name when that is a
+    module."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative import
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            for alias in node.names:
+                full = f"{base}.{alias.name}"
+                yield node.lineno, full if full in known else base
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "id", getattr(node.func, "attr", None)) == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            yield node.lineno, node.args[0].value
+
+
+def layer_violations() -> list[str]:
+    files = module_files()
+    known = set(files)
+    bad = []
+    for module, path in files.items():
+        here = layer_of(module)
+        for line, target in imports(path, module, known):
+            where = f"{path.relative_to(ROOT)}:{line}"
+            if target.split(".")[0] in HEAVY and (
+                here in (CORE, SERVE) or module.removeprefix("adaptsr.export.") in TORCH_FREE_EXPORT
+            ):
+                bad.append(f"{where}: {module} ({LAYER_NAMES[here]}) imports {target}")
+            if not target.startswith("adaptsr"):
+                continue
+            there = layer_of(target)
+            if there > here:
+                bad.append(
+                    f"{where}: {module} ({LAYER_NAMES[here]}) imports {target} "
+                    f"({LAYER_NAMES[there]}, a higher layer)"
+                )
+    return bad
+
+
+def test_every_import_points_down():
+    assert layer_violations() == []
+
+
+def test_the_layer_check_catches_upward_and_function_level_imports(tmp_path, monkeypatch):
+    """The check itself can fail: a serve module reaching into adapt inside a function, and a
+    core module importing torch, are both reported with file and line."""
+    fake = tmp_path / "repo"
+    for folder in FOLDERS:
+        (fake / folder).mkdir(parents=True)
+        (fake / folder / "__init__.py").write_text("")
+    (fake / "serve" / "sneaky.py").write_text(
+        "import numpy\n\n\ndef f():\n    from adaptsr.adapt.models import load_model\n"
+    )
+    (fake / "adaptsr" / "core_thing.py").write_text("import torch\n")
+    (fake / "adaptsr" / "errors.py").write_text("")
+    (fake / "kernels" / "fine.py").write_text("from adaptsr import errors\n")
+    (fake / "adapt" / "also_fine.py").write_text("from adaptsr.serve import backends\n")
+    (fake / "export" / "lazy.py").write_text(
+        "from importlib import import_module\nimport_module('adaptsr.commands.train')\n"
+    )
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", fake)
+    found = layer_violations()
+    assert found == [
+        "adaptsr/core_thing.py:1: adaptsr.core_thing (core) imports torch",
+        "serve/sneaky.py:5: adaptsr.serve.sneaky (serve) imports adaptsr.adapt.models "
+        "(adapt, a higher layer)",
+        "export/lazy.py:2: adaptsr.export.lazy (export) imports adaptsr.commands.train "
+        "(face, a higher layer)",
+    ]
+
+
+BLOCKED_RUN = textwrap.dedent(
+    """
+    import importlib, importlib.abc, pkgutil, sys
+    import numpy as np
+
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in {heavy!r}:
+                raise ImportError(f"blocked: {{name}}")
+            return None
+
+    sys.meta_path.insert(0, Block())
+    import adaptsr
+    for folder in ("adaptsr", "adaptsr.serve"):
+        for info in pkgutil.iter_modules(importlib.import_module(folder).__path__):
+            if not info.ispkg and info.name not in ("cli", "demo"):
+                importlib.import_module(f"{{folder}}.{{info.name}}")
+    for name in {export!r}:
+        importlib.import_module(f"adaptsr.export.{{name}}")
+    import adaptsr.cli
+    import adaptsr.commands.upscale, adaptsr.commands.bench
+
+    from adaptsr.images import Image, read_image, write_image
+    rng = np.random.default_rng(0)
+    write_image(Image(rng.random((20, 28, 3), dtype=np.float32), None, 8, False), {src!r})
+    adaptsr.cli.main(["upscale", {src!r}, "--onnx", {onnx!r}, "--out", {out!r}])
+    got = read_image({out!r} + "/in.png").rgb
+    want = read_image({src!r}).rgb.repeat(2, 0).repeat(2, 1)
+    assert got.shape == (40, 56, 3), got.shape
+    assert np.abs(got - want).max() < 1e-6, np.abs(got - want).max()
+    assert not [m for m in sys.modules if m.split(".")[0] in {heavy!r}]
+    print("ok")
+    """
+)
+
+
+def nearest_x2_onnx(path: Path) -> None:
+    """A 1x1 conv that copies each colour to four channels, then DepthToSpace: nearest x2."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.zeros((12, 3, 1, 1), np.float32)
+    for o in range(12):
+        weight[o, o % 3] = 1.0  # DCR order: output channel (i*2 + j)*3 + c reads colour c
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["input", "w"], ["t"]),
+            helper.make_node("DepthToSpace", ["t"], ["output"], blocksize=2, mode="DCR"),
+        ],
+        "nearest",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, "H", "W"])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    model.metadata_props.add(key="scale", value="2")
+    onnx.save(model, str(path))
+
+
+def test_deployment_side_runs_with_torch_spandrel_and_triton_blocked(tmp_path):
+    pytest.importorskip("onnxruntime")
+    onnx_path = tmp_path / "nearest.onnx"
+    nearest_x2_onnx(onnx_path)
+    script = BLOCKED_RUN.format(
+        heavy=HEAVY,
+        export=TORCH_FREE_EXPORT,
+        src=str(tmp_path / "in.png"),
+        onnx=str(onnx_path),
+        out=str(tmp_path / "out"),
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().endswith("ok")
