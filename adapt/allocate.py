@@ -21,20 +21,20 @@
      score * (sqrt(r + 1) - sqrt(r)) (diminishing returns), taken from a heap.
    Both never exceed the budget and stop only when no site below its cap can afford one more
    rank. Equal scores are ordered by a seeded shuffle, so a seed gives one allocation.
+3. The result is a `RankAllocation` (adapt/rankmap.py: the one schema of rank map files, its
+   heatmap and summary).
 """
 
 from __future__ import annotations
 
 import heapq
-import json
 import math
 import os
 import random
 import re
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -42,21 +42,24 @@ from torch import nn
 
 from adaptsr.adapt.choices import (
     ALLOCATORS,
+    DEFAULT_ALLOCATOR,
     DEFAULT_BATCH,
     DEFAULT_BATCHES,
+    DEFAULT_DEGRADATION,
+    DEFAULT_NORMALISE,
     DEFAULT_PATCH,
     DEFAULT_R_MAX,
     DEFAULT_R_MIN,
+    DEFAULT_SCORE,
     DEGRADATIONS,
     NORMALISATIONS,
     SCORES,
 )
 from adaptsr.adapt.lora import LoRALayer, Site, base_parameter_count, lora_sites, resolve_ranks
+from adaptsr.adapt.rankmap import RankAllocation, SiteInfo
 from adaptsr.errors import UserError
 
 RHO_WARN = 0.5  # below this the ranking of the sites changes a lot from batch to batch
-RANK_MAP_FORMAT = "adaptsr-rank-map-1"
-COLUMNS = ("conv", "q", "k", "v", "o", "fc1", "fc2", "mlp", "linear")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,75 +382,36 @@ def allocate(
     return {s.name: ranks[s.name] for s in sites}
 
 
-@dataclass
-class RankAllocation:
-    """An allocation with what produced it; `to_dict()` is the rank map file's content."""
-
-    ranks: dict[str, int]  # every site; 0 = no adapter
-    scores: dict[str, float]
-    budget: int
-    budget_spec: str
-    used: int
-    base_params: int
-    sites: list[Site]
-    rho: float | None
-    settings: dict
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def adapted(self) -> dict[str, int]:
-        """The rank map to inject: sites with rank > 0."""
-        return {k: v for k, v in self.ranks.items() if v > 0}
-
-    def to_dict(self) -> dict:
-        return {
-            "format": RANK_MAP_FORMAT,
-            "ranks": dict(self.ranks),
-            "scores": dict(self.scores),
-            "budget": {"params": self.budget, "spec": self.budget_spec},
-            "used_params": self.used,
-            "budget_used_percent": round(100.0 * self.used / self.budget, 4),
-            "base_params": self.base_params,
-            "spearman_rho": self.rho,
-            "settings": dict(self.settings),
-            "sites": {
-                s.name: {
-                    "kind": s.kind,
-                    "module": s.module,
-                    "cost_per_rank": s.cost_per_rank,
-                    "max_rank": s.max_rank,
-                }
-                for s in self.sites
-            },
-        }
-
-
 def allocate_ranks(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None,
     budget: int | str,
     *,
-    score: str = "grad",
-    allocator: str = "paper",
+    score: str = DEFAULT_SCORE,
+    allocator: str = DEFAULT_ALLOCATOR,
     r_min: int = DEFAULT_R_MIN,
     r_max: int = DEFAULT_R_MAX,
-    normalise: str = "none",
+    normalise: str = DEFAULT_NORMALISE,
     seed: int = 0,
     progress: bool = False,
     total: int | None = None,
     settings: dict | None = None,
+    reduce: Callable[[dict[str, float]], dict[str, float]] | None = None,
 ) -> RankAllocation:
     """Score the sites of a base model on `batches` and share `budget` among them.
 
     `budget`: parameters (int) or a spec for parse_budget ("886k", "8%", "r8"). The model is
     left as it was. Problems worth a user's attention (unstable scores) are in `.warnings`.
+    `reduce` maps the mean scores to the ones allocated: `adapt train` averages them over its
+    DDP processes so that every process allocates the same ranks (rho stays this process's).
     """
     params, how = parse_budget(budget, model)
     sites = lora_sites(model)
     # Check the budget and bounds before spending time on gradients.
     allocate(sites, dict.fromkeys((s.name for s in sites), 0.0), params, r_min, r_max, allocator)
     result = score_sites(model, batches, score, normalise, seed, progress, total)
-    ranks = allocate(sites, result.scores, params, r_min, r_max, allocator, seed)
+    scores = reduce(result.scores) if reduce is not None else result.scores
+    ranks = allocate(sites, scores, params, r_min, r_max, allocator, seed)
     cost = {s.name: s.cost_per_rank for s in sites}
     used = sum(r * cost[n] for n, r in ranks.items())
     warnings = []
@@ -468,12 +432,12 @@ def allocate_ranks(
     }
     return RankAllocation(
         ranks=ranks,
-        scores=result.scores,
+        scores=dict(scores),
         budget=params,
         budget_spec=f"{budget} ({how})" if isinstance(budget, str) else f"{params} (parameters)",
         used=used,
         base_params=base_parameter_count(model),
-        sites=sites,
+        sites=[SiteInfo.of(s) for s in sites],
         rho=result.rho,
         settings=full,
         warnings=warnings,
@@ -481,199 +445,16 @@ def allocate_ranks(
 
 
 # ---------------------------------------------------------------------------------------------
-# files
-
-
-def heatmap_path(path: str | os.PathLike) -> Path:
-    """The heatmap PNG beside a rank map: same folder, same stem."""
-    return Path(path).with_suffix(".png")
-
-
-def write_rank_map(
-    allocation: RankAllocation,
-    path: str | os.PathLike,
-    force: bool = False,
-    heatmap: bool = True,
-    title: str | None = None,
-) -> tuple[Path, Path | None]:
-    """Write the rank map JSON and (by default) its heatmap PNG; returns both paths."""
-    from adaptsr.fileio import atomic_output, check_writable
-
-    path = Path(path)
-    if path.suffix.lower() != ".json":
-        raise UserError(f"{path}: a rank map is a .json file")
-    png = heatmap_path(path) if heatmap else None
-    check_writable(path, force)
-    if png is not None:
-        check_writable(png, force)
-    with atomic_output(path, force) as tmp:
-        tmp.write_text(json.dumps(allocation.to_dict(), indent=2) + "\n")
-    if png is not None:
-        save_heatmap(allocation, png, force, title)
-    return path, png
-
-
-def read_rank_map(path: str | os.PathLike) -> dict[str, int]:
-    """The {site: rank} map of a rank map JSON (as written by write_rank_map, or by hand)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"no such rank map: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"cannot read rank map {path}: {e}") from e
-    ranks = data.get("ranks") if isinstance(data, dict) else None
-    if not isinstance(ranks, dict) or not ranks:
-        raise UserError(f"{path} has no rank map under the key 'ranks'")
-    for site, r in ranks.items():
-        if isinstance(r, bool) or not isinstance(r, int) or r < 0:
-            raise UserError(f"{path}: rank of {site} must be a whole number >= 0, got {r!r}")
-    return ranks
-
-
-# ---------------------------------------------------------------------------------------------
-# heatmap and summary
-
-
-def site_column(site: Site) -> str:
-    """The heatmap column (module kind) of a site: conv, q, k, v, o, fc1, fc2, mlp or linear."""
-    if site.kind == "conv":
-        return "conv"
-    if site.kind.startswith("attn-"):
-        return site.kind[len("attn-") :]
-    leaf = site.module.rsplit(".", 1)[-1]
-    if site.kind == "mlp":
-        return leaf if leaf in ("fc1", "fc2") else "mlp"
-    return "linear"
-
-
-def site_row(site: Site) -> str:
-    """The heatmap row (block) of a site: its module path up to the last block index before the
-    layer itself (`layers.0.residual_group.blocks.3.attn.qkv` -> `...blocks.3`); a layer
-    outside any numbered block is a row of its own."""
-    parts = site.module.split(".")
-    for i in range(len(parts) - 1, 0, -1):
-        if parts[i - 1].isdigit():
-            return ".".join(parts[:i])
-    return site.module
-
-
-def rank_grid(sites: list[Site], ranks: dict[str, int]):
-    """(row labels, column labels, {(row, column): (site, rank)}) in model order.
-
-    A row with several sites of one kind (the convs of a residual block) gets columns
-    `conv`, `conv#2`, ...
-    """
-    rows: list[str] = []
-    cells: dict[tuple[str, str], tuple[str, int]] = {}
-    for s in sites:
-        row, base = site_row(s), site_column(s)
-        if row not in rows:
-            rows.append(row)
-        col, n = base, 1
-        while (row, col) in cells:
-            n += 1
-            col = f"{base}#{n}"
-        cells[(row, col)] = (s.name, ranks.get(s.name, 0))
-    used = {c for _, c in cells}
-
-    def key(col):
-        base, _, n = col.partition("#")
-        return (COLUMNS.index(base), int(n or 1))
-
-    return rows, sorted(used, key=key), cells
-
-
-def save_heatmap(
-    allocation: RankAllocation, path: str | os.PathLike, force: bool = False, title=None
-) -> Path:
-    """Ranks as a blocks x module-kinds heatmap PNG (the paper's Figure 5 layout)."""
-    import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from adaptsr.fileio import atomic_output
-
-    rows, cols, cells = rank_grid(allocation.sites, allocation.ranks)
-    grid = np.full((len(rows), len(cols)), np.nan)
-    for (row, col), (_, rank) in cells.items():
-        grid[rows.index(row), cols.index(col)] = rank
-    fig = Figure(figsize=(1.6 + 0.55 * len(cols), 1.6 + 0.22 * len(rows)), dpi=120)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    ax.set_facecolor("#e8e8e8")  # cells without a site
-    top = max(1, int(np.nanmax(grid)))
-    image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", vmin=0, vmax=top, aspect="auto")
-    if grid.size <= 800:
-        for (row, col), (_, rank) in cells.items():
-            i, j = rows.index(row), cols.index(col)
-            dark = rank < 0.6 * top
-            ax.text(
-                j,
-                i,
-                str(rank),
-                ha="center",
-                va="center",
-                fontsize=6,
-                color="white" if dark else "black",
-            )
-    ax.set_xticks(range(len(cols)), cols, fontsize=8)
-    ax.set_yticks(range(len(rows)), rows, fontsize=6)
-    ax.set_xlabel("module kind")
-    ax.set_ylabel("block")
-    fig.colorbar(image, ax=ax, label="LoRA rank", fraction=0.05)
-    s = allocation.settings
-    ax.set_title(
-        title
-        or f"{s.get('model', 'model')}: {s['allocator']} allocation, {s['score']} scores\n"
-        f"{allocation.used:,} of {allocation.budget:,} parameters",
-        fontsize=8,
-    )
-    fig.tight_layout()
-    with atomic_output(path, force) as tmp:
-        fig.savefig(tmp, format="png")
-    return Path(path)
-
-
-def summary_table(allocation: RankAllocation) -> str:
-    """A per-kind summary of an allocation, for the terminal."""
-    groups: dict[str, list[tuple[Site, int]]] = {}
-    for s in allocation.sites:
-        groups.setdefault(site_column(s), []).append((s, allocation.ranks[s.name]))
-    lines = [f"{'kind':<7}{'sites':>6}{'adapted':>9}{'min':>5}{'mean':>7}{'max':>5}{'params':>12}"]
-    for kind in COLUMNS:
-        if kind not in groups:
-            continue
-        items = groups[kind]
-        rs = [r for _, r in items]
-        params = sum(r * s.cost_per_rank for s, r in items)
-        lines.append(
-            f"{kind:<7}{len(items):>6}{sum(r > 0 for r in rs):>9}{min(rs):>5}"
-            f"{sum(rs) / len(rs):>7.1f}{max(rs):>5}{params:>12,}"
-        )
-    a = allocation
-    lines.append(
-        f"total: {a.used:,} of a {a.budget:,}-parameter budget ({100 * a.used / a.budget:.2f}%), "
-        f"{100 * a.used / a.base_params:.2f}% of the base model's {a.base_params:,}"
-    )
-    if a.rho is not None:
-        lines.append(f"score stability: Spearman rho {a.rho:.3f} (even vs odd batches)")
-    top = sorted(a.sites, key=lambda s: -a.scores[s.name])[:5]
-    lines.append("top sites: " + ", ".join(f"{s.name} (r={a.ranks[s.name]})" for s in top))
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
 # data for scoring
 
 
 def image_batches(
-    data: str | os.PathLike | None,
+    data: str | os.PathLike | list[str | os.PathLike] | None,
     scale: int,
     count: int = DEFAULT_BATCHES,
     batch: int = DEFAULT_BATCH,
     patch: int = DEFAULT_PATCH,
-    degradation: str = "realesrgan",
+    degradation: str = DEFAULT_DEGRADATION,
     seed: int = 0,
     device: str | torch.device = "cpu",
     lr_multiple: int = 1,
@@ -683,12 +464,72 @@ def image_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """`count` (LR, HR) batches of `patch` x `patch` HR crops, drawn as training draws them.
 
-    The data layouts of `adapt train` (adaptsr.adapt.data): an HR-only folder (LR made on the
-    fly by `degradation`), a DIV2K- or RealSR-style folder of pairs, or `lr_dir` + `hr_dir`.
+    The data layouts of `adapt train` (adaptsr.adapt.data): HR-only folders (LR made on the
+    fly by `degradation`), DIV2K- or RealSR-style folders of pairs, or `lr_dir` + `hr_dir`.
     Folders are checked now; images are read as batches are drawn.
     """
-    from adaptsr.adapt.data import BatchPlan, CropDataset, degraded_batches, make_degrader, scan
+    from adaptsr.adapt.data import scan
 
+    _check_crops(scale, count, batch, patch, degradation, lr_multiple, lr_min)  # before a scan
+    folders = [data] if isinstance(data, (str, os.PathLike)) else data
+    found = scan(folders, scale, patch, lr_dir, hr_dir)
+    return entry_batches(
+        found.entries,
+        found.paired,
+        scale,
+        count,
+        batch,
+        patch,
+        degradation,
+        seed,
+        device,
+        lr_multiple=lr_multiple,
+        lr_min=lr_min,
+    )
+
+
+def entry_batches(
+    entries: list,
+    paired: bool,
+    scale: int,
+    count: int,
+    batch: int,
+    patch: int,
+    degradation: str,
+    seed: int,
+    device: str | torch.device,
+    lr_multiple: int = 1,
+    lr_min: int = 0,
+    flips: bool = True,
+    dist=None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches of image_batches from scanned entries (adaptsr.adapt.data.Entry): `adapt
+    train --rank-aware` scores its training images (validation images held out) this way.
+    Images smaller than `patch` are skipped, as the scan of image_batches skips them.
+
+    `dist` (an object with rank and world): this process's slice of each batch. Rank 0 draws
+    what a single process draws; the other ranks degrade with streams of their own.
+    """
+    from adaptsr.adapt.data import BatchPlan, CropDataset, degraded_batches, make_degrader
+
+    _check_crops(scale, count, batch, patch, degradation, lr_multiple, lr_min)
+    entries = [e for e in entries if min(e.hr_size) >= patch]  # as scan skips them
+    if not entries:
+        raise UserError(f"no image is large enough for {patch}x{patch} scoring crops")
+    dataset = CropDataset(entries, patch, scale, flips)
+    plan = BatchPlan(len(entries), batch, seed, 0, count, dist)
+    degrade = None
+    if not paired:
+        rank = dist.rank if dist is not None else 0
+        if rank:
+            import numpy as np
+
+            seed = int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+        degrade = make_degrader(degradation, scale, seed, device)
+    return degraded_batches(dataset, plan, degrade, device)
+
+
+def _check_crops(scale, count, batch, patch, degradation, lr_multiple, lr_min) -> None:
     for name, v in (("batches", count), ("batch", batch), ("patch", patch)):
         if v < 1:
             raise UserError(f"{name} must be at least 1, got {v}")
@@ -702,8 +543,3 @@ def image_batches(
         )
     if degradation not in DEGRADATIONS:
         raise UserError(f"unknown degradation {degradation!r}; choose {' or '.join(DEGRADATIONS)}")
-    found = scan([data] if data is not None else None, scale, patch, lr_dir, hr_dir)
-    dataset = CropDataset(found.entries, patch, scale)
-    plan = BatchPlan(len(found.entries), batch, seed, 0, count)
-    degrade = None if found.paired else make_degrader(degradation, scale, seed, device)
-    return degraded_batches(dataset, plan, degrade, device)

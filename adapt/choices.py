@@ -5,11 +5,15 @@ Importable without torch: `adapt --help` loads every command module, and the dep
 """
 
 DEGRADATIONS = ("bicubic", "realesrgan")
+DEFAULT_DEGRADATION = "realesrgan"  # the paper's adaptation data (pretraining uses bicubic)
 
-# rank-aware allocation
+# rank-aware allocation: `adapt allocate` and `adapt train --rank-aware` share these defaults
 SCORES = ("grad", "fisher", "activation", "random")
 ALLOCATORS = ("paper", "marginal")
 NORMALISATIONS = ("none", "size")
+DEFAULT_SCORE = "grad"
+DEFAULT_ALLOCATOR = "paper"
+DEFAULT_NORMALISE = "none"
 DEFAULT_R_MIN = 1
 DEFAULT_R_MAX = 32
 DEFAULT_BATCHES = 16

@@ -14,19 +14,24 @@ import adaptsr
 from adaptsr.adapt.allocate import (
     allocate,
     allocate_ranks,
+    entry_batches,
     image_batches,
     parse_budget,
-    rank_grid,
-    read_rank_map,
     score_sites,
-    site_column,
-    site_row,
     spearman,
-    summary_table,
-    write_rank_map,
 )
 from adaptsr.adapt.lora import Site, lora_sites
 from adaptsr.adapt.models import model_from_state_dict
+from adaptsr.adapt.rankmap import (
+    RANK_MAP_FORMAT,
+    RankAllocation,
+    rank_grid,
+    read_rank_map,
+    site_column,
+    site_row,
+    summary_table,
+    write_rank_map,
+)
 from adaptsr.errors import UserError
 
 
@@ -430,6 +435,50 @@ def test_read_rank_map_errors(tmp_path):
         read_rank_map(bad)
 
 
+def test_rank_allocation_is_the_one_schema(tmp_path):
+    from dataclasses import replace
+
+    alloc = allocate_ranks(small_swinir(), None, "r2", score="random", settings={"model": "x"})
+    assert RankAllocation.from_dict(alloc.to_dict()) == replace(alloc, warnings=[])
+    path, _ = write_rank_map(alloc, tmp_path / "full.json", heatmap=False)
+    assert RankAllocation.read(path) == replace(alloc, warnings=[])
+    assert not (tmp_path / "full.png").exists()
+    # hand-written: only ranks; every other field is there, empty
+    hand = RankAllocation.from_dict({"ranks": {"a": 2, "b": 0}}, "hand.json")
+    assert hand.adapted == {"a": 2} and hand.sites == [] and hand.budget is None
+    data = hand.to_dict()
+    assert set(data) == set(alloc.to_dict()) and data["format"] == RANK_MAP_FORMAT
+    empty = (data["scores"], data["sites"], data["budget"], data["used_params"], data["source"])
+    assert empty == ({}, {}, None, None, None)
+    assert RankAllocation.from_dict(data) == hand
+    with pytest.raises(UserError, match="without site details has no heatmap"):
+        write_rank_map(hand, tmp_path / "hand.json")
+    for bad, message in [
+        ({"format": "other-1", "ranks": {"a": 1}}, "unknown format 'other-1'"),
+        ({"ranks": {"a": 1}, "scores": {"a": "high"}}, "'scores' has the wrong type"),
+        ({"ranks": {"a": 1}, "budget": {"params": -5}}, "'budget' has the wrong type"),
+        ({"ranks": {"a": 1}, "sites": {"a": {"kind": "conv"}}}, "'sites' has the wrong type"),
+        ({"ranks": {"a": 1.5}}, "rank of a must be a whole number"),
+        ([1, 2], "no rank map under the key 'ranks'"),
+    ]:
+        with pytest.raises(UserError, match=message):
+            RankAllocation.from_dict(bad, "m.json")
+
+
+def test_reduce_sets_the_scores_that_are_allocated():
+    model = tiny_edsr()
+    sites = lora_sites(model)
+    top = sites[-1].name
+
+    def only_top(scores):  # e.g. what averaging over processes could give
+        assert set(scores) == {s.name for s in sites}
+        return {k: float(k == top) for k in scores}
+
+    alloc = allocate_ranks(model, tiny_batches(2), "r2", r_max=4, reduce=only_top)
+    assert alloc.scores == {k: float(k == top) for k in alloc.ranks}
+    assert alloc.ranks[top] == min(4, sites[-1].max_rank)
+
+
 # ---------------------------------------------------------------------------------------------
 # data
 
@@ -466,6 +515,29 @@ def test_image_batches_hr_only_and_paired(tmp_path):
             assert lr.shape == (3, 3, 8, 8) and hr.shape == (3, 3, 16, 16)
             # the LR crop is the area-downscaled HR crop (both 8-bit)
             assert (F.avg_pool2d(hr, 2) - lr).abs().max() < 2.5 / 255
+
+
+def test_entry_batches_slices_for_processes(tmp_path):
+    from types import SimpleNamespace
+
+    from adaptsr.adapt.data import scan
+
+    make_images(tmp_path / "hr", n=3, size=40)
+    found = scan([tmp_path / "hr"], 2, 16)
+    common = dict(scale=2, count=2, batch=4, patch=16, degradation="realesrgan", seed=5)
+
+    def drawn(dist=None):
+        return list(entry_batches(found.entries, False, **common, device="cpu", dist=dist))
+
+    whole = drawn()
+    for (lr, hr), (lr2, hr2) in zip(whole, image_batches(tmp_path / "hr", **common), strict=True):
+        assert torch.equal(lr, lr2) and torch.equal(hr, hr2)  # what `adapt allocate` draws
+    slices = [drawn(SimpleNamespace(rank=r, world=2)) for r in (0, 1)]
+    for i, (_, hr) in enumerate(whole):
+        assert torch.equal(torch.cat([slices[0][i][1], slices[1][i][1]]), hr)
+        assert slices[0][i][0].shape == (2, 3, 8, 8)
+    with pytest.raises(UserError, match="no image is large enough for 48x48"):
+        entry_batches(found.entries, False, 2, 1, 1, 48, "bicubic", 0, "cpu")
 
 
 def test_image_batch_errors(tmp_path):

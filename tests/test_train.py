@@ -15,6 +15,9 @@ import torch
 from adaptsr.adapt import train as training
 from adaptsr.adapt.lora import lora_sites, read_adapter
 from adaptsr.adapt.models import load_model
+from adaptsr.adapt.train import bench
+from adaptsr.adapt.train import model as train_model
+from adaptsr.adapt.train import state as train_state
 from adaptsr.errors import UserError
 
 
@@ -83,7 +86,7 @@ def test_schedules_follow_the_paper():
     def lrs(mode, iters):
         opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=1.0)
         cfg = training.TrainConfig(model="m", mode=mode, iters=iters).resolved()
-        sched = training.make_scheduler(opt, cfg)
+        sched = train_model.make_scheduler(opt, cfg)
         out = []
         for _ in range(iters):
             out.append(opt.param_groups[0]["lr"])
@@ -107,16 +110,16 @@ def test_resume_from_a_checkpoint_replays_exactly(setup, tmp_path, monkeypatch):
     resumed, gives bit-identical losses for iterations 3 and 4; validation keeps best/last."""
     cfg = _config(setup, iters=4, degradation="realesrgan", val_split=1, val_every=2)
     copies = {}
-    write = training.write_checkpoint
+    write = train_state.write_checkpoint
 
     def keep_copy(state, path):
         write(state, path)
         copies.setdefault(state["iteration"], path.read_bytes())
 
-    monkeypatch.setattr(training, "write_checkpoint", keep_copy)
+    monkeypatch.setattr(train_state, "write_checkpoint", keep_copy)
     a = tmp_path / "a"
     result = training.train(cfg, a, progress=False)
-    monkeypatch.setattr(training, "write_checkpoint", write)
+    monkeypatch.setattr(train_state, "write_checkpoint", write)
     assert result.status == "finished" and (a / "adapter.safetensors").exists()
     assert (a / "adapter-best.safetensors").exists() and result.best["iter"] in (2, 4)
     vals = [json.loads(x) for x in (a / "log.jsonl").read_text().splitlines()]
@@ -222,11 +225,11 @@ def test_full_disk_while_checkpointing_keeps_the_previous_one(setup, tmp_path, m
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(obj, f, *a, **kw)
 
-    monkeypatch.setattr(training.torch, "save", save)
+    monkeypatch.setattr(torch, "save", save)
     with pytest.raises(UserError, match="the disk is full; the previous checkpoint is intact"):
         training.train(_config(setup, iters=4), tmp_path / "run", progress=False)
-    monkeypatch.setattr(training.torch, "save", real_save)
-    assert training.read_checkpoint(tmp_path / "run" / "checkpoint.pt")["iteration"] == 2
+    monkeypatch.setattr(torch, "save", real_save)
+    assert train_state.read_checkpoint(tmp_path / "run" / "checkpoint.pt")["iteration"] == 2
     assert [p.name for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")] == []
 
 
@@ -243,7 +246,9 @@ def test_full_mode_and_rank_aware_outputs(setup, tmp_path):
     assert changed  # every weight trains in full mode
 
     aware = tmp_path / "aware"
-    cfg = _config(setup, iters=2, rank_aware=True, budget="r2", score_batches=2)
+    cfg = _config(
+        setup, iters=2, rank_aware=True, budget="r2", score_batches=2, score_batch=2, score_patch=32
+    )
     training.train(cfg, aware, progress=False)
     allocation = json.loads((aware / "rank_map.json").read_text())
     tensors = read_adapter(aware / "adapter.safetensors")[0]
@@ -335,7 +340,7 @@ def test_benchmark_row_counts_trainable_parameters(setup):
 
     model_path = str(setup[1])
     rows = [
-        training._bench_one(model_path, mode, 1, 32, 1, 0, "cpu", 2, "reference")
+        bench._bench_one(model_path, mode, 1, 32, 1, 0, "cpu", 2, "reference")
         for mode in ("lora", "full")
     ]
     lora_model = inject_lora(load_model(model_path), 2)
@@ -395,7 +400,250 @@ def test_pretrain_reinitialises_every_parameter(tmp_path):
         for p in net.parameters():
             p.add_(5.0)  # far from any initialisation
     path = save_model(model_from_state_dict(net.state_dict()), tmp_path / "trained.safetensors")
-    fresh = training.build_base(training.TrainConfig(model=str(path), mode="pretrain"))
+    fresh = train_model.build_base(training.TrainConfig(model=str(path), mode="pretrain"))
     trained = dict(net.named_parameters())
     for name, p in fresh.named_parameters():
         assert (p - trained[name]).abs().min() > 1.0, name
+
+
+def _lora_state(model_path, rank, seed=0, mode="lora"):
+    """A TrainState over a fresh copy of the tiny model, with a degrader of its own."""
+    from adaptsr.adapt.degradations import Degrader
+    from adaptsr.adapt.lora import adapter_parameters, inject_lora
+
+    torch.manual_seed(seed)
+    model = load_model(model_path)
+    if mode == "lora":
+        params = adapter_parameters(inject_lora(model, rank))
+    else:
+        params = list(model.parameters())
+    opt = torch.optim.Adam(params, lr=0.1)
+    cfg = training.TrainConfig(model="m", mode=mode, iters=4).resolved()
+    sched = train_model.make_scheduler(opt, cfg)
+    degrader = Degrader("realesrgan", 4, seed, "cpu")
+    return train_state.TrainState(model, mode, opt, sched, degrader, seed=seed)
+
+
+def test_train_state_round_trip_restores_every_stream(setup):
+    import random
+
+    a = _lora_state(setup[1], 2, seed=0)
+    a.model(torch.rand(1, 3, 8, 8)).mean().backward()
+    a.optimizer.step()
+    a.scheduler.step()
+    a.iteration, a.best = 3, {"iter": 2, "psnr_y": 20.0, "ssim_y": 0.5}
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    saved = a.state_dict()
+    hr = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+    def draws(s):
+        out = [random.random(), float(np.random.rand()), torch.rand(3), s.degrader(hr)]
+        if torch.cuda.is_available():
+            out.append(torch.rand(3, device="cuda").cpu())
+        return out
+
+    expected = draws(a)
+    b = _lora_state(setup[1], 2, seed=1)  # other adapters, other degrader seed
+    b.load_state_dict(saved)
+    got = draws(b)
+    assert got[:2] == expected[:2]
+    for x, y in zip(got[2:], expected[2:], strict=True):
+        assert torch.equal(x, y)
+    assert (b.iteration, b.best, b.exact) == (3, a.best, True)
+    own, theirs = dict(b.model.named_parameters()), dict(a.model.named_parameters())
+    for name, tensor in saved["trainable"].items():
+        assert torch.equal(own[name], tensor) and torch.equal(own[name], theirs[name])
+    assert b.scheduler.state_dict() == a.scheduler.state_dict()
+    for x, y in zip(b.optimizer.state.values(), a.optimizer.state.values(), strict=True):
+        assert torch.equal(x["exp_avg"], y["exp_avg"])
+
+
+def test_checkpoint_of_another_rank_is_a_clear_error(setup, tmp_path, run_cli):
+    import re
+
+    two, four = _lora_state(setup[1], 2), _lora_state(setup[1], 4)
+    # the first adapter whose shape differs (ranks are capped at a site's useful rank)
+    first, shape = next(
+        (n, list(p.shape))
+        for n, p in four.model.named_parameters()
+        if p.requires_grad and p.shape != dict(two.model.named_parameters())[n].shape
+    )
+    theirs = list(dict(two.model.named_parameters())[first].shape)
+    message = f"{first} is float32{theirs} in the checkpoint, float32{shape} here"
+    with pytest.raises(UserError, match=re.escape(message)):
+        four.load_state_dict(two.state_dict())
+    saved = two.state_dict()
+    saved["trainable"] = {n: t.double() for n, t in saved["trainable"].items()}
+    first = next(iter(saved["trainable"]))
+    with pytest.raises(UserError, match=rf"{first} is float64\[.*\] in the checkpoint"):
+        _lora_state(setup[1], 2).load_state_dict(saved)
+    with pytest.raises(UserError, match="from a --mode full run, not lora"):
+        two.load_state_dict(_lora_state(setup[1], 0, mode="full").state_dict())
+    # through the command line: a checkpoint copied from a rank-2 run into a rank-4 run
+    runs = {r: tmp_path / f"r{r}" for r in (2, 4)}
+    for r, run in runs.items():
+        training.train(_config(setup, iters=1, rank=r), run, progress=False)
+    shutil.copy(runs[2] / "checkpoint.pt", runs[4] / "checkpoint.pt")
+    code, _, err = run_cli("train", "--out", runs[4], "--resume", "--quiet")
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "do not match this model's adapters" in err and f"{theirs} in the checkpoint" in err
+
+
+def test_callbacks_see_every_event_in_order(setup, tmp_path):
+    class Recorder(training.Callback):
+        def __init__(self, fail_at=None):
+            self.calls, self.fail_at = [], fail_at
+
+        def on_start(self, record):
+            self.calls.append((record["event"], record["iter"]))
+
+        def on_step(self, iteration):
+            self.calls.append(("step", iteration))
+            if iteration == self.fail_at:
+                raise UserError("stop here")
+
+        def on_log(self, record):
+            self.calls.append(("log", record["iter"], record["loss"]))
+
+        def on_validate(self, record):
+            self.calls.append(("val", record["iter"], record["best"]))
+
+        def on_end(self, record):
+            self.calls.append((record["event"], record["iter"]))
+
+        def close(self):
+            self.calls.append(("close",))
+
+    seen = Recorder()
+    cfg = _config(setup, iters=3, log_every=2, val_split=1, val_every=2)
+    training.train(cfg, tmp_path / "run", progress=False, callbacks=[seen])
+    losses = _losses(tmp_path / "run")
+    assert sorted(losses) == [2, 3]
+    assert seen.calls == [
+        ("start", 0), ("step", 1), ("step", 2), ("log", 2, losses[2]), ("val", 2, True),
+        ("step", 3), ("log", 3, losses[3]), ("val", 3, seen.calls[7][2]), ("done", 3), ("close",),
+    ]  # fmt: skip
+    failing = Recorder(fail_at=2)
+    with pytest.raises(UserError, match="stop here"):
+        training.train(cfg, tmp_path / "run", force=True, progress=False, callbacks=[failing])
+    assert failing.calls == [("start", 0), ("step", 1), ("step", 2), ("close",)]
+
+
+def test_rank_aware_training_allocates_as_adapt_allocate(setup, tmp_path, run_cli):
+    from dataclasses import replace
+
+    from adaptsr.adapt.rankmap import RANK_MAP_FORMAT, RankAllocation
+
+    _, model, hr = setup
+    same = ["--budget", "r2", "--seed", 3, "--score", "fisher", "--allocator", "marginal",
+            "--r-min", 0, "--r-max", 3, "--normalise", "size", "--degradation", "realesrgan",
+            "--device", "cpu"]  # fmt: skip
+    allocated = tmp_path / "ranks.json"
+    code, _, err = run_cli("allocate", "--model", model, "--data", hr, "--out", allocated,
+                           "--batches", 3, "--batch", 2, "--patch", 32, *same)  # fmt: skip
+    assert code == 0, err
+    common = ["--model", model, "--data", hr, "--iters", 1, "--batch", 2, "--patch", 32,
+              "--workers", 0, "--quiet"]  # fmt: skip
+    aware = tmp_path / "aware"
+    code, _, err = run_cli("train", *common, "--out", aware, "--rank-aware", "--score-batches", 3,
+                           "--score-batch", 2, "--score-patch", 32, *same)  # fmt: skip
+    assert code == 0, err
+    a = json.loads(allocated.read_text())
+    t = json.loads((aware / "rank_map.json").read_text())
+    assert t["ranks"] == a["ranks"] and len(set(a["ranks"].values())) > 1
+    assert set(t) == set(a) and t["format"] == a["format"] == RANK_MAP_FORMAT
+    assert t["scores"] == pytest.approx(a["scores"], rel=1e-9)
+    assert t["spearman_rho"] == pytest.approx(a["spearman_rho"])
+    for key in ("budget", "used_params", "base_params", "sites"):
+        assert t[key] == a[key], key
+    for key in ("score", "normalise", "allocator", "r_min", "r_max", "seed", "batches", "batch"):
+        assert t["settings"][key] == a["settings"][key], key
+    assert t["settings"]["processes"] == 1
+    tensors = read_adapter(aware / "adapter.safetensors")[0]
+    assert {k.removesuffix(".lora_A") for k in tensors if k.endswith(".lora_A")} == {
+        site for site, r in t["ranks"].items() if r
+    }
+    for site, r in t["ranks"].items():
+        if r:
+            assert tensors[f"{site}.lora_A"].shape[0] == r
+
+    # --rank-map: the run's copy is the same rank map, in the same schema, plus its source
+    copied = tmp_path / "copied"
+    code, _, err = run_cli("train", *common, "--out", copied, "--rank-map", allocated)
+    assert code == 0, err
+    copy = json.loads((copied / "rank_map.json").read_text())
+    assert set(copy) == set(a) and copy["source"] == str(allocated)
+    assert RankAllocation.read(copied / "rank_map.json") == replace(
+        RankAllocation.read(allocated), source=str(allocated)
+    )
+    # a hand-written map: the copy has every field, the optional ones empty
+    hand = tmp_path / "hand.json"
+    hand.write_text(json.dumps({"ranks": {next(iter(a["ranks"])): 2}}))
+    code, _, err = run_cli("train", *common, "--out", tmp_path / "hand", "--rank-map", hand)
+    assert code == 0, err
+    copy = json.loads((tmp_path / "hand" / "rank_map.json").read_text())
+    assert set(copy) == set(a) and copy["format"] == RANK_MAP_FORMAT
+    assert (copy["scores"], copy["sites"], copy["budget"], copy["settings"]) == ({}, {}, None, {})
+    assert RankAllocation.read(tmp_path / "hand" / "rank_map.json").ranks == {
+        next(iter(a["ranks"])): 2
+    }
+
+
+def test_rank_aware_options_are_checked(setup):
+    for kw, message in [
+        (dict(score="fisher"), "--score applies to --rank-aware"),
+        (dict(r_max=4), "--r-max applies to --rank-aware"),
+        (dict(rank_aware=True, budget="r2", r_min=5, r_max=4), "--r-min 5 is above --r-max 4"),
+        (dict(rank_aware=True, budget="r2", score_patch=0), "--score-patch must be at least 1"),
+        (dict(rank_aware=True, budget="r2", allocator="x"), "unknown allocator 'x'"),
+    ]:
+        with pytest.raises(UserError, match=message):
+            _config(setup, **kw).resolved()
+    values = {"score": "activation", "r_min": 0, "score_batch": 4, "rank_aware": True}
+    cfg = training.config_from_dict({**values, "budget": "r2", "model": "m"})
+    assert cfg.resolved().score == "activation"
+    with pytest.raises(UserError, match="r_min has the wrong type"):
+        training.config_from_dict({"r_min": "0"})
+
+
+@pytest.mark.slow
+def test_ddp_rank_aware_processes_share_one_allocation(setup, tmp_path):
+    """Each process scores its slice of every batch; the averaged scores give every process
+    the same ranks (DistributedDataParallel refuses processes with different parameters)."""
+    _, model, hr = setup
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", "adaptsr.cli", "train", "--out", str(run), "--quiet", f"--data={hr}",
+            f"--model={model}", "--iters=1", "--batch=2", "--patch=32", "--workers=0",
+            "--device=cpu", "--degradation=bicubic", "--rank-aware", "--budget=r2",
+            "--score=fisher", "--r-min=0", "--score-batches=2", "--score-batch=2",
+            "--score-patch=32"]  # fmt: skip
+    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    allocation = json.loads((run / "rank_map.json").read_text())
+    assert allocation["settings"]["processes"] == 2
+    # the scores are the mean of the two processes' scores on their slices
+    from types import SimpleNamespace
+
+    from adaptsr.adapt import data
+    from adaptsr.adapt.allocate import entry_batches, score_sites
+
+    base = load_model(model)
+    entries = data.scan([hr], 4, 32).entries
+    common = dict(scale=4, count=2, batch=2, patch=32, degradation="bicubic", seed=0)
+
+    def scores(rank):
+        slices = SimpleNamespace(rank=rank, world=2)
+        batches = entry_batches(entries, False, **common, device="cpu", dist=slices)
+        return score_sites(base, batches, "fisher").scores
+
+    per_process = [scores(0), scores(1)]
+    assert per_process[0] != per_process[1]
+    mean = {k: (per_process[0][k] + per_process[1][k]) / 2 for k in per_process[0]}
+    assert allocation["scores"] == pytest.approx(mean, rel=1e-6)
+    tensors = read_adapter(run / "adapter.safetensors")[0]
+    for site, rank in allocation["ranks"].items():
+        if rank:
+            assert tensors[f"{site}.lora_A"].shape[0] == rank

@@ -2,11 +2,15 @@ import click
 
 from adaptsr.adapt.choices import (
     ALLOCATORS,
+    DEFAULT_ALLOCATOR,
     DEFAULT_BATCH,
     DEFAULT_BATCHES,
+    DEFAULT_DEGRADATION,
+    DEFAULT_NORMALISE,
     DEFAULT_PATCH,
     DEFAULT_R_MAX,
     DEFAULT_R_MIN,
+    DEFAULT_SCORE,
     DEGRADATIONS,
     NORMALISATIONS,
     SCORES,
@@ -37,7 +41,7 @@ from adaptsr.adapt.choices import (
 @click.option(
     "--degradation",
     type=click.Choice(DEGRADATIONS),
-    default="realesrgan",
+    default=DEFAULT_DEGRADATION,
     show_default=True,
     help="How LR is made from HR-only data.",
 )
@@ -65,21 +69,21 @@ from adaptsr.adapt.choices import (
 @click.option(
     "--score",
     type=click.Choice(SCORES),
-    default="grad",
+    default=DEFAULT_SCORE,
     show_default=True,
     help="Site importance: gradient norm (the paper), Fisher, input activation norm, random.",
 )
 @click.option(
     "--normalise",
     type=click.Choice(NORMALISATIONS),
-    default="none",
+    default=DEFAULT_NORMALISE,
     show_default=True,
     help="size: per-element scores (RMS), not favouring large layers.",
 )
 @click.option(
     "--allocator",
     type=click.Choice(ALLOCATORS),
-    default="paper",
+    default=DEFAULT_ALLOCATOR,
     show_default=True,
     help="paper: fill the top sites to r-max; marginal: best gain per parameter first.",
 )
@@ -129,14 +133,9 @@ def allocate(
     """Score every LoRA site on adaptation data and share a parameter budget by importance."""
     import torch
 
-    from adaptsr.adapt.allocate import (
-        allocate_ranks,
-        heatmap_path,
-        image_batches,
-        summary_table,
-        write_rank_map,
-    )
+    from adaptsr.adapt.allocate import allocate_ranks, image_batches
     from adaptsr.adapt.models import load_model, model_info
+    from adaptsr.adapt.rankmap import heatmap_path, summary_table, write_rank_map
     from adaptsr.errors import UserError
     from adaptsr.fileio import check_writable
 

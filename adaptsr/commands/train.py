@@ -3,7 +3,20 @@ from pathlib import Path
 
 import click
 
-from adaptsr.adapt.choices import DEGRADATIONS
+from adaptsr.adapt.choices import (
+    ALLOCATORS,
+    DEFAULT_ALLOCATOR,
+    DEFAULT_BATCH,
+    DEFAULT_BATCHES,
+    DEFAULT_NORMALISE,
+    DEFAULT_PATCH,
+    DEFAULT_R_MAX,
+    DEFAULT_R_MIN,
+    DEFAULT_SCORE,
+    DEGRADATIONS,
+    NORMALISATIONS,
+    SCORES,
+)
 
 # option name -> TrainConfig field; options left unset fall back to --config, then the defaults
 _SETTINGS = {
@@ -20,6 +33,13 @@ _SETTINGS = {
     "rank_aware": "rank_aware",
     "budget": "budget",
     "score_batches": "score_batches",
+    "score_batch": "score_batch",
+    "score_patch": "score_patch",
+    "score": "score",
+    "normalise": "normalise",
+    "allocator": "allocator",
+    "r_min": "r_min",
+    "r_max": "r_max",
     "alpha": "alpha",
     "iters": "iters",
     "batch": "batch",
@@ -52,12 +72,46 @@ _SETTINGS = {
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON/TOML file.")
 @click.option("--mode", help="lora (default), full or pretrain; with --bench a list: lora,full.")
 @click.option("--rank", type=int, help="Uniform LoRA rank (default 8).")
-@click.option("--rank-map", type=click.Path(dir_okay=False), help="JSON {site: rank}.")
 @click.option(
-    "--rank-aware", is_flag=True, default=None, help="Ranks from gradient scores (--budget)."
+    "--rank-map",
+    type=click.Path(dir_okay=False),
+    help='Rank map JSON: `adapt allocate`\'s, or {"ranks": {site: rank}}.',
+)
+@click.option(
+    "--rank-aware",
+    is_flag=True,
+    default=None,
+    help="Ranks from site scores under --budget, as `adapt allocate` gives them.",
 )
 @click.option("--budget", help="Rank-aware budget: parameters (886k), percent (8%) or r8.")
-@click.option("--score-batches", type=int, help="Batches scored for --rank-aware (default 16).")
+@click.option(
+    "--score-batches",
+    type=int,
+    help=f"--rank-aware: batches the scores are averaged over (default {DEFAULT_BATCHES}).",
+)
+@click.option(
+    "--score-batch", type=int, help=f"--rank-aware: crops per batch (default {DEFAULT_BATCH})."
+)
+@click.option(
+    "--score-patch", type=int, help=f"--rank-aware: HR crop size (default {DEFAULT_PATCH})."
+)
+@click.option(
+    "--score",
+    type=click.Choice(SCORES),
+    help=f"--rank-aware: site importance (default {DEFAULT_SCORE}).",
+)
+@click.option(
+    "--normalise",
+    type=click.Choice(NORMALISATIONS),
+    help=f"--rank-aware: size for per-element scores (default {DEFAULT_NORMALISE}).",
+)
+@click.option(
+    "--allocator",
+    type=click.Choice(ALLOCATORS),
+    help=f"--rank-aware: how the budget is shared (default {DEFAULT_ALLOCATOR}).",
+)
+@click.option("--r-min", type=int, help=f"--rank-aware: lowest rank (default {DEFAULT_R_MIN}).")
+@click.option("--r-max", type=int, help=f"--rank-aware: highest rank (default {DEFAULT_R_MAX}).")
 @click.option("--alpha", type=float, help="LoRA alpha (default 1).")
 @click.option("--iters", type=int, help="Training iterations (default 100000).")
 @click.option("--batch", type=int, help="Global batch size (default 8).")

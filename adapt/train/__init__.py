@@ -1,0 +1,55 @@
+"""Training: LoRA or full fine-tuning, and pretraining from scratch.
+
+`train(config, run_dir)` trains with Adam and an L1 loss under a step schedule:
+
+- lora: lr 1e-3, times 0.75 at 50%, 75% and 90% of the iterations (the paper's setting);
+- full: lr 1e-4, halved at 50%, 80%, 90% and 95% (the paper's milestones; it gives no start lr,
+  1e-4 is the usual fine-tuning rate for SwinIR-class models, half their from-scratch 2e-4);
+- pretrain: re-initialised weights, bicubic data, lr 2e-4 on the full schedule.
+
+RUN_DIR holds config.json (the resolved configuration), log.jsonl (one JSON object per line),
+checkpoint.pt (trainable weights, optimizer, scheduler, RNG and degrader states, iteration;
+replaced atomically), rank_map.json for --rank-map and --rank-aware runs, and the outputs:
+adapter.safetensors or model.safetensors, and the best one by validation PSNR as
+adapter-best.safetensors / model-best.safetensors.
+
+A resumed run replays exactly: the data order is a function of (seed, iteration) (see data.py)
+and every random state is in the checkpoint, so on the CPU its losses equal an uninterrupted
+run's bit for bit. Under torchrun (WORLD_SIZE > 1) each process trains on its slice of the
+global batch with DistributedDataParallel (gloo on CPU, nccl on CUDA); rank 0 writes the files.
+
+Modules: config (settings, resume rules, run folder), state (TrainState: checkpoints), loop
+(the step loop), callbacks (log, TensorBoard, progress bar), model (base model, adapters,
+rank maps, validation), distributed (processes and devices), bench (the benchmark).
+"""
+
+from adaptsr.adapt.train.bench import bench_defaults, bench_table, benchmark
+from adaptsr.adapt.train.callbacks import Callback
+from adaptsr.adapt.train.config import (
+    DEFAULT_LR,
+    MODES,
+    RESUMABLE,
+    TrainConfig,
+    config_from_dict,
+    read_config_file,
+    resume_config,
+)
+from adaptsr.adapt.train.loop import Result, train
+from adaptsr.adapt.train.state import TrainState
+
+__all__ = [
+    "DEFAULT_LR",
+    "MODES",
+    "RESUMABLE",
+    "Callback",
+    "Result",
+    "TrainConfig",
+    "TrainState",
+    "bench_defaults",
+    "bench_table",
+    "benchmark",
+    "config_from_dict",
+    "read_config_file",
+    "resume_config",
+    "train",
+]

@@ -1,0 +1,156 @@
+"""The training benchmark (`adapt train --bench`): steps per second and peak memory of each
+model and mode, each in a fresh process, on pre-degraded batches.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from adaptsr.adapt.train.config import TrainConfig
+from adaptsr.adapt.train.distributed import Dist, resolve_device
+from adaptsr.adapt.train.model import build_trainable
+from adaptsr.errors import UserError
+
+
+def bench_defaults(device: str) -> dict:
+    """Batch, HR crop and timed steps: the paper's batch 8 and LR 64x64 on a GPU; a batch and
+    crop that a 2-core CPU gets through in seconds elsewhere."""
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if cuda:
+        return {"batch": 8, "patch": 256, "iters": 30}
+    return {"batch": 2, "patch": 128, "iters": 10}
+
+
+def benchmark(
+    models: list[str],
+    modes: list[str],
+    batch: int,
+    patch: int,
+    iters: int,
+    device: str = "auto",
+    rank: int = 8,
+    warmup: int = 2,
+    kernels: str = "auto",
+) -> list[dict]:
+    """Training steps per second and peak memory for each (model, mode), with the LoRA kernels
+    of `kernels` (auto, reference, triton: see `adaptsr.kernels`).
+
+    Each configuration runs in a fresh process, so its peak RSS is its own. A step is what the
+    training loop does per iteration on a pre-degraded batch: forward (bf16 autocast on CUDA),
+    L1 loss, backward, Adam step.
+    """
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    rows = []
+    for model in models:
+        for mode in modes:
+            if mode not in ("lora", "full"):
+                raise UserError(f"benchmark modes are lora and full, got {mode!r}")
+            with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+                job = pool.submit(
+                    _bench_one, model, mode, batch, patch, iters, warmup, device, rank, kernels
+                )
+                rows.append(job.result())
+    return rows
+
+
+def _rss_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _bench_one(spec, mode, batch, patch, iters, warmup, device_name, rank, kernel_backend) -> dict:
+    import resource
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning)  # architectures' deprecation notes
+
+    from adaptsr import kernels
+    from adaptsr.adapt.degradations import Degrader
+    from adaptsr.adapt.models import model_info
+
+    cfg = TrainConfig(
+        model=spec, mode=mode, rank=rank, batch=batch, patch=patch, kernels=kernel_backend
+    ).resolved()
+    device = resolve_device(device_name, Dist())
+    model, params = build_trainable(cfg, device)
+    scale = model_info(model).scale
+    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    g = torch.Generator(device).manual_seed(0)
+    hr = torch.rand(batch, 3, patch, patch, generator=g, device=device)
+    lr = Degrader("bicubic", scale, 0, device)(hr)
+    cuda = device.type == "cuda"
+    rss_before = _rss_mb()
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for i in range(warmup + iters):
+        t0 = time.perf_counter()
+        with (
+            kernels.use_backend(cfg.kernels),
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda),
+        ):
+            sr = model(lr)
+            loss = F.l1_loss(sr.float(), hr)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        optimizer.step()
+        if cuda:
+            torch.cuda.synchronize(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    times.sort()
+    row = {
+        "model": spec,
+        "mode": mode,
+        "kernels": cfg.kernels,
+        "trainable": sum(p.numel() for p in params),
+        "batch": batch,
+        "lr_size": patch // scale,
+        "it_s": 1.0 / times[len(times) // 2],
+        "device": str(device) if not cuda else torch.cuda.get_device_name(device),
+        "threads": torch.get_num_threads(),
+        # the kernel's high-water mark is updated lazily: it can trail the current RSS
+        "peak_rss_mb": max(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, _rss_mb() or 0.0
+        ),
+        "rss_before_mb": rss_before,
+    }
+    if cuda:
+        row["gpu_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return row
+
+
+def bench_table(rows: list[dict]) -> str:
+    """A markdown table of benchmark rows."""
+    gpu = any("gpu_peak_mb" in r for r in rows)
+    head = "| model | mode | kernels | trainable params | batch | LR crop | it/s | "
+    head += "peak GPU memory (MiB) |" if gpu else "peak RSS (MiB) | RSS before training (MiB) |"
+    lines = [head, "|" + "---|" * (9 if not gpu else 8)]
+    for r in rows:
+        cells = [
+            r["model"],
+            r["mode"],
+            r["kernels"] if r["mode"] == "lora" else "-",
+            f"{r['trainable']:,}",
+            str(r["batch"]),
+            f"{r['lr_size']}x{r['lr_size']}",
+            f"{r['it_s']:.2f}",
+        ]
+        if gpu:
+            cells.append(f"{r['gpu_peak_mb']:.0f}")
+        else:
+            cells += [f"{r['peak_rss_mb']:.0f}", f"{r['rss_before_mb'] or 0:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,139 @@
+"""What the training loop reports, and to whom: the JSONL log, TensorBoard and the progress bar
+are callbacks, and `train(..., callbacks=[...])` adds more.
+
+The loop calls, on the main process only:
+
+- on_start(record): once, with the `start` or `resume` event (iteration, world, image counts);
+- on_step(iteration): after every optimizer step;
+- on_log(record): every --log-every iterations and at the last one, with the interval's mean
+  loss, lr, it/s and data-path timings;
+- on_validate(record): after each validation, the `val` event (psnr_y, ssim_y, best);
+- on_end(record): the `done` or `interrupted` event, when the loop ends without an error;
+- close(): always, last, errors included.
+
+Every record has "iter". The base class's methods do nothing, so a callback defines only the
+ones it needs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from adaptsr.errors import UserError
+
+
+class Callback:
+    def on_start(self, record: dict) -> None:
+        """The start or resume event."""
+
+    def on_step(self, iteration: int) -> None:
+        """An optimizer step finished; `iteration` counts from 1."""
+
+    def on_log(self, record: dict) -> None:
+        """Training statistics of the last interval."""
+
+    def on_validate(self, record: dict) -> None:
+        """A validation result."""
+
+    def on_end(self, record: dict) -> None:
+        """The done or interrupted event."""
+
+    def close(self) -> None:
+        """The loop is over (also after an error)."""
+
+
+class JsonlLog(Callback):
+    """RUN_DIR/log.jsonl: every record, one JSON object per line, with a wall-clock time."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def trim(self, iteration: int) -> None:
+        """Drop lines written after the checkpoint being resumed (and a line cut short by a
+        kill), so the log reads as if the run had never stopped."""
+        if not self.path.exists():
+            return
+        keep = []
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("iter", 0) <= iteration:
+                keep.append(line)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(f"{line}\n" for line in keep))
+        os.replace(tmp, self.path)
+
+    def write(self, record: dict) -> None:
+        record = {**record, "time": round(time.time(), 3)}
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise UserError(f"cannot write {self.path}: {e.strerror or e}") from e
+
+    on_start = on_log = on_validate = on_end = write
+
+
+class TensorBoard(Callback):
+    """The numbers of the log as TensorBoard scalars (val/... for validations, else train/...),
+    step = iteration. `create` returns None when the tensorboard package is not installed."""
+
+    def __init__(self, writer):
+        self.writer = writer
+
+    @classmethod
+    def create(cls, folder: Path) -> TensorBoard | None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional
+            return None
+        return cls(SummaryWriter(str(folder)))
+
+    def _scalars(self, record: dict, group: str) -> None:
+        for key, value in record.items():
+            if key != "iter" and type(value) in (int, float):
+                self.writer.add_scalar(f"{group}/{key}", value, record["iter"])
+        self.writer.flush()
+
+    def on_start(self, record: dict) -> None:
+        self._scalars(record, "train")
+
+    def on_log(self, record: dict) -> None:
+        self._scalars(record, "train")
+
+    def on_validate(self, record: dict) -> None:
+        self._scalars(record, "val")
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class ProgressBar(Callback):
+    """A tqdm bar on stderr: it/s, loss, lr and the ETA."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.bar = None
+
+    def on_start(self, record: dict) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=self.total, initial=record["iter"], unit="it", dynamic_ncols=True, file=sys.stderr
+        )
+
+    def on_step(self, iteration: int) -> None:
+        self.bar.update(1)
+
+    def on_log(self, record: dict) -> None:
+        self.bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

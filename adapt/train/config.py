@@ -1,0 +1,276 @@
+"""Training settings: TrainConfig, config files, the resume rules and the run folder's files.
+
+Importable without torch, like adaptsr.adapt.choices: the command line parses and checks
+settings before anything heavy loads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from adaptsr.adapt.choices import (
+    ALLOCATORS,
+    DEFAULT_ALLOCATOR,
+    DEFAULT_BATCH,
+    DEFAULT_BATCHES,
+    DEFAULT_NORMALISE,
+    DEFAULT_PATCH,
+    DEFAULT_R_MAX,
+    DEFAULT_R_MIN,
+    DEFAULT_SCORE,
+    DEGRADATIONS,
+    NORMALISATIONS,
+    SCORES,
+)
+from adaptsr.errors import UserError
+
+MODES = ("lora", "full", "pretrain")
+DEFAULT_LR = {"lora": 1e-3, "full": 1e-4, "pretrain": 2e-4}
+# fractions of the run at which the lr is multiplied by gamma
+SCHEDULES = {
+    "lora": ((0.5, 0.75, 0.9), 0.75),
+    "full": ((0.5, 0.8, 0.9, 0.95), 0.5),
+    "pretrain": ((0.5, 0.8, 0.9, 0.95), 0.5),
+}
+RUN_FILES = (
+    "config.json",
+    "log.jsonl",
+    "checkpoint.pt",
+    "adapter.safetensors",
+    "adapter-best.safetensors",
+    "model.safetensors",
+    "model-best.safetensors",
+    "rank_map.json",
+)
+# settings a resumed run may change: they do not alter the numbers it computes
+RESUMABLE = ("device", "workers", "save_every", "val_every", "log_every", "kernels", "strict")
+# the options of `adapt allocate` that --rank-aware takes (score_batches predates the others
+# and was always accepted without --rank-aware)
+RANK_AWARE_OPTIONS = (
+    "score",
+    "normalise",
+    "allocator",
+    "r_min",
+    "r_max",
+    "score_batch",
+    "score_patch",
+)
+
+
+@dataclass
+class TrainConfig:
+    model: str = ""
+    data: list[str] = field(default_factory=list)
+    lr_dir: str | None = None
+    hr_dir: str | None = None
+    val: str | None = None  # validation folder (any layout)
+    val_split: int = 0  # or: hold out the last N training images
+    val_every: int = 5000
+    mode: str = "lora"
+    rank: int = 8
+    rank_map: str | None = None
+    rank_aware: bool = False  # ranks from site scores under --budget, as `adapt allocate`
+    budget: str | None = None  # parameters ("886k"), percent of the base ("8%") or "r8"
+    # --rank-aware: `adapt allocate`'s --batches, --batch, --patch, --score, --normalise,
+    # --allocator, --r-min and --r-max, with its defaults
+    score_batches: int = DEFAULT_BATCHES
+    score_batch: int = DEFAULT_BATCH
+    score_patch: int = DEFAULT_PATCH
+    score: str = DEFAULT_SCORE
+    normalise: str = DEFAULT_NORMALISE
+    allocator: str = DEFAULT_ALLOCATOR
+    r_min: int = DEFAULT_R_MIN
+    r_max: int = DEFAULT_R_MAX
+    alpha: float = 1.0
+    iters: int = 100_000
+    batch: int = 8  # global batch (split across DDP processes)
+    patch: int = 256  # HR crop size
+    lr: float | None = None  # None: DEFAULT_LR[mode]
+    seed: int = 0
+    device: str = "auto"
+    save_every: int = 1000
+    log_every: int = 10
+    degradation: str | None = None  # None: realesrgan (lora, full) or bicubic (pretrain)
+    workers: int = 4
+    kernels: str = "auto"  # auto (fused on CUDA), reference, triton
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 elsewhere), bf16, fp32
+    strict: bool = False  # unreadable or too small images are an error instead of skipped
+    flips: bool = True
+
+    def resolved(self) -> TrainConfig:
+        """Defaults filled in and every value checked."""
+        c = replace(self, data=list(self.data))
+        if c.mode not in MODES:
+            raise UserError(f"unknown mode {c.mode!r} (choose {', '.join(MODES)})")
+        if c.lr is None:
+            c.lr = DEFAULT_LR[c.mode]
+        if c.degradation is None:
+            c.degradation = "bicubic" if c.mode == "pretrain" else "realesrgan"
+        if not c.model:
+            raise UserError("no model: give --model (a checkpoint or a built-in name)")
+        for name in ("iters", "batch", "patch", "rank", "score_batch", "score_patch"):
+            if getattr(c, name) < 1:
+                flag = name.replace("_", "-")
+                raise UserError(f"--{flag} must be at least 1, got {getattr(c, name)}")
+        for name in ("save_every", "val_every", "log_every", "workers", "val_split"):
+            if getattr(c, name) < 0:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 0")
+        if not (c.lr > 0 and math.isfinite(c.lr)):
+            raise UserError(f"--lr must be a positive number, got {c.lr}")
+        from adaptsr.kernels import BACKENDS
+
+        for name, value, choices in (
+            ("degradation", c.degradation, DEGRADATIONS),
+            ("score", c.score, SCORES),
+            ("normalise", c.normalise, NORMALISATIONS),
+            ("allocator", c.allocator, ALLOCATORS),
+        ):
+            if value not in choices:
+                raise UserError(f"unknown {name} {value!r} (choose {', '.join(choices)})")
+        if c.kernels not in BACKENDS:
+            raise UserError(f"unknown kernels {c.kernels!r} (choose {', '.join(BACKENDS)})")
+        if c.precision not in ("auto", "bf16", "fp32"):
+            raise UserError(f"unknown precision {c.precision!r} (choose auto, bf16, fp32)")
+        if c.mode != "lora" and (c.rank_map or c.rank_aware):
+            raise UserError("--rank-map and --rank-aware apply to --mode lora only")
+        if c.rank_aware and c.rank_map:
+            raise UserError("give --rank-map or --rank-aware, not both")
+        if c.rank_aware and not c.budget:
+            raise UserError("--rank-aware needs --budget (e.g. 886k, 8%, or r8)")
+        if c.budget and not c.rank_aware:
+            raise UserError("--budget applies to --rank-aware")
+        defaults = TrainConfig()
+        changed = [n for n in RANK_AWARE_OPTIONS if getattr(c, n) != getattr(defaults, n)]
+        if changed and not c.rank_aware:
+            raise UserError(f"--{changed[0].replace('_', '-')} applies to --rank-aware")
+        if c.r_min < 0:
+            raise UserError(f"--r-min must be >= 0, got {c.r_min}")
+        if c.r_max < 1:
+            raise UserError(f"--r-max must be at least 1, got {c.r_max}")
+        if c.r_min > c.r_max:
+            raise UserError(f"--r-min {c.r_min} is above --r-max {c.r_max}")
+        if c.val and c.val_split:
+            raise UserError("give --val DIR or --val-split N, not both")
+        if c.score_batches < 1:
+            raise UserError("--score-batches must be at least 1")
+        return c
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def config_from_dict(values: dict, where: str = "config") -> TrainConfig:
+    """A TrainConfig from a mapping with field names (dashes or underscores)."""
+    known = {f.name for f in fields(TrainConfig)}
+    clean = {}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise UserError(f"{where}: unknown setting {key!r}")
+        clean[name] = value
+    if isinstance(clean.get("data"), str):
+        clean["data"] = [clean["data"]]
+    defaults = TrainConfig()
+    for name, value in clean.items():
+        _check_type(name, value, getattr(defaults, name), where)
+    return TrainConfig(**clean)
+
+
+def _check_type(name: str, value, default, where: str) -> None:
+    """A config file value must have the type of the setting (None only where allowed)."""
+    if value is None:
+        if default is None:
+            return
+        raise UserError(f"{where}: {name} cannot be empty")
+    if isinstance(default, bool) or isinstance(value, bool):
+        ok = isinstance(value, bool) and isinstance(default, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int)
+    elif isinstance(default, float) or name == "lr":
+        ok = isinstance(value, (int, float))
+    elif isinstance(default, list):
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    else:  # strings, and settings whose default is None (paths, budget)
+        ok = isinstance(value, str)
+    if not ok:
+        raise UserError(f"{where}: {name} has the wrong type ({value!r})")
+
+
+def read_config_file(path: str | os.PathLike) -> dict:
+    """Settings from a .json or .toml file (keys as the command-line flags, without dashes)."""
+    path = Path(path)
+    try:
+        text = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read config {path}: {e.strerror or e}") from e
+    try:
+        if path.suffix.lower() == ".toml":
+            values = _toml().loads(text.decode())
+        else:
+            values = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot parse config {path}: {e}") from e
+    if not isinstance(values, dict):
+        raise UserError(f"config {path} must hold a table of settings")
+    return values
+
+
+def _toml():
+    try:
+        import tomllib  # Python >= 3.11
+    except ImportError as e:
+        raise UserError("TOML config files need Python 3.11 or newer; use JSON") from e
+    return tomllib
+
+
+def resume_config(run_dir: Path, overrides: dict) -> TrainConfig:
+    """The saved config of a run, with only the RESUMABLE settings changed by `overrides`."""
+    path = run_dir / "config.json"
+    if not path.exists():
+        raise UserError(f"nothing to resume in {run_dir}: no config.json")
+    saved = config_from_dict(read_config_file(path), str(path))
+    for key, value in overrides.items():
+        if getattr(saved, key) == value:
+            continue
+        if key not in RESUMABLE:
+            raise UserError(
+                f"--{key.replace('_', '-')} differs from the run being resumed "
+                f"({getattr(saved, key)!r}); a resumed run keeps its settings"
+            )
+        setattr(saved, key, value)
+    return saved
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
+    if resume:
+        if not (run_dir / "checkpoint.pt").exists():
+            raise UserError(f"nothing to resume in {run_dir}: no checkpoint.pt")
+        return
+    existing = [n for n in RUN_FILES if (run_dir / n).exists()]
+    if existing and not force:
+        raise UserError(
+            f"{run_dir} already holds a run ({existing[0]}): use --resume to continue it "
+            "or --force to start over"
+        )
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"{run_dir} is not a folder")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot use {run_dir}: {e.strerror or e}") from e
+
+
+def clear_previous_run(run_dir: Path) -> None:
+    """Remove an old run's files (--force), once the new run's inputs have been checked: a
+    typo in --data or --model must not cost the previous run."""
+    try:
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+    except OSError as e:
+        raise UserError(f"cannot use {run_dir}: {e.strerror or e}") from e

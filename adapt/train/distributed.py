@@ -1,0 +1,85 @@
+"""Processes and devices: torchrun's environment, the training device, and the collectives the
+loop needs besides DistributedDataParallel's own.
+
+Every helper here is a no-op for a single process, so the loop calls them unconditionally.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from adaptsr.errors import UserError
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_from_env() -> Dist:
+    """torchrun's RANK, WORLD_SIZE and LOCAL_RANK (a single process when absent)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return Dist(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def resolve_device(name: str, d: Dist) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"unsupported device {name!r} (use auto, cpu, cuda or cuda:N)")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda: no CUDA device is available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
+        if device.index is None:
+            device = torch.device("cuda", d.local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    return device
+
+
+def _gather(obj, d: Dist) -> list:
+    """`obj` of every process, in rank order, on every process."""
+    if d.world == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    out = [None] * d.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _any(flag: bool, d: Dist, device: torch.device) -> bool:
+    """True on every process when any process saw Ctrl-C, so all stop at the same iteration."""
+    if d.world == 1:
+        return flag
+    import torch.distributed as dist
+
+    t = torch.tensor([int(flag)], device=device)  # on the device: nccl reduces no CPU tensors
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _mean(values: dict[str, float], d: Dist, device: torch.device) -> dict[str, float]:
+    """{name: value} averaged over all processes (every process holds the same names)."""
+    if d.world == 1:
+        return dict(values)
+    import torch.distributed as dist
+
+    names = sorted(values)
+    t = torch.tensor([values[n] for n in names], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return dict(zip(names, (t / d.world).tolist(), strict=True))

@@ -1,0 +1,354 @@
+"""The step loop: `train(config, run_dir)` sets a run up, trains, validates and checkpoints.
+
+What it reports goes to callbacks (adaptsr.adapt.train.callbacks); what it must restore to
+continue goes through TrainState (adaptsr.adapt.train.state).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adaptsr.adapt.train.callbacks import Callback, JsonlLog, ProgressBar, TensorBoard
+from adaptsr.adapt.train.config import TrainConfig, clear_previous_run, prepare_run_dir
+from adaptsr.adapt.train.distributed import Dist, _any, dist_from_env, resolve_device
+from adaptsr.adapt.train.model import (
+    build_base,
+    make_scheduler,
+    make_trainable,
+    run_allocation,
+    save_outputs,
+    validate,
+)
+from adaptsr.adapt.train.state import TrainState, derive_seed, seed_all
+from adaptsr.errors import UserError
+
+
+@dataclass
+class Result:
+    iteration: int
+    status: str  # finished, interrupted
+    output: Path | None
+    best: dict | None
+    message: str
+
+
+class _StopFlag:
+    """Set by Ctrl-C (SIGINT); a second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.set = False
+        self._previous = None
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.set:
+            raise KeyboardInterrupt
+        self.set = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def train(
+    config: TrainConfig,
+    run_dir: str | os.PathLike,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    callbacks: Sequence[Callback] = (),
+) -> Result:
+    """Train as configured, writing into run_dir; resume continues from its checkpoint.
+
+    `callbacks` are called on the main process after the log, TensorBoard and progress bar.
+    """
+    import torch.distributed as dist
+
+    cfg = config.resolved()
+    run_dir = Path(run_dir)
+    d = dist_from_env()
+    device = resolve_device(cfg.device, d)
+    own_group = d.world > 1 and not dist.is_initialized()
+    if own_group:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        if d.main:
+            prepare_run_dir(run_dir, resume, force)
+        if d.world > 1:
+            dist.barrier()
+        return _train(cfg, run_dir, resume, progress, d, device, list(callbacks))
+    finally:
+        if own_group:
+            dist.destroy_process_group()
+
+
+def _train(
+    cfg: TrainConfig,
+    run_dir: Path,
+    resume: bool,
+    progress: bool,
+    d: Dist,
+    device,
+    extra: list[Callback],
+) -> Result:
+    import torch.distributed as dist
+
+    from adaptsr import kernels
+    from adaptsr.adapt import data
+    from adaptsr.adapt.models import model_info
+
+    model = build_base(cfg).to(device)
+    info = model_info(model)
+    lr_patch = cfg.patch // info.scale
+    if cfg.patch % info.scale or lr_patch < info.min_size or lr_patch % max(1, info.multiple_of):
+        raise UserError(
+            f"--patch {cfg.patch} gives LR crops of {cfg.patch / info.scale:g} px; {info.arch} "
+            f"x{info.scale} needs a multiple of {info.multiple_of} (at least {info.min_size})"
+        )
+
+    found = data.scan(cfg.data, info.scale, cfg.patch, cfg.lr_dir, cfg.hr_dir, cfg.strict)
+    train_entries, val_entries = data.split_validation(found, cfg.val_split)
+    if cfg.val:
+        val_entries = data.validation_entries(cfg.val, info.scale, cfg.strict)
+    say = _printer(d, progress)
+    held = f", {len(val_entries)} for validation" if val_entries else ""
+    say(f"data: {found.summary()}{held}")
+
+    if d.main and not resume:
+        clear_previous_run(run_dir)
+    allocation = run_allocation(
+        model, cfg, train_entries, found.paired, run_dir, resume, d, device, progress
+    )
+    if allocation is not None and cfg.rank_aware and not resume:
+        rank_file = run_dir / "rank_map.json"
+        say(f"rank-aware: {len(allocation.adapted)} adapted sites, rank map in {rank_file}")
+    params = make_trainable(model, cfg, allocation.ranks if allocation else None)
+    model.train()
+
+    optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    scheduler = make_scheduler(optimizer, cfg)
+    degrader = None
+    if not found.paired:
+        degrader = data.make_degrader(
+            cfg.degradation, info.scale, derive_seed(cfg.seed, 2, d.rank), device
+        )
+    state = TrainState(model, cfg.mode, optimizer, scheduler, degrader, d, cfg.seed)
+    ckpt_path = run_dir / "checkpoint.pt"
+    if resume:
+        state.load(ckpt_path)
+        if not state.exact:
+            was = state.saved_world
+            say(f"note: resumed on {d.world} processes (was {was}): not bit-exact")
+        if state.iteration >= cfg.iters:
+            done = f"{run_dir} already finished"
+            return Result(state.iteration, "finished", None, state.best, done)
+    else:
+        seed_all(derive_seed(cfg.seed, 1, d.rank))
+    start = state.iteration
+
+    log = JsonlLog(run_dir / "log.jsonl")
+    if d.main:
+        if not resume:
+            _write_json(run_dir / "config.json", {**cfg.to_dict()})
+        log.trim(start)
+
+    val_pairs = []
+    if val_entries and d.main:
+        val_pairs = data.validation_pairs(
+            val_entries, info.scale, cfg.degradation, derive_seed(cfg.seed, 5), device
+        )
+
+    net = model
+    if d.world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    dataset = data.CropDataset(train_entries, cfg.patch, info.scale, cfg.flips)
+    plan = data.BatchPlan(len(train_entries), cfg.batch, cfg.seed, start, cfg.iters, d)
+    batches = iter(data.loader(dataset, plan, cfg.workers, device.type == "cuda"))
+    autocast = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    autocast = autocast and info.supports_bfloat16
+
+    callbacks: list[Callback] = []
+    if d.main:
+        callbacks.append(log)
+        board = TensorBoard.create(run_dir / "tensorboard")
+        if board is not None:
+            callbacks.append(board)
+        if progress:
+            callbacks.append(ProgressBar(cfg.iters))
+        callbacks += extra
+
+    def report(hook: str, *args) -> None:
+        for callback in callbacks:
+            getattr(callback, hook)(*args)
+
+    last_saved = start if resume else None
+    stats = _Stats()
+
+    def checkpoint(iteration: int) -> None:
+        nonlocal last_saved
+        if not all(bool(torch.isfinite(p).all()) for p in params):
+            raise _non_finite("weights", iteration, last_saved, ckpt_path)
+        state.iteration = iteration
+        state.save(ckpt_path)
+        if d.main:
+            save_outputs(model, cfg, run_dir)
+        last_saved = iteration
+
+    it = start
+    status = "finished"
+    try:
+        report(
+            "on_start",
+            {
+                "event": "resume" if resume else "start",
+                "iter": start,
+                "world": d.world,
+                "device": str(device),
+                "trainable": sum(p.numel() for p in params),
+                "images": len(train_entries),
+                "val_images": len(val_entries),
+                "skipped_corrupt": len(found.corrupt),
+                "skipped_small": len(found.too_small),
+            },
+        )
+        with _StopFlag() as stop, kernels.use_backend(cfg.kernels):
+            while it < cfg.iters:
+                t0 = time.perf_counter()
+                try:
+                    batch = next(batches)
+                except UserError as e:  # from a loader worker: keep the original last line
+                    last = str(e).strip().splitlines()[-1]
+                    raise UserError(last.removeprefix("adaptsr.errors.UserError: ")) from None
+                t1 = time.perf_counter()
+                hr = batch["hr"].to(device, non_blocking=True)
+                if "lr" in batch:
+                    lr = batch["lr"].to(device, non_blocking=True)
+                else:
+                    with torch.no_grad():
+                        lr = degrader(hr)
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                t2 = time.perf_counter()
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                    sr = net(lr)
+                loss = F.l1_loss(sr.float(), hr)
+                value = loss.detach().clone()
+                if d.world > 1:
+                    dist.all_reduce(value)
+                    value /= d.world
+                value = float(value)
+                it += 1
+                if not math.isfinite(value):
+                    raise _non_finite(f"loss ({value})", it, last_saved, ckpt_path)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                stats.add(value, t1 - t0, t2 - t1, hr.shape[0] if "lr" not in batch else 0)
+                report("on_step", it)
+                if it % max(1, cfg.log_every) == 0 or it == cfg.iters:
+                    lr_now = optimizer.param_groups[0]["lr"]
+                    report("on_log", {"iter": it, **stats.flush(), "lr": lr_now})
+                due = cfg.val_every and it % cfg.val_every == 0
+                if val_pairs and (due or it == cfg.iters):
+                    scores = validate(model, val_pairs, device, autocast)
+                    improved = state.best is None or scores["psnr_y"] > state.best["psnr_y"]
+                    if improved:
+                        state.best = {"iter": it, **scores}
+                        save_outputs(model, cfg, run_dir, suffix="-best")
+                    record = {"event": "val", "iter": it, **scores, "best": improved}
+                    report("on_validate", record)
+                if (cfg.save_every and it % cfg.save_every == 0) or it == cfg.iters:
+                    checkpoint(it)
+                if _any(stop.set, d, device) and it < cfg.iters:
+                    if last_saved != it:
+                        checkpoint(it)
+                    status = "interrupted"
+                    break
+        report("on_end", {"event": status if status == "interrupted" else "done", "iter": it})
+    finally:
+        report("close")
+    if status == "interrupted":
+        message = (
+            f"interrupted at iteration {it}: checkpoint saved; continue with "
+            f"`adapt train --out {run_dir} --resume`"
+        )
+        return Result(it, status, None, state.best, message)
+    name = "adapter.safetensors" if cfg.mode == "lora" else "model.safetensors"
+    return Result(it, status, run_dir / name, state.best, f"wrote {run_dir / name}")
+
+
+def _non_finite(what: str, it: int, last_saved: int | None, path: Path) -> UserError:
+    kept = (
+        f"the last good checkpoint (iteration {last_saved}) is kept in {path}"
+        if last_saved is not None
+        else "no checkpoint had been written yet"
+    )
+    return UserError(
+        f"{what} is not finite at iteration {it}: training stopped; {kept} (try a lower --lr)"
+    )
+
+
+class _Stats:
+    """Loss and data-path timings over one logging interval."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.losses, self.wait, self.degrade, self.degraded = [], 0.0, 0.0, 0
+        self.t0 = time.perf_counter()
+
+    def add(self, loss: float, wait: float, degrade: float, degraded: int):
+        self.losses.append(loss)
+        self.wait += wait
+        self.degrade += degrade
+        self.degraded += degraded
+
+    def flush(self) -> dict:
+        n = len(self.losses)
+        elapsed = time.perf_counter() - self.t0
+        record = {
+            "loss": sum(self.losses) / n,
+            "it_s": n / elapsed if elapsed > 0 else None,
+            "data_wait_s": self.wait / n,
+        }
+        if self.degraded and self.degrade > 0:
+            record["degrade_per_s"] = self.degraded / self.degrade
+        self.reset()
+        return record
+
+
+def _write_json(path: Path, values: dict) -> None:
+    from adaptsr.fileio import atomic_output
+
+    with atomic_output(path, force=True) as tmp:
+        tmp.write_text(json.dumps(values, indent=2) + "\n")
+
+
+def _printer(d: Dist, enabled: bool):
+    def say(text: str) -> None:
+        if d.main and enabled:
+            print(text, file=sys.stderr)
+
+    return say

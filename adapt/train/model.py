@@ -1,0 +1,196 @@
+"""The model side of a run: the base model, its adapters (uniform, a rank map, or rank-aware
+ranks from `adapt allocate`'s scoring), the optimizer's schedule, validation and the outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from adaptsr.adapt.rankmap import RankAllocation, read_rank_map, write_rank_map
+from adaptsr.adapt.train.config import SCHEDULES, TrainConfig
+from adaptsr.adapt.train.distributed import Dist, _mean
+from adaptsr.errors import UserError
+
+
+def build_base(cfg: TrainConfig) -> nn.Module:
+    """The base model on the CPU; re-initialised for pretraining."""
+    from adaptsr.adapt.models import (
+        BUILTIN_MODELS,
+        build_model,
+        load_model,
+        model_from_state_dict,
+        model_info,
+    )
+
+    torch.manual_seed(cfg.seed)
+    if cfg.mode == "pretrain" and cfg.model in BUILTIN_MODELS:
+        return build_model(cfg.model, seed=cfg.seed)  # the architecture's own initialisation
+    model = load_model(cfg.model)
+    if cfg.mode == "pretrain":
+        # A fresh instance with the checkpoint's settings: the architecture's own
+        # initialisation of every parameter (position-bias tables and custom norms included).
+        hyper = getattr(model, "hyperparameters", None)
+        if not hyper:
+            raise UserError(
+                f"cannot re-initialise {model_info(model).arch} from a checkpoint (its "
+                "constructor settings are unknown): pretrain from a built-in name instead"
+            )
+        fresh = type(model)(**hyper)
+        model = model_from_state_dict(fresh.state_dict(), name=str(cfg.model))
+    return model
+
+
+def make_trainable(model: nn.Module, cfg: TrainConfig, ranks=None) -> list[nn.Parameter]:
+    """Inject adapters (lora: `ranks`, else the rank map or uniform rank) or unfreeze all."""
+    from adaptsr.adapt import lora
+
+    if cfg.mode != "lora":
+        model.requires_grad_(True)
+        return [p for p in model.parameters() if p.requires_grad]
+    if ranks is None:
+        ranks = read_rank_map(cfg.rank_map) if cfg.rank_map else cfg.rank
+    torch.manual_seed(cfg.seed)  # adapter initialisation independent of what ran before
+    lora.inject_lora(model, ranks, alpha=cfg.alpha)
+    return lora.adapter_parameters(model)
+
+
+def build_trainable(cfg: TrainConfig, device: torch.device) -> tuple[nn.Module, list]:
+    """The model ready to train and its trainable parameters."""
+    model = build_base(cfg).to(device)
+    params = make_trainable(model, cfg)
+    return model.train(), params
+
+
+def run_allocation(
+    model,
+    cfg: TrainConfig,
+    entries,
+    paired: bool,
+    run_dir: Path,
+    resume: bool,
+    d: Dist,
+    device,
+    progress: bool,
+) -> RankAllocation | None:
+    """The rank map of a --rank-map or --rank-aware run (None: uniform --rank), kept in
+    RUN_DIR/rank_map.json in the schema of `adapt allocate` (no heatmap): a resume reads that
+    copy back and never rereads --rank-map or rescores."""
+    if cfg.mode != "lora" or not (cfg.rank_aware or cfg.rank_map):
+        return None
+    rank_file = run_dir / "rank_map.json"
+    if resume:
+        return RankAllocation.read(rank_file)
+    if cfg.rank_map:
+        allocation = replace(RankAllocation.read(cfg.rank_map), source=str(cfg.rank_map))
+    else:
+        allocation = rank_aware_allocation(model, cfg, entries, paired, d, device, progress)
+    if d.main:
+        write_rank_map(allocation, rank_file, force=True, heatmap=False)
+    return allocation
+
+
+def rank_aware_allocation(
+    model, cfg: TrainConfig, entries, paired: bool, d: Dist, device, progress: bool
+) -> RankAllocation:
+    """`adapt allocate`'s scores and allocation, with its seeds and the run's options, on the
+    training images (validation images held out). Under DDP each process scores its slice of
+    every batch and the scores are averaged, so every process injects the same adapters."""
+    from adaptsr.adapt.allocate import allocate_ranks, entry_batches
+    from adaptsr.adapt.models import model_info
+
+    info = model_info(model)
+    if cfg.score_batch % d.world:
+        raise UserError(f"--score-batch {cfg.score_batch} is not divisible by {d.world} processes")
+    batches = None
+    if cfg.score != "random":  # random scores read no data, as in `adapt allocate`
+        batches = entry_batches(
+            entries,
+            paired,
+            info.scale,
+            count=cfg.score_batches,
+            batch=cfg.score_batch,
+            patch=cfg.score_patch,
+            degradation=cfg.degradation,
+            seed=cfg.seed,
+            device=device,
+            lr_multiple=max(1, info.multiple_of),
+            lr_min=info.min_size,
+            flips=cfg.flips,
+            dist=d,
+        )
+    data = list(cfg.data) if cfg.data else None
+    if cfg.lr_dir:
+        data = {"data": data, "lr_dir": cfg.lr_dir, "hr_dir": cfg.hr_dir}
+    settings = {
+        "model": cfg.model,
+        "data": data,
+        "degradation": cfg.degradation,
+        "batches": cfg.score_batches if batches is not None else 0,
+        "batch": cfg.score_batch,
+        "patch": cfg.score_patch,
+        "processes": d.world,
+    }
+    return allocate_ranks(
+        model,
+        batches,
+        cfg.budget,
+        score=cfg.score,
+        allocator=cfg.allocator,
+        r_min=cfg.r_min,
+        r_max=cfg.r_max,
+        normalise=cfg.normalise,
+        seed=cfg.seed,
+        progress=progress and d.main,
+        total=cfg.score_batches,
+        settings=settings,
+        reduce=lambda scores: _mean(scores, d, device),
+    )
+
+
+def make_scheduler(optimizer, cfg: TrainConfig):
+    fractions, gamma = SCHEDULES[cfg.mode]
+    milestones = sorted({max(1, round(f * cfg.iters)) for f in fractions})
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=gamma)
+
+
+def save_outputs(model: nn.Module, cfg: TrainConfig, run_dir: Path, suffix: str = "") -> Path:
+    """adapter[-best].safetensors (lora) or model[-best].safetensors (full, pretrain)."""
+    from adaptsr.adapt.lora import save_adapter
+    from adaptsr.adapt.models import save_model
+
+    if cfg.mode == "lora":
+        return save_adapter(model, run_dir / f"adapter{suffix}.safetensors", force=True)
+    return save_model(model, run_dir / f"model{suffix}.safetensors", force=True)
+
+
+@torch.no_grad()
+def validate(model: nn.Module, pairs: list, device: torch.device, autocast: bool) -> dict:
+    """Mean Y-channel PSNR/SSIM (border of `scale` pixels cropped) over the validation pairs."""
+    from adaptsr.adapt.metrics import psnr_y, ssim_y
+    from adaptsr.adapt.models import model_info
+    from adaptsr.tiling import SizeRule, tiled_upscale
+
+    info = model_info(model)
+    rule = SizeRule(max(1, info.min_size), max(1, info.multiple_of))
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            out = model(torch.from_numpy(batch).to(device))
+        return out.float().cpu().numpy()
+
+    was_training = model.training
+    model.eval()
+    psnrs, ssims = [], []
+    for _, lr, hr in pairs:
+        # whole images, padded as `adapt eval` and `adapt upscale` pad them: the same numbers
+        sr = tiled_upscale(run, lr[0].numpy(), info.scale, rule, tile=0)
+        sr = torch.from_numpy(sr)[None].clamp(0, 1)
+        psnrs.append(float(psnr_y(sr, hr, crop=info.scale)))
+        ssims.append(float(ssim_y(sr, hr, crop=info.scale)))
+    model.train(was_training)
+    return {"psnr_y": float(np.mean(psnrs)), "ssim_y": float(np.mean(ssims))}
