@@ -1,3 +1,5 @@
+# ~550 lines: scores, budgets and the two allocators are one algorithm (the paper's Algorithm 1)
+# with its inputs; the file schema and pictures are in adapt/rankmap.py.
 """Rank-aware allocation: score every LoRA site, then share a parameter budget among them.
 
 1. Scores, on the frozen base model with the adaptation loss (L1 between SR(LR) and HR), one
@@ -464,7 +466,7 @@ def image_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """`count` (LR, HR) batches of `patch` x `patch` HR crops, drawn as training draws them.
 
-    The data layouts of `adapt train` (adaptsr.adapt.data): HR-only folders (LR made on the
+    The data layouts of `adapt train` (adaptsr.adapt.layouts): HR-only folders (LR made on the
     fly by `degradation`), DIV2K- or RealSR-style folders of pairs, or `lr_dir` + `hr_dir`.
     Folders are checked now; images are read as batches are drawn.
     """
@@ -510,7 +512,13 @@ def entry_batches(
     `dist` (an object with rank and world): this process's slice of each batch. Rank 0 draws
     what a single process draws; the other ranks degrade with streams of their own.
     """
-    from adaptsr.adapt.data import BatchPlan, CropDataset, degraded_batches, make_degrader
+    from adaptsr.adapt.data import (
+        BatchPlan,
+        CropDataset,
+        degraded_batches,
+        derive_seed,
+        make_degrader,
+    )
 
     _check_crops(scale, count, batch, patch, degradation, lr_multiple, lr_min)
     entries = [e for e in entries if min(e.hr_size) >= patch]  # as scan skips them
@@ -522,9 +530,7 @@ def entry_batches(
     if not paired:
         rank = dist.rank if dist is not None else 0
         if rank:
-            import numpy as np
-
-            seed = int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+            seed = derive_seed(seed, rank)
         degrade = make_degrader(degradation, scale, seed, device)
     return degraded_batches(dataset, plan, degrade, device)
 

@@ -9,9 +9,7 @@ from torch import nn
 from adaptsr.adapt.lora import load_adapter
 from adaptsr.adapt.models import load_model, model_info
 from adaptsr.errors import UserError
-from adaptsr.fileio import check_readable
 from adaptsr.serve.backends import Backend
-from adaptsr.tiling import SizeRule
 
 
 class TorchBackend(Backend):
@@ -29,14 +27,14 @@ class TorchBackend(Backend):
         self.device = device
         self.name = name or info.name
         self.scale = info.scale
-        self.rule = SizeRule(min_size=max(info.min_size, 1), multiple_of=max(info.multiple_of, 1))
+        self.rule = info.size_rule()
 
     @classmethod
     def load(cls, spec: str, adapter: str | None = None, device: str = "auto") -> TorchBackend:
         model = load_model(spec)
         name = spec
         if adapter:
-            load_adapter(model, check_readable(adapter, "adapter file"))
+            load_adapter(model, adapter)  # checks the file
             name = f"{spec}+{adapter}"
         return cls(model, device=device, name=name)
 

@@ -32,6 +32,11 @@ from adaptsr.errors import UserError
 from adaptsr.images import read_image
 
 
+def derive_seed(*parts: int) -> int:
+    """An independent seed for each purpose, sample and process, from the run's seed."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
 @dataclass(frozen=True)
 class Entry:
     name: str
@@ -242,7 +247,7 @@ class BatchPlan(torch.utils.data.Sampler):
         if epoch != self._epoch:
             self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
             self._epoch = epoch
-        seed = int(np.random.SeedSequence([self.seed, k, 1]).generate_state(1)[0])
+        seed = derive_seed(self.seed, k, 1)
         return int(self._perm[k % self.n]), seed
 
     def keys(self, iteration: int) -> list[tuple[int, int]]:

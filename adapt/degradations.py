@@ -1,3 +1,5 @@
+# ~520 lines: the Real-ESRGAN pipeline (parameter draws, stages, the Degrader that runs them)
+# is one batched, seeded algorithm.
 """On-the-fly LR synthesis from HR batches: MATLAB bicubic, or the Real-ESRGAN pipeline.
 
 `Degrader(kind, scale, seed, device)(hr)` turns a (B, 3, H, W) batch in [0, 1] into its

@@ -127,7 +127,7 @@ def make_degrade(kind: str, scale: int, seed: int, device: str = "cpu") -> Calla
 
 
 class Upscaler:
-    """A model as an image function, through the serving side's (tiled) inference.
+    """A model as an image function, through the core tiler (adaptsr.tiling).
 
     tile 0 runs each image whole (padded to the model's size rule), so metrics do not depend on
     tiling; a positive tile bounds memory on large images.

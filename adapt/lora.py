@@ -1,3 +1,5 @@
+# ~600 lines: sites, the adapter layers, their exact merge and adapter files share Site and
+# LoRALayer, and docs/lora.md documents them as one module.
 """LoRA adapters for conv, attention and MLP layers; exact merge; adapter files.
 
 Every adaptable nn.Conv2d and nn.Linear is a *site* with a stable name (its module path; a fused
@@ -29,6 +31,7 @@ from torch import nn
 from adaptsr import kernels
 from adaptsr.adapt.models import LORA_SKIPS
 from adaptsr.errors import UserError
+from adaptsr.fileio import atomic_output, check_readable
 
 SCALING_RULE = "alpha/r"
 QKV_PARTS = ("q", "k", "v")
@@ -506,7 +509,6 @@ def save_adapter(model: nn.Module, path: str | os.PathLike, force: bool = False)
     from safetensors.torch import save_file
 
     from adaptsr._version import __version__
-    from adaptsr.fileio import atomic_output
 
     state: LoRAState | None = getattr(model, "adaptsr_lora", None)
     if state is None:
@@ -534,9 +536,7 @@ def read_adapter(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     """Tensors and metadata of an adapter file, with clear errors for anything malformed."""
     from safetensors import SafetensorError, safe_open
 
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"no such adapter file: {path}")
+    path = check_readable(path, "adapter file")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from adaptsr.errors import UserError
+from adaptsr.tiling import SizeRule
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
 
@@ -40,6 +41,10 @@ class ModelInfo:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def size_rule(self) -> SizeRule:
+        """The input sizes the model accepts, for tiling and the backends."""
+        return SizeRule(min_size=max(self.min_size, 1), multiple_of=max(self.multiple_of, 1))
+
 
 # ---------------------------------------------------------------------------------------------
 # LoRA rules: the layers of an architecture that carry no adapter, and why. `lora_sites` reads
@@ -49,7 +54,6 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class LoRASkip:
-    archs: str  # the architectures that have such layers
     reason: str  # shown by `lora_report` and `adapt allocate`
     matches: Callable[[nn.Module, nn.Module, str], bool]  # (layer, its parent, attribute name)
 
@@ -66,12 +70,13 @@ def _is_reparameterised(layer: nn.Module, parent: nn.Module, leaf: str) -> bool:
 
 
 LORA_SKIPS = (
+    # SPAN
     LoRASkip(
-        "SPAN",
         "re-computed from the block's other convs at inference (reparameterised)",
         _is_reparameterised,
     ),
-    LoRASkip("EDSR", "fixed mean shift (not a learned layer)", _is_mean_shift),
+    # EDSR
+    LoRASkip("fixed mean shift (not a learned layer)", _is_mean_shift),
 )
 
 

@@ -9,10 +9,13 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from adaptsr.adapt.lora import Site
 from adaptsr.errors import UserError
-from adaptsr.fileio import atomic_output, check_writable
+from adaptsr.fileio import atomic_output, check_readable, check_writable
+
+if TYPE_CHECKING:  # reading a rank map needs no torch
+    from adaptsr.adapt.lora import Site
 
 RANK_MAP_FORMAT = "adaptsr-rank-map-1"
 COLUMNS = ("conv", "q", "k", "v", "o", "fc1", "fc2", "mlp", "linear")  # heatmap columns
@@ -130,9 +133,7 @@ class RankAllocation:
     @classmethod
     def read(cls, path: str | os.PathLike) -> RankAllocation:
         """A rank map JSON file, as written by write_rank_map or by hand."""
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"no such rank map: {path}")
+        path = check_readable(path, "rank map")
         try:
             data = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -292,8 +293,8 @@ def save_heatmap(
     s = allocation.settings
     ax.set_title(
         title
-        or f"{s.get('model', 'model')}: {s['allocator']} allocation, {s['score']} scores\n"
-        f"{allocation.used:,} of {allocation.budget:,} parameters",
+        or f"{s.get('model', 'model')}: {s.get('allocator', 'given')} allocation, "
+        f"{s.get('score', 'no')} scores\n{_used(allocation)}",
         fontsize=8,
     )
     fig.tight_layout()
@@ -319,12 +320,22 @@ def summary_table(allocation: RankAllocation) -> str:
             f"{sum(rs) / len(rs):>7.1f}{max(rs):>5}{params:>12,}"
         )
     a = allocation
-    lines.append(
-        f"total: {a.used:,} of a {a.budget:,}-parameter budget ({100 * a.used / a.budget:.2f}%), "
-        f"{100 * a.used / a.base_params:.2f}% of the base model's {a.base_params:,}"
-    )
+    total = f"total: {_used(a)}"
+    if a.used is not None and a.base_params:
+        total += f", {100 * a.used / a.base_params:.2f}% of the base model's {a.base_params:,}"
+    lines.append(total)
     if a.rho is not None:
         lines.append(f"score stability: Spearman rho {a.rho:.3f} (even vs odd batches)")
-    top = sorted(a.sites, key=lambda s: -a.scores[s.name])[:5]
-    lines.append("top sites: " + ", ".join(f"{s.name} (r={a.ranks[s.name]})" for s in top))
+    if a.scores:
+        top = sorted(a.sites, key=lambda s: -a.scores.get(s.name, 0.0))[:5]
+        lines.append("top sites: " + ", ".join(f"{s.name} (r={a.ranks[s.name]})" for s in top))
     return "\n".join(lines)
+
+
+def _used(a: RankAllocation) -> str:
+    """'N of a B-parameter budget (P%)', as far as a (maybe hand-written) map tells."""
+    if a.used is None:
+        return "parameters not recorded"
+    if not a.budget:
+        return f"{a.used:,} parameters"
+    return f"{a.used:,} of a {a.budget:,}-parameter budget ({100 * a.used / a.budget:.2f}%)"

@@ -23,7 +23,7 @@ from adaptsr.artifacts import (
     size_metadata,
 )
 from adaptsr.errors import UserError
-from adaptsr.fileio import atomic_output, check_writable
+from adaptsr.fileio import atomic_output, check_readable, check_writable
 from adaptsr.serve.backends import import_tensorrt
 
 
@@ -64,9 +64,7 @@ def read_onnx_input(path: str | Path) -> OnnxInput:
     """Name, dimensions and metadata of the single image input, without loading weights."""
     import onnx
 
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"no such ONNX file: {path}")
+    path = check_readable(path, "ONNX file")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf raises its own DecodeError

@@ -5,8 +5,9 @@ Per layer (batch 8 of 64x64 LR patches), forward + backward time of
   both backward designs (one-pass, two-pass; docs/kernels.md),
 - eager: the reference path (separate ops, as peft does),
 - floor: the frozen base op's forward + input gradient only,
-- full: full fine-tuning of the base op (forward + input and weight gradients),
-Prints the table and writes it, with the GPU name, versions, date and command, to
+- full: full fine-tuning of the base op (forward + input and weight gradients).
+
+It prints the table and writes it, with the GPU name, versions, date and command, to
 docs/benchmarks/kernels.md. Whole training steps per kernel backend are the training
 benchmark's job (`adapt train --bench --kernels triton|reference`): kernels know no models.
 """

@@ -1,3 +1,5 @@
+# ~440 lines: the five Triton kernels and their launchers (merge, one-pass and two-pass
+# gradients) belong together; Triton kernels must be module-level functions.
 """Triton kernels for LoRA: the weight merge and the low-rank gradient reductions.
 
 The base-sized work (forward and input gradient) runs through cuBLAS/cuDNN on the merged

@@ -1,7 +1,7 @@
 """Training settings: TrainConfig, config files, the resume rules and the run folder's files.
 
-Importable without torch, like adaptsr.adapt.choices: the command line parses and checks
-settings before anything heavy loads.
+This module itself needs no torch (its settings are plain data); the package's __init__ loads
+the loop, and with it torch.
 """
 
 from __future__ import annotations

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adaptsr.adapt.data import derive_seed
+from adaptsr.adapt.rankmap import write_rank_map
 from adaptsr.adapt.train.callbacks import Callback, JsonlLog, ProgressBar, TensorBoard
 from adaptsr.adapt.train.config import TrainConfig, clear_previous_run, prepare_run_dir
 from adaptsr.adapt.train.distributed import Dist, _any, dist_from_env, resolve_device
@@ -31,7 +33,7 @@ from adaptsr.adapt.train.model import (
     save_outputs,
     validate,
 )
-from adaptsr.adapt.train.state import TrainState, derive_seed, seed_all
+from adaptsr.adapt.train.state import TrainState, seed_all
 from adaptsr.errors import UserError
 
 
@@ -132,11 +134,18 @@ def _train(
     held = f", {len(val_entries)} for validation" if val_entries else ""
     say(f"data: {found.summary()}{held}")
 
-    if d.main and not resume:
-        clear_previous_run(run_dir)
+    score_entries = train_entries
+    if cfg.rank_aware and not resume and cfg.score_patch != cfg.patch:
+        # score the images `adapt allocate` would: those at least the scoring crop
+        scored = data.scan(cfg.data, info.scale, cfg.score_patch, cfg.lr_dir, cfg.hr_dir, False)
+        score_entries = data.split_validation(scored, cfg.val_split)[0]
     allocation = run_allocation(
-        model, cfg, train_entries, found.paired, run_dir, resume, d, device, progress
+        model, cfg, score_entries, found.paired, run_dir, resume, d, device, progress
     )
+    if d.main and not resume:
+        clear_previous_run(run_dir)  # only now: every check above passed
+        if allocation is not None:
+            write_rank_map(allocation, run_dir / "rank_map.json", force=True, heatmap=False)
     if allocation is not None and cfg.rank_aware and not resume:
         rank_file = run_dir / "rank_map.json"
         say(f"rank-aware: {len(allocation.adapted)} adapted sites, rank map in {rank_file}")

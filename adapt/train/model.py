@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from adaptsr.adapt.rankmap import RankAllocation, read_rank_map, write_rank_map
+from adaptsr.adapt.rankmap import RankAllocation
 from adaptsr.adapt.train.config import SCHEDULES, TrainConfig
 from adaptsr.adapt.train.distributed import Dist, _mean
 from adaptsr.errors import UserError
@@ -53,7 +53,7 @@ def make_trainable(model: nn.Module, cfg: TrainConfig, ranks=None) -> list[nn.Pa
         model.requires_grad_(True)
         return [p for p in model.parameters() if p.requires_grad]
     if ranks is None:
-        ranks = read_rank_map(cfg.rank_map) if cfg.rank_map else cfg.rank
+        ranks = cfg.rank
     torch.manual_seed(cfg.seed)  # adapter initialisation independent of what ran before
     lora.inject_lora(model, ranks, alpha=cfg.alpha)
     return lora.adapter_parameters(model)
@@ -77,21 +77,17 @@ def run_allocation(
     device,
     progress: bool,
 ) -> RankAllocation | None:
-    """The rank map of a --rank-map or --rank-aware run (None: uniform --rank), kept in
-    RUN_DIR/rank_map.json in the schema of `adapt allocate` (no heatmap): a resume reads that
-    copy back and never rereads --rank-map or rescores."""
+    """The rank map of a --rank-map or --rank-aware run (None: uniform --rank). The loop keeps
+    it in RUN_DIR/rank_map.json in the schema of `adapt allocate` (no heatmap): a resume reads
+    that copy back and never rereads --rank-map or rescores."""
     if cfg.mode != "lora" or not (cfg.rank_aware or cfg.rank_map):
         return None
     rank_file = run_dir / "rank_map.json"
     if resume:
         return RankAllocation.read(rank_file)
     if cfg.rank_map:
-        allocation = replace(RankAllocation.read(cfg.rank_map), source=str(cfg.rank_map))
-    else:
-        allocation = rank_aware_allocation(model, cfg, entries, paired, d, device, progress)
-    if d.main:
-        write_rank_map(allocation, rank_file, force=True, heatmap=False)
-    return allocation
+        return replace(RankAllocation.read(cfg.rank_map), source=str(cfg.rank_map))
+    return rank_aware_allocation(model, cfg, entries, paired, d, device, progress)
 
 
 def rank_aware_allocation(
@@ -173,10 +169,10 @@ def validate(model: nn.Module, pairs: list, device: torch.device, autocast: bool
     """Mean Y-channel PSNR/SSIM (border of `scale` pixels cropped) over the validation pairs."""
     from adaptsr.adapt.metrics import psnr_y, ssim_y
     from adaptsr.adapt.models import model_info
-    from adaptsr.tiling import SizeRule, tiled_upscale
+    from adaptsr.tiling import tiled_upscale
 
     info = model_info(model)
-    rule = SizeRule(max(1, info.min_size), max(1, info.multiple_of))
+    rule = info.size_rule()
 
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):

@@ -18,15 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from adaptsr.adapt.data import derive_seed
 from adaptsr.adapt.train.distributed import Dist, _gather
 from adaptsr.errors import UserError
 
 CHECKPOINT_FORMAT = "adaptsr-train-1"
-
-
-def derive_seed(*parts: int) -> int:
-    """An independent seed for each purpose and process, from the run's seed."""
-    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
 def seed_all(seed: int) -> None:

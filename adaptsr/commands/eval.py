@@ -62,7 +62,7 @@ def eval_command(
     from adaptsr.adapt import metrics
     from adaptsr.adapt.models import load_model, model_info
     from adaptsr.errors import UserError
-    from adaptsr.fileio import check_writable
+    from adaptsr.fileio import check_readable, check_writable
 
     if lr_dir and degradation:
         raise UserError("give either --lr (real pairs) or --degradation (HR-only), not both")
@@ -85,8 +85,7 @@ def eval_command(
     if adapter:
         from adaptsr.adapt.lora import load_adapter
 
-        if not Path(adapter).is_file():
-            raise UserError(f"no such adapter file: {adapter}")
+        check_readable(adapter, "adapter file")
         base, model = model, load_model(model_spec)
         load_adapter(model, adapter)
     degrade = ev.make_degrade(degradation, scale, seed) if degradation else None
