@@ -4,7 +4,11 @@ Strongly typed TensorRT runs every layer in the type the graph gives it, so prec
 here, once, in the graph: weights and compute in fp16, except
 
 - normalisation and softmax (LayerNormalization, Softmax, reductions, Pow, Sqrt): their sums of
-  squares and exponentials overflow or lose everything in fp16;
+  squares and exponentials overflow or lose everything in fp16. A normalisation written out in
+  elementary ops (SAFMN's channels-first LayerNorm: mean, x - mean, its square, mean, + eps,
+  sqrt, divide) is kept whole: every Sub, Add, Mul and Div that reads the result of one of these
+  ops stays fp32 too (`normalisation_nodes`), so the centred values, the variance plus eps and
+  the division never round to fp16;
 - the residual stream of transformers: the tensors that feed a LayerNormalization and the Adds
   and reshapes that carry them from block to block. SwinIR-class models accumulate activations
   there that exceed the fp16 range.
@@ -25,6 +29,17 @@ FP32_OPS = {
     "InstanceNormalization",
     "Softmax",
     "LogSoftmax",
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceSumSquare",
+    "ReduceL2",
+    "Pow",
+    "Sqrt",
+    "Reciprocal",
+}
+# What a reduction or root feeds in a written-out normalisation (x - mean, var + eps, d / std)
+NORM_ARITHMETIC = {"Sub", "Add", "Mul", "Div"}
+NORM_SOURCES = {
     "ReduceMean",
     "ReduceSum",
     "ReduceSumSquare",
@@ -107,6 +122,18 @@ def residual_stream(graph) -> set[str]:
     return stream
 
 
+def normalisation_nodes(graph) -> set[int]:
+    """Indices of the elementwise nodes of written-out normalisations: a Sub, Add, Mul or Div
+    with an input made by a reduction, Pow, Sqrt or Reciprocal (x - mean, var + eps, d / std,
+    x * rsqrt)."""
+    producer = {o: n.op_type for n in graph.node for o in n.output}
+    return {
+        i
+        for i, n in enumerate(graph.node)
+        if n.op_type in NORM_ARITHMETIC and any(producer.get(x) in NORM_SOURCES for x in n.input)
+    }
+
+
 def convert_to_fp16(model, fp32_ops=FP32_OPS, keep_residual_stream: bool = True):
     """Return (fp16 model, Fp16Report). The input model (fp32) is not modified.
 
@@ -120,6 +147,8 @@ def convert_to_fp16(model, fp32_ops=FP32_OPS, keep_residual_stream: bool = True)
     g = model.graph
     types = _elem_types(model)
     stream = residual_stream(g) if keep_residual_stream else set()
+    # the written-out normalisations follow the fp32 ops they belong to
+    norm = normalisation_nodes(g) if NORM_SOURCES & set(fp32_ops) else set()
     report = Fp16Report()
 
     def is_float(name: str) -> bool:
@@ -140,6 +169,7 @@ def convert_to_fp16(model, fp32_ops=FP32_OPS, keep_residual_stream: bool = True)
             continue
         keep32 = (
             n.op_type in fp32_ops
+            or idx in norm
             or (n.op_type in STREAM_OPS and any(o in stream for o in n.output))
             # float -> int/bool (comparisons, casts to indices): no float result to save, and
             # fp16 would round the values compared or converted
@@ -234,3 +264,31 @@ def convert_to_fp16(model, fp32_ops=FP32_OPS, keep_residual_stream: bool = True)
     onnx.checker.check_model(model)
     onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     return model, report
+
+
+def run_in_fp16(model, x: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """(output, first node whose output is not finite, or None) of an fp16 graph computed in
+    fp16 arithmetic.
+
+    ONNX Runtime on the CPU runs most fp16 ops in fp32, so it never sees an fp16 overflow.
+    onnx's reference evaluator computes every op in numpy in the dtype of its tensors, as an fp16
+    GPU kernel would store them, so an intermediate beyond 65504 becomes inf here too.
+    """
+    from onnx.reference import ReferenceEvaluator
+
+    inits = {t.name for t in model.graph.initializer}
+    name = next(i.name for i in model.graph.input if i.name not in inits)
+    values = ReferenceEvaluator(model).run(None, {name: x}, intermediate=True)
+    first = None
+    for node in model.graph.node:  # graph order is topological: the first one broke first
+        bad = [
+            o
+            for o in node.output
+            if isinstance(values.get(o), np.ndarray)
+            and values[o].dtype.kind == "f"
+            and not np.all(np.isfinite(values[o]))
+        ]
+        if bad:
+            first = f"{node.op_type} {node.name or bad[0]!r}"
+            break
+    return np.asarray(values[model.graph.output[0].name]), first

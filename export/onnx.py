@@ -1,3 +1,4 @@
+# ~450 lines: one export pipeline, step by step (plan, trace, parity, fp16, proof, write).
 """ONNX export of base or merged models, with parity, metadata and the zero-overhead proof.
 
 Pipeline: (merge the adapter) -> torch.onnx.export with the dynamo exporter (opset >= 18),
@@ -30,11 +31,13 @@ from adaptsr.errors import UserError
 from adaptsr.export import parity
 from adaptsr.export.rewrites import export_rewrites, reference_forward, size_requirements
 from adaptsr.images import synthetic_image
+from adaptsr.serve.timing import MAX_ROUNDS
 from adaptsr.tiling import round_up
 
 MIN_OPSET = 18
 PARITY_TOL = 1e-4  # max abs error, fp32
-FP16_MIN_PSNR = 50.0  # dB, fp16 output vs fp32 output
+FP16_MIN_PSNR = 50.0  # dB, fp16 output vs fp32 output (ONNX Runtime: storage rounding)
+FP16_ARITH_MIN_PSNR = 45.0  # dB, the same computed in fp16 arithmetic
 
 
 @dataclass
@@ -209,14 +212,26 @@ def check_parity(model: nn.Module, onnx_path: Path, spec: ExportSpec) -> dict:
 
 
 def check_fp16(fp16_path: Path, fp32_path: Path, spec: ExportSpec) -> dict:
-    """PSNR of the fp16 graph's output against the fp32 graph's, on photo-like images."""
+    """PSNR of the fp16 graph's output against the fp32 graph's, on photo-like images: in ONNX
+    Runtime (fp16 storage and weight rounding), and computed in fp16 arithmetic by onnx's
+    reference evaluator (overflow included), naming the first node that overflows."""
+    import onnx
+
+    from adaptsr.export.fp16 import run_in_fp16
+
     s16, s32 = parity.session(fp16_path), parity.session(fp32_path)
-    rows = []
+    half = onnx.load(str(fp16_path))
+    rows, arith = [], []
+    overflow = None
     for i, (h, w) in enumerate(spec.check_sizes):
         x = synthetic_image(h, w, seed=100 + i)[None]
-        db = parity.psnr(parity.run(s16, x), parity.run(s32, x))
-        rows.append({"size": [h, w], "psnr_db": db})
+        want = parity.run(s32, x)
+        rows.append({"size": [h, w], "psnr_db": parity.psnr(parity.run(s16, x), want)})
+        got, first_bad = run_in_fp16(half, x)
+        arith.append({"size": [h, w], "psnr_db": parity.psnr(got, want), "overflow": first_bad})
+        overflow = overflow or first_bad
     worst = min(r["psnr_db"] for r in rows)
+    worst_arith = min(r["psnr_db"] for r in arith)
     return {
         "runtime": "onnxruntime CPUExecutionProvider",
         "note": "ORT on CPU runs fp16 nodes that lack CPU fp16 kernels in fp32 (it inserts "
@@ -224,6 +239,14 @@ def check_fp16(fp16_path: Path, fp32_path: Path, spec: ExportSpec) -> dict:
         "min_psnr_db": worst,
         "threshold_db": FP16_MIN_PSNR,
         "checks": rows,
+        "arithmetic": {
+            "runtime": "onnx.reference (numpy, every op in its tensors' dtype)",
+            "min_psnr_db": worst_arith,
+            "threshold_db": FP16_ARITH_MIN_PSNR,
+            "first_overflow": overflow,
+            "checks": arith,
+            "passed": overflow is None and worst_arith >= FP16_ARITH_MIN_PSNR,
+        },
         "passed": worst >= FP16_MIN_PSNR,
     }
 
@@ -317,6 +340,7 @@ def export_onnx(
     adapter: AdapterInfo | None = None,
     base: nn.Module | None = None,
     latency_rounds: int = 30,
+    latency_max_rounds: int = MAX_ROUNDS,
     force: bool = False,
     progress: bool = False,
 ) -> dict:
@@ -366,10 +390,21 @@ def export_onnx(
             fp16_path = tmp / "model.fp16.onnx"
             onnx.save(final, fp16_path)
             report["fp16"] = {**fp16_report.to_dict(), **check_fp16(fp16_path, fp32_path, spec)}
+            arith = report["fp16"]["arithmetic"]
+            if arith["first_overflow"]:  # first: it names the node, the PSNRs only follow
+                raise UserError(
+                    "the fp16 graph overflows in fp16 arithmetic, first at "
+                    f"{arith['first_overflow']}: not written (export without --fp16)"
+                )
             if not report["fp16"]["passed"]:
                 raise UserError(
                     f"fp16 output PSNR {report['fp16']['min_psnr_db']:.1f} dB against fp32 is "
                     f"below {FP16_MIN_PSNR:g} dB: not written"
+                )
+            if not arith["passed"]:
+                raise UserError(
+                    f"fp16 arithmetic gives {arith['min_psnr_db']:.1f} dB PSNR against fp32, below "
+                    f"{FP16_ARITH_MIN_PSNR:g} dB: not written"
                 )
         if adapter is not None:
             bar.set_description_str("exporting the base model for the zero-overhead proof")
@@ -380,7 +415,7 @@ def export_onnx(
             if not structure["identical"]:
                 raise UserError(
                     "the merged graph differs from the base graph: "
-                    + "; ".join(structure["differences"][:3])
+                    + "; ".join(structure["differences"])
                 )
             base_path = tmp / "base.onnx"
             merged_path = tmp / "merged.onnx"
@@ -390,7 +425,9 @@ def export_onnx(
             x = synthetic_image(*latency_size(spec))[None]
             report["zero_overhead"] = {
                 "structure": structure,
-                "latency": compare_latency(merged_path, base_path, x, rounds=latency_rounds),
+                "latency": compare_latency(
+                    merged_path, base_path, x, latency_rounds, max_rounds=latency_max_rounds
+                ),
             }
         props = metadata(model, spec, adapter)
         _set_metadata(final, props)

@@ -19,7 +19,7 @@ import numpy as np
 from adaptsr.errors import UserError
 from adaptsr.images import synthetic_image
 from adaptsr.serve.backends import Backend
-from adaptsr.serve.timing import Comparison, Latency, compare, measure
+from adaptsr.serve.timing import MAX_ROUNDS, MIN_ROUNDS, Comparison, Latency, compare, measure
 from adaptsr.tiling import plan_tiles, tiled_upscale
 
 
@@ -129,6 +129,8 @@ def bench_backend(
                 raise UserError(
                     "--vs-untiled compares the tiled path with the untiled: give --tile"
                 )
+            if runs < MIN_ROUNDS:
+                raise UserError(f"--vs-untiled alternates --runs rounds: give {MIN_ROUNDS} or more")
             untiled = _runner(backend, image, 0, None, 1)
             c = compare(untiled, fn, rounds=runs, warmup=warmup, sync=backend.sync)
             lat = c.candidate
@@ -182,11 +184,12 @@ def compare_backends(
     rounds: int = 30,
     warmup: int = 3,
     tolerance: float = 0.02,
+    max_rounds: int | None = MAX_ROUNDS,
 ) -> Comparison:
-    """Alternate base and candidate on the same input; PASS when |median ratio - 1| <= tol."""
+    """Alternate base and candidate on the same input; the verdict of adaptsr.serve.timing."""
     check_pair(base, candidate)
-    if rounds < 1 or warmup < 0:
-        raise UserError("--rounds must be >= 1 and --warmup >= 0")
+    if rounds < MIN_ROUNDS or warmup < 0:
+        raise UserError(f"an A/B comparison needs at least {MIN_ROUNDS} rounds and --warmup >= 0")
     height, width = size
     for b in (base, candidate):
         plan = plan_tiles(height, width, b.rule, 0, 0)
@@ -207,4 +210,5 @@ def compare_backends(
         warmup=warmup,
         tolerance=tolerance,
         sync=sync,
+        max_rounds=max_rounds,
     )

@@ -2,8 +2,10 @@
 
 Two artifacts are compared by running them alternately on the same inputs, in a random order
 within each round, so that clock boosts, thermal drift and caches hit both alike. The verdict
-uses the median of the per-round ratios candidate/base, with a distribution-free confidence
-interval for that median (order statistics of the binomial).
+is an equivalence test on the median of the per-round ratios candidate/base, with a
+distribution-free 95% confidence interval for that median (order statistics of the binomial):
+PASS when the whole interval lies within 1 +- tolerance, FAIL when it lies wholly outside, and
+INCONCLUSIVE otherwise, with an estimate of the rounds that would decide.
 """
 
 from __future__ import annotations
@@ -14,6 +16,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from adaptsr.errors import UserError
+
+MIN_ROUNDS = 6  # fewer rounds give no confidence interval of the median
+MAX_ROUNDS = 200  # default cap when an inconclusive comparison is extended
 
 
 @dataclass
@@ -37,12 +44,30 @@ class Comparison:
     candidate: Latency
     rounds: int
     tolerance: float
-    passed: bool  # |ratio - 1| <= tolerance
+    verdict: str  # PASS, FAIL or INCONCLUSIVE (see the module docstring)
+    rounds_needed: int | None = None  # INCONCLUSIVE: about how many rounds would decide
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == "PASS"
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["verdict"] = "PASS" if self.passed else "FAIL"
-        return d
+        return {**asdict(self), "passed": self.passed}
+
+
+def verdict(ratio: float, lo: float, hi: float, tolerance: float, rounds: int):
+    """(verdict, rounds needed or None) of the equivalence rule for a median ratio and its CI."""
+    if 1 - tolerance <= lo and hi <= 1 + tolerance:
+        return "PASS", None
+    if hi < 1 - tolerance or lo > 1 + tolerance:
+        return "FAIL", None
+    # The interval narrows as 1/sqrt(rounds): enough rounds put it wholly on one side of the
+    # nearest tolerance edge, at the distance the point estimate has from that edge.
+    margin = abs(tolerance - abs(ratio - 1.0))
+    half = (hi - lo) / 2
+    if margin <= 1e-6 or half <= 0:  # the ratio sits on the edge: no number of rounds decides
+        return "INCONCLUSIVE", None
+    return "INCONCLUSIVE", max(rounds + 1, math.ceil(rounds * (half / margin) ** 2))
 
 
 def _timed(fn: Callable[[], object], sync: Callable[[], None] | None) -> float:
@@ -84,8 +109,8 @@ def median_ci(values: np.ndarray, confidence: float = 0.95) -> tuple[float, floa
     """Distribution-free confidence interval of the median from order statistics."""
     v = np.sort(np.asarray(values, dtype=np.float64))
     n = v.size
-    if n < 6:  # too few rounds for a meaningful interval: report the range
-        return float(v[0]), float(v[-1])
+    if n < MIN_ROUNDS:
+        raise ValueError(f"a confidence interval of the median needs {MIN_ROUNDS}+ values")
     z = {0.9: 1.645, 0.95: 1.96, 0.99: 2.576}.get(confidence, 1.96)
     # 1-based ranks j = n/2 - z sqrt(n)/2 (rounded down), k = 1 + n/2 + z sqrt(n)/2 (rounded up)
     lo = max(0, int(math.floor(n / 2 - z * math.sqrt(n) / 2)) - 1)
@@ -101,25 +126,47 @@ def compare(
     tolerance: float = 0.02,
     sync: Callable[[], None] | None = None,
     seed: int = 0,
+    max_rounds: int | None = None,
 ) -> Comparison:
-    """Alternate base and candidate `rounds` times; PASS when |median ratio - 1| <= tolerance."""
-    if rounds < 1:
-        raise ValueError("rounds must be at least 1")
+    """Alternate base and candidate `rounds` times; the verdict of the equivalence rule.
+
+    With `max_rounds`, an INCONCLUSIVE verdict is looked at once more: the rounds it would take
+    (a quarter more, for safety; at most `max_rounds` in all) are run and the verdict is taken
+    again over every round. Two looks, not a look per round, so the 95% stays close to 95%.
+    """
+    if rounds < MIN_ROUNDS:
+        raise UserError(f"an A/B comparison needs at least {MIN_ROUNDS} rounds, got {rounds}")
     for _ in range(warmup):
         run_base()
         run_candidate()
-    order = np.random.default_rng(seed).integers(0, 2, size=rounds)
-    base_t, cand_t = np.empty(rounds), np.empty(rounds)
-    for i, candidate_first in enumerate(order):
-        if candidate_first:
-            cand_t[i] = _timed(run_candidate, sync)
-            base_t[i] = _timed(run_base, sync)
-        else:
-            base_t[i] = _timed(run_base, sync)
-            cand_t[i] = _timed(run_candidate, sync)
+    rng = np.random.default_rng(seed)
+    base_t: list[float] = []
+    cand_t: list[float] = []
+
+    def alternate(n: int) -> None:
+        for candidate_first in rng.integers(0, 2, size=n):
+            if candidate_first:
+                cand_t.append(_timed(run_candidate, sync))
+                base_t.append(_timed(run_base, sync))
+            else:
+                base_t.append(_timed(run_base, sync))
+                cand_t.append(_timed(run_candidate, sync))
+
+    alternate(rounds)
+    result = _judge(np.array(base_t), np.array(cand_t), tolerance)
+    if max_rounds and result.verdict == "INCONCLUSIVE" and result.rounds_needed:
+        more = min(max_rounds, math.ceil(1.25 * result.rounds_needed)) - len(base_t)
+        if more > 0:
+            alternate(more)
+            result = _judge(np.array(base_t), np.array(cand_t), tolerance)
+    return result
+
+
+def _judge(base_t: np.ndarray, cand_t: np.ndarray, tolerance: float) -> Comparison:
     ratios = cand_t / base_t
     ratio = float(np.median(ratios))
     lo, hi = median_ci(ratios)
+    decided, needed = verdict(ratio, lo, hi, tolerance, ratios.size)
     return Comparison(
         ratio=ratio,
         ci_low=lo,
@@ -127,7 +174,8 @@ def compare(
         confidence=0.95,
         base=latency(base_t),
         candidate=latency(cand_t),
-        rounds=rounds,
+        rounds=int(ratios.size),
         tolerance=tolerance,
-        passed=abs(ratio - 1.0) <= tolerance,
+        verdict=decided,
+        rounds_needed=needed,
     )

@@ -6,7 +6,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from adaptsr.export import parity
-from adaptsr.export.fp16 import convert_to_fp16, residual_stream
+from adaptsr.export.fp16 import convert_to_fp16, residual_stream, run_in_fp16
 from adaptsr.export.structure import compare_structure
 from adaptsr.images import synthetic_image
 
@@ -99,6 +99,86 @@ def test_residual_stream_beyond_fp16_range_survives():
     assert np.all(np.isfinite(got)) and parity.psnr(got, want) > 30
     naive, _ = convert_to_fp16(model, fp32_ops=(), keep_residual_stream=False)
     assert not np.all(np.isfinite(run_model(naive, x)))
+
+
+def channels_first_layernorm(channels: int = 16) -> onnx.ModelProto:
+    """SAFMN's LayerNorm written out: (x - mean) / sqrt(mean((x - mean)^2) + eps) * w + b."""
+    rng = np.random.default_rng(3)
+    per_channel = (1, channels, 1, 1)
+    inits = [
+        numpy_helper.from_array(np.array([2.0], np.float32), "two"),
+        numpy_helper.from_array(np.array([1e-6], np.float32), "eps"),
+        numpy_helper.from_array(np.array([1], np.int64), "axis"),
+        numpy_helper.from_array(rng.uniform(0.5, 1.5, per_channel).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.uniform(-0.1, 0.1, per_channel).astype(np.float32), "b"),
+    ]
+    nodes = [
+        helper.make_node("ReduceMean", ["x", "axis"], ["mean"], keepdims=1, name="mean"),
+        helper.make_node("Sub", ["x", "mean"], ["d"], name="centre"),
+        helper.make_node("Pow", ["d", "two"], ["sq"], name="square"),
+        helper.make_node("ReduceMean", ["sq", "axis"], ["var"], keepdims=1, name="var"),
+        helper.make_node("Add", ["var", "eps"], ["ve"], name="plus_eps"),
+        helper.make_node("Sqrt", ["ve"], ["std"], name="std"),
+        helper.make_node("Div", ["d", "std"], ["n"], name="normalise"),
+        helper.make_node("Mul", ["n", "w"], ["nw"], name="gamma"),
+        helper.make_node("Add", ["nw", "b"], ["y"], name="beta"),
+    ]
+    shape = [1, channels, 4, 4]
+    graph = helper.make_graph(
+        nodes,
+        "ln",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    return model
+
+
+def test_written_out_layernorm_is_kept_whole_in_fp32():
+    model = channels_first_layernorm()
+    half, report = convert_to_fp16(model)
+    islands = report.fp32_nodes
+    # the centring, the eps add and the division stay fp32 with the reductions, Pow and Sqrt
+    assert islands == {"Add": 1, "Div": 1, "Pow": 1, "ReduceMean": 2, "Sqrt": 1, "Sub": 1}
+    assert report.fp16_nodes == 2  # gamma and beta
+    # activations of a few hundred, as a residual stream carries: the centred square reaches
+    # 9e4, past fp16's 65504; kept whole in fp32 it never does
+    x = np.random.default_rng(4).uniform(0, 600, (1, 16, 4, 4)).astype(np.float32)
+    want = run_model(model, x)
+    got, overflow = run_in_fp16(half, x)
+    assert overflow is None and parity.psnr(got, want) > 45
+    naive, _ = convert_to_fp16(model, fp32_ops=(), keep_residual_stream=False)
+    got, overflow = run_in_fp16(naive, x)
+    # the variance is inf, so every value is divided to 0: a finite but wrong output
+    assert overflow == "Pow 'square'" and parity.psnr(got, want) < 20
+
+
+def test_fp16_arithmetic_names_the_first_overflowing_node():
+    """x * 300 * 300 / 300 / 300: x in fp32; inf after the second Mul in fp16 once x > 0.73."""
+    inits = [numpy_helper.from_array(np.array([300.0], np.float32), "k")]
+    nodes = [
+        helper.make_node("Mul", ["x", "k"], ["a"], name="first"),
+        helper.make_node("Mul", ["a", "k"], ["b"], name="second"),
+        helper.make_node("Div", ["b", "k"], ["c"], name="down"),
+        helper.make_node("Div", ["c", "k"], ["y"], name="down_again"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    half, _ = convert_to_fp16(model)
+    x = np.linspace(0.8, 1.0, 8, dtype=np.float32)[None]  # 0.8 * 9e4 = 72000 > 65504
+    got, overflow = run_in_fp16(half, x)
+    assert overflow == "Mul 'second'" and np.all(np.isinf(got))
+    got, overflow = run_in_fp16(half, x / 4)  # at most 22500: in range
+    assert overflow is None and np.allclose(got, x / 4, rtol=2e-3)
 
 
 def test_structure_comparison_sees_differences():

@@ -1,8 +1,10 @@
 import time
 
 import numpy as np
+import pytest
 
-from adaptsr.serve.timing import compare, measure, median_ci
+from adaptsr.errors import UserError
+from adaptsr.serve.timing import compare, measure, median_ci, verdict
 
 
 def _sleeper(seconds):
@@ -20,6 +22,46 @@ def test_compare_passes_identical_work():
     c = compare(lambda: work @ work, lambda: work @ work, rounds=40, warmup=3, tolerance=0.25)
     assert 0.75 < c.ratio < 1.25 and c.passed
     assert c.to_dict()["verdict"] == "PASS"
+
+
+def test_verdict_decides_from_the_interval_not_the_point_estimate():
+    # the point estimate is 1.0, but the interval 0.909-1.107 does not show equivalence
+    # half-width 0.099 must shrink to the margin 0.02: (0.099 / 0.02)^2 = 24.5 times the rounds
+    assert verdict(1.0, 0.909, 1.107, 0.02, 30) == ("INCONCLUSIVE", 736)
+    assert verdict(1.004, 0.99, 1.015, 0.02, 30) == ("PASS", None)
+    assert verdict(1.10, 1.05, 1.15, 0.02, 30) == ("FAIL", None)
+    assert verdict(0.90, 0.85, 0.97, 0.02, 30) == ("FAIL", None)
+    # straddling the upper edge: more rounds would tell which side the ratio is on
+    state, needed = verdict(1.03, 1.01, 1.05, 0.02, 40)
+    assert state == "INCONCLUSIVE" and needed == 160
+    assert verdict(1.02, 1.0, 1.04, 0.02, 40) == ("INCONCLUSIVE", None)  # on the edge itself
+
+
+def test_an_inconclusive_comparison_runs_on_to_the_rounds_it_needs(monkeypatch):
+    """Scripted timings: ratios cycle through 0.97..1.03 around 1. Six rounds give the interval
+    0.97-1.03 (inconclusive; 14 rounds estimated); extended to 18, it is 0.98-1.02: PASS."""
+    import itertools
+
+    from adaptsr.serve import timing
+
+    ratios = itertools.cycle([0.97, 1.03, 0.99, 1.01, 1.0, 1.0, 0.98, 1.02])
+    monkeypatch.setattr(timing, "_timed", lambda fn, sync: 1.0 if fn() == "b" else next(ratios))
+    first = compare(lambda: "b", lambda: "c", rounds=6, warmup=0)
+    assert (first.verdict, first.rounds_needed, first.rounds) == ("INCONCLUSIVE", 14, 6)
+    ratios = itertools.cycle([0.97, 1.03, 0.99, 1.01, 1.0, 1.0, 0.98, 1.02])
+    longer = compare(lambda: "b", lambda: "c", rounds=6, warmup=0, max_rounds=100)
+    assert (longer.rounds, longer.ci_low, longer.ci_high) == (18, 0.98, 1.02)
+    assert longer.verdict == "PASS"
+    ratios = itertools.cycle([0.97, 1.03, 0.99, 1.01, 1.0, 1.0, 0.98, 1.02])
+    capped = compare(lambda: "b", lambda: "c", rounds=6, warmup=0, max_rounds=10)
+    assert capped.rounds == 10 and capped.verdict == "INCONCLUSIVE"
+
+
+def test_compare_needs_rounds_for_an_interval():
+    with pytest.raises(UserError, match="at least 6 rounds"):
+        compare(lambda: None, lambda: None, rounds=5, warmup=0)
+    with pytest.raises(ValueError):
+        median_ci(np.ones(5))
 
 
 def test_median_ci_covers_median_of_known_sample():

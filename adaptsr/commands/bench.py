@@ -22,6 +22,13 @@ from adaptsr.commands._options import device_option, provider_option
 @click.option("--warmup", type=int, default=2, show_default=True, help="Untimed runs first.")
 @click.option("--rounds", type=int, default=30, show_default=True, help="A/B rounds (--base).")
 @click.option(
+    "--max-rounds",
+    type=int,
+    default=200,
+    show_default=True,
+    help="An inconclusive A/B check runs on to the rounds it needs, at most this many.",
+)
+@click.option(
     "--tile",
     type=int,
     default=None,
@@ -46,6 +53,7 @@ def bench(
     runs,
     warmup,
     rounds,
+    max_rounds,
     tile,
     overlap,
     batch,
@@ -58,8 +66,10 @@ def bench(
 
     An artifact is typed by its suffix: .onnx runs in ONNX Runtime, .engine/.plan/.trt in
     TensorRT, anything else is a PyTorch model (built-in name or checkpoint), with an adapter
-    written MODEL+ADAPTER.safetensors. `--base A --candidate B` runs A and B alternately on the
-    same input and passes when the median latency ratio B/A is within 2% of 1.
+    written MODEL+ADAPTER.safetensors. `--base A --candidate B` first compares two ONNX graphs
+    node by node (weights aside), then runs A and B alternately on the same input: PASS when the
+    95% interval of the median latency ratio B/A lies within 2% of 1, FAIL when it lies wholly
+    outside, INCONCLUSIVE otherwise. Exits 1 unless both halves pass.
     """
     from adaptsr.commands._backends import open_artifact
     from adaptsr.errors import UserError
@@ -72,36 +82,7 @@ def bench(
         raise UserError("nothing to benchmark: give ARTIFACTs or --base A --candidate B")
     size = (int(size[0]), int(size[1]))
     if base:
-        from adaptsr.artifacts import artifact_kind
-        from adaptsr.serve.bench import compare_backends
-
-        kinds = artifact_kind(base), artifact_kind(candidate)
-        if kinds[0] != kinds[1]:  # fail before loading anything
-            raise UserError(
-                f"--base is a {kinds[0]} artifact but --candidate is {kinds[1]}: "
-                "compare two artifacts of the same backend"
-            )
-        a = open_artifact(base, device=device, provider=provider)
-        b = open_artifact(candidate, device=device, provider=provider)
-        result = compare_backends(a, b, size, rounds=rounds, warmup=warmup)
-        d = {
-            "base": base,
-            "candidate": candidate,
-            "kind": a.kind,
-            "device": a.device,
-            "size": list(size),
-            **result.to_dict(),
-        }
-        if as_json:
-            click.echo(json.dumps(d, indent=2))
-            return
-        click.echo(
-            f"{a.kind} on {a.device}, {size[0]}x{size[1]}, {result.rounds} alternating rounds\n"
-            f"base       {result.base.median_ms:10.2f} ms median  {base}\n"
-            f"candidate  {result.candidate.median_ms:10.2f} ms median  {candidate}\n"
-            f"ratio {result.ratio:.4f}  (95% CI {result.ci_low:.4f} - {result.ci_high:.4f}), "
-            f"tolerance {result.tolerance:.0%}: {d['verdict']}"
-        )
+        _ab(base, candidate, size, rounds, max_rounds, warmup, device, provider, as_json)
         return
 
     from adaptsr.serve.bench import bench_backend
@@ -146,3 +127,74 @@ def bench(
 
 def _short(name: str, width: int = 28) -> str:
     return name if len(name) <= width else "..." + name[-(width - 3) :]
+
+
+def _ab(base, candidate, size, rounds, max_rounds, warmup, device, provider, as_json) -> None:
+    """`--base A --candidate B`: graph comparison (ONNX), then alternating latency."""
+    from adaptsr.artifacts import artifact_kind
+    from adaptsr.commands._backends import open_artifact
+    from adaptsr.errors import UserError
+    from adaptsr.serve.bench import compare_backends
+
+    kinds = artifact_kind(base), artifact_kind(candidate)
+    if kinds[0] != kinds[1]:  # fail before loading anything
+        raise UserError(
+            f"--base is a {kinds[0]} artifact but --candidate is {kinds[1]}: "
+            "compare two artifacts of the same backend"
+        )
+    structure = _onnx_structure(base, candidate) if kinds[0] == "onnx" else None
+    a = open_artifact(base, device=device, provider=provider)
+    b = open_artifact(candidate, device=device, provider=provider)
+    result = compare_backends(a, b, size, rounds, warmup, max_rounds=max_rounds)
+    d = {
+        "base": base,
+        "candidate": candidate,
+        "kind": a.kind,
+        "device": a.device,
+        "size": list(size),
+        **result.to_dict(),
+        "structure": structure,
+    }
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+    else:
+        if structure is None:
+            graph = f"not compared ({a.kind} artifacts hold no ONNX graph)"
+        elif structure["identical"]:
+            graph = (
+                f"identical ({structure['nodes'][0]} nodes, "
+                f"{structure['params'][0]:,} parameters): PASS"
+            )
+        else:
+            graph = f"{structure['first_difference']}: FAIL"
+        more = f"; about {result.rounds_needed} rounds would decide" if result.rounds_needed else ""
+        click.echo(
+            f"{a.kind} on {a.device}, {size[0]}x{size[1]}, {result.rounds} alternating rounds\n"
+            f"base       {result.base.median_ms:10.2f} ms median  {base}\n"
+            f"candidate  {result.candidate.median_ms:10.2f} ms median  {candidate}\n"
+            f"graph: {graph}\n"
+            f"latency: ratio {result.ratio:.4f} (95% CI {result.ci_low:.4f} - "
+            f"{result.ci_high:.4f}), tolerance {result.tolerance:.0%}: {result.verdict}{more}"
+        )
+    if (structure is not None and not structure["identical"]) or not result.passed:
+        raise SystemExit(1)
+
+
+def _onnx_structure(base: str, candidate: str) -> dict:
+    import onnx
+
+    from adaptsr.errors import UserError
+    from adaptsr.export.structure import compare_structure
+    from adaptsr.fileio import check_readable
+
+    graphs = []
+    for path in (candidate, base):
+        try:
+            graphs.append(
+                onnx.load(str(check_readable(path, "ONNX file")), load_external_data=False)
+            )
+        except UserError:
+            raise
+        except Exception as e:  # protobuf raises its own DecodeError
+            raise UserError(f"cannot read {path}: not an ONNX model ({type(e).__name__})") from e
+    return compare_structure(*graphs)
