@@ -18,7 +18,8 @@ def check_readable(path: str | os.PathLike, what: str) -> Path:
     if not path.exists():
         raise UserError(f"no such {what}: {path}")
     if path.is_dir():
-        raise UserError(f"{path} is a directory, expected a {what}")
+        article = "an" if what[:1].lower() in "aeiou" else "a"
+        raise UserError(f"{path} is a directory, expected {article} {what}")
     return path
 
 

@@ -23,22 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-FP32_OPS = {
-    "LayerNormalization",
-    "GroupNormalization",
-    "InstanceNormalization",
-    "Softmax",
-    "LogSoftmax",
-    "ReduceMean",
-    "ReduceSum",
-    "ReduceSumSquare",
-    "ReduceL2",
-    "Pow",
-    "Sqrt",
-    "Reciprocal",
-}
-# What a reduction or root feeds in a written-out normalisation (x - mean, var + eps, d / std)
-NORM_ARITHMETIC = {"Sub", "Add", "Mul", "Div"}
+# Reductions and roots: they feed the elementwise ops of written-out normalisations
 NORM_SOURCES = {
     "ReduceMean",
     "ReduceSum",
@@ -48,6 +33,15 @@ NORM_SOURCES = {
     "Sqrt",
     "Reciprocal",
 }
+FP32_OPS = {
+    "LayerNormalization",
+    "GroupNormalization",
+    "InstanceNormalization",
+    "Softmax",
+    "LogSoftmax",
+} | NORM_SOURCES
+# What a reduction or root feeds in a written-out normalisation (x - mean, var + eps, d / std)
+NORM_ARITHMETIC = {"Sub", "Add", "Mul", "Div"}
 # Ops that carry the residual stream unchanged in value.
 PASSTHROUGH = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity"}
 STREAM_OPS = PASSTHROUGH | {"Add", "Concat"}

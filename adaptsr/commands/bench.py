@@ -23,7 +23,7 @@ from adaptsr.commands._options import device_option, provider_option
 @click.option("--rounds", type=int, default=30, show_default=True, help="A/B rounds (--base).")
 @click.option(
     "--max-rounds",
-    type=int,
+    type=click.IntRange(6),
     default=200,
     show_default=True,
     help="An inconclusive A/B check runs on to the rounds it needs, at most this many.",
