@@ -536,7 +536,15 @@ def test_rank_aware_training_allocates_as_adapt_allocate(setup, tmp_path, run_cl
 
     from adaptsr.adapt.rankmap import RANK_MAP_FORMAT, RankAllocation
 
-    _, model, hr = setup
+    _, model, _ = setup
+    # four 64 px images to train on (--patch 64) and four of 48 px that only the 32 px scoring
+    # crops can use: `adapt allocate --patch 32` scores all eight, so must training
+    hr = tmp_path / "mixed"
+    hr.mkdir()
+    rng = np.random.default_rng(1)
+    for i, side in enumerate([64] * 4 + [48] * 4):
+        small = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
+        cv2.imwrite(str(hr / f"{i:03d}.png"), cv2.resize(small, (side, side)))
     same = ["--budget", "r2", "--seed", 3, "--score", "fisher", "--allocator", "marginal",
             "--r-min", 0, "--r-max", 3, "--normalise", "size", "--degradation", "realesrgan",
             "--device", "cpu"]  # fmt: skip
@@ -544,7 +552,7 @@ def test_rank_aware_training_allocates_as_adapt_allocate(setup, tmp_path, run_cl
     code, _, err = run_cli("allocate", "--model", model, "--data", hr, "--out", allocated,
                            "--batches", 3, "--batch", 2, "--patch", 32, *same)  # fmt: skip
     assert code == 0, err
-    common = ["--model", model, "--data", hr, "--iters", 1, "--batch", 2, "--patch", 32,
+    common = ["--model", model, "--data", hr, "--iters", 1, "--batch", 2, "--patch", 64,
               "--workers", 0, "--quiet"]  # fmt: skip
     aware = tmp_path / "aware"
     code, _, err = run_cli("train", *common, "--out", aware, "--rank-aware", "--score-batches", 3,
