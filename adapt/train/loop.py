@@ -135,8 +135,9 @@ def _train(
     say(f"data: {found.summary()}{held}")
 
     score_entries = train_entries
-    if cfg.rank_aware and not resume and cfg.score_patch != cfg.patch:
-        # score the images `adapt allocate` would: those at least the scoring crop
+    if cfg.rank_aware and not resume and cfg.score_patch < cfg.patch:
+        # score the images `adapt allocate` would: those at least the scoring crop (a larger
+        # crop needs no scan: entry_batches drops the training images smaller than it)
         scored = data.scan(cfg.data, info.scale, cfg.score_patch, cfg.lr_dir, cfg.hr_dir, False)
         score_entries = data.split_validation(scored, cfg.val_split)[0]
     allocation = run_allocation(
