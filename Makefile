@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint format install clean
+.PHONY: test demo lint format install clean native
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,15 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# The native runner (docs/native.md): configure, build, ctest. With .venv, its results are
+# compared with the Python implementation's; without TensorRT, adaptsr-trt itself is skipped.
+native:
+	@command -v cmake >/dev/null && command -v c++ >/dev/null || { echo "error: make native needs \
+	cmake, a C++17 compiler and libpng (apt-get install cmake g++ libpng-dev)" >&2; exit 1; }
+	cmake -S . -B build/native $(if $(wildcard $(BIN)/python),-DADAPTSR_PYTHON=$(abspath $(BIN)/python) -DADAPTSR_REQUIRE_PYTHON=ON)
+	cmake --build build/native --parallel
+	cd build/native && ctest --output-on-failure
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,188 @@
+#include "sidecar.hpp"
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+#include "json.hpp"
+#include "tiling.hpp"
+
+namespace fs = std::filesystem;
+
+namespace adaptsr {
+
+namespace {
+
+std::string join(const std::vector<int>& parts, size_t count) {
+    std::string out;
+    for (size_t i = 0; i < parts.size() && i < count; ++i) out += (i ? "." : "") + std::to_string(parts[i]);
+    return out;
+}
+
+bool whole(double v) { return std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 1e9; }
+
+std::optional<std::pair<int, int>> capability(const Json& v) {
+    if (v.is_string()) {
+        auto parts = parse_version(v.text);
+        if (parts.size() == 2) return std::make_pair(parts[0], parts[1]);
+    } else if (v.is_array() && v.items.size() == 2 && v.items[0].is_number() && v.items[1].is_number() &&
+               whole(v.items[0].number) && whole(v.items[1].number)) {
+        return std::make_pair(static_cast<int>(v.items[0].number), static_cast<int>(v.items[1].number));
+    } else if (v.is_object()) {
+        const Json* major = v.find("major");
+        const Json* minor = v.find("minor");
+        if (major && minor && major->is_number() && minor->is_number() && whole(major->number) &&
+            whole(minor->number))
+            return std::make_pair(static_cast<int>(major->number), static_cast<int>(minor->number));
+    } else if (v.is_number() && v.number > 0 && v.number < 100) {  // 8.7: one decimal digit
+        int tenths = static_cast<int>(std::lround(v.number * 10));
+        return std::make_pair(tenths / 10, tenths % 10);
+    }
+    return std::nullopt;
+}
+
+int positive(const Json* v, const char* key, const fs::path& where) {
+    if (!v) return 1;
+    double number = 0;
+    if (v->is_number()) {
+        number = v->number;
+    } else if (v->is_string()) {
+        try {
+            size_t used = 0;
+            number = std::stoi(v->text, &used);
+            if (used != v->text.size()) throw std::invalid_argument(v->text);
+        } catch (const std::exception&) {
+            throw UserError(where.string() + ": metadata " + key + "='" + v->text + "' is not an integer");
+        }
+    }
+    if (!(v->is_number() || v->is_string()) || !whole(number))
+        throw UserError(where.string() + ": metadata " + key + " is not an integer");
+    if (number < 1)
+        throw UserError(where.string() + ": metadata " + key + "=" + std::to_string(static_cast<long>(number)) +
+                        " must be positive");
+    return static_cast<int>(number);
+}
+
+}  // namespace
+
+fs::path sidecar_path(const fs::path& engine) {
+    fs::path p = engine;
+    return p.replace_extension(".engine.json");
+}
+
+std::vector<int> parse_version(const std::string& text) {
+    std::vector<int> parts;
+    size_t i = 0;
+    while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
+        long value = 0;
+        while (i < text.size() && text[i] >= '0' && text[i] <= '9' && value < 100000000)
+            value = value * 10 + (text[i++] - '0');
+        parts.push_back(static_cast<int>(value));
+        if (i < text.size() && text[i] == '.') ++i;
+        else break;
+    }
+    return parts;
+}
+
+Sidecar parse_sidecar(const std::string& text, const fs::path& where) {
+    Sidecar s;
+    s.path = where;
+    s.present = true;
+    Json root;
+    try {
+        root = parse_json(text);
+    } catch (const std::invalid_argument& e) {
+        throw UserError("cannot read " + where.string() + ": not JSON (" + e.what() + ")");
+    }
+    if (!root.is_object()) throw UserError("cannot read " + where.string() + ": expected a JSON object");
+    if (const Json* v = root.find("tensorrt_version")) {
+        if (v->is_string() && !parse_version(v->text).empty()) s.tensorrt_version = v->text;
+        else s.notes.push_back("tensorrt_version is not a version string");
+    }
+    const Json* gpu = root.find("gpu");
+    const Json* cc = root.find("compute_capability");
+    if (!cc && gpu && gpu->is_object()) cc = gpu->find("compute_capability");
+    if (cc) {
+        s.compute_capability = capability(*cc);
+        if (!s.compute_capability) s.notes.push_back("compute_capability is not like \"8.7\" or [8, 7]");
+    }
+    const Json* name = root.find("gpu_name");
+    if (!name && gpu) name = gpu->is_object() ? gpu->find("name") : gpu;
+    if (name && name->is_string()) s.gpu_name = name->text;
+    if (const Json* v = root.find("precision"); v && v->is_string()) s.precision = v->text;
+    const Json* meta = root.find("metadata");
+    if (meta && meta->is_object()) {
+        if (const Json* v = meta->find("scale")) s.scale = positive(v, "scale", where);
+        if (const Json* v = meta->find("size_requirements"); v && !(v->is_string() && v->text.empty())) {
+            Json req;
+            if (!v->is_string()) throw UserError(where.string() + ": metadata size_requirements is not JSON text");
+            try {
+                req = parse_json(v->text);
+            } catch (const std::invalid_argument&) {
+                throw UserError(where.string() + ": metadata size_requirements is not JSON: '" + v->text + "'");
+            }
+            if (!req.is_object())
+                throw UserError(where.string() + ": metadata size_requirements should be an object: '" + v->text +
+                                "'");
+            s.min_size = positive(req.find("min_size"), "min_size", where);
+            s.multiple_of = positive(req.find("multiple_of"), "multiple_of", where);
+        }
+    }
+    return s;
+}
+
+Sidecar read_sidecar(const fs::path& engine) {
+    const fs::path path = sidecar_path(engine);
+    std::error_code ec;
+    if (!fs::is_regular_file(path, ec)) {
+        Sidecar s;
+        s.path = path;
+        return s;
+    }
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    if (!in.good() && !in.eof()) throw UserError("cannot read " + path.string());
+    return parse_sidecar(text.str(), path);
+}
+
+std::vector<std::string> check_sidecar(const Sidecar& sidecar, const fs::path& engine, const Platform& platform) {
+    std::vector<std::string> warnings;
+    if (!sidecar.present) {
+        warnings.push_back("no sidecar " + sidecar.path.string() +
+                           ": the engine's TensorRT version and GPU are not checked");
+        return warnings;
+    }
+    for (const auto& note : sidecar.notes) warnings.push_back(sidecar.path.string() + ": " + note + " (ignored)");
+    const std::string rebuild = " (engines are not portable: rebuild it on this machine)";
+    if (sidecar.tensorrt_version) {
+        std::vector<int> built = parse_version(*sidecar.tensorrt_version);
+        std::vector<int> here = platform.tensorrt_version;
+        built.resize(3, 0);
+        here.resize(3, 0);
+        if (built != here)
+            throw UserError(engine.string() + " was built with TensorRT " + *sidecar.tensorrt_version +
+                            ", this is TensorRT " + join(here, 3) + rebuild);
+    } else {
+        bool noted = false;
+        for (const auto& n : sidecar.notes) noted |= n.rfind("tensorrt_version", 0) == 0;
+        if (!noted) warnings.push_back(sidecar.path.string() + " has no tensorrt_version: not checked");
+    }
+    if (sidecar.compute_capability) {
+        if (*sidecar.compute_capability != platform.compute_capability) {
+            auto cc = [](std::pair<int, int> c) { return std::to_string(c.first) + "." + std::to_string(c.second); };
+            std::string built_for = cc(*sidecar.compute_capability);
+            if (sidecar.gpu_name) built_for += " (" + *sidecar.gpu_name + ")";
+            throw UserError(engine.string() + " was built for compute capability " + built_for + ", this GPU is " +
+                            cc(platform.compute_capability) + " (" + platform.gpu_name + ")" + rebuild);
+        }
+    } else {
+        bool noted = false;
+        for (const auto& n : sidecar.notes) noted |= n.rfind("compute_capability", 0) == 0;
+        if (!noted) warnings.push_back(sidecar.path.string() + " has no compute_capability: not checked");
+    }
+    return warnings;
+}
+
+}  // namespace adaptsr
