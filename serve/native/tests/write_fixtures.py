@@ -9,7 +9,7 @@ against a stale copy. Formats (little-endian raw arrays, one text manifest per t
   `xs ...`, and `blend NAME.f32` (the tiled output of the toy model below, C x H*s x W*s).
   Blend weights: `wy.NAME.f32` and `wx.NAME.f32` hold every tile's weights one after another.
 - images.txt: `read FILE.png H W BIT_DEPTH GRAY HAS_ALPHA` for files written by the Python side
-  (and a few written here byte by byte, for modes OpenCV cannot write), with FILE.rgb.f32 and
+  (and a few written here byte by byte: gray+alpha, palette, 1-bit gray), with FILE.rgb.f32 and
   FILE.alpha.f32 holding what `adaptsr.images.read_image` returns; `upscale FILE.png SCALE
   MIN MULT TILE OUT.png` for the whole upscale path (toy model, gray, bicubic alpha, bit depth),
   with OUT.png.rgb.f32 and OUT.png.alpha.f32 holding the result before it is encoded.
@@ -106,13 +106,20 @@ def write_tiling(out: Path) -> None:
     (out / "tiling.txt").write_text("\n".join(lines) + "\n")
 
 
-def png_bytes(array: np.ndarray, color_type: int) -> bytes:
-    """A PNG written directly (OpenCV cannot write gray+alpha): (H, W, C) uint8/uint16."""
+def png_bytes(
+    array: np.ndarray, color_type: int, depth: int | None = None, palette: bytes = b""
+) -> bytes:
+    """A PNG written directly, for modes OpenCV cannot write (gray+alpha, palette, 1-bit):
+    (H, W, C) uint8/uint16 samples, packed when `depth` < 8."""
     h, w = array.shape[:2]
-    depth = 16 if array.dtype == np.uint16 else 8
-    raw = array.astype(">u2" if depth == 16 else "u1").reshape(h, -1).tobytes()
-    stride = len(raw) // h
-    rows = b"".join(b"\x00" + raw[i * stride : (i + 1) * stride] for i in range(h))
+    depth = depth or (16 if array.dtype == np.uint16 else 8)
+    if depth < 8:  # 1-bit samples only here
+        packed = np.packbits(array.reshape(h, w).astype(np.uint8), axis=1)
+        lines = [packed[i].tobytes() for i in range(h)]
+    else:
+        raw = array.astype(">u2" if depth == 16 else "u1").reshape(h, -1)
+        lines = [raw[i].tobytes() for i in range(h)]
+    rows = b"".join(b"\x00" + line for line in lines)
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         body = kind + data
@@ -122,6 +129,7 @@ def png_bytes(array: np.ndarray, color_type: int) -> bytes:
     return (
         b"\x89PNG\r\n\x1a\n"
         + chunk(b"IHDR", header)
+        + (chunk(b"PLTE", palette) if palette else b"")
         + chunk(b"IDAT", zlib.compress(rows))
         + chunk(b"IEND", b"")
     )
@@ -156,6 +164,12 @@ def write_images(out: Path) -> None:
         name = f"direct_{bits}bit_gray_alpha.png"
         (out / name).write_bytes(png_bytes(data, color_type=4))
         files.append(name)
+    colours = rng.integers(0, 256, size=(16, 3)).astype(np.uint8).tobytes()
+    indices = rng.integers(0, 16, size=(8, 10, 1)).astype(np.uint8)
+    (out / "direct_palette.png").write_bytes(png_bytes(indices, color_type=3, palette=colours))
+    bits = rng.integers(0, 2, size=(7, 13, 1)).astype(np.uint8)
+    (out / "direct_1bit_gray.png").write_bytes(png_bytes(bits, color_type=0, depth=1))
+    files += ["direct_palette.png", "direct_1bit_gray.png"]
     for name in files:
         image = read_image(out / name)
         h, w = image.size
