@@ -3,6 +3,8 @@
 // and the whole command with a CPU model.
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <fstream>
 #include <sstream>
