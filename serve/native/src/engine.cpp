@@ -9,6 +9,7 @@
 #include <iterator>
 
 #include "half.hpp"
+#include "upscale.hpp"
 
 namespace fs = std::filesystem;
 
@@ -257,23 +258,8 @@ RunTiles Engine::runner() {
         if (channels != 3) throw UserError("the engine takes RGB tiles, got " + std::to_string(channels) + " channels");
         const size_t in_tile = static_cast<size_t>(3) * h * w;
         const size_t out_tile = in_tile * m->scale * m->scale;
-        const int step = m->fixed_batch ? m->fixed_batch : (m->max_batch ? m->max_batch : count);
-        std::vector<float> fill_in, fill_out;
-        for (int first = 0; first < count; first += step) {
-            const int real = std::min(step, count - first);
-            const float* src = in + first * in_tile;
-            float* dst = out + first * out_tile;
-            if (m->fixed_batch && real < m->fixed_batch) {  // fill a static batch with copies
-                fill_in.assign(src, src + real * in_tile);
-                for (int k = real; k < m->fixed_batch; ++k)
-                    fill_in.insert(fill_in.end(), src + (real - 1) * in_tile, src + real * in_tile);
-                fill_out.resize(static_cast<size_t>(m->fixed_batch) * out_tile);
-                m->forward(fill_in.data(), m->fixed_batch, h, w, fill_out.data());
-                std::copy(fill_out.begin(), fill_out.begin() + real * out_tile, dst);
-            } else {
-                m->forward(src, real, h, w, dst);
-            }
-        }
+        run_in_batches(in, count, in_tile, out_tile, m->fixed_batch, m->max_batch,
+                       [m, h, w](const float* src, int n, float* dst) { m->forward(src, n, h, w, dst); }, out);
     };
 }
 

@@ -4,6 +4,27 @@
 
 namespace adaptsr {
 
+void run_in_batches(const float* in, int count, size_t in_tile, size_t out_tile, int fixed_batch,
+                    int max_batch, const Forward& forward, float* out) {
+    const int step = fixed_batch ? fixed_batch : (max_batch ? max_batch : count);
+    std::vector<float> fill_in, fill_out;
+    for (int first = 0; first < count; first += step) {
+        const int real = std::min(step, count - first);
+        const float* src = in + first * in_tile;
+        float* dst = out + first * out_tile;
+        if (fixed_batch && real < fixed_batch) {  // fill a static batch with copies
+            fill_in.assign(src, src + real * in_tile);
+            for (int k = real; k < fixed_batch; ++k)
+                fill_in.insert(fill_in.end(), src + (real - 1) * in_tile, src + real * in_tile);
+            fill_out.resize(static_cast<size_t>(fixed_batch) * out_tile);
+            forward(fill_in.data(), fixed_batch, fill_out.data());
+            std::copy(fill_out.begin(), fill_out.begin() + real * out_tile, dst);
+        } else {
+            forward(src, real, dst);
+        }
+    }
+}
+
 Planar to_planar(const float* rgb, int height, int width) {
     Planar p{3, height, width, std::vector<float>(static_cast<size_t>(3) * height * width)};
     for (int y = 0; y < height; ++y)

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <fstream>
 #include <sstream>
+#include <tuple>
 
 #include "args.hpp"
 #include "check.hpp"
@@ -19,6 +20,7 @@
 #include "sidecar.hpp"
 #include "stats.hpp"
 #include "tiling.hpp"
+#include "upscale.hpp"
 
 using namespace adaptsr;
 namespace fs = std::filesystem;
@@ -273,6 +275,24 @@ void test_tiling_properties() {
     CHECK_THROWS(UserError, tiled_upscale(nearest, image, 2, SizeRule{}, 16, 4, 0), "--batch must be >= 1");
 }
 
+void test_batches() {
+    // tiles of 2 floats, the "engine" doubles them and records its batch sizes
+    std::vector<float> in{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14};  // 7 tiles
+    for (auto [fixed, max, sizes] : {std::tuple{0, 0, std::vector<int>{7}}, std::tuple{0, 3, std::vector<int>{3, 3, 1}},
+                                     std::tuple{4, 0, std::vector<int>{4, 4}}}) {
+        std::vector<int> calls;
+        std::vector<float> out(in.size(), -1);
+        run_in_batches(in.data(), 7, 2, 2, fixed, max, [&](const float* src, int n, float* dst) {
+            calls.push_back(n);
+            for (int i = 0; i < 2 * n; ++i) dst[i] = 2 * src[i];
+            if (fixed && calls.size() == 2)  // the filled static batch: tiles 5, 6, 7, then 7 again
+                CHECK(src[4] == 13 && src[6] == 13 && src[7] == 14);
+        }, out.data());
+        CHECK_MSG(calls == sizes, "batch sizes for fixed " + std::to_string(fixed) + ", max " + std::to_string(max));
+        for (size_t i = 0; i < in.size(); ++i) CHECK(out[i] == 2 * in[i]);
+    }
+}
+
 Backend cpu_backend(int* opened) {
     Backend b;
     b.model.scale = 2;
@@ -341,7 +361,8 @@ int main() {
     const std::pair<const char*, void (*)()> tests[] = {
         {"json", test_json},   {"sidecar", test_sidecar}, {"args", test_args},
         {"stats", test_stats}, {"half", test_half},       {"fileio", test_fileio},
-        {"png", test_png},     {"tiling", test_tiling_properties}, {"command", test_command},
+        {"png", test_png},     {"tiling", test_tiling_properties}, {"batches", test_batches},
+        {"command", test_command},
     };
     for (auto [name, test] : tests) {
         try {
