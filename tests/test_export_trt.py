@@ -865,3 +865,72 @@ def test_real_fp16_flag_route_on_tensorrt_10(exports):
     info = build_engine(onnx["a", "fp32"], tmp / "flag.engine", fp16=True, route="fp16-flag",
                         force=True, **SHAPES)  # fmt: skip
     assert info["verify"]["passed"] and info["precision"] == "fp16"
+
+
+def test_ab_of_two_engines_compares_gpu_compute_time(monkeypatch):
+    from adaptsr.serve import bench, engine_timing
+
+    class Engine(Backend):
+        kind, device, scale = "tensorrt", "cuda", 2
+
+        def __init__(self, ms):
+            self.ms = ms
+
+        def _forward(self, batch):  # wall clock: instant for both
+            return batch
+
+    rng = np.random.default_rng(0)
+
+    def clock(backend, shape, cuda_graph=False):  # the GPU compute time the events measure
+        assert shape == (1, 3, 32, 32)
+        return lambda: backend.ms * 1e-3 * (1 + 0.001 * rng.standard_normal())
+
+    monkeypatch.setattr(engine_timing, "compute_clock", clock)
+    result = bench.compare_backends(Engine(1.0), Engine(1.5), (32, 32), rounds=12, warmup=1)
+    assert result.ratio == pytest.approx(1.5, rel=0.01) and result.verdict == "FAIL"
+    assert result.base.median_ms == pytest.approx(1.0, rel=0.01)
+    same = bench.compare_backends(Engine(1.0), Engine(1.0), (32, 32), rounds=12, warmup=1)
+    assert same.verdict == "PASS"
+
+
+def test_pinned_and_device_buffers_grow_and_are_reused(monkeypatch):
+    import ctypes
+
+    from adaptsr.serve import cudart
+
+    real = cudart.runtime()
+    blocks, freed = [], []
+
+    class FakeRuntime:
+        cudaError_t = real.cudaError_t
+        cudaGetErrorString = staticmethod(real.cudaGetErrorString)
+
+        def cudaMallocHost(self, nbytes):
+            blocks.append(ctypes.create_string_buffer(nbytes))
+            return real.cudaError_t.cudaSuccess, ctypes.addressof(blocks[-1])
+
+        cudaMalloc = cudaMallocHost
+
+        def cudaFreeHost(self, ptr):
+            freed.append(ptr)
+
+        cudaFree = cudaFreeHost
+
+    monkeypatch.setattr(cudart, "runtime", lambda: FakeRuntime())
+    pinned = cudart.PinnedBuffer()
+    a = pinned.array((2, 3), np.float32)
+    a[...] = 7
+    assert a.ctypes.data == pinned.ptr == ctypes.addressof(blocks[0]) and pinned.nbytes == 24
+    assert bytes(blocks[0])[:4] == np.float32(7).tobytes()  # the array is the pinned memory
+    b = pinned.array((1, 3), np.float16)  # smaller: the same block
+    assert b.ctypes.data == pinned.ptr and len(blocks) == 1
+    pinned.array((4, 4), np.float32)  # larger: a new block, the old one freed
+    assert len(blocks) == 2 and freed == [ctypes.addressof(blocks[0])]
+    device = cudart.DeviceBuffer()
+    assert device.reserve(100) == device.reserve(50) and device.nbytes == 100
+    with pytest.raises(UserError, match="CUDA cudaMallocHost failed"):
+        monkeypatch.setattr(
+            FakeRuntime, "cudaMallocHost",
+            lambda self, n: (real.cudaError_t.cudaErrorMemoryAllocation, None),
+        )  # fmt: skip
+        cudart.PinnedBuffer().array((1,), np.float32)

@@ -167,6 +167,11 @@ def _ab(base, candidate, size, rounds, max_rounds, warmup, device, provider, as_
     structure = _onnx_structure(base, candidate) if kinds[0] == "onnx" else None
     a = open_artifact(base, device=device, provider=provider)
     b = open_artifact(candidate, device=device, provider=provider)
+    layers = None
+    if a.kind == "tensorrt":  # engines: their IEngineInspector layers instead of a graph
+        from adaptsr.export.trt_inspect import compare_layers, engine_layers
+
+        layers = compare_layers(engine_layers(a.engine), engine_layers(b.engine))
     result = compare_backends(a, b, size, rounds, warmup, max_rounds=max_rounds)
     d = {
         "base": base,
@@ -176,11 +181,18 @@ def _ab(base, candidate, size, rounds, max_rounds, warmup, device, provider, as_
         "size": list(size),
         **result.to_dict(),
         "structure": structure,
+        **({"layers": layers} if layers is not None else {}),
     }
     if as_json:
         click.echo(json.dumps(d, indent=2))
     else:
-        if structure is None:
+        if layers is not None:
+            graph = (
+                f"engine layers identical ({layers['layers'][0]} layers): PASS"
+                if layers["structure_identical"]
+                else f"engine layers differ, {layers['first_difference']}: FAIL"
+            )
+        elif structure is None:
             graph = f"not compared ({a.kind} artifacts hold no ONNX graph)"
         elif structure["identical"]:
             graph = (
@@ -200,7 +212,9 @@ def _ab(base, candidate, size, rounds, max_rounds, warmup, device, provider, as_
             f"latency: ratio {result.ratio:.4f} (95% CI {result.ci_low:.4f} - "
             f"{result.ci_high:.4f}), tolerance {result.tolerance:.0%}: {result.verdict}{more}"
         )
-    if (structure is not None and not structure["identical"]) or not result.passed:
+    graph_failed = structure is not None and not structure["identical"]
+    layers_failed = layers is not None and not layers["structure_identical"]
+    if graph_failed or layers_failed or not result.passed:
         raise SystemExit(1)
 
 
