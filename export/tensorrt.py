@@ -401,6 +401,10 @@ def build_engine(
     check_writable(engine_info_path(out), force)
     if workspace_gib <= 0:
         raise UserError(f"workspace must be positive, got {workspace_gib} GiB")
+    if timing_cache is not None:  # read and rewritten: it must not be any other file here
+        others = [p for p in (onnx_path, reference, base_onnx, out, engine_info_path(out)) if p]
+        if any(Path(timing_cache).resolve() == Path(p).resolve() for p in others):
+            raise UserError(f"--timing-cache {timing_cache} is another input or output")
     inp = read_onnx_input(onnx_path)
     precision = inp.metadata.get(META_PRECISION, "fp32")
     check_route(route, fp16, precision, onnx_path)

@@ -447,6 +447,9 @@ def test_foreign_timing_cache_is_refused(tmp_path, fake_trt):
         build_engine(path, tmp_path / "m.engine", timing_cache=cache, verify=False)
     assert cache.read_bytes() == b"from another GPU"  # left as it was
     assert not (tmp_path / "m.engine").exists()
+    with pytest.raises(UserError, match="--timing-cache .*m.onnx is another input or output"):
+        build_engine(path, tmp_path / "m.engine", timing_cache=path, verify=False, force=True)
+    assert read_onnx_input(path).dims == [1, 3, 32, 32]  # the ONNX is untouched
 
 
 def test_engine_name_and_half_static_inputs_are_refused(tmp_path, fake_trt):
