@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# tensorrt-stubs pins the tensorrt wheel itself (NVIDIA's index, a GPU driver): the stubs are
+# installed alone, copied where mypy reads them, and type-check every module touching TensorRT.
+TRT_STUBS := tensorrt-stubs==10.13.0.35.1
+TYPINGS := $(VENV)/typings
 
 .PHONY: test demo lint format install clean native
 
@@ -10,6 +14,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps '$(TRT_STUBS)'
+	$(BIN)/python .ci/trt_stubs.py $(TYPINGS)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -17,6 +23,7 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest
 
 demo: $(STAMP)
@@ -25,6 +32,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

@@ -135,8 +135,10 @@ class Upscaler:
 
     def __init__(self, model, device: str = "auto", tile: int = 0):
         from adaptsr.adapt.backend import TorchBackend
+        from adaptsr.serve.backends import Backend
 
-        self.backend = TorchBackend(model, device=device)
+        # A deployed artifact (ONNX Runtime, TensorRT) is scored through the same tiler.
+        self.backend = model if isinstance(model, Backend) else TorchBackend(model, device=device)
         self.tile = tile
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
@@ -260,7 +262,8 @@ def evaluate(
     compare_rows: int = 0,
     progress: bool = True,
 ) -> Result:
-    """Score `model` (and `base`, and bicubic) on every pair.
+    """Score `model` (and `base`, and bicubic) on every pair; `model` may also be a serve
+    Backend (an ONNX file or an engine), scored the same way.
 
     degrade(hr, index) makes the LR image of an HR-only pair. Unreadable images are skipped
     (listed in the result) unless strict; a size that disagrees with the scale is always fatal.

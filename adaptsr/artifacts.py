@@ -9,6 +9,7 @@ JSON sidecar beside it (`<name>.engine.json`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -18,6 +19,7 @@ ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 ADAPTER_SUFFIXES = (".safetensors",)
 MAX_SIDE = 4096  # largest height/width of a dynamic export or engine profile
+MAX_BATCH = 64  # largest batch of a dynamic-batch export or engine profile (tiles per call)
 
 # ONNX metadata keys written by the export and read by serve and the engine build
 META_SCALE = "scale"
@@ -75,14 +77,72 @@ def engine_info_path(engine_path: str | Path) -> Path:
     return Path(engine_path).with_suffix(".engine.json")
 
 
-def engine_metadata(engine_path: str | Path) -> tuple[int, int]:
-    """(min_size, multiple_of) from an engine's sidecar; (1, 1) when there is none."""
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_engine_info(engine_path: str | Path) -> dict | None:
+    """The engine's sidecar as a dict, or None when there is none (an engine from trtexec)."""
     info_path = engine_info_path(engine_path)
     if not info_path.is_file():
-        return 1, 1
+        return None
     try:
         info = json.loads(info_path.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read {info_path}: {e}") from e
-    meta = info.get("metadata") if isinstance(info, dict) else None
-    return size_metadata(meta if isinstance(meta, dict) else {}, info_path)
+    if not isinstance(info, dict):
+        raise UserError(f"{info_path} is not an engine sidecar (a JSON object)")
+    return info
+
+
+def _version3(version: str) -> tuple[str, ...]:
+    """'10.13.0.35' -> ('10', '13', '0'): plans are bound to major.minor.patch."""
+    return tuple(str(version).split(".")[:3])
+
+
+def check_engine_info(
+    info: dict, engine_path: str | Path, tensorrt_version: str, compute_capability: str
+) -> None:
+    """Refuse an engine built for another TensorRT or GPU, or one its sidecar no longer
+    describes (engine replaced, or the ONNX it came from changed), with the rebuild command."""
+    engine_path = Path(engine_path)
+    rebuild = info.get("build_command") or "adapt export trt --onnx MODEL.onnx --out ENGINE"
+    how = f"rebuild it on this machine: {rebuild} --force"
+    built_trt, built_cc = str(info.get("tensorrt_version", "?")), info.get("compute_capability")
+    if _version3(built_trt) != _version3(tensorrt_version):
+        raise UserError(
+            f"{engine_path} was built with TensorRT {built_trt}, this machine has "
+            f"{tensorrt_version} (engines are not portable across versions): {how}"
+        )
+    if built_cc is not None and str(built_cc) != compute_capability:
+        raise UserError(
+            f"{engine_path} was built for compute capability {built_cc} ({info.get('gpu')}), "
+            f"this GPU is {compute_capability} (engines are not portable across GPUs): {how}"
+        )
+    want = info.get("engine_sha256")
+    if want and sha256_file(engine_path) != want:
+        raise UserError(
+            f"{engine_path} is not the engine its sidecar {engine_info_path(engine_path)} "
+            f"describes (replaced after the build): {how}"
+        )
+    onnx_path, onnx_sha = info.get("onnx"), info.get("onnx_sha256")
+    if onnx_path and onnx_sha:
+        onnx_file = Path(onnx_path)
+        if not onnx_file.is_absolute():  # recorded relative to the engine's folder
+            onnx_file = engine_path.parent / onnx_file
+        if onnx_file.is_file() and sha256_file(onnx_file) != onnx_sha:
+            raise UserError(
+                f"{engine_path} is stale: {onnx_file} changed after the engine was built: {how}"
+            )
+
+
+def engine_metadata(engine_path: str | Path) -> tuple[int, int]:
+    """(min_size, multiple_of) from an engine's sidecar; (1, 1) when there is none."""
+    info = read_engine_info(engine_path)
+    meta = info.get("metadata") if info else None
+    return size_metadata(meta if isinstance(meta, dict) else {}, engine_info_path(engine_path))

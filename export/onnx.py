@@ -26,7 +26,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from adaptsr.artifacts import MAX_SIDE, META_PRECISION, META_SCALE, META_SIZE_REQUIREMENTS
+from adaptsr.artifacts import (
+    MAX_BATCH,
+    MAX_SIDE,
+    META_PRECISION,
+    META_SCALE,
+    META_SIZE_REQUIREMENTS,
+)
 from adaptsr.errors import UserError
 from adaptsr.export import parity
 from adaptsr.export.rewrites import export_rewrites, reference_forward, size_requirements
@@ -46,6 +52,7 @@ class ExportSpec:
     tile: tuple[int, int] | None = None  # static (H, W)
     opset: int = MIN_OPSET
     fp16: bool = False
+    dynamic_batch: bool = False  # batch dimension symbolic (tiles batched on an engine)
     example: tuple[int, int] = (0, 0)  # traced size
     check_sizes: list[tuple[int, int]] = field(default_factory=list)
     min_size: int = 1
@@ -99,17 +106,24 @@ def latency_size(spec: ExportSpec) -> tuple[int, int]:
 def _dynamic_shapes(spec: ExportSpec):
     from torch.export import Dim
 
+    dims: dict = {0: Dim("batch", min=1, max=MAX_BATCH)} if spec.dynamic_batch else {}
+    if not spec.dynamic:
+        return (dims,)
     if spec.multiple_of == 1:
         lo = max(spec.min_size, 2)
-        return ({2: Dim("height", min=lo, max=MAX_SIDE), 3: Dim("width", min=lo, max=MAX_SIDE)},)
+        dims.update({2: Dim("height", min=lo, max=MAX_SIDE), 3: Dim("width", min=lo, max=MAX_SIDE)})
+        return (dims,)
     m = spec.multiple_of
     lo = max(-(-spec.min_size // m), 2)
-    return (
-        {
-            2: m * Dim("height_div", min=lo, max=MAX_SIDE // m),
-            3: m * Dim("width_div", min=lo, max=MAX_SIDE // m),
-        },
-    )
+    dims[2] = m * Dim("height_div", min=lo, max=MAX_SIDE // m)
+    dims[3] = m * Dim("width_div", min=lo, max=MAX_SIDE // m)
+    return (dims,)
+
+
+def trace_batch(spec: ExportSpec) -> int:
+    """Batch of the traced and checked inputs: 2 for a dynamic batch (the tracer would
+    specialise a batch of 1 to a constant)."""
+    return 2 if spec.dynamic_batch else 1
 
 
 @contextlib.contextmanager
@@ -143,7 +157,7 @@ def export_graph(model: nn.Module, spec: ExportSpec):
     import onnxscript.optimizer
     import onnxslim
 
-    x = torch.rand(1, model.adaptsr_info.in_channels, *spec.example)
+    x = torch.rand(trace_batch(spec), model.adaptsr_info.in_channels, *spec.example)
     try:
         with _quiet(), export_rewrites(model) as rewrites, torch.no_grad():
             program = torch.onnx.export(
@@ -153,7 +167,9 @@ def export_graph(model: nn.Module, spec: ExportSpec):
                 opset_version=spec.opset,
                 input_names=["input"],
                 output_names=["output"],
-                dynamic_shapes=_dynamic_shapes(spec) if spec.dynamic else None,
+                dynamic_shapes=_dynamic_shapes(spec)
+                if spec.dynamic or spec.dynamic_batch
+                else None,
                 # Its full optimizer also merges initializers by value (identical weights share
                 # one), which would make the structure depend on the weights: fold only.
                 optimize=False,
@@ -179,10 +195,11 @@ def check_parity(model: nn.Module, onnx_path: Path, spec: ExportSpec) -> dict:
     """ORT vs the original PyTorch model on random and photo-like inputs at every check size."""
     sess = parity.session(onnx_path)
     rows = []
+    n = trace_batch(spec)
     for i, (h, w) in enumerate(spec.check_sizes):
         for kind, x in (
-            ("random", parity.random_input(h, w, seed=i)),
-            ("image", synthetic_image(h, w, seed=i)[None]),
+            ("random", np.concatenate([parity.random_input(h, w, seed=i + k) for k in range(n)])),
+            ("image", np.stack([synthetic_image(h, w, seed=i + k) for k in range(n)])),
         ):
             try:
                 got = parity.run(sess, x)
@@ -199,7 +216,9 @@ def check_parity(model: nn.Module, onnx_path: Path, spec: ExportSpec) -> dict:
                     f"the exported graph gives shape {got.shape} at {h}x{w}, PyTorch {want.shape}"
                 )
             mx, mean = parity.abs_error(got, want)
-            rows.append({"size": [h, w], "input": kind, "max_abs": mx, "mean_abs": mean})
+            rows.append(
+                {"size": [h, w], "batch": n, "input": kind, "max_abs": mx, "mean_abs": mean}
+            )
     worst = max(r["max_abs"] for r in rows)
     return {
         "runtime": "onnxruntime CPUExecutionProvider",
@@ -337,6 +356,7 @@ def export_onnx(
     tile: tuple[int, int] | None = None,
     opset: int = MIN_OPSET,
     fp16: bool = False,
+    dynamic_batch: bool = False,
     adapter: AdapterInfo | None = None,
     base: nn.Module | None = None,
     latency_rounds: int = 30,
@@ -364,6 +384,7 @@ def export_onnx(
         raise UserError("a merged export needs the base model for the zero-overhead proof")
     spec = plan(model, dynamic, tile, opset)
     spec.fp16 = fp16
+    spec.dynamic_batch = dynamic_batch
     report: dict = {"onnx": str(out), "architecture": model.adaptsr_info.arch}
     with (
         tempfile.TemporaryDirectory(prefix="adaptsr-export-") as tmpdir,
@@ -434,6 +455,7 @@ def export_onnx(
         report["metadata"] = props
         report["spec"] = {
             "dynamic": dynamic,
+            "dynamic_batch": dynamic_batch,
             "tile": list(tile) if tile else None,
             "opset": opset,
             "traced_size": list(spec.example),

@@ -13,7 +13,14 @@ import os
 
 import numpy as np
 
-from adaptsr.artifacts import META_SCALE, engine_metadata, positive_int, size_metadata
+from adaptsr.artifacts import (
+    META_SCALE,
+    check_engine_info,
+    engine_metadata,
+    positive_int,
+    read_engine_info,
+    size_metadata,
+)
 from adaptsr.errors import UserError
 from adaptsr.fileio import check_readable
 from adaptsr.tiling import SizeRule, round_up
@@ -196,8 +203,14 @@ def engine_size_rule(shape, profile_min=None, profile_max=None, min_size=1, mult
     return rule, fixed_batch, max_batch
 
 
+def dims(d) -> tuple[int, ...]:
+    """A TensorRT Dims as a tuple of ints."""
+    return tuple(int(d[i]) for i in range(len(d)))
+
+
 def import_tensorrt():
-    """The tensorrt module (10 or newer), or a clear error."""
+    """The tensorrt module (10 or newer), or a clear error. Callers then `import tensorrt`
+    themselves, so the type checker sees the real module (tensorrt-stubs)."""
     try:
         import tensorrt
     except ImportError as e:
@@ -211,52 +224,64 @@ def import_tensorrt():
 
 
 class TensorRTBackend(Backend):
-    """A serialized TensorRT 10 engine, run with execute_async_v3 on its own CUDA stream.
+    """A serialized TensorRT engine, run with execute_async_v3 on its own CUDA stream.
 
-    GPU buffers come from polygraphy's ctypes wrapper of the CUDA runtime (no torch needed).
+    The sidecar written by `adapt export trt` is checked first (TensorRT version, compute
+    capability, engine and ONNX checksums: `adaptsr.artifacts.check_engine_info`). Host buffers
+    are pinned and device buffers grow on demand, all through cuda-python (`serve.cudart`): no
+    torch. `prepare`/`enqueue` expose the steps so that `serve.engine_timing` can time the
+    copies and the compute apart, as trtexec does.
     """
 
     kind = "tensorrt"
 
     def __init__(self, path: str | os.PathLike):
         path = check_readable(path, "engine file")
-        trt = import_tensorrt()
-        try:
-            from polygraphy import cuda
-        except ImportError:
-            raise UserError("TensorRT engines need polygraphy: `pip install polygraphy`") from None
-        self.trt, self.cuda = trt, cuda
+        import_tensorrt()
+        import tensorrt as trt
+
+        from adaptsr.serve import cudart
+
+        self.info = read_engine_info(path)
+        gpu = cudart.device_info()
+        if self.info is not None:
+            check_engine_info(self.info, path, trt.__version__, gpu["compute_capability"])
+        self.gpu = gpu
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
-        self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
-        if self.engine is None:
+        engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
+        if engine is None:
             raise UserError(
                 f"cannot load engine {path}: corrupt, or built by another TensorRT version "
-                "or for another GPU (engines are not portable; rebuild it here)"
+                "or for another GPU (engines are not portable: rebuild it here with "
+                "adapt export trt)"
             )
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        mode = self.engine.get_tensor_mode
-        inputs = [t for t in names if mode(t) == trt.TensorIOMode.INPUT]
-        outputs = [t for t in names if mode(t) == trt.TensorIOMode.OUTPUT]
+        self.engine = engine
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [t for t in names if engine.get_tensor_mode(t) == trt.TensorIOMode.INPUT]
+        outputs = [t for t in names if engine.get_tensor_mode(t) == trt.TensorIOMode.OUTPUT]
         if len(inputs) != 1 or len(outputs) != 1:
             raise UserError(f"{path}: expected one input and one output tensor, got {names}")
         self.input_name, self.output_name = inputs[0], outputs[0]
-        self.in_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))
-        self.out_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.output_name)))
-        shape = tuple(self.engine.get_tensor_shape(self.input_name))
+        self.in_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self.input_name)))
+        self.out_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self.output_name)))
+        shape = dims(engine.get_tensor_shape(self.input_name))
         pmin = pmax = None
         if any(d < 0 for d in shape):
-            pmin, _, pmax = self.engine.get_tensor_profile_shape(self.input_name, 0)
+            pmin, _, pmax = engine.get_tensor_profile_shape(self.input_name, 0)
         min_size, multiple_of = engine_metadata(path)
         self.rule, self.fixed_batch, self.max_batch = engine_size_rule(
             shape, pmin, pmax, min_size, multiple_of
         )
         self.name = str(path)
         self.device = "cuda"
-        self.context = self.engine.create_execution_context()
-        self.stream = cuda.Stream()
-        self.d_input = cuda.DeviceArray(shape=(0,), dtype=self.in_dtype)
-        self.d_output = cuda.DeviceArray(shape=(0,), dtype=self.out_dtype)
+        context = engine.create_execution_context()
+        if context is None:
+            raise UserError(f"TensorRT could not create an execution context for {path}")
+        self.context = context
+        self.stream = cudart.Stream()
+        self.d_input, self.d_output = cudart.DeviceBuffer(), cudart.DeviceBuffer()
+        self.h_input, self.h_output = cudart.PinnedBuffer(), cudart.PinnedBuffer()
         ph, pw = probe_size(self.rule)
         in_shape = (self.fixed_batch or 1, 3, ph, pw)
         self.scale = scale_from_shapes(in_shape, self._set_shape(in_shape))
@@ -264,29 +289,47 @@ class TensorRTBackend(Backend):
     def _set_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         if not self.context.set_input_shape(self.input_name, shape):
             raise UserError(f"engine {self.name} does not accept input shape {shape}")
-        return tuple(self.context.get_tensor_shape(self.output_name))
+        return dims(self.context.get_tensor_shape(self.output_name))
+
+    def prepare(self, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Set the input shape and bind buffers; the pinned (input, output) host arrays."""
+        out_shape = self._set_shape(shape)
+        h_in = self.h_input.array(shape, self.in_dtype)
+        h_out = self.h_output.array(out_shape, self.out_dtype)
+        self.context.set_tensor_address(self.input_name, self.d_input.reserve(h_in.nbytes))
+        self.context.set_tensor_address(self.output_name, self.d_output.reserve(h_out.nbytes))
+        return h_in, h_out
+
+    def upload(self, h_in: np.ndarray) -> None:
+        from adaptsr.serve import cudart
+
+        cudart.copy_to_device(self.d_input.ptr, h_in, self.stream)
+
+    def enqueue(self) -> None:
+        if not self.context.execute_async_v3(self.stream.ptr):
+            raise UserError(f"TensorRT execution failed in {self.name}")
+
+    def download(self, h_out: np.ndarray) -> None:
+        from adaptsr.serve import cudart
+
+        cudart.copy_to_host(h_out, self.d_output.ptr, self.stream)
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(batch, dtype=self.in_dtype)
-        out_shape = self._set_shape(x.shape)
-        self.d_input.resize(x.shape)
-        self.d_output.resize(out_shape)
-        self.d_input.copy_from(x, stream=self.stream)
-        self.context.set_tensor_address(self.input_name, self.d_input.ptr)
-        self.context.set_tensor_address(self.output_name, self.d_output.ptr)
-        if not self.context.execute_async_v3(self.stream.ptr):
-            raise UserError(f"TensorRT execution failed for an input of shape {x.shape}")
-        host = np.empty(out_shape, dtype=self.out_dtype)
-        self.d_output.copy_to(host, stream=self.stream)
+        h_in, h_out = self.prepare(tuple(batch.shape))
+        h_in[...] = batch  # converts to the engine's input type on the way
+        self.upload(h_in)
+        self.enqueue()
+        self.download(h_out)
         self.stream.synchronize()
-        return host
+        return h_out.astype(np.float32, copy=True)  # the pinned buffer is reused
 
     def sync(self) -> None:
         self.stream.synchronize()
 
     def peak_memory_bytes(self) -> int | None:
         """The engine's activation memory plus the input/output buffers."""
-        activations = getattr(self.engine, "device_memory_size_v2", None)
-        if activations is None:  # TensorRT 10.0 has only the older name
-            activations = self.engine.device_memory_size
-        return int(activations + self.d_input.allocated_nbytes + self.d_output.allocated_nbytes)
+        activations = self.engine.device_memory_size_v2
+        return int(activations + self.d_input.nbytes + self.d_output.nbytes)
+
+    def describe(self) -> dict:
+        return {**super().describe(), **self.gpu, "engine_info": self.info is not None}

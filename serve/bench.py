@@ -19,7 +19,15 @@ import numpy as np
 from adaptsr.errors import UserError
 from adaptsr.images import synthetic_image
 from adaptsr.serve.backends import Backend
-from adaptsr.serve.timing import MAX_ROUNDS, MIN_ROUNDS, Comparison, Latency, compare, measure
+from adaptsr.serve.timing import (
+    MAX_ROUNDS,
+    MIN_ROUNDS,
+    SELF_TIMED,
+    Comparison,
+    Latency,
+    compare,
+    measure,
+)
 from adaptsr.tiling import plan_tiles, tiled_upscale
 
 
@@ -197,6 +205,19 @@ def compare_backends(
             raise UserError(
                 f"--size {height} {width} is not accepted by {b.name} ({b.rule.describe()})"
             )
+    if base.kind == "tensorrt":  # GPU compute time from CUDA events, copies excluded
+        from adaptsr.serve.engine_timing import compute_clock
+
+        shape = (base.fixed_batch or 1, 3, height, width)
+        return compare(
+            compute_clock(base, shape),
+            compute_clock(candidate, shape),
+            rounds=rounds,
+            warmup=warmup,
+            tolerance=tolerance,
+            sync=SELF_TIMED,
+            max_rounds=max_rounds,
+        )
     batch_input = synthetic_image(height, width)[None]
 
     def sync() -> None:

@@ -42,6 +42,11 @@ from adaptsr.commands._options import device_option, provider_option
     is_flag=True,
     help="With --tile: alternate tiled and untiled runs, report the throughput ratio.",
 )
+@click.option(
+    "--cuda-graph",
+    is_flag=True,
+    help="Engines: replay the inference as a CUDA graph in the H2D/compute/D2H timing.",
+)
 @device_option
 @provider_option
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
@@ -58,6 +63,7 @@ def bench(
     overlap,
     batch,
     vs_untiled,
+    cuda_graph,
     device,
     provider,
     as_json,
@@ -87,7 +93,7 @@ def bench(
 
     from adaptsr.serve.bench import bench_backend
 
-    rows = []
+    rows, engine_rows = [], {}
     for spec in artifacts:
         backend = open_artifact(spec, device=device, provider=provider)
         rows.append(
@@ -102,8 +108,17 @@ def bench(
                 vs_untiled=vs_untiled,
             )
         )
+        if backend.kind == "tensorrt":  # trtexec's split: copies and GPU compute apart
+            from adaptsr.serve.engine_timing import time_engine
+
+            shape = (backend.fixed_batch or batch, 3, *size)
+            timing = time_engine(backend, shape, runs, warmup, cuda_graph=cuda_graph)
+            engine_rows[len(rows) - 1] = timing
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+        out = [r.to_dict() for r in rows]
+        for i, timing in engine_rows.items():
+            out[i]["engine_timing"] = timing.to_dict()
+        click.echo(json.dumps(out, indent=2))
         return
     click.echo(
         f"{'artifact':<28} {'backend':<9} {'device':<6} {'size':>9} {'tiles':>5} "
@@ -123,6 +138,13 @@ def bench(
                 f"{e['ci_high']:.3f}, {e['rounds']} alternating rounds, untiled "
                 f"{e['untiled_median_ms']:.2f} ms median)"
             )
+    for i, t in engine_rows.items():
+        graph = ", CUDA graph" if t.cuda_graph else ""
+        click.echo(
+            f"  {_short(rows[i].artifact)} at {t.shape}: GPU compute {t.compute.median_ms:.3f} ms, "
+            f"H2D {t.h2d.median_ms:.3f} ms, D2H {t.d2h.median_ms:.3f} ms "
+            f"(medians, CUDA events, pinned buffers{graph})"
+        )
 
 
 def _short(name: str, width: int = 28) -> str:
@@ -145,6 +167,11 @@ def _ab(base, candidate, size, rounds, max_rounds, warmup, device, provider, as_
     structure = _onnx_structure(base, candidate) if kinds[0] == "onnx" else None
     a = open_artifact(base, device=device, provider=provider)
     b = open_artifact(candidate, device=device, provider=provider)
+    layers = None
+    if a.kind == "tensorrt":  # engines: their IEngineInspector layers instead of a graph
+        from adaptsr.export.trt_inspect import compare_layers, engine_layers
+
+        layers = compare_layers(engine_layers(a.engine), engine_layers(b.engine))
     result = compare_backends(a, b, size, rounds, warmup, max_rounds=max_rounds)
     d = {
         "base": base,
@@ -154,11 +181,18 @@ def _ab(base, candidate, size, rounds, max_rounds, warmup, device, provider, as_
         "size": list(size),
         **result.to_dict(),
         "structure": structure,
+        **({"layers": layers} if layers is not None else {}),
     }
     if as_json:
         click.echo(json.dumps(d, indent=2))
     else:
-        if structure is None:
+        if layers is not None:
+            graph = (
+                f"engine layers identical ({layers['layers'][0]} layers): PASS"
+                if layers["structure_identical"]
+                else f"engine layers differ, {layers['first_difference']}: FAIL"
+            )
+        elif structure is None:
             graph = f"not compared ({a.kind} artifacts hold no ONNX graph)"
         elif structure["identical"]:
             graph = (
@@ -168,6 +202,8 @@ def _ab(base, candidate, size, rounds, max_rounds, warmup, device, provider, as_
         else:
             graph = f"{structure['first_difference']}: FAIL"
         more = f"; about {result.rounds_needed} rounds would decide" if result.rounds_needed else ""
+        if a.kind == "tensorrt":
+            click.echo("timed: GPU compute time (CUDA events around execute_async_v3)")
         click.echo(
             f"{a.kind} on {a.device}, {size[0]}x{size[1]}, {result.rounds} alternating rounds\n"
             f"base       {result.base.median_ms:10.2f} ms median  {base}\n"
@@ -176,7 +212,9 @@ def _ab(base, candidate, size, rounds, max_rounds, warmup, device, provider, as_
             f"latency: ratio {result.ratio:.4f} (95% CI {result.ci_low:.4f} - "
             f"{result.ci_high:.4f}), tolerance {result.tolerance:.0%}: {result.verdict}{more}"
         )
-    if (structure is not None and not structure["identical"]) or not result.passed:
+    graph_failed = structure is not None and not structure["identical"]
+    layers_failed = layers is not None and not layers["structure_identical"]
+    if graph_failed or layers_failed or not result.passed:
         raise SystemExit(1)
 
 

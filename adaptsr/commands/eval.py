@@ -1,10 +1,13 @@
 import click
 
 from adaptsr.adapt.choices import DEGRADATIONS
+from adaptsr.commands._options import provider_option
 
 
 @click.command("eval")
-@click.option("--model", "model_spec", required=True, help="Built-in name or checkpoint path.")
+@click.option("--model", "model_spec", help="Built-in name or checkpoint path.")
+@click.option("--onnx", "onnx_path", type=click.Path(), help="Score an exported ONNX instead.")
+@click.option("--engine", "engine_path", type=click.Path(), help="Score a TensorRT engine instead.")
 @click.option("--adapter", type=click.Path(), help="LoRA adapter file; base is scored beside it.")
 @click.option("--hr", "hr_dir", required=True, type=click.Path(), help="Folder of HR images.")
 @click.option(
@@ -27,6 +30,7 @@ from adaptsr.adapt.choices import DEGRADATIONS
 @click.option("--compare", type=click.Path(), help="Write a side-by-side crop PNG here.")
 @click.option("--tile", default=0, show_default=True, help="Tile size for large images (0: whole).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@provider_option
 @click.option("--baselines/--no-baselines", default=True, help="Also score bicubic upsampling.")
 @click.option(
     "--perceptual/--no-perceptual", default=True, help="LPIPS and DISTS when their weights exist."
@@ -36,6 +40,8 @@ from adaptsr.adapt.choices import DEGRADATIONS
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def eval_command(
     model_spec,
+    onnx_path,
+    engine_path,
     adapter,
     hr_dir,
     lr_dir,
@@ -48,13 +54,17 @@ def eval_command(
     compare,
     tile,
     device,
+    provider,
     baselines,
     perceptual,
     strict,
     force,
     quiet,
 ) -> None:
-    """Score a model (and its adapter) on LR/HR pairs: PSNR/SSIM on Y, LPIPS, DISTS."""
+    """Score a model (and its adapter) on LR/HR pairs: PSNR/SSIM on Y, LPIPS, DISTS.
+
+    --onnx or --engine scores the deployed artifact instead, with the same metrics and report.
+    """
     from datetime import datetime, timezone
     from pathlib import Path
 
@@ -72,8 +82,16 @@ def eval_command(
     if compare and not compare.lower().endswith(".png"):
         raise UserError(f"--compare {compare}: the side-by-side image is a .png file")
 
-    model = load_model(model_spec)
-    model_scale = model_info(model).scale
+    if onnx_path or engine_path:  # a deployed artifact: merged weights, its own scale
+        from adaptsr.commands._backends import open_backend
+
+        model = open_backend(model_spec, adapter, onnx_path, engine_path, provider=provider)
+        model_spec, model_scale = model.name, model.scale
+    else:
+        if not model_spec:
+            raise UserError("give exactly one of --model, --onnx, --engine")
+        model = load_model(model_spec)
+        model_scale = model_info(model).scale
     scale = scale or model_scale
     if scale != model_scale:
         raise UserError(f"--scale {scale} does not match the model's scale (x{model_scale})")
@@ -111,6 +129,7 @@ def eval_command(
     result.info = {
         "model": model_spec,
         "adapter": adapter,
+        "artifact": getattr(model, "kind", "pytorch"),  # onnx / tensorrt: the deployed file
         "scale": scale,
         "hr": str(hr_dir),
         "lr": None if degradation else str(lr_dir),

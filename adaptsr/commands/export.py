@@ -15,6 +15,9 @@ def export() -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .onnx file.")
 @click.option("--dynamic", is_flag=True, help="Dynamic input height and width.")
 @click.option("--tile", nargs=2, type=int, metavar="H W", help="Static input height and width.")
+@click.option(
+    "--dynamic-batch", is_flag=True, help="Dynamic batch dimension (tiles batched on an engine)."
+)
 @click.option("--fp16", is_flag=True, help="Write an fp16 graph (fp32 islands) for TensorRT.")
 @click.option("--opset", default=18, show_default=True, type=int, help="ONNX opset (18 or newer).")
 @click.option(
@@ -33,7 +36,7 @@ def export() -> None:
 )
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 def onnx_cmd(
-    model_spec, adapter, merged, out, dynamic, tile, fp16, opset, latency_rounds,
+    model_spec, adapter, merged, out, dynamic, tile, dynamic_batch, fp16, opset, latency_rounds,
     latency_max_rounds, force,
 ):  # fmt: skip
     """Export a base model, or a base with its adapter merged, to ONNX.
@@ -64,6 +67,7 @@ def onnx_cmd(
         tile=tile_hw,
         opset=opset,
         fp16=fp16,
+        dynamic_batch=dynamic_batch,
         adapter=info,
         base=base if adapter else None,
         latency_rounds=latency_rounds,
@@ -109,35 +113,129 @@ def onnx_cmd(
     "onnx_path",
     required=True,
     type=click.Path(dir_okay=False),
-    help="ONNX from `adapt export onnx` (the --fp16 one for an fp16 engine).",
+    help="ONNX from `adapt export onnx` (the --fp16 one for a strongly typed fp16 engine).",
 )
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .engine file.")
-@click.option("--fp16", is_flag=True, help="Require the fp16 ONNX (strongly typed fp16 engine).")
+@click.option("--fp16", is_flag=True, help="Build an fp16 engine (see --route).")
+@click.option(
+    "--route",
+    type=click.Choice(["strongly-typed", "fp16-flag"]),
+    default="strongly-typed",
+    show_default=True,
+    help="strongly-typed: layers in the ONNX's own types (fp16 from the fp16 ONNX); fp16-flag "
+    "(TensorRT 10 only): fp32 ONNX + FP16 builder flag, normalisation/softmax pinned to fp32.",
+)
 @click.option("--min-shape", help="Smallest HxW for a dynamic model, e.g. 64x64.")
 @click.option("--opt-shape", help="HxW TensorRT optimizes for, e.g. 256x256.")
 @click.option("--max-shape", help="Largest HxW for a dynamic model, e.g. 1024x1024.")
+@click.option(
+    "--batch-range",
+    nargs=3,
+    type=int,
+    metavar="MIN OPT MAX",
+    help="Batch range of the profile (ONNX exported with --dynamic-batch) [1 1 1].",
+)
 @click.option("--workspace", default=4.0, show_default=True, type=float, help="Workspace, GiB.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), help="Timing cache file.")
+@click.option("--refittable", is_flag=True, help="Build an engine whose weights can be swapped.")
+@click.option(
+    "--refit-from",
+    type=click.Path(dir_okay=False),
+    help="A --refittable engine: copy it with the weights of --onnx (no build).",
+)
+@click.option(
+    "--base-onnx",
+    type=click.Path(dir_okay=False),
+    help="The base model's export: build it too (one timing cache) and compare the layers.",
+)
+@click.option(
+    "--verify/--no-verify",
+    default=True,
+    show_default=True,
+    help="Run the engine against ONNX Runtime fp32 at the profile's min/opt/max shapes.",
+)
+@click.option(
+    "--reference",
+    type=click.Path(dir_okay=False),
+    help="The fp32 ONNX that --verify compares with (needed when --onnx is the fp16 one).",
+)
+@click.option(
+    "--min-psnr", default=45.0, show_default=True, type=float, help="--verify fails below, dB."
+)
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
-def trt_cmd(onnx_path, out, fp16, min_shape, opt_shape, max_shape, workspace, timing_cache, force):
-    """Build a strongly typed TensorRT engine from an exported ONNX (runs without torch)."""
-    from adaptsr.artifacts import engine_info_path
-    from adaptsr.export.tensorrt import build_engine, parse_hw
+def trt_cmd(
+    onnx_path, out, fp16, route, min_shape, opt_shape, max_shape, batch_range, workspace,
+    timing_cache, refittable, refit_from, base_onnx, verify, reference, min_psnr, force,
+):  # fmt: skip
+    """Build a TensorRT engine from an exported ONNX, check it, write its sidecar (no torch).
 
-    info = build_engine(
-        onnx_path,
-        out,
-        fp16=fp16,
-        min_hw=parse_hw(min_shape),
-        opt_hw=parse_hw(opt_shape),
-        max_hw=parse_hw(max_shape),
-        workspace_gib=workspace,
-        timing_cache=timing_cache,
-        force=force,
-    )
-    prof = info["profile"]
-    click.echo(
-        f"wrote {out} (TensorRT {info['tensorrt_version']}, {info['precision']}, strongly typed, "
-        f"profile min {prof['min']} opt {prof['opt']} max {prof['max']})"
-    )
+    The sidecar OUT.engine.json records TensorRT version, GPU, ONNX checksum, profile, precision
+    route and the verification PSNR; engines are refused on another TensorRT or GPU.
+    """
+    from adaptsr.artifacts import engine_info_path
+    from adaptsr.errors import UserError
+    from adaptsr.export.tensorrt import build_engine, parse_batch, parse_hw, refit_engine
+
+    if refit_from:
+        given = [
+            flag
+            for flag, v in (
+                ("--fp16", fp16), ("--min-shape", min_shape), ("--opt-shape", opt_shape),
+                ("--max-shape", max_shape), ("--batch-range", batch_range),
+                ("--refittable", refittable), ("--base-onnx", base_onnx),
+                ("--timing-cache", timing_cache),
+            )
+            if v
+        ]  # fmt: skip
+        if given or route != "strongly-typed":
+            drop = ", ".join(given or ["--route"])
+            raise UserError(f"--refit-from keeps the engine's build settings: drop {drop}")
+        info = refit_engine(
+            refit_from, onnx_path, out, verify=verify, reference=reference, min_psnr=min_psnr,
+            force=force,
+        )  # fmt: skip
+        click.echo(f"wrote {out}: {refit_from} refitted with the weights of {onnx_path} "
+                   f"in {info['refit_seconds']:.2f} s")  # fmt: skip
+    else:
+        info = build_engine(
+            onnx_path,
+            out,
+            fp16=fp16,
+            route=route,
+            min_hw=parse_hw(min_shape),
+            opt_hw=parse_hw(opt_shape),
+            max_hw=parse_hw(max_shape),
+            batch=parse_batch(batch_range),
+            workspace_gib=workspace,
+            timing_cache=timing_cache,
+            refittable=refittable,
+            verify=verify,
+            reference=reference,
+            min_psnr=min_psnr,
+            base_onnx=base_onnx,
+            force=force,
+        )
+        prof = info["profile"]
+        click.echo(
+            f"wrote {out} (TensorRT {info['tensorrt_version']}, {info['gpu']}, "
+            f"{info['precision']}, {info['route']}, profile min {prof['min']} opt {prof['opt']} "
+            f"max {prof['max']}, built in {info['build_seconds']:.1f} s)"
+        )
+    v = info["verify"]
+    if "skipped" in v:
+        click.echo("verify: skipped (--no-verify)")
+    else:
+        worst = min(v["checks"], key=lambda r: r["psnr_db"])
+        click.echo(
+            f"verify vs ONNX Runtime fp32: min PSNR {v['min_psnr_db']:.1f} dB "
+            f"(at {worst['shape']}), max abs {v['max_abs']:.2e} "
+            f"over {len(v['checks'])} shape(s): PASS"
+        )
+    if "zero_overhead" in info:
+        z = info["zero_overhead"]
+        tactics = "same tactics" if z["tactics_identical"] else "tactics differ"
+        click.echo(
+            f"zero overhead, engine layers: {z['layers'][1]} layers, the base engine's layer for "
+            f"layer ({tactics}): {z['verdict']}"
+        )
     click.echo(f"info: {engine_info_path(out)}")
