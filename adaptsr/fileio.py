@@ -4,6 +4,7 @@ without --force."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -38,6 +39,59 @@ def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
     return path
 
 
+# A file being written is `.NAME.partial-PID-RANDOM.SUFFIX` beside its target NAME: recognisable,
+# hidden, and it keeps the final suffix so that libraries choosing a format by extension
+# (safetensors, PIL, onnx) write the right thing. One left by a killed process (kill -9, power
+# loss) is removed by the next write of the same target once its process is gone.
+PARTIAL = ".partial-"
+
+
+def partial_file(path: Path) -> Path:
+    """A new, empty temporary file for writing `path` (mode 0600 until chmod_output)."""
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}{PARTIAL}{os.getpid()}-", suffix=path.suffix, dir=path.parent
+    )
+    os.close(fd)
+    return Path(tmp)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+def remove_stale_partials(path: Path) -> list[Path]:
+    """Remove the temporary files of earlier writes of `path` whose process has died."""
+    removed = []
+    prefix = f".{path.name}{PARTIAL}"
+    try:
+        entries = list(path.parent.iterdir()) if path.parent.is_dir() else []
+    except OSError:
+        return removed
+    for entry in entries:
+        rest = entry.name[len(prefix) :] if entry.name.startswith(prefix) else ""
+        pid = rest.split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            entry.unlink()
+            removed.append(entry)
+    return removed
+
+
+def chmod_output(path: Path) -> None:
+    """Give a finished output the mode of any new file: 0666 less the umask (mkstemp makes
+    0600 files, and some writers replace the file they were given)."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -48,23 +102,122 @@ def _umask() -> int:
 def atomic_output(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
 
-    The temporary file keeps the final suffix so that libraries choosing a format by extension
-    (safetensors, PIL, onnx) write the right thing.
+    The temporary file (see PARTIAL) keeps the final suffix; it is removed if the block fails or
+    is interrupted, and by the next write of `path` if the process was killed.
     """
     path = check_writable(path, force)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+        remove_stale_partials(path)
+        tmp = partial_file(path)
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror or e}") from e
-    os.close(fd)
-    tmp = Path(tmp)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs follow the umask
     try:
         yield tmp
+        chmod_output(tmp)  # after the writer: safetensors, for one, replaces the file it is given
         os.replace(tmp, path)
     except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from e
+        raise UserError(f"cannot write {path}: {describe_os_error(e)}") from e
+    except Exception as e:
+        if is_disk_full(e) or _nearly_full(path.parent):  # writers that wrap the OS error
+            raise UserError(f"cannot write {path}: the disk is full") from e
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _nearly_full(folder: Path) -> bool:
+    """Under 1 MiB free where a write just failed: the failure was the full disk (safetensors
+    reports it as 'unexpected pos', protobuf as a failed serialisation)."""
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return False
+    return st.f_bavail * st.f_frsize < 2**20
+
+
+def describe_os_error(e: OSError) -> str:
+    if e.errno == errno.ENOSPC:
+        return "the disk is full"
+    return e.strerror or str(e)
+
+
+_DISK_FULL_TEXT = ("No space left on device", "StorageFull", "os error 28", "Disk quota exceeded")
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """True when `e` or an exception it was raised from is ENOSPC, or says so in its text
+    (safetensors reports a failed write as 'unexpected pos' with the OS error in its text)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(e)
+        if any(sign in text for sign in _DISK_FULL_TEXT):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
+def check_not_input(output: str | os.PathLike, inputs, flag: str = "the output") -> None:
+    """Refuse, whatever --force says, an output that is one of the inputs: a file that is an
+    input file (or a link to one), an existing image inside an input folder, or a folder that
+    is an input folder.
+
+    `inputs` holds files and folders, or lists of them (None entries are ignored); call it
+    before any work.
+    """
+    out = Path(output)
+    for item in _flat(inputs):
+        src = Path(item)
+        if _same(out, src):
+            kind = "folder" if src.is_dir() else "file"
+            raise UserError(
+                f"{flag} {out} is the input {kind} {src}: writing it would destroy an input "
+                "(choose another path; --force never overwrites inputs)"
+            )
+        if src.is_dir() and out.is_file() and _is_image(out) and _inside(out, src):
+            raise UserError(
+                f"{flag} {out} is an image in the input folder {src}: writing it would destroy "
+                "an input (choose another path; --force never overwrites inputs)"
+            )
+
+
+def _is_image(path: Path) -> bool:
+    from adaptsr.images import is_image_file
+
+    return is_image_file(path)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except OSError:
+        return False
+
+
+def _flat(items) -> list:
+    out = []
+    for item in items:
+        if isinstance(item, (list, tuple, set)):
+            out.extend(_flat(item))
+        elif item is not None:
+            out.append(item)
+    return out
+
+
+def check_outputs_not_inputs(outputs: dict, inputs) -> None:
+    """check_not_input for each {flag: path} in outputs (None paths are ignored)."""
+    inputs = _flat(inputs)
+    for flag, path in outputs.items():
+        if path is not None:
+            check_not_input(path, inputs, flag)

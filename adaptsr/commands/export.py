@@ -43,7 +43,7 @@ def onnx_cmd(
     """
     from adaptsr.adapt.models import load_model
     from adaptsr.export.onnx import export_onnx, load_merged, plan, report_path
-    from adaptsr.fileio import check_writable
+    from adaptsr.fileio import check_outputs_not_inputs, check_writable
 
     if merged != bool(adapter):  # adapters only ever export merged: say so on the command line
         raise click.UsageError(
@@ -51,6 +51,7 @@ def onnx_cmd(
             if merged
             else "an adapter exports merged into the weights: add --merged"
         )
+    check_outputs_not_inputs({"--out": out, "the report": report_path(out)}, [model_spec, adapter])
     check_writable(out, force)
     check_writable(report_path(out), force)
     base = load_model(model_spec)
@@ -123,6 +124,9 @@ def trt_cmd(onnx_path, out, fp16, min_shape, opt_shape, max_shape, workspace, ti
     """Build a strongly typed TensorRT engine from an exported ONNX (runs without torch)."""
     from adaptsr.artifacts import engine_info_path
     from adaptsr.export.tensorrt import build_engine, parse_hw
+    from adaptsr.fileio import check_outputs_not_inputs
+
+    check_outputs_not_inputs({"--out": out, "the info file": engine_info_path(out)}, [onnx_path])
 
     info = build_engine(
         onnx_path,
