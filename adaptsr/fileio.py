@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -221,3 +222,77 @@ def check_outputs_not_inputs(outputs: dict, inputs) -> None:
     for flag, path in outputs.items():
         if path is not None:
             check_not_input(path, inputs, flag)
+
+
+class FolderStart:
+    """What leave_as_found yields: call keep() once the work is under way (its files are then
+    results to keep, not debris of a failed start)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.existed = folder.exists()
+        self.before = set(os.listdir(folder)) if folder.is_dir() else set()
+        self.kept = False
+
+    def keep(self) -> None:
+        self.kept = True
+
+    def undo(self) -> None:
+        if not self.folder.is_dir():
+            return
+        if not self.existed:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            return
+        for name in set(os.listdir(self.folder)) - self.before:
+            entry = self.folder / name
+            with contextlib.suppress(OSError):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+
+
+@contextlib.contextmanager
+def leave_as_found(folder: str | os.PathLike) -> Iterator[FolderStart]:
+    """A start that fails (any exception, Ctrl-C, SIGTERM) before keep() is called leaves
+    `folder` as it found it: the entries it created are removed, and the folder itself if it
+    did not exist. Check every argument inside the block, before keep()."""
+    start = FolderStart(Path(folder))
+    try:
+        yield start
+    except BaseException:
+        if not start.kept:
+            start.undo()
+        raise
+
+
+LOCK_NAME = ".adaptsr.lock"
+
+
+@contextlib.contextmanager
+def lock_folder(folder: str | os.PathLike, what: str = "run") -> Iterator[Path]:
+    """Hold an OS lock (flock) on FOLDER/.adaptsr.lock for the block: a second process asking
+    for it gets a one-line UserError. The OS releases it when the holder dies (kill -9 too)."""
+    import fcntl
+
+    folder = Path(folder)
+    path = folder / LOCK_NAME
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    except OSError as e:
+        raise UserError(f"cannot use {folder}: {describe_os_error(e)}") from e
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another"
+            raise UserError(
+                f"{folder} is in use by another adaptsr {what} (process {holder}): wait for it "
+                "to finish, or choose another folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -302,3 +302,252 @@ def test_partial_files_are_named_for_their_output_and_swept_by_the_next_write(tm
         tmp.write_bytes(b"done")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "out.png"])
     assert target.read_bytes() == b"done"
+
+
+# ---------------------------------------------------------------------------------------------
+# non-finite adapters and merged weights
+
+
+def _rewrite_adapter(src, dst, change_tensor=None, alpha=None):
+    from safetensors.torch import load_file, save_file
+
+    from adaptsr.adapt.lora import read_adapter
+
+    _, meta = read_adapter(src)
+    meta = {k: v for k, v in meta.items() if k != "ranks_parsed"}
+    tensors = load_file(src)
+    if change_tensor:
+        tensors = {k: change_tensor(k, v) for k, v in tensors.items()}
+    if alpha is not None:
+        meta["alpha"] = alpha
+    save_file(tensors, str(dst), metadata=meta)
+    return dst
+
+
+def test_non_finite_adapters_and_merges_are_refused(files, tmp_path, run_cli):
+    from adaptsr.adapt.lora import inject_lora, merge_lora
+
+    first = [True]
+
+    def one_nan(key, t):
+        if first[0] and "lora_A" in key:
+            first[0] = False
+            t = t.clone()
+            t.view(-1)[0] = float("nan")
+        return t
+
+    nan = _rewrite_adapter(files["adapter"], tmp_path / "nan.safetensors", one_nan)
+    inf = _rewrite_adapter(files["adapter"], tmp_path / "inf.safetensors", alpha="inf")
+    huge = _rewrite_adapter(  # finite tensors whose product overflows fp32
+        files["adapter"], tmp_path / "huge.safetensors", lambda k, t: torch.full_like(t, 3e30)
+    )
+    for adapter, words in ((nan, "NaN"), (inf, "alpha"), (huge, "NaN or infinite")):
+        out = tmp_path / "merged.safetensors"
+        code, _, err = run_cli(
+            "merge", "--model", files["ckpt"], "--adapter", adapter, "--out", out
+        )
+        _one_line(code, err, words)
+        assert not out.exists()
+        if adapter is not huge:
+            code, _, err = run_cli(
+                "upscale", files["images"], "--out", tmp_path / "up", "--model", files["ckpt"],
+                "--adapter", adapter,
+            )  # fmt: skip
+            _one_line(code, err)
+            assert not (tmp_path / "up").exists()
+            code, _, err = run_cli(
+                "eval", "--model", files["ckpt"], "--adapter", adapter, "--hr", files["images"],
+                "--degradation", "bicubic", "--no-perceptual", "--quiet",
+            )  # fmt: skip
+            _one_line(code, err)
+    with pytest.raises(UserError, match="positive finite"):
+        inject_lora(tiny_edsr(), 2, alpha=float("inf"))
+    model = inject_lora(tiny_edsr(), 2)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora" in name:
+                p.fill_(3e30)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(UserError, match="NaN or infinite"):
+        merge_lora(model)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # nothing merged
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints that are not what they claim
+
+
+def test_random_bytes_in_a_pth_are_described_and_no_unsafe_advice_given(tmp_path, run_cli):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    cases = {
+        "random.pth": (np.random.default_rng(5).bytes(4000), "unrecognised data"),
+        "empty.pth": (b"", "empty file"),
+        "evil.pth": (pickle.dumps({"x": Evil()}), "builtins.print"),
+        "half.pth": (b"\x80\x02" + np.random.default_rng(6).bytes(100), "pickle"),
+    }
+    for name, (data, words) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        code, _, err = run_cli(
+            "merge", "--model", path, "--adapter", path, "--out", tmp_path / "m.pth"
+        )
+        line = _one_line(code, err, words)
+        assert "weights_only" not in line and "will likely succeed" not in line
+
+
+# ---------------------------------------------------------------------------------------------
+# training runs: identity, one at a time, failed starts, SIGTERM
+
+
+@pytest.fixture(scope="module")
+def train_setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    hr = root / "hr"
+    hr.mkdir()
+    rng = np.random.default_rng(7)
+    for i in range(4):
+        small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        cv2.imwrite(str(hr / f"{i}.png"), cv2.resize(small, (32, 32)))
+    return root, hr
+
+
+def _train_args(files, hr, out, *more):
+    return (
+        "train", "--model", files["ckpt"], "--data", hr, "--out", out, "--iters", "2",
+        "--patch", "16", "--batch", "1", "--device", "cpu", "--workers", "0",
+        "--degradation", "bicubic", "--save-every", "1", "--quiet", *more,
+    )  # fmt: skip
+
+
+def test_resume_refuses_a_checkpoint_of_another_run_or_shape(files, train_setup, tmp_path, run_cli):
+    _, hr = train_setup
+    a, b = tmp_path / "a", tmp_path / "b"
+    for run in (a, b):
+        code, _, err = run_cli(*_train_args(files, hr, run, "--iters", "1"))
+        assert code == 0, err
+        cfg = json.loads((run / "config.json").read_text())
+        cfg["iters"] = 3
+        (run / "config.json").write_text(json.dumps(cfg))
+    assert (
+        json.loads((a / "config.json").read_text())["run_id"]
+        != json.loads((b / "config.json").read_text())["run_id"]
+    )
+    original = (b / "checkpoint.pt").read_bytes()
+    (b / "checkpoint.pt").write_bytes((a / "checkpoint.pt").read_bytes())  # same shapes
+    code, _, err = run_cli("train", "--out", b, "--resume", "--quiet")
+    _one_line(code, err, "another run")
+    # a 1-element optimizer moment that Adam would broadcast over a LoRA matrix
+    state = torch.load(b / "checkpoint.pt", weights_only=True)
+    state = torch.load(a / "checkpoint.pt", weights_only=True)
+    first = next(iter(state["optimizer"]["state"]))
+    state["optimizer"]["state"][first]["exp_avg"] = torch.zeros(1)
+    torch.save(state, a / "checkpoint.pt")
+    code, _, err = run_cli("train", "--out", a, "--resume", "--quiet")
+    _one_line(code, err, "exp_avg")
+    (b / "checkpoint.pt").write_bytes(original)
+    code, _, err = run_cli("train", "--out", b, "--resume", "--quiet")
+    assert code == 0, err
+
+
+def test_a_second_run_into_one_folder_is_refused_while_the_first_lives(
+    files, train_setup, tmp_path, run_cli
+):
+    import subprocess
+    import sys
+
+    from adaptsr.fileio import lock_folder
+
+    _, hr = train_setup
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\nfrom adaptsr.fileio import lock_folder\n"
+         "with lock_folder(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(60)\n",
+         str(run)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = _tree(tmp_path)
+        code, _, err = run_cli(*_train_args(files, hr, run))
+        _one_line(code, err, "in use by another", str(holder.pid))
+        assert _tree(tmp_path) == before
+    finally:
+        holder.kill()  # kill -9 releases the lock: the OS does it
+        holder.wait()
+    with lock_folder(run):
+        pass
+
+
+def test_a_failed_start_leaves_the_folder_as_found(files, train_setup, tmp_path, run_cli):
+    _, hr = train_setup
+    bad_map = tmp_path / "ranks.json"
+    bad_map.write_text(json.dumps({"ranks": {"no.such.site": 4}}))
+    fresh = tmp_path / "fresh"  # did not exist: must not exist after
+    code, _, err = run_cli(*_train_args(files, hr, fresh, "--rank-map", bad_map))
+    _one_line(code, err)
+    assert not fresh.exists()
+    kept = tmp_path / "kept"  # existed with a file of the user's
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    code, _, err = run_cli(*_train_args(files, hr, kept, "--rank-map", bad_map))
+    _one_line(code, err)
+    assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]
+    # the corrected rerun starts normally (not "already holds a run")
+    code, _, err = run_cli(*_train_args(files, hr, kept))
+    assert code == 0, err
+
+
+def test_sigterm_checkpoints_a_training_run(files, train_setup, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _, hr = train_setup
+    run = tmp_path / "run"
+    args = [str(a) for a in _train_args(files, hr, run, "--iters", "100000", "--log-every", "1")]
+    args = [a for a in args if a != "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "adaptsr.cli", *args[:], "--save-every", "100000"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    log = run / "log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and '"loss"' in log.read_text()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    err, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "checkpoint saved" in err, err
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert state["iteration"] >= 1 and state["run_id"]
+    assert not [p for p in run.iterdir() if ".partial-" in p.name]
+
+
+def test_sigterm_during_a_write_removes_the_partial_file(files, tmp_path, run_cli, monkeypatch):
+    import pathlib
+    import signal
+    import time
+
+    write = pathlib.Path.write_bytes
+
+    def killed_halfway(self, data):
+        write(self, data[: len(data) // 2])
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this
+        raise AssertionError("SIGTERM was not handled")
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", killed_halfway)
+    out = tmp_path / "out"
+    code, _, err = run_cli("upscale", files["images"] / "0.png", "--out", out, "--model",
+                           files["ckpt"])  # fmt: skip
+    assert code == 143 and err.strip().splitlines()[-1] == "error: terminated (SIGTERM)", err
+    assert list(out.iterdir()) == []

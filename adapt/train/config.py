@@ -170,6 +170,8 @@ def config_from_dict(values: dict, where: str = "config") -> TrainConfig:
     clean = {}
     for key, value in values.items():
         name = key.replace("-", "_")
+        if name == "run_id":  # a run's config.json names its run: not a setting
+            continue
         if name not in known:
             raise UserError(f"{where}: unknown setting {key!r}")
         clean[name] = value
