@@ -106,26 +106,69 @@ def atomic_output(path: str | os.PathLike, force: bool = False) -> Iterator[Path
     The temporary file (see PARTIAL) keeps the final suffix; it is removed if the block fails or
     is interrupted, and by the next write of `path` if the process was killed.
     """
-    path = check_writable(path, force)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_partials(path)
-        tmp = partial_file(path)
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from e
-    try:
+    with atomic_outputs([path], force) as (tmp,):
         yield tmp
-        chmod_output(tmp)  # after the writer: safetensors, for one, replaces the file it is given
-        os.replace(tmp, path)
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {describe_os_error(e)}") from e
-    except Exception as e:
-        if is_disk_full(e) or _nearly_full(path.parent):  # writers that wrap the OS error
-            raise UserError(f"cannot write {path}: the disk is full") from e
+
+
+@contextlib.contextmanager
+def atomic_outputs(paths: list, force: bool = False) -> Iterator[list[Path]]:
+    """atomic_output for files that belong together (a model and its report): every one is
+    published or none is; a file they replace (force) comes back if a later rename fails."""
+    paths = [check_writable(p, force) for p in paths]
+    temps: list[Path] = []
+    try:
+        try:
+            for path in paths:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                remove_stale_partials(path)
+                temps.append(partial_file(path))
+        except OSError as e:
+            raise UserError(f"cannot write {path}: {describe_os_error(e)}") from e
+        try:
+            yield temps
+            for tmp in temps:  # after the writer: safetensors, for one, replaces its file
+                chmod_output(tmp)
+            _publish(list(zip(temps, paths, strict=True)))
+        except OSError as e:
+            raise UserError(f"cannot write {path}: {describe_os_error(e)}") from e
+        except Exception as e:
+            if is_disk_full(e) or _nearly_full(paths[0].parent):  # writers wrapping ENOSPC
+                raise UserError(f"cannot write {paths[0]}: the disk is full") from e
+            raise
+    finally:
+        for tmp in temps:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
+def _publish(pairs: list[tuple[Path, Path]]) -> None:
+    """Rename each temporary file onto its target; on a failure, undo the renames made."""
+    done: list[tuple[Path, Path | None, bool]] = []  # target, its backup, it existed
+    try:
+        for tmp, path in pairs:
+            backup, existed = None, path.exists()
+            if existed and len(pairs) > 1:
+                backup = partial_file(path)
+                backup.unlink()
+                try:
+                    os.link(path, backup)
+                except OSError:
+                    shutil.copy2(path, backup)
+            done.append((path, backup, existed))
+            os.replace(tmp, path)
+    except BaseException:
+        for path, backup, existed in reversed(done):
+            with contextlib.suppress(OSError):
+                if backup is not None:
+                    os.replace(backup, path)
+                elif not existed:
+                    path.unlink(missing_ok=True)
         raise
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        for _, backup, _ in done:
+            if backup is not None:
+                with contextlib.suppress(OSError):
+                    backup.unlink()
 
 
 def _nearly_full(folder: Path) -> bool:

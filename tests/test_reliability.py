@@ -551,3 +551,52 @@ def test_sigterm_during_a_write_removes_the_partial_file(files, tmp_path, run_cl
                            files["ckpt"])  # fmt: skip
     assert code == 143 and err.strip().splitlines()[-1] == "error: terminated (SIGTERM)", err
     assert list(out.iterdir()) == []
+
+
+def test_files_that_belong_together_are_published_together(tmp_path, monkeypatch):
+    """A model and its report: a failed second rename takes the first back, and a replaced
+    (--force) pair comes back whole."""
+    from adaptsr.fileio import atomic_outputs
+
+    model, report = tmp_path / "m.onnx", tmp_path / "m.report.json"
+    real = os.replace
+    calls = []
+
+    def fail_second(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", fail_second)
+    with pytest.raises(UserError, match="disk is full"), atomic_outputs([model, report]) as (a, b):
+        a.write_bytes(b"model")
+        b.write_bytes(b"report")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(os, "replace", real)
+    with atomic_outputs([model, report]) as (a, b):
+        a.write_bytes(b"old model")
+        b.write_bytes(b"old report")
+    calls.clear()
+    monkeypatch.setattr(os, "replace", fail_second)
+    with pytest.raises(UserError), atomic_outputs([model, report], force=True) as (a, b):
+        a.write_bytes(b"new model")
+        b.write_bytes(b"new report")
+    monkeypatch.setattr(os, "replace", real)
+    assert (model.read_bytes(), report.read_bytes()) == (b"old model", b"old report")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.report.json"]
+
+
+def test_export_onnx_without_its_report_publishes_nothing(files, tmp_path, monkeypatch, run_cli):
+    from adaptsr.export import onnx as export_onnx
+
+    def full(report):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export_onnx, "_finite", full)  # the report cannot be written
+    out = tmp_path / "tiny.onnx"
+    code, _, err = run_cli(
+        "export", "onnx", "--model", files["ckpt"], "--out", out, "--tile", "16", "16"
+    )
+    _one_line(code, err, "disk is full")
+    assert list(tmp_path.iterdir()) == []
