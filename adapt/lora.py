@@ -31,7 +31,7 @@ from torch import nn
 from adaptsr import kernels
 from adaptsr.adapt.models import LORA_SKIPS
 from adaptsr.errors import UserError
-from adaptsr.fileio import atomic_output, check_readable
+from adaptsr.fileio import atomic_output, check_readable, parse_json
 
 SCALING_RULE = "alpha/r"
 QKV_PARTS = ("q", "k", "v")
@@ -556,7 +556,7 @@ def read_adapter(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     if bad is not None:
         raise UserError(f"adapter {path} is damaged: {bad} holds NaN or infinite values")
     try:
-        ranks = json.loads(metadata["ranks"])
+        ranks = parse_json(metadata["ranks"], f"the rank metadata of {path}")
         alpha = float(metadata["alpha"])
         if not (alpha > 0 and math.isfinite(alpha)):
             raise ValueError(f"alpha {metadata['alpha']} is not a positive finite number")

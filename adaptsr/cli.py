@@ -146,6 +146,10 @@ def _main(argv: list[str] | None) -> None:
             raise
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
         _fail(f"{e.strerror or e}{where}")
+    except MemoryError:  # the machine's limit, not a bug: sizes too large for this memory
+        if _debug:
+            raise
+        _fail("out of memory (use smaller sizes: --tile, --batch, --patch)")
     except Exception as e:  # anything else is a bug: still one line unless --debug
         if _debug:
             raise

@@ -339,3 +339,16 @@ def lock_folder(folder: str | os.PathLike, what: str = "run") -> Iterator[Path]:
         yield path
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def parse_json(text: str | bytes, where: str):
+    """json.loads for files a user gives (or a damaged one): every way the text can be wrong,
+    nesting thousands deep included, is a UserError naming `where`."""
+    import json
+
+    try:
+        return json.loads(text)
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise UserError(f"cannot parse {where}: {e}") from e
+    except RecursionError:
+        raise UserError(f"cannot parse {where}: nested too deeply") from None

@@ -600,3 +600,55 @@ def test_export_onnx_without_its_report_publishes_nothing(files, tmp_path, monke
     )
     _one_line(code, err, "disk is full")
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# never "internal error" for the user's or the machine's fault; errors on their own line
+
+
+def test_damaged_settings_and_absurd_sizes_are_user_errors(files, train_setup, tmp_path, run_cli):
+    from adaptsr.adapt.train.callbacks import JsonlLog
+
+    _, hr = train_setup
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    hostile = tmp_path / "hostile.toml"
+    hostile.write_text("a = " + "[" * 100_000)
+    for config in (deep, hostile):
+        code, _, err = run_cli(*_train_args(files, hr, tmp_path / "r", "--config", config))
+        _one_line(code, err, "nested too deeply")
+    code, _, err = run_cli(*_train_args(files, hr, tmp_path / "r", "--rank-map", deep))
+    _one_line(code, err, "rank map")
+    for flag, value in (
+        ("--batch", "999999999999"),
+        ("--patch", "99999999"),
+        ("--rank", "1000000000"),
+    ):
+        code, _, err = run_cli(*_train_args(files, hr, tmp_path / "r", flag, value))
+        _one_line(code, err)
+    # a damaged run log: lines that are not records, cut short, or with a foreign iteration
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"iter": 1, "loss": 0.5}\n[1, 2]\n7\n{"iter": "x"}\n{"iter": 2}\n{"it')
+    JsonlLog(log).trim(1)
+    assert log.read_text() == '{"iter": 1, "loss": 0.5}\n'
+
+
+def test_an_error_never_continues_a_progress_line(files, tmp_path, run_cli, monkeypatch):
+    """A progress bar on a non-terminal stderr ends with a carriage return; the error line
+    that follows starts a line of its own."""
+    import sys
+
+    import click
+
+    import adaptsr.cli
+
+    @click.command()
+    def fails():
+        sys.stderr.write("\r 50%|#####     | 1/2")
+        raise UserError("it broke")
+
+    monkeypatch.setitem(adaptsr.cli.COMMANDS, "fails", "test_reliability:fails")
+    monkeypatch.setattr(sys.modules[__name__], "fails", fails, raising=False)
+    code, _, err = run_cli("fails")
+    assert code == 1
+    assert err.endswith("1/2\nerror: it broke\n"), repr(err)

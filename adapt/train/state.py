@@ -245,4 +245,9 @@ class TrainState:
             write_checkpoint(state, path)
 
     def load(self, path: Path) -> None:
-        self.load_state_dict(read_checkpoint(path))
+        state = read_checkpoint(path)
+        try:
+            self.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:
+            # the format tag matched but the contents do not: damaged or made by hand
+            raise UserError(f"checkpoint {path} is damaged ({type(e).__name__}: {e})") from e
