@@ -349,6 +349,6 @@ def parse_json(text: str | bytes, where: str):
     try:
         return json.loads(text)
     except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
-        raise UserError(f"cannot parse {where}: {e}") from e
+        raise UserError(f"cannot read {where}: {e}") from e
     except RecursionError:
-        raise UserError(f"cannot parse {where}: nested too deeply") from None
+        raise UserError(f"cannot read {where}: nested too deeply") from None
