@@ -29,7 +29,7 @@ import torch
 
 from adaptsr.adapt import layouts
 from adaptsr.errors import UserError
-from adaptsr.images import read_image
+from adaptsr.images import check_pixels, read_image
 
 
 def derive_seed(*parts: int) -> int:
@@ -80,6 +80,7 @@ def header_size(path: Path) -> tuple[int, int] | None:
     try:
         with PILImage.open(path) as im:
             w, h = im.size
+            check_pixels(path, h, w)  # above the pixel limit: refused like an unreadable file
             im.verify()  # checks chunk CRCs (PNG) and structure without decoding pixels
         return h, w
     except Exception:

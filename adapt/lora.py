@@ -31,7 +31,7 @@ from torch import nn
 from adaptsr import kernels
 from adaptsr.adapt.models import LORA_SKIPS
 from adaptsr.errors import UserError
-from adaptsr.fileio import atomic_output, check_readable
+from adaptsr.fileio import atomic_output, check_readable, parse_json
 
 SCALING_RULE = "alpha/r"
 QKV_PARTS = ("q", "k", "v")
@@ -401,8 +401,8 @@ def inject_lora(model: nn.Module, ranks: int | dict[str, int], alpha: float = 1.
     """
     if getattr(model, "adaptsr_lora", None) is not None:
         raise UserError("this model already has adapters (merge them or load a fresh model)")
-    if not alpha > 0:
-        raise UserError(f"alpha must be positive, got {alpha}")
+    if not (alpha > 0 and math.isfinite(alpha)):
+        raise UserError(f"alpha must be a positive finite number, got {alpha}")
     chosen, capped = resolve_ranks(model, ranks)
     if not chosen:
         raise UserError("the rank map gives no site a rank above 0: nothing to adapt")
@@ -449,7 +449,13 @@ def adapter_parameters(model: nn.Module) -> list[nn.Parameter]:
 def merge_lora(model: nn.Module) -> nn.Module:
     """Fold every adapter into its weight, in place; the result has exactly the base
     architecture (plain Conv2d/Linear, same parameter names and shapes)."""
-    for path, layer in lora_layers(model).items():
+    layers = lora_layers(model)
+    with torch.no_grad():  # checked before any weight changes: all layers merge or none
+        for path, layer in layers.items():
+            w = layer.base_layer.weight
+            if not bool(torch.isfinite((_acc(w) + layer.delta_weight()).to(w.dtype)).all()):
+                raise UserError(f"cannot merge: {path} would get NaN or infinite weights")
+    for path, layer in layers.items():
         layer.merge()
         _set_submodule(model, path, layer.base_layer)
     if hasattr(model, "adaptsr_lora"):
@@ -546,9 +552,14 @@ def read_adapter(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         raise UserError(f"cannot read adapter {path}: corrupt or not safetensors ({e})") from e
     if metadata.get("format") != ADAPTER_FORMAT:
         raise UserError(f"{path} is not an adaptsr adapter file (no {ADAPTER_FORMAT} metadata)")
+    bad = next((k for k, t in tensors.items() if not bool(torch.isfinite(t).all())), None)
+    if bad is not None:
+        raise UserError(f"adapter {path} is damaged: {bad} holds NaN or infinite values")
     try:
-        ranks = json.loads(metadata["ranks"])
-        float(metadata["alpha"])
+        ranks = parse_json(metadata["ranks"], f"the rank metadata of {path}")
+        alpha = float(metadata["alpha"])
+        if not (alpha > 0 and math.isfinite(alpha)):
+            raise ValueError(f"alpha {metadata['alpha']} is not a positive finite number")
         if not isinstance(ranks, dict) or not all(type(r) is int for r in ranks.values()):
             raise ValueError("ranks is not a map of site names to whole numbers")
         metadata["ranks_parsed"] = ranks

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -186,14 +187,62 @@ def _read_state_dict(path: Path, allow_torchscript: bool) -> dict:
     try:
         # weights_only: a restricted unpickler that builds tensors and containers, never code.
         return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling failed"
-        raise UserError(
-            f"refused to load {path}: it holds Python objects besides weights, which could run "
-            f"code ({first})"
-        ) from e
     except Exception as e:  # truncated or foreign files fail in many ways (struct, zip, EOF)
-        raise UserError(f"cannot read {path}: corrupt or not a PyTorch checkpoint ({e})") from e
+        raise torch_load_error(path, e) from e
+
+
+def torch_load_error(path: Path, e: Exception) -> UserError:
+    """What a file torch.load refused is, in one line; never torch's advice to load it with
+    weights_only=False (which would run any code the file holds)."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(e))
+    names = [found.group(1)] if found else _pickle_globals(path)
+    if isinstance(e, pickle.UnpicklingError) and names:
+        return UserError(
+            f"refused to load {path}: it holds Python objects besides weights "
+            f"({', '.join(names[:3])}), which could run code"
+        )
+    return UserError(f"cannot read {path}: {describe_file(path)}, not a PyTorch checkpoint")
+
+
+def _pickle_globals(path: Path, limit: int = 2**26) -> list[str]:
+    """The Python names a (plain, non-zip) pickle file imports, read with pickletools without
+    running it; [] for a file that is not a whole pickle."""
+    import io
+    import pickletools
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit)
+        names, strings = [], []
+        for op, arg, _ in pickletools.genops(io.BytesIO(data)):
+            if op.name == "GLOBAL":
+                names.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+        return names
+    except Exception:  # not a pickle, or cut short: nothing to name
+        return []
+
+
+def describe_file(path: Path) -> str:
+    """A few words on what a file holds, from its first bytes."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        return f"unreadable ({e.strerror or e})"
+    if size == 0:
+        return "an empty file"
+    if head.startswith(b"PK\x03\x04"):
+        return f"a damaged or foreign zip archive ({size:,} bytes)"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return f"a damaged or foreign pickle ({size:,} bytes)"
+    if head.startswith((b"{", b"[")):
+        return f"text, perhaps JSON ({size:,} bytes)"
+    return f"{size:,} bytes of unrecognised data"
 
 
 def _is_torchscript(path: Path) -> bool:

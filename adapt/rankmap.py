@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from adaptsr.errors import UserError
-from adaptsr.fileio import atomic_output, check_readable, check_writable
+from adaptsr.fileio import atomic_output, check_readable, check_writable, parse_json
 
 if TYPE_CHECKING:  # reading a rank map needs no torch
     from adaptsr.adapt.lora import Site
@@ -135,9 +135,10 @@ class RankAllocation:
         """A rank map JSON file, as written by write_rank_map or by hand."""
         path = check_readable(path, "rank map")
         try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as e:
             raise UserError(f"cannot read rank map {path}: {e}") from e
+        data = parse_json(text, f"rank map {path}")
         return cls.from_dict(data, str(path))
 
 

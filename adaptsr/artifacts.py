@@ -62,8 +62,8 @@ def size_metadata(meta: dict, where) -> tuple[int, int]:
         return 1, 1
     try:
         req = json.loads(text)
-    except json.JSONDecodeError:
-        raise UserError(f"{where}: metadata size_requirements is not JSON: {text!r}") from None
+    except (ValueError, RecursionError):
+        raise UserError(f"{where}: metadata size_requirements is not JSON: {text[:80]!r}") from None
     if not isinstance(req, dict):
         raise UserError(f"{where}: metadata size_requirements should be an object: {text!r}")
     return (
@@ -93,8 +93,10 @@ def read_engine_info(engine_path: str | Path) -> dict | None:
         return None
     try:
         info = json.loads(info_path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (OSError, ValueError) as e:  # JSONDecodeError, UnicodeDecodeError
         raise UserError(f"cannot read {info_path}: {e}") from e
+    except RecursionError:
+        raise UserError(f"cannot read {info_path}: nested too deeply") from None
     if not isinstance(info, dict):
         raise UserError(f"{info_path} is not an engine sidecar (a JSON object)")
     return info

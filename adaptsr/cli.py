@@ -59,13 +59,61 @@ def cli(debug: bool) -> None:
     _debug = _debug or debug
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every cleanup (partial files) runs."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
+class _Stderr:
+    """sys.stderr that remembers whether its last write ended a line: progress bars end with
+    a carriage return, and on a file or pipe the error would continue that line."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.at_line_start = True
+
+    def write(self, text):
+        if text:
+            self.at_line_start = text.endswith("\n")
+        return self._stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def _fail(message: str, code: int = 1) -> None:
     message = " ".join(str(message).split())  # one line, whatever the exception text held
+    if not getattr(sys.stderr, "at_line_start", True):
+        sys.stderr.write("\n")
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
 
+def _interrupted(e: BaseException) -> None:
+    terminated = isinstance(e, Terminated) or isinstance(e.__cause__, Terminated)
+    _fail("terminated (SIGTERM)" if terminated else "interrupted", code=143 if terminated else 130)
+
+
 def main(argv: list[str] | None = None) -> None:
+    import signal
+    import threading
+
+    stderr = sys.stderr
+    sys.stderr = _Stderr(stderr)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    try:
+        _main(argv)
+    finally:
+        if main_thread and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        sys.stderr = stderr
+
+
+def _main(argv: list[str] | None) -> None:
     global _debug
     argv = sys.argv[1:] if argv is None else argv
     _debug = _debug or "--debug" in argv
@@ -85,10 +133,10 @@ def main(argv: list[str] | None = None) -> None:
         if _debug:
             raise
         _fail(e.format_message(), code=e.exit_code)
-    except (click.Abort, KeyboardInterrupt):
+    except (click.Abort, KeyboardInterrupt) as e:
         if _debug:
             raise
-        _fail("interrupted", code=130)
+        _interrupted(e)
     except UserError as e:
         if _debug:
             raise
@@ -98,6 +146,10 @@ def main(argv: list[str] | None = None) -> None:
             raise
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
         _fail(f"{e.strerror or e}{where}")
+    except MemoryError:  # the machine's limit, not a bug: sizes too large for this memory
+        if _debug:
+            raise
+        _fail("out of memory (use smaller sizes: --tile, --batch, --patch)")
     except Exception as e:  # anything else is a bug: still one line unless --debug
         if _debug:
             raise

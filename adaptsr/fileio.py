@@ -4,7 +4,9 @@ without --force."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +40,59 @@ def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
     return path
 
 
+# A file being written is `.NAME.partial-PID-RANDOM.SUFFIX` beside its target NAME: recognisable,
+# hidden, and it keeps the final suffix so that libraries choosing a format by extension
+# (safetensors, PIL, onnx) write the right thing. One left by a killed process (kill -9, power
+# loss) is removed by the next write of the same target once its process is gone.
+PARTIAL = ".partial-"
+
+
+def partial_file(path: Path) -> Path:
+    """A new, empty temporary file for writing `path` (mode 0600 until chmod_output)."""
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}{PARTIAL}{os.getpid()}-", suffix=path.suffix, dir=path.parent
+    )
+    os.close(fd)
+    return Path(tmp)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+def remove_stale_partials(path: Path) -> list[Path]:
+    """Remove the temporary files of earlier writes of `path` whose process has died."""
+    removed = []
+    prefix = f".{path.name}{PARTIAL}"
+    try:
+        entries = list(path.parent.iterdir()) if path.parent.is_dir() else []
+    except OSError:
+        return removed
+    for entry in entries:
+        rest = entry.name[len(prefix) :] if entry.name.startswith(prefix) else ""
+        pid = rest.split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            entry.unlink()
+            removed.append(entry)
+    return removed
+
+
+def chmod_output(path: Path) -> None:
+    """Give a finished output the mode of any new file: 0666 less the umask (mkstemp makes
+    0600 files, and some writers replace the file they were given)."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -48,23 +103,252 @@ def _umask() -> int:
 def atomic_output(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
 
-    The temporary file keeps the final suffix so that libraries choosing a format by extension
-    (safetensors, PIL, onnx) write the right thing.
+    The temporary file (see PARTIAL) keeps the final suffix; it is removed if the block fails or
+    is interrupted, and by the next write of `path` if the process was killed.
     """
-    path = check_writable(path, force)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from e
-    os.close(fd)
-    tmp = Path(tmp)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs follow the umask
-    try:
+    with atomic_outputs([path], force) as (tmp,):
         yield tmp
-        os.replace(tmp, path)
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from e
+
+
+@contextlib.contextmanager
+def atomic_outputs(paths: list, force: bool = False) -> Iterator[list[Path]]:
+    """atomic_output for files that belong together (a model and its report): every one is
+    published or none is; a file they replace (force) comes back if a later rename fails."""
+    paths = [check_writable(p, force) for p in paths]
+    temps: list[Path] = []
+    try:
+        try:
+            for path in paths:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                remove_stale_partials(path)
+                temps.append(partial_file(path))
+        except OSError as e:
+            raise UserError(f"cannot write {path}: {describe_os_error(e)}") from e
+        try:
+            yield temps
+            for tmp in temps:  # after the writer: safetensors, for one, replaces its file
+                chmod_output(tmp)
+            _publish(list(zip(temps, paths, strict=True)))
+        except OSError as e:
+            raise UserError(f"cannot write {path}: {describe_os_error(e)}") from e
+        except Exception as e:
+            if is_disk_full(e) or _nearly_full(paths[0].parent):  # writers wrapping ENOSPC
+                raise UserError(f"cannot write {paths[0]}: the disk is full") from e
+            raise
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        for tmp in temps:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
+def _publish(pairs: list[tuple[Path, Path]]) -> None:
+    """Rename each temporary file onto its target; on a failure, undo the renames made."""
+    done: list[tuple[Path, Path | None, bool]] = []  # target, its backup, it existed
+    try:
+        for tmp, path in pairs:
+            backup, existed = None, path.exists()
+            if existed and len(pairs) > 1:
+                backup = partial_file(path)
+                backup.unlink()
+                try:
+                    os.link(path, backup)
+                except OSError:
+                    shutil.copy2(path, backup)
+            done.append((path, backup, existed))
+            os.replace(tmp, path)
+    except BaseException:
+        for path, backup, existed in reversed(done):
+            with contextlib.suppress(OSError):
+                if backup is not None:
+                    os.replace(backup, path)
+                elif not existed:
+                    path.unlink(missing_ok=True)
+        raise
+    finally:
+        for _, backup, _ in done:
+            if backup is not None:
+                with contextlib.suppress(OSError):
+                    backup.unlink()
+
+
+def _nearly_full(folder: Path) -> bool:
+    """Under 1 MiB free where a write just failed: the failure was the full disk (safetensors
+    reports it as 'unexpected pos', protobuf as a failed serialisation)."""
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return False
+    return st.f_bavail * st.f_frsize < 2**20
+
+
+def describe_os_error(e: OSError) -> str:
+    if e.errno == errno.ENOSPC:
+        return "the disk is full"
+    return e.strerror or str(e)
+
+
+_DISK_FULL_TEXT = ("No space left on device", "StorageFull", "os error 28", "Disk quota exceeded")
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """True when `e` or an exception it was raised from is ENOSPC, or says so in its text
+    (safetensors reports a failed write as 'unexpected pos' with the OS error in its text)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(e)
+        if any(sign in text for sign in _DISK_FULL_TEXT):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
+def check_not_input(output: str | os.PathLike, inputs, flag: str = "the output") -> None:
+    """Refuse, whatever --force says, an output that is one of the inputs: a file that is an
+    input file (or a link to one), an existing image inside an input folder, or a folder that
+    is an input folder.
+
+    `inputs` holds files and folders, or lists of them (None entries are ignored); call it
+    before any work.
+    """
+    out = Path(output)
+    for item in _flat(inputs):
+        src = Path(item)
+        if _same(out, src):
+            kind = "folder" if src.is_dir() else "file"
+            raise UserError(
+                f"{flag} {out} is the input {kind} {src}: writing it would destroy an input "
+                "(choose another path; --force never overwrites inputs)"
+            )
+        if src.is_dir() and out.is_file() and _is_image(out) and _inside(out, src):
+            raise UserError(
+                f"{flag} {out} is an image in the input folder {src}: writing it would destroy "
+                "an input (choose another path; --force never overwrites inputs)"
+            )
+
+
+def _is_image(path: Path) -> bool:
+    from adaptsr.images import is_image_file
+
+    return is_image_file(path)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except OSError:
+        return False
+
+
+def _flat(items) -> list:
+    out = []
+    for item in items:
+        if isinstance(item, (list, tuple, set)):
+            out.extend(_flat(item))
+        elif item is not None:
+            out.append(item)
+    return out
+
+
+def check_outputs_not_inputs(outputs: dict, inputs) -> None:
+    """check_not_input for each {flag: path} in outputs (None paths are ignored)."""
+    inputs = _flat(inputs)
+    for flag, path in outputs.items():
+        if path is not None:
+            check_not_input(path, inputs, flag)
+
+
+class FolderStart:
+    """What leave_as_found yields: call keep() once the work is under way (its files are then
+    results to keep, not debris of a failed start)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.existed = folder.exists()
+        self.before = set(os.listdir(folder)) if folder.is_dir() else set()
+        self.kept = False
+
+    def keep(self) -> None:
+        self.kept = True
+
+    def undo(self) -> None:
+        if not self.folder.is_dir():
+            return
+        if not self.existed:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            return
+        for name in set(os.listdir(self.folder)) - self.before:
+            entry = self.folder / name
+            with contextlib.suppress(OSError):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+
+
+@contextlib.contextmanager
+def leave_as_found(folder: str | os.PathLike) -> Iterator[FolderStart]:
+    """A start that fails (any exception, Ctrl-C, SIGTERM) before keep() is called leaves
+    `folder` as it found it: the entries it created are removed, and the folder itself if it
+    did not exist. Check every argument inside the block, before keep()."""
+    start = FolderStart(Path(folder))
+    try:
+        yield start
+    except BaseException:
+        if not start.kept:
+            start.undo()
+        raise
+
+
+LOCK_NAME = ".adaptsr.lock"
+
+
+@contextlib.contextmanager
+def lock_folder(folder: str | os.PathLike, what: str = "run") -> Iterator[Path]:
+    """Hold an OS lock (flock) on FOLDER/.adaptsr.lock for the block: a second process asking
+    for it gets a one-line UserError. The OS releases it when the holder dies (kill -9 too)."""
+    import fcntl
+
+    folder = Path(folder)
+    path = folder / LOCK_NAME
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+    except OSError as e:
+        raise UserError(f"cannot use {folder}: {describe_os_error(e)}") from e
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another"
+            raise UserError(
+                f"{folder} is in use by another adaptsr {what} (process {holder}): wait for it "
+                "to finish, or choose another folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def parse_json(text: str | bytes, where: str):
+    """json.loads for files a user gives (or a damaged one): every way the text can be wrong,
+    nesting thousands deep included, is a UserError naming `where`."""
+    import json
+
+    try:
+        return json.loads(text)
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise UserError(f"cannot read {where}: {e}") from e
+    except RecursionError:
+        raise UserError(f"cannot read {where}: nested too deeply") from None

@@ -14,7 +14,7 @@ untiled result, and anything wider is faded out instead of cut.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -209,6 +209,22 @@ def tiled_upscale(
     batch: int = 1,
 ) -> np.ndarray:
     """Upscale a (C, H, W) float32 image through `run` ((N, C, h, w) -> (N, C, h*s, w*s))."""
+    bands = [b for _, b in tiled_upscale_bands(run, image, scale, rule, tile, overlap, batch)]
+    return bands[0] if len(bands) == 1 else np.concatenate(bands, axis=1)
+
+
+def tiled_upscale_bands(
+    run: Callable[[np.ndarray], np.ndarray],
+    image: np.ndarray,
+    scale: int,
+    rule: SizeRule,
+    tile: int | None = None,
+    overlap: int | None = None,
+    batch: int = 1,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """tiled_upscale one row of tiles at a time: yields (first output row, (C, rows, W*s) band)
+    as soon as no later tile touches those rows, so only one row of tiles is ever held (the
+    bands put together are tiled_upscale's result, bit for bit)."""
     if image.ndim != 3:
         raise ValueError(f"expected a (C, H, W) image, got shape {image.shape}")
     if batch < 1:
@@ -216,19 +232,19 @@ def tiled_upscale(
     channels, height, width = image.shape
     plan = plan_tiles(height, width, rule, tile, overlap)
     ph, pw = plan.padded
-    if (ph, pw) != (height, width):
-        image = np.pad(image, ((0, 0), (0, ph - height), (0, pw - width)), mode="reflect")
     th, tw = plan.tile
     wy = axis_weights(plan.ys, th, ph, scale)
     wx = axis_weights(plan.xs, tw, pw, scale)
-    acc = np.zeros((channels, ph * scale, pw * scale), dtype=np.float32)
-    norm = np.zeros((ph * scale, pw * scale), dtype=np.float32)
+    top = 0  # first output row of the accumulators, which grow down and are cut from the top
+    acc = np.zeros((channels, 0, pw * scale), dtype=np.float32)
+    norm = np.zeros((0, pw * scale), dtype=np.float32)
     cells = [(i, j) for i in range(len(plan.ys)) for j in range(len(plan.xs))]
+    rows: dict[int, np.ndarray] = {}  # input rows of the tile rows in the current batch
     for first in range(0, len(cells), batch):
         group = cells[first : first + batch]
-        crops = np.stack(
-            [image[:, plan.ys[i] : plan.ys[i] + th, plan.xs[j] : plan.xs[j] + tw] for i, j in group]
-        )
+        for i in {i for i, _ in group} - set(rows):
+            rows[i] = _padded_rows(image, plan.ys[i], th, pw)
+        crops = np.stack([rows[i][:, :, plan.xs[j] : plan.xs[j] + tw] for i, j in group])
         out = run(np.ascontiguousarray(crops, dtype=np.float32))
         expected = (len(group), channels, th * scale, tw * scale)
         if tuple(out.shape) != expected:
@@ -238,8 +254,39 @@ def tiled_upscale(
             )
         for (i, j), tile_out in zip(group, out, strict=True):
             weight = wy[i][:, None] * wx[j][None, :]
-            y0, x0 = plan.ys[i] * scale, plan.xs[j] * scale
+            y0, x0 = plan.ys[i] * scale - top, plan.xs[j] * scale
+            grow = y0 + th * scale - norm.shape[0]
+            if grow > 0:
+                more = np.zeros((channels, grow, pw * scale), dtype=np.float32)
+                acc = np.concatenate([acc, more], axis=1)
+                norm = np.concatenate([norm, np.zeros_like(more[0])], axis=0)
             acc[:, y0 : y0 + th * scale, x0 : x0 + tw * scale] += tile_out * weight
             norm[y0 : y0 + th * scale, x0 : x0 + tw * scale] += weight
-    acc /= norm  # already 1 everywhere (partition of unity); guards rounding in the weights
-    return acc[:, : height * scale, : width * scale]
+        last = group[-1]
+        finished = last[0] if last[1] == len(plan.xs) - 1 else last[0] - 1  # whole tile rows
+        for i in [i for i in rows if i <= finished]:
+            del rows[i]
+        if finished < 0 or plan.ys[finished] * scale < top:
+            continue
+        # rows no later tile touches
+        done = (plan.ys[finished + 1] if finished + 1 < len(plan.ys) else ph) * scale
+        keep = min(done, height * scale) - top
+        if keep > 0:
+            # /norm: already 1 everywhere (partition of unity); guards rounding in the weights
+            yield top, acc[:, :keep, : width * scale] / norm[:keep, : width * scale]
+        acc, norm, top = acc[:, done - top :], norm[done - top :], done
+
+
+def _padded_rows(image: np.ndarray, y: int, rows: int, pw: int) -> np.ndarray:
+    """Rows y..y+rows of the image reflect-padded to the plan's padded size (only these rows
+    are padded, so no padded copy of the whole image is made)."""
+    _, height, width = image.shape
+    need = np.arange(y, y + rows)
+    if need[-1] >= height:  # reflect without repeating the edge, as np.pad(mode="reflect")
+        period = 2 * (height - 1) if height > 1 else 1
+        need = need % period
+        need = np.where(need >= height, period - need, need)
+    band = image[:, need]
+    if pw != width:
+        band = np.pad(band, ((0, 0), (0, 0), (0, pw - width)), mode="reflect")
+    return band

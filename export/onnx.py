@@ -373,7 +373,7 @@ def export_onnx(
 
     from adaptsr.export.fp16 import convert_to_fp16
     from adaptsr.export.structure import compare_latency, compare_structure
-    from adaptsr.fileio import atomic_output, check_writable
+    from adaptsr.fileio import atomic_outputs, check_writable
 
     out = Path(out)
     if out.suffix.lower() != ".onnx":
@@ -461,9 +461,9 @@ def export_onnx(
             "traced_size": list(spec.example),
             "checked_sizes": [list(s) for s in spec.check_sizes],
         }
-        with atomic_output(out, force) as tmp_onnx:
+        # the model and its report are published together, or neither is
+        with atomic_outputs([out, report_path(out)], force) as (tmp_onnx, tmp_json):
             onnx.save(final, tmp_onnx)
-        with atomic_output(report_path(out), force) as tmp_json:
             tmp_json.write_text(json.dumps(_finite(report), indent=2) + "\n")
     return report
 

@@ -16,9 +16,20 @@ from pathlib import Path
 import numpy as np
 
 from adaptsr.errors import UserError
-from adaptsr.images import Image, is_image_file, list_images, read_image, write_image
+from adaptsr.fileio import atomic_output, check_writable
+from adaptsr.images import (
+    Image,
+    encode_pixels,
+    file_layout,
+    file_pixels,
+    is_image_file,
+    list_images,
+    read_image,
+)
 from adaptsr.serve.backends import Backend
-from adaptsr.tiling import choose_tile, tiled_upscale
+from adaptsr.tiling import choose_tile, tiled_upscale, tiled_upscale_bands
+
+ALPHA_MARGIN = 4  # input rows of context for a band of bicubic alpha (its taps reach 2)
 
 
 def upscale_image(
@@ -44,6 +55,70 @@ def upscale_image(
         alpha = np.clip(alpha, 0.0, 1.0)
     rgb = np.ascontiguousarray(rgb)
     return Image(rgb=rgb, alpha=alpha, bit_depth=image.bit_depth, gray=image.gray)
+
+
+def upscale_file(
+    backend: Backend,
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    tile: int | None = None,
+    overlap: int | None = None,
+    batch: int = 1,
+    force: bool = False,
+) -> Path:
+    """Upscale one image file into `dst` (written atomically) one row of tiles at a time.
+
+    Each band of model output goes straight into the output's integer pixels, so memory is
+    the input as float32 (12 bytes a pixel), the output at its bit depth (3 or 4 bytes an
+    output pixel at 8 bits, twice that at 16) and one row of tiles as float32: never the
+    float32 output (12 bytes an output pixel) that upscale_image returns. The pixels equal
+    upscale_image's.
+    """
+    dst = check_writable(dst, force)
+    image = read_image(src)
+    s = backend.scale
+    h, w = image.size
+    bit_depth, with_alpha, gray = file_layout(image, dst.suffix)
+    channels = (1 if gray else 3) + (1 if with_alpha else 0)
+    dtype = np.uint8 if bit_depth == 8 else np.uint16
+    try:
+        out = np.empty((h * s, w * s, channels), dtype=dtype)
+    except MemoryError as e:
+        raise UserError(
+            f"{src}: not enough memory for its {w * s}x{h * s} output "
+            f"({h * s * w * s * channels * out_bytes(bit_depth) / 2**30:.1f} GiB)"
+        ) from e
+    chw = np.ascontiguousarray(image.rgb.transpose(2, 0, 1))
+    bands = tiled_upscale_bands(backend.run, chw, s, backend.rule, tile, overlap, batch)
+    for top, band in bands:
+        rows = band.shape[1]
+        rgb = np.clip(band.transpose(1, 2, 0), 0.0, 1.0)
+        if image.gray:  # a gray picture stays gray, whatever colour cast the model adds
+            rgb = np.repeat(rgb.mean(axis=2, keepdims=True), 3, axis=2)
+        alpha = _alpha_rows(image.alpha, s, top, rows) if with_alpha else None
+        out[top : top + rows] = file_pixels(rgb, alpha, bit_depth, gray)
+    del chw, image
+    data = encode_pixels(out, dst.suffix)
+    del out
+    with atomic_output(dst, force=force) as tmp:
+        tmp.write_bytes(data)
+    return dst
+
+
+def out_bytes(bit_depth: int) -> int:
+    return 1 if bit_depth == 8 else 2
+
+
+def _alpha_rows(alpha: np.ndarray, s: int, top: int, rows: int) -> np.ndarray:
+    """Output rows top..top+rows of the bicubic x s alpha, from a band of input rows with
+    ALPHA_MARGIN rows of context (equal to resizing the whole plane)."""
+    import cv2
+
+    h, w = alpha.shape
+    y0, y1 = top // s, (top + rows) // s
+    a0, a1 = max(0, y0 - ALPHA_MARGIN), min(h, y1 + ALPHA_MARGIN)
+    band = cv2.resize(alpha[a0:a1], (w * s, (a1 - a0) * s), interpolation=cv2.INTER_CUBIC)
+    return np.clip(band[(y0 - a0) * s : (y0 - a0) * s + rows], 0.0, 1.0)
 
 
 def collect_inputs(inputs: list[str | os.PathLike]) -> list[Path]:
@@ -118,11 +193,9 @@ def upscale_files(
                 summary.skipped.append(dst)
             else:
                 try:
-                    image = read_image(src)
-                    result = upscale_image(backend, image, tile=tile, overlap=overlap, batch=batch)
-                    write_image(result, dst, force=force)
+                    upscale_file(backend, src, dst, tile, overlap, batch, force=force)
                     summary.written.append(dst)
-                except (UserError, OSError) as e:
+                except (UserError, OSError, MemoryError) as e:
                     summary.failed.append((src, str(e)))
                     say(f"failed: {src}: {e}")
             bar.update(1)

@@ -61,9 +61,10 @@ class JsonlLog(Callback):
         for line in self.path.read_text().splitlines():
             try:
                 record = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):  # a line cut short or damaged: dropped
                 continue
-            if record.get("iter", 0) <= iteration:
+            step = record.get("iter", 0) if isinstance(record, dict) else None
+            if isinstance(step, (int, float)) and step <= iteration:
                 keep.append(line)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         tmp.write_text("".join(f"{line}\n" for line in keep))

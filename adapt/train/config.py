@@ -62,6 +62,20 @@ RANK_AWARE_OPTIONS = (
 )
 
 
+# upper bounds on sizes: far beyond any real run, low enough that nothing tries to build a
+# plan of 10^12 crops or allocate a terabyte before failing
+LIMITS = {
+    "batch": 2**16,
+    "patch": 2**15,
+    "rank": 2**12,
+    "score_batch": 2**16,
+    "score_patch": 2**15,
+    "score_batches": 2**20,
+    "workers": 1024,
+    "iters": 10**12,
+}
+
+
 @dataclass
 class TrainConfig:
     model: str = ""
@@ -117,6 +131,10 @@ class TrainConfig:
             if getattr(c, name) < 1:
                 flag = name.replace("_", "-")
                 raise UserError(f"--{flag} must be at least 1, got {getattr(c, name)}")
+        for name, top in LIMITS.items():  # beyond any machine: refused before lists are built
+            if getattr(c, name) > top:
+                flag = name.replace("_", "-")
+                raise UserError(f"--{flag} {getattr(c, name)} is absurd (at most {top})")
         for name in ("save_every", "val_every", "log_every", "workers", "val_split"):
             if getattr(c, name) < 0:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 0")
@@ -170,6 +188,8 @@ def config_from_dict(values: dict, where: str = "config") -> TrainConfig:
     clean = {}
     for key, value in values.items():
         name = key.replace("-", "_")
+        if name == "run_id":  # a run's config.json names its run: not a setting
+            continue
         if name not in known:
             raise UserError(f"{where}: unknown setting {key!r}")
         clean[name] = value
@@ -215,6 +235,8 @@ def read_config_file(path: str | os.PathLike) -> dict:
             values = json.loads(text)
     except (ValueError, UnicodeDecodeError) as e:
         raise UserError(f"cannot parse config {path}: {e}") from e
+    except RecursionError:
+        raise UserError(f"cannot parse config {path}: nested too deeply") from None
     if not isinstance(values, dict):
         raise UserError(f"config {path} must hold a table of settings")
     return values

@@ -6,6 +6,7 @@ continue goes through TrainState (adaptsr.adapt.train.state).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -33,8 +34,9 @@ from adaptsr.adapt.train.model import (
     save_outputs,
     validate,
 )
-from adaptsr.adapt.train.state import TrainState, seed_all
+from adaptsr.adapt.train.state import TrainState, new_run_id, read_run_id, seed_all
 from adaptsr.errors import UserError
+from adaptsr.fileio import FolderStart, leave_as_found, lock_folder
 
 
 @dataclass
@@ -47,17 +49,21 @@ class Result:
 
 
 class _StopFlag:
-    """Set by Ctrl-C (SIGINT); a second Ctrl-C interrupts at once."""
+    """Set by Ctrl-C (SIGINT) or SIGTERM: the loop checkpoints and stops; a second signal
+    interrupts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.set = False
-        self._previous = None
+        self._previous = {}
 
     def __enter__(self):
         import threading
 
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame):
@@ -66,8 +72,8 @@ class _StopFlag:
         self.set = True
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 def train(
@@ -92,11 +98,15 @@ def train(
     if own_group:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
-        if d.main:
-            prepare_run_dir(run_dir, resume, force)
-        if d.world > 1:
-            dist.barrier()
-        return _train(cfg, run_dir, resume, progress, d, device, list(callbacks))
+        with contextlib.ExitStack() as stack:
+            folder = FolderStart(run_dir)  # non-main processes write nothing
+            if d.main:  # a failed start leaves the folder as found; one run at a time
+                folder = stack.enter_context(leave_as_found(run_dir))
+                stack.enter_context(lock_folder(run_dir, "training run"))
+                prepare_run_dir(run_dir, resume, force)
+            if d.world > 1:
+                dist.barrier()
+            return _train(cfg, run_dir, resume, progress, d, device, list(callbacks), folder)
     finally:
         if own_group:
             dist.destroy_process_group()
@@ -110,6 +120,7 @@ def _train(
     d: Dist,
     device,
     extra: list[Callback],
+    folder: FolderStart,
 ) -> Result:
     import torch.distributed as dist
 
@@ -143,13 +154,6 @@ def _train(
     allocation = run_allocation(
         model, cfg, score_entries, found.paired, run_dir, resume, d, device, progress
     )
-    if d.main and not resume:
-        clear_previous_run(run_dir)  # only now: every check above passed
-        if allocation is not None:
-            write_rank_map(allocation, run_dir / "rank_map.json", force=True, heatmap=False)
-    if allocation is not None and cfg.rank_aware and not resume:
-        rank_file = run_dir / "rank_map.json"
-        say(f"rank-aware: {len(allocation.adapted)} adapted sites, rank map in {rank_file}")
     params = make_trainable(model, cfg, allocation.ranks if allocation else None)
     model.train()
 
@@ -161,6 +165,7 @@ def _train(
             cfg.degradation, info.scale, derive_seed(cfg.seed, 2, d.rank), device
         )
     state = TrainState(model, cfg.mode, optimizer, scheduler, degrader, d, cfg.seed)
+    state.run_id = read_run_id(run_dir) if resume else new_run_id()
     ckpt_path = run_dir / "checkpoint.pt"
     if resume:
         state.load(ckpt_path)
@@ -175,10 +180,6 @@ def _train(
     start = state.iteration
 
     log = JsonlLog(run_dir / "log.jsonl")
-    if d.main:
-        if not resume:
-            _write_json(run_dir / "config.json", {**cfg.to_dict()})
-        log.trim(start)
 
     val_pairs = []
     if val_entries and d.main:
@@ -196,6 +197,18 @@ def _train(
     batches = iter(data.loader(dataset, plan, cfg.workers, device.type == "cuda"))
     autocast = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     autocast = autocast and info.supports_bfloat16
+
+    if d.main:  # only now, every check above passed: a failed start costs no previous run
+        if not resume:
+            clear_previous_run(run_dir)
+            if allocation is not None:
+                write_rank_map(allocation, run_dir / "rank_map.json", force=True, heatmap=False)
+            _write_json(run_dir / "config.json", {**cfg.to_dict(), "run_id": state.run_id})
+        log.trim(start)
+        folder.keep()
+    if allocation is not None and cfg.rank_aware and not resume:
+        rank_file = run_dir / "rank_map.json"
+        say(f"rank-aware: {len(allocation.adapted)} adapted sites, rank map in {rank_file}")
 
     callbacks: list[Callback] = []
     if d.main:

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import random
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,23 @@ from adaptsr.adapt.train.distributed import Dist, _gather
 from adaptsr.errors import UserError
 
 CHECKPOINT_FORMAT = "adaptsr-train-1"
+
+
+def new_run_id() -> str:
+    """A random identity for a new run: written in its config.json and every checkpoint, so a
+    checkpoint copied in from another run is refused on --resume."""
+    return secrets.token_hex(8)
+
+
+def read_run_id(run_dir: Path) -> str | None:
+    """The run id in RUN_DIR/config.json (None for runs made before run ids)."""
+    import json
+
+    try:
+        value = json.loads((run_dir / "config.json").read_text()).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def seed_all(seed: int) -> None:
@@ -76,10 +94,12 @@ def write_checkpoint(state: dict, path: Path) -> None:
 
 
 def read_checkpoint(path: Path) -> dict:
+    from adaptsr.adapt.models import torch_load_error
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise UserError(f"cannot read checkpoint {path}: corrupt ({type(e).__name__})") from e
+        raise torch_load_error(path, e) from e
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path} is not an adaptsr training checkpoint")
     return state
@@ -116,6 +136,7 @@ class TrainState:
         self.best: dict | None = None  # {"iter", "psnr_y", "ssim_y"} of the best validation
         self.saved_world: int | None = None  # the checkpoint's process count, once loaded
         self.exact = True
+        self.run_id: str | None = None  # the run's identity (config.json), checked on load
 
     def _own_tensors(self) -> dict[str, torch.Tensor]:
         if self.mode == "lora":
@@ -127,6 +148,7 @@ class TrainState:
         degraders = _gather(self.degrader.state_dict() if self.degrader else None, self.dist)
         return {
             "format": CHECKPOINT_FORMAT,
+            "run_id": self.run_id,
             "iteration": self.iteration,
             "mode": self.mode,
             "world": self.dist.world,
@@ -163,8 +185,40 @@ class TrainState:
                     "(another rank map or model?)"
                 )
 
+    def check_optimizer(self, saved: dict) -> None:
+        """The optimizer's saved moments must have the shapes of the parameters they follow
+        (Adam would broadcast a 1-element moment over a matrix without a word)."""
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        groups = saved.get("param_groups", [])
+        count = sum(len(g.get("params", [])) for g in groups)
+        if count != len(params):
+            raise UserError(
+                f"checkpoint optimizer state follows {count} tensors, this run trains {len(params)}"
+            )
+        for index, values in saved.get("state", {}).items():
+            if not (isinstance(index, int) and 0 <= index < len(params)):
+                raise UserError(f"checkpoint optimizer state is damaged (entry {index!r})")
+            for key, value in values.items():
+                tensor = isinstance(value, torch.Tensor) and value.dim() > 0
+                if tensor and value.shape != params[index].shape:
+                    raise UserError(
+                        f"checkpoint optimizer state does not match this run: {key} of "
+                        f"tensor {index} is {_describe(value)}, the tensor is "
+                        f"{_describe(params[index])}"
+                    )
+
+    def check_identity(self, state: dict) -> None:
+        saved = state.get("run_id")
+        if saved != self.run_id:
+            raise UserError(
+                f"the checkpoint belongs to another run (run id {saved or 'none'}; this run's "
+                f"config.json says {self.run_id or 'none'}): was it copied from elsewhere?"
+            )
+
     def load_state_dict(self, state: dict) -> None:
         self.check(state["trainable"], state["mode"])
+        self.check_optimizer(state["optimizer"])
+        self.check_identity(state)  # after the shapes, which say more when they differ
         if self.mode == "lora":
             own = self._own_tensors()
             with torch.no_grad():
@@ -191,4 +245,9 @@ class TrainState:
             write_checkpoint(state, path)
 
     def load(self, path: Path) -> None:
-        self.load_state_dict(read_checkpoint(path))
+        state = read_checkpoint(path)
+        try:
+            self.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:
+            # the format tag matched but the contents do not: damaged or made by hand
+            raise UserError(f"checkpoint {path} is damaged ({type(e).__name__}: {e})") from e

@@ -16,3 +16,21 @@ provider_option = click.option(
     show_default=True,
     help="ONNX Runtime execution provider for ONNX files.",
 )
+
+
+def _set_max_pixels(ctx, param, value):
+    if value is not None:
+        from adaptsr.images import set_max_pixels
+
+        set_max_pixels(value)
+
+
+max_pixels_option = click.option(
+    "--max-pixels",
+    type=int,
+    default=None,
+    expose_value=False,
+    callback=_set_max_pixels,
+    help="Refuse images above this many pixels, read from the file header before decoding "
+    "[default: 67108864, 8192x8192].",
+)

@@ -15,6 +15,7 @@ from adaptsr.adapt.choices import (
     NORMALISATIONS,
     SCORES,
 )
+from adaptsr.commands._options import max_pixels_option
 
 
 @click.command()
@@ -110,6 +111,7 @@ from adaptsr.adapt.choices import (
 )
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present).")
 @click.option("--force", is_flag=True, help="Overwrite the rank map and heatmap if they exist.")
+@max_pixels_option
 def allocate(
     model_spec,
     data,
@@ -137,10 +139,13 @@ def allocate(
     from adaptsr.adapt.models import load_model, model_info
     from adaptsr.adapt.rankmap import heatmap_path, summary_table, write_rank_map
     from adaptsr.errors import UserError
-    from adaptsr.fileio import check_writable
+    from adaptsr.fileio import check_outputs_not_inputs, check_writable
 
     if not out.lower().endswith(".json"):
         raise UserError(f"{out}: the rank map is a .json file")
+    check_outputs_not_inputs(
+        {"--out": out, "the heatmap": heatmap_path(out)}, [model_spec, data, lr_dir, hr_dir]
+    )
     check_writable(out, force)
     check_writable(heatmap_path(out), force)
     if data is None and lr_dir is None and hr_dir is None and score != "random":

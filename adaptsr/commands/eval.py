@@ -1,7 +1,7 @@
 import click
 
 from adaptsr.adapt.choices import DEGRADATIONS
-from adaptsr.commands._options import provider_option
+from adaptsr.commands._options import max_pixels_option, provider_option
 
 
 @click.command("eval")
@@ -38,6 +38,7 @@ from adaptsr.commands._options import provider_option
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable image.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@max_pixels_option
 def eval_command(
     model_spec,
     onnx_path,
@@ -72,7 +73,7 @@ def eval_command(
     from adaptsr.adapt import metrics
     from adaptsr.adapt.models import load_model, model_info
     from adaptsr.errors import UserError
-    from adaptsr.fileio import check_readable, check_writable
+    from adaptsr.fileio import check_outputs_not_inputs, check_readable, check_writable
 
     if lr_dir and degradation:
         raise UserError("give either --lr (real pairs) or --degradation (HR-only), not both")
@@ -98,6 +99,11 @@ def eval_command(
     if lr_dir is None and degradation is None:
         lr_dir = hr_dir  # a folder of pairs (RealSR-style, DIV2K root): find_pairs detects it
     pairs = ev.find_pairs(hr_dir, lr_dir, scale)
+    files = [f for pair in pairs for f in (pair.hr, pair.lr) if f is not None]
+    check_outputs_not_inputs(  # whatever --force says: the ground truth is never replaced
+        {"--save": save_dir, "--report": report, "--csv": csv_path, "--compare": compare},
+        [hr_dir, lr_dir, model_spec, adapter, *files, *{f.parent for f in files}],
+    )
 
     base = None
     if adapter:

@@ -46,7 +46,7 @@ def onnx_cmd(
     """
     from adaptsr.adapt.models import load_model
     from adaptsr.export.onnx import export_onnx, load_merged, plan, report_path
-    from adaptsr.fileio import check_writable
+    from adaptsr.fileio import check_outputs_not_inputs, check_writable
 
     if merged != bool(adapter):  # adapters only ever export merged: say so on the command line
         raise click.UsageError(
@@ -54,6 +54,7 @@ def onnx_cmd(
             if merged
             else "an adapter exports merged into the weights: add --merged"
         )
+    check_outputs_not_inputs({"--out": out, "the report": report_path(out)}, [model_spec, adapter])
     check_writable(out, force)
     check_writable(report_path(out), force)
     base = load_model(model_spec)
@@ -175,6 +176,10 @@ def trt_cmd(
     from adaptsr.artifacts import engine_info_path
     from adaptsr.errors import UserError
     from adaptsr.export.tensorrt import build_engine, parse_batch, parse_hw, refit_engine
+    from adaptsr.fileio import check_outputs_not_inputs
+
+    inputs = [p for p in (onnx_path, refit_from, base_onnx, reference) if p]
+    check_outputs_not_inputs({"--out": out, "the info file": engine_info_path(out)}, inputs)
 
     if refit_from:
         given = [

@@ -15,8 +15,9 @@ def merge(model_spec: str, adapter: str, out: str, force: bool) -> None:
     """Fold an adapter into its base model: a plain checkpoint of the base architecture."""
     import adaptsr
     from adaptsr.adapt.models import CHECKPOINT_SUFFIXES
-    from adaptsr.fileio import check_writable
+    from adaptsr.fileio import check_not_input, check_writable
 
+    check_not_input(out, [model_spec, adapter], "--out")
     check_writable(out, force)
     if not out.lower().endswith(CHECKPOINT_SUFFIXES):  # checked before any work
         raise adaptsr.UserError(f"{out}: choose a {' or '.join(CHECKPOINT_SUFFIXES)} file name")

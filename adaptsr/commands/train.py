@@ -17,6 +17,7 @@ from adaptsr.adapt.choices import (
     NORMALISATIONS,
     SCORES,
 )
+from adaptsr.commands._options import max_pixels_option
 
 # option name -> TrainConfig field; options left unset fall back to --config, then the defaults
 _SETTINGS = {
@@ -143,6 +144,7 @@ _SETTINGS = {
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--force", is_flag=True, help="Start over in a --out that holds a run.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@max_pixels_option
 @click.option("--bench", is_flag=True, help="Measure it/s and peak memory instead of training.")
 def train(out, config_file, resume, force, quiet, bench, **options) -> None:
     """Train LoRA adapters (default), fine-tune all weights, or pretrain on bicubic data.
@@ -166,6 +168,7 @@ def train(out, config_file, resume, force, quiet, bench, **options) -> None:
     else:
         values = training.read_config_file(config_file) if config_file else {}
         config = training.config_from_dict({**values, **given}, config_file or "options")
+        _refuse_inputs_in_run_dir(Path(out), [config.model, config.rank_map, config_file])
     result = training.train(config, out, resume=resume, force=force, progress=not quiet)
     if result.best:
         click.echo(
@@ -175,6 +178,15 @@ def train(out, config_file, resume, force, quiet, bench, **options) -> None:
     click.echo(result.message)
     if result.status == "interrupted":
         sys.exit(130)
+
+
+def _refuse_inputs_in_run_dir(run_dir: Path, inputs: list) -> None:
+    """A fresh start (or --force) replaces the run folder's files: none may be an input."""
+    from adaptsr.adapt.train.config import RUN_FILES
+    from adaptsr.fileio import check_outputs_not_inputs
+
+    outputs = {f"--out {run_dir} writes {name}:": run_dir / name for name in RUN_FILES}
+    check_outputs_not_inputs(outputs, inputs)
 
 
 def _bench(given: dict, out: str, force: bool) -> None:

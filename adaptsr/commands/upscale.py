@@ -1,6 +1,6 @@
 import click
 
-from adaptsr.commands._options import device_option, provider_option
+from adaptsr.commands._options import device_option, max_pixels_option, provider_option
 
 BACKEND_HELP = "Give exactly one of --model (with optional --adapter), --onnx, --engine."
 
@@ -25,6 +25,7 @@ BACKEND_HELP = "Give exactly one of --model (with optional --adapter), --onnx, -
 @click.option("--batch", type=int, default=1, show_default=True, help="Tiles per model call.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs (else they are skipped).")
 @device_option
+@max_pixels_option
 @provider_option
 def upscale(
     inputs, out_dir, model, adapter, onnx, engine, tile, overlap, batch, force, device, provider
