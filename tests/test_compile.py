@@ -221,3 +221,20 @@ def test_non_finite_loss_names_its_iteration_between_log_lines(data, tmp_path):
 
     every_step = stop(1)
     assert stop(5) == every_step.replace("run1", "run5")
+
+
+def test_a_resumed_run_names_the_same_non_finite_iteration(data, tmp_path):
+    # iterations count from the checkpoint: resumed from the last good one, the deferred read
+    # must name the iteration the first run stopped at
+    from adaptsr.errors import UserError
+
+    run = tmp_path / "run"
+    cfg = config(data, mode="full", lr=1e30, iters=10, save_every=1)
+    with pytest.raises(UserError, match="not finite") as first:
+        training.train(cfg, run, progress=False)
+    saved = torch.load(run / "checkpoint.pt", weights_only=True)["iteration"]
+    with pytest.raises(UserError, match="not finite") as again:
+        resumed = training.resume_config(run, {"log_every": 5, "save_every": 0})
+        training.train(resumed, run, resume=True, progress=False)
+    assert f"at iteration {saved + 1}:" in str(first.value)
+    assert f"at iteration {saved + 1}:" in str(again.value)

@@ -215,7 +215,7 @@ def _train(
             getattr(callback, hook)(*args)
 
     last_saved = start if resume else None
-    stats = _Stats(device, d)
+    stats = _Stats(device, d, start)
 
     def check(losses: list[float], first: int) -> None:
         """Stop at a non-finite loss (iteration `first` + index); the checkpoints were
@@ -328,10 +328,10 @@ class _Stats:
     when read, at a log interval or before a checkpoint.
     """
 
-    def __init__(self, device: torch.device, d: Dist):
+    def __init__(self, device: torch.device, d: Dist, start: int):
         self.device, self.dist = device, d
         self.events = device.type == "cuda"
-        self.iteration = 0  # of the last loss added
+        self.iteration = start  # of the last loss added
         self.reset()
 
     def reset(self):
