@@ -16,6 +16,7 @@ ops does not import Triton: the kernels module is loaded when an op first runs.
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -66,7 +67,12 @@ def _(x, dy, lora_a, lora_b, scale, kernel_size):
 
 @torch.library.custom_op("adaptsr::lora_linear", mutates_args=())
 def lora_linear_op(
-    x: Tensor, weight: Tensor, bias: Tensor | None, lora_a: Tensor, lora_b: Tensor, scale: Tensor
+    x: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],  # noqa: UP045 - the form older torch versions' schemas know
+    lora_a: Tensor,
+    lora_b: Tensor,
+    scale: Tensor,
 ) -> tuple[Tensor, Tensor]:
     """(y, W'): y = x W'^T + b with W' = W + B diag(scale) A."""
     merged = _triton().merge(weight, lora_a, lora_b, scale)
@@ -81,7 +87,12 @@ def _(x, weight, bias, lora_a, lora_b, scale):
 
 @torch.library.custom_op("adaptsr::lora_conv2d", mutates_args=())
 def lora_conv2d_op(
-    x: Tensor, weight: Tensor, bias: Tensor | None, lora_a: Tensor, lora_b: Tensor, scale: Tensor
+    x: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],  # noqa: UP045 - the form older torch versions' schemas know
+    lora_a: Tensor,
+    lora_b: Tensor,
+    scale: Tensor,
 ) -> tuple[Tensor, Tensor]:
     """(y, W'): y = W' * x + b, stride 1, padding k // 2, with W' = W + B diag(scale) A."""
     merged = _triton().merge(weight, lora_a, lora_b, scale)

@@ -3,12 +3,14 @@ it cannot cost GPU time; and its target checks on made-up measurements."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import math
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -124,3 +126,29 @@ def test_kernel_accuracy_misses_compare_with_the_eager_error():
     assert tool.accuracy_misses([dict(row, eager=0.03)]) == []
     nan = tool.accuracy_misses([dict(row, **{"two-pass": math.nan})])
     assert len(nan) == 2 and "two-pass: rel error nan" in nan[1]
+
+
+def test_prepare_site_unpacks_missing_wheels_and_views_the_tree(tmp_path, monkeypatch):
+    # the GPU machine lacks spandrel: a missing module comes from its wheel in .whl/, and the
+    # tree is importable as adaptsr (kernels/ as adaptsr.kernels) without an install
+    tool = load_tool()
+    wheels = tmp_path / "whl"
+    wheels.mkdir()
+    with zipfile.ZipFile(wheels / "gpu_check_probe-1.0-py3-none-any.whl", "w") as archive:
+        archive.writestr("gpu_check_probe/__init__.py", "VALUE = 42\n")
+    monkeypatch.setattr(tool, "WHEELS", wheels)
+    monkeypatch.setattr(tool, "BUNDLED", ("gpu_check_probe", "gpu_check_absent"))
+    monkeypatch.setattr(tool, "OPTIONAL", {})
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("PYTHONPATH", "")
+    problems = tool.prepare_site(tmp_path / "out")
+    assert len(problems) == 1 and "gpu_check_absent is missing" in problems[0]
+    assert importlib.import_module("gpu_check_probe").VALUE == 42
+    site = tmp_path / "out" / "site"
+    assert os.environ["PYTHONPATH"] == str(site)
+    assert (site / "adaptsr" / "kernels" / "fused.py").resolve() == ROOT / "kernels" / "fused.py"
+    code = "import adaptsr.kernels.fused as f, adaptsr.adapt.lora as lora; print(f.__file__)"
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    cmd = [sys.executable, "-c", code]  # not from the tree's root, as on the GPU machine
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert done.stdout.strip() == str(site / "adaptsr" / "kernels" / "fused.py"), done.stderr

@@ -25,7 +25,7 @@ It lives under tools/, outside the installed package: it spans every layer and p
 environment. The GPU machine has torch and Triton but not spandrel, and no network: `make
 gpu-check-bundle` (run where the package index is reachable) downloads spandrel and its small
 pure-Python dependencies into .whl/ (gitignored; carry it with the tree), and this script
-installs whatever is missing from there with pip --no-index --no-deps into DIR/site, beside a
+unpacks whatever is missing from there into DIR/site (a wheel unpacked is installed), beside a
 view of this working tree as the `adaptsr` package (symlinks: nothing is built or installed).
 """
 
@@ -41,6 +41,7 @@ import subprocess
 import sys
 import time
 import traceback
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,14 +94,12 @@ def prepare_site(out: Path) -> list[str]:
     problems = []
     missing = [m for m in BUNDLED if importlib.util.find_spec(m) is None]
     wheels = [w for m in missing for w in _wheels(m)]
-    if wheels:
-        cmd = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--quiet"]
-        cmd += ["--target", str(site), *map(str, wheels)]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode:
-            tail = (done.stderr.strip().splitlines() or ["?"])[-1]
-            problems.append(f"environment: pip could not install {wheels[0].name}...: {tail}")
-        importlib.invalidate_caches()
+    for wheel in wheels:
+        # these wheels are pure Python or abi3 with no scripts: unpacking one into a folder
+        # on the path is its installation (no pip needed on the GPU machine)
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(site)
+    importlib.invalidate_caches()
     for m in BUNDLED:
         if importlib.util.find_spec(m) is None:
             problems.append(
@@ -629,7 +628,8 @@ def loop_run(args, out: Path, deadline: float) -> dict:
     cmd += ["--compile", "--cuda-graphs"] if args.device == "cuda" else []
     timeout = max(5.0, deadline - time.time())
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        # not from the tree's root: `-m` would put its bare adaptsr/ (no kernels/) first
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=out)
     except subprocess.TimeoutExpired:
         return {"error": f"did not finish within {timeout:.0f} s", "command": " ".join(cmd)}
     (out / "loop.log").write_text(done.stdout + done.stderr)
