@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TRT_STUBS := tensorrt-stubs==10.13.0.35.1
 TYPINGS := $(VENV)/typings
 
-.PHONY: test demo lint format install clean native
+.PHONY: test demo lint format install clean native gpu-check gpu-check-bundle
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,20 @@ native:
 	cmake -S . -B build/native $(if $(wildcard $(BIN)/python),-DADAPTSR_PYTHON=$(abspath $(BIN)/python) -DADAPTSR_REQUIRE_PYTHON=ON)
 	cmake --build build/native --parallel
 	cd build/native && ctest --output-on-failure
+
+# The GPU validation run (tools/gpu_check.py; docs/kernels.md). It runs on the GPU machine with
+# that machine's python3 (torch + Triton there), not the venv; results go to $(OUT) or
+# gpu-check-out. gpu-check-bundle, run where the package index is reachable, puts the wheels
+# the GPU machine lacks (spandrel and its small pure-Python dependencies) into .whl/.
+GPU_PYTHON ?= python3
+BUNDLE := spandrel==0.4.2 einops safetensors typing_extensions
+
+gpu-check:
+	$(GPU_PYTHON) tools/gpu_check.py --out "$${OUT:-gpu-check-out}"
+
+gpu-check-bundle: $(STAMP)
+	$(BIN)/python -m pip download --quiet --no-deps --only-binary :all: --dest .whl $(BUNDLE)
+	ls .whl
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

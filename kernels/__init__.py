@@ -10,14 +10,13 @@ CPU tensors need TRITON_INTERPRET=1). Triton is imported only when the fused pat
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib.util
 import os
 
 import torch
 
 from adaptsr.errors import UserError
-from adaptsr.kernels import reference
+from adaptsr.kernels import fused, reference  # fused registers the custom ops, without Triton
 
 _backend = "auto"
 BACKENDS = ("auto", "reference", "triton")
@@ -68,13 +67,12 @@ def _fused_ok(x, weight, bias, lora_a, lora_b, scale) -> bool:
                 "the triton kernel backend needs CUDA tensors (or TRITON_INTERPRET=1 on CPU)"
             )
         return True
-    return x.is_cuda and _triton_installed()
+    return x.is_cuda and _TRITON_INSTALLED
 
 
-@functools.cache
-def _triton_installed() -> bool:
-    # some CUDA builds of torch come without Triton: keep them on the reference path
-    return importlib.util.find_spec("triton") is not None
+# some CUDA builds of torch come without Triton: keep them on the reference path (looked up
+# once here, without importing it, so that torch.compile traces the dispatch as plain Python)
+_TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
 
 
 def fused_linear_supported(x, weight, bias, lora_a, lora_b, scale) -> bool:
@@ -133,8 +131,6 @@ def lora_linear(x, weight, bias, lora_a, lora_b, scale):
     if _backend != "reference" and torch.is_autocast_enabled(x.device.type):
         return _without_autocast(lora_linear, x, weight, bias, lora_a, lora_b, scale)
     if fused_linear_supported(x, weight, bias, lora_a, lora_b, scale):
-        from adaptsr.kernels import fused
-
         return fused.lora_linear(x, weight, bias, lora_a, lora_b, scale)
     return reference.lora_linear(x, weight, bias, lora_a, lora_b, scale)
 
@@ -159,7 +155,5 @@ def lora_conv2d(
         )
     args = (x, weight, bias, lora_a, lora_b, scale)
     if fused_conv2d_supported(*args, stride, padding, dilation, padding_mode):
-        from adaptsr.kernels import fused
-
         return fused.lora_conv2d(*args)
     return reference.lora_conv2d(*args, stride, padding, dilation, padding_mode)

@@ -35,9 +35,12 @@ def benchmark(
     rank: int = 8,
     warmup: int = 2,
     kernels: str = "auto",
+    compile: bool = False,
+    cuda_graphs: bool = False,
 ) -> list[dict]:
     """Training steps per second and peak memory for each (model, mode), with the LoRA kernels
-    of `kernels` (auto, reference, triton: see `adaptsr.kernels`).
+    of `kernels` (auto, reference, triton: see `adaptsr.kernels`), optionally under
+    torch.compile (`compile`, `cuda_graphs`: as `adapt train --compile / --cuda-graphs`).
 
     Each configuration runs in a fresh process, so its peak RSS is its own. A step is what the
     training loop does per iteration on a pre-degraded batch: forward (bf16 autocast on CUDA),
@@ -52,9 +55,8 @@ def benchmark(
             if mode not in ("lora", "full"):
                 raise UserError(f"benchmark modes are lora and full, got {mode!r}")
             with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
-                job = pool.submit(
-                    _bench_one, model, mode, batch, patch, iters, warmup, device, rank, kernels
-                )
+                args = (model, mode, batch, patch, iters, warmup, device, rank, kernels)
+                job = pool.submit(_bench_one, *args, compile, cuda_graphs)
                 rows.append(job.result())
     return rows
 
@@ -69,7 +71,19 @@ def _rss_mb() -> float | None:
     return None
 
 
-def _bench_one(spec, mode, batch, patch, iters, warmup, device_name, rank, kernel_backend) -> dict:
+def _bench_one(
+    spec,
+    mode,
+    batch,
+    patch,
+    iters,
+    warmup,
+    device_name,
+    rank,
+    kernel_backend,
+    compile=False,
+    cuda_graphs=False,
+) -> dict:
     import resource
     import warnings
 
@@ -78,12 +92,16 @@ def _bench_one(spec, mode, batch, patch, iters, warmup, device_name, rank, kerne
     from adaptsr import kernels
     from adaptsr.adapt.degradations import Degrader
     from adaptsr.adapt.models import model_info
+    from adaptsr.adapt.train.graphs import CompiledModel, check_device
 
     cfg = TrainConfig(
         model=spec, mode=mode, rank=rank, batch=batch, patch=patch, kernels=kernel_backend
     ).resolved()
     device = resolve_device(device_name, Dist())
+    check_device(cuda_graphs, device)
     model, params = build_trainable(cfg, device)
+    notes = []
+    net = CompiledModel(model, cuda_graphs, notes.append) if compile or cuda_graphs else model
     scale = model_info(model).scale
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
     g = torch.Generator(device).manual_seed(0)
@@ -94,12 +112,12 @@ def _bench_one(spec, mode, batch, patch, iters, warmup, device_name, rank, kerne
     if cuda:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
+    times, warmup_s = [], 0.0
     for i in range(warmup + iters):
         t0 = time.perf_counter()
         with kernels.use_backend(cfg.kernels):  # the loop's step: autocast on the forward only
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                sr = model(lr)
+                sr = net(lr)
             loss = F.l1_loss(sr.float(), hr)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -108,11 +126,16 @@ def _bench_one(spec, mode, batch, patch, iters, warmup, device_name, rank, kerne
             torch.cuda.synchronize(device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
+        else:
+            warmup_s += time.perf_counter() - t0  # with compilation
     times.sort()
     row = {
         "model": spec,
         "mode": mode,
         "kernels": cfg.kernels,
+        "compiled": "-" if net is model else ("eager (fallback)" if net.eager else net.mode),
+        "notes": notes,
+        "warmup_s": warmup_s,
         "trainable": sum(p.numel() for p in params),
         "batch": batch,
         "lr_size": patch // scale,
@@ -133,14 +156,15 @@ def _bench_one(spec, mode, batch, patch, iters, warmup, device_name, rank, kerne
 def bench_table(rows: list[dict]) -> str:
     """A markdown table of benchmark rows."""
     gpu = any("gpu_peak_mb" in r for r in rows)
-    head = "| model | mode | kernels | trainable params | batch | LR crop | it/s | "
+    head = "| model | mode | kernels | compile | trainable params | batch | LR crop | it/s | "
     head += "peak GPU memory (MiB) |" if gpu else "peak RSS (MiB) | RSS before training (MiB) |"
-    lines = [head, "|" + "---|" * (9 if not gpu else 8)]
+    lines = [head, "|" + "---|" * (10 if not gpu else 9)]
     for r in rows:
         cells = [
             r["model"],
             r["mode"],
             r["kernels"] if r["mode"] == "lora" else "-",
+            r.get("compiled", "-"),
             f"{r['trainable']:,}",
             str(r["batch"]),
             f"{r['lr_size']}x{r['lr_size']}",

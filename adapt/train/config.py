@@ -49,6 +49,7 @@ RUN_FILES = (
 )
 # settings a resumed run may change: they do not alter the numbers it computes
 RESUMABLE = ("device", "workers", "save_every", "val_every", "log_every", "kernels", "strict")
+RESUMABLE += ("compile", "cuda_graphs")  # speed only (like kernels: the last bits may differ)
 # the options of `adapt allocate` that --rank-aware takes (score_batches predates the others
 # and was always accepted without --rank-aware)
 RANK_AWARE_OPTIONS = (
@@ -113,6 +114,8 @@ class TrainConfig:
     workers: int = 4
     kernels: str = "auto"  # auto (fused on CUDA), reference, triton
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 elsewhere), bf16, fp32
+    compile: bool = False  # torch.compile of the model (adapt/train/graphs.py)
+    cuda_graphs: bool = False  # compiled and replayed as CUDA graphs (CUDA only)
     strict: bool = False  # unreadable or too small images are an error instead of skipped
     flips: bool = True
 

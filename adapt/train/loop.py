@@ -23,6 +23,7 @@ from torch import nn
 
 from adaptsr.adapt.data import derive_seed
 from adaptsr.adapt.rankmap import write_rank_map
+from adaptsr.adapt.train import graphs
 from adaptsr.adapt.train.callbacks import Callback, JsonlLog, ProgressBar, TensorBoard
 from adaptsr.adapt.train.config import TrainConfig, clear_previous_run, prepare_run_dir
 from adaptsr.adapt.train.distributed import Dist, _any, dist_from_env, resolve_device
@@ -122,12 +123,11 @@ def _train(
     extra: list[Callback],
     folder: FolderStart,
 ) -> Result:
-    import torch.distributed as dist
-
     from adaptsr import kernels
     from adaptsr.adapt import data
     from adaptsr.adapt.models import model_info
 
+    graphs.check_device(cfg.cuda_graphs, device)
     model = build_base(cfg).to(device)
     info = model_info(model)
     lr_patch = cfg.patch // info.scale
@@ -192,6 +192,8 @@ def _train(
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    if cfg.compile or cfg.cuda_graphs:
+        net = graphs.CompiledModel(net, cfg.cuda_graphs, say)
     dataset = data.CropDataset(train_entries, cfg.patch, info.scale, cfg.flips)
     plan = data.BatchPlan(len(train_entries), cfg.batch, cfg.seed, start, cfg.iters, d)
     batches = iter(data.loader(dataset, plan, cfg.workers, device.type == "cuda"))
@@ -225,10 +227,18 @@ def _train(
             getattr(callback, hook)(*args)
 
     last_saved = start if resume else None
-    stats = _Stats()
+    stats = _Stats(device, d, start)
+
+    def check(losses: list[float], first: int) -> None:
+        """Stop at a non-finite loss (iteration `first` + index); the checkpoints were
+        written before it."""
+        for i, value in enumerate(losses):
+            if not math.isfinite(value):
+                raise _non_finite(f"loss ({value})", first + i, last_saved, ckpt_path)
 
     def checkpoint(iteration: int) -> None:
         nonlocal last_saved
+        stats.read(check)  # no checkpoint after a non-finite loss
         if not all(bool(torch.isfinite(p).all()) for p in params):
             raise _non_finite("weights", iteration, last_saved, ckpt_path)
         state.iteration = iteration
@@ -267,31 +277,21 @@ def _train(
                 if "lr" in batch:
                     lr = batch["lr"].to(device, non_blocking=True)
                 else:
-                    with torch.no_grad():
+                    with stats.degrading(hr.shape[0]), torch.no_grad():
                         lr = degrader(hr)
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                t2 = time.perf_counter()
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                     sr = net(lr)
                 loss = F.l1_loss(sr.float(), hr)
-                value = loss.detach().clone()
-                if d.world > 1:
-                    dist.all_reduce(value)
-                    value /= d.world
-                value = float(value)
                 it += 1
-                if not math.isfinite(value):
-                    raise _non_finite(f"loss ({value})", it, last_saved, ckpt_path)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
-                stats.add(value, t1 - t0, t2 - t1, hr.shape[0] if "lr" not in batch else 0)
+                stats.add(loss.detach(), t1 - t0)  # stays on the device: no host sync per step
                 report("on_step", it)
                 if it % max(1, cfg.log_every) == 0 or it == cfg.iters:
                     lr_now = optimizer.param_groups[0]["lr"]
-                    report("on_log", {"iter": it, **stats.flush(), "lr": lr_now})
+                    report("on_log", {"iter": it, **stats.flush(check), "lr": lr_now})
                 due = cfg.val_every and it % cfg.val_every == 0
                 if val_pairs and (due or it == cfg.iters):
                     scores = validate(model, val_pairs, device, autocast)
@@ -333,31 +333,73 @@ def _non_finite(what: str, it: int, last_saved: int | None, path: Path) -> UserE
 
 
 class _Stats:
-    """Loss and data-path timings over one logging interval."""
+    """Loss and data-path timings over one logging interval.
 
-    def __init__(self):
+    The losses stay on the device as they come (and the degradation is timed with CUDA
+    events), so a step never waits for the GPU: they are copied to the host in one transfer
+    when read, at a log interval or before a checkpoint.
+    """
+
+    def __init__(self, device: torch.device, d: Dist, start: int):
+        self.device, self.dist = device, d
+        self.events = device.type == "cuda"
+        self.iteration = start  # of the last loss added
         self.reset()
 
     def reset(self):
-        self.losses, self.wait, self.degrade, self.degraded = [], 0.0, 0.0, 0
+        self.pending, self.losses, self.wait, self.degrade, self.degraded = [], [], 0.0, 0.0, 0
+        self.marks = []
         self.t0 = time.perf_counter()
 
-    def add(self, loss: float, wait: float, degrade: float, degraded: int):
-        self.losses.append(loss)
+    def add(self, loss: torch.Tensor, wait: float):
+        self.pending.append(loss)
         self.wait += wait
-        self.degrade += degrade
-        self.degraded += degraded
+        self.iteration += 1
 
-    def flush(self) -> dict:
+    @contextlib.contextmanager
+    def degrading(self, samples: int):
+        """Time one degradation: CUDA events on the GPU, the wall clock elsewhere."""
+        self.degraded += samples
+        if self.events:
+            start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+            start.record()
+            yield
+            end.record()
+            self.marks.append((start, end))
+        else:
+            t = time.perf_counter()
+            yield
+            self.degrade += time.perf_counter() - t
+
+    def read(self, check) -> None:
+        """Bring the pending losses to the host (the mean over processes under DDP) and give
+        them to `check(losses, first_iteration)`."""
+        if not self.pending:
+            return
+        values = torch.stack(self.pending)
+        if self.dist.world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(values)
+            values /= self.dist.world
+        first = self.iteration - len(self.pending) + 1
+        self.pending = []
+        host = values.tolist()  # the one host sync of the interval
+        self.losses += host
+        check(host, first)
+
+    def flush(self, check) -> dict:
+        self.read(check)
         n = len(self.losses)
         elapsed = time.perf_counter() - self.t0
+        degrade = self.degrade + sum(s.elapsed_time(e) for s, e in self.marks) / 1000
         record = {
             "loss": sum(self.losses) / n,
             "it_s": n / elapsed if elapsed > 0 else None,
             "data_wait_s": self.wait / n,
         }
-        if self.degraded and self.degrade > 0:
-            record["degrade_per_s"] = self.degraded / self.degrade
+        if self.degraded and degrade > 0:
+            record["degrade_per_s"] = self.degraded / degrade
         self.reset()
         return record
 

@@ -54,6 +54,8 @@ _SETTINGS = {
     "workers": "workers",
     "kernels": "kernels",
     "precision": "precision",
+    "compile": "compile",
+    "cuda_graphs": "cuda_graphs",
     "strict": "strict",
     "flips": "flips",
 }
@@ -139,6 +141,16 @@ _SETTINGS = {
 @click.option(
     "--precision", type=click.Choice(["auto", "bf16", "fp32"]), help="auto: bf16 on CUDA."
 )
+@click.option(
+    "--compile/--no-compile",
+    default=None,
+    help="torch.compile the model (inductor, default mode); falls back to eager with a note.",
+)
+@click.option(
+    "--cuda-graphs/--no-cuda-graphs",
+    default=None,
+    help="Compile and replay the model as CUDA graphs (reduce-overhead; CUDA only).",
+)
 @click.option("--strict/--no-strict", default=None, help="Unreadable or small images: error.")
 @click.option("--flips/--no-flips", default=None, help="Random flips and rotations (default on).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
@@ -217,6 +229,8 @@ def _bench(given: dict, out: str, force: bool) -> None:
         device,
         settings.get("rank", 8),
         kernels=settings.get("kernels", "auto"),
+        compile=settings.get("compile", False),
+        cuda_graphs=settings.get("cuda_graphs", False),
     )
     lines = [training.bench_table(rows), ""]
     for kind in ("bicubic", "realesrgan"):
