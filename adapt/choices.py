@@ -4,7 +4,8 @@ Importable without torch: `adapt --help` loads every command module, and the dep
 (TensorRT, numpy) must be able to show it.
 """
 
-DEGRADATIONS = ("bicubic", "realesrgan")
+DEFAULT_MODEL = "adaptsr-safmn-x4"  # pretrained, ships with the package: upscale and demo use it
+DEGRADATIONS = ("bicubic", "realesrgan", "camera")
 DEFAULT_DEGRADATION = "realesrgan"  # the paper's adaptation data (pretraining uses bicubic)
 
 # rank-aware allocation: `adapt allocate` and `adapt train --rank-aware` share these defaults

@@ -1,6 +1,7 @@
 # ~520 lines: the Real-ESRGAN pipeline (parameter draws, stages, the Degrader that runs them)
 # is one batched, seeded algorithm.
-"""On-the-fly LR synthesis from HR batches: MATLAB bicubic, or the Real-ESRGAN pipeline.
+"""On-the-fly LR synthesis from HR batches: MATLAB bicubic, the Real-ESRGAN pipeline, or one
+fixed camera.
 
 `Degrader(kind, scale, seed, device)(hr)` turns a (B, 3, H, W) batch in [0, 1] into its
 (B, 3, H/scale, W/scale) LR batch, clamped and rounded to 8-bit values. Everything runs on the
@@ -12,6 +13,10 @@ The Real-ESRGAN second-order model (Wang et al., 2021), per sample:
 blur (kernel1) -> resize -> noise -> JPEG -> blur (kernel2, p=0.8) -> resize -> noise ->
 {resize to H/scale + sinc (p=0.8), JPEG} in random order -> clamp and round to 8 bits.
 Defaults: `REALESRGAN`; docs/degradations.md lists them.
+
+"camera" is one fixed, camera-like degradation (`CAMERA`): the same lens blur, sensor noise
+level and JPEG quality for every image, only the noise field differs. It stands for the case
+the method is for: one device whose LR images a bicubic-trained model has never seen.
 """
 
 from __future__ import annotations
@@ -32,11 +37,14 @@ from adaptsr.errors import UserError
 __all__ = [
     "INTERP_MODES",
     "KINDS",
+    "CAMERA",
     "REALESRGAN",
+    "CameraConfig",
     "RESIZE_MODES",
     "Degrader",
     "RealESRGANConfig",
     "StageConfig",
+    "apply_camera",
     "apply_realesrgan",
     "degradations_per_second",
     "quantize8",
@@ -94,6 +102,18 @@ class RealESRGANConfig:
 
 
 REALESRGAN = RealESRGANConfig()
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """One fixed camera: blur in HR pixels, then the resize, noise and JPEG of a phone shot."""
+
+    blur_sigma: float = 1.5  # Gaussian lens/demosaicing blur, HR pixels
+    noise_sigma: float = 5.0  # Gaussian sensor noise per channel, 8-bit levels, at LR
+    jpeg_quality: int = 70
+
+
+CAMERA = CameraConfig()
 
 
 def _uniform(n, lo, hi, g):
@@ -370,6 +390,31 @@ def apply_realesrgan(
     return out
 
 
+def apply_camera(
+    x: torch.Tensor, scale: int, g: torch.Generator, config: CameraConfig = CAMERA
+) -> torch.Tensor:
+    """blur -> MATLAB bicubic down by `scale` -> Gaussian noise -> JPEG, the same for every
+    image of the batch; `g` (on x's device) draws the noise field."""
+    n = x.shape[0]
+    size = 2 * math.ceil(3 * config.blur_sigma) + 1  # +-3 sigma holds 99.7% of the kernel
+    ones = torch.ones(n, dtype=torch.float64)
+    kernels = make_kernels(
+        kind=torch.zeros(n, dtype=torch.long),  # KERNEL_TYPES[0]: isotropic Gaussian
+        size=ones * size,
+        sigma_x=ones * config.blur_sigma,
+        sigma_y=ones * config.blur_sigma,
+        theta=ones * 0,
+        beta=ones,
+        omega=ones * 0,
+        pad_to=size,
+        device=x.device,
+    )
+    lr = imresize(filter2d(x, kernels), 1 / scale)
+    noise = torch.randn(lr.shape, generator=g, device=lr.device, dtype=lr.dtype)
+    lr = (lr + noise * (config.noise_sigma / 255)).clamp(0, 1)
+    return jpeg(lr, config.jpeg_quality)
+
+
 def quantize8(x: torch.Tensor) -> torch.Tensor:
     """Clamp to [0, 1] and round to 8-bit levels, as a saved LR image would be."""
     return torch.round(x.clamp(0, 1) * 255) / 255
@@ -378,8 +423,9 @@ def quantize8(x: torch.Tensor) -> torch.Tensor:
 class Degrader:
     """Seeded, batched HR -> LR synthesis on one device.
 
-    kind: "bicubic" (MATLAB imresize) or "realesrgan". `per_sample_resize=False` shares the
-    resize draws across a batch (the original implementation's choice; faster, fully batched).
+    kind: "bicubic" (MATLAB imresize), "realesrgan" or "camera" (`CAMERA`).
+    `per_sample_resize=False` shares the Real-ESRGAN resize draws across a batch (the original
+    implementation's choice; faster, fully batched).
     """
 
     def __init__(
@@ -415,6 +461,8 @@ class Degrader:
         x = hr.to(device=self.device, dtype=torch.float32)
         if self.kind == "bicubic":
             lr = imresize(x, 1 / self.scale)
+        elif self.kind == "camera":
+            lr = apply_camera(x, self.scale, self.noise_generator)
         else:
             params = self.sample_params(x.shape[0])
             lr = apply_realesrgan(x, params, self.scale, self.noise_generator)

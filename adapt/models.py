@@ -152,6 +152,44 @@ BUILTIN_MODELS: dict[str, Callable[[], nn.Module]] = _builtins()
 
 
 # ---------------------------------------------------------------------------------------------
+# pretrained built-ins: weights that ship inside the package (adapt/weights/), so the first
+# command a user runs shows super-resolution working without a download. docs/pretrained.md
+# records how each was trained and what it scores.
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    architecture: str  # the BUILTIN_MODELS configuration the weights fit
+    file: str  # under adapt/weights/
+    about: str
+
+
+PRETRAINED: dict[str, Pretrained] = {
+    "adaptsr-safmn-x4": Pretrained(
+        "safmn-x4",
+        "adaptsr-safmn-x4.safetensors",
+        "SAFMN x4 pretrained on bicubic x4 with the photos scikit-image and matplotlib ship",
+    ),
+}
+
+
+def model_names() -> list[str]:
+    """Every name load_model accepts besides a path: pretrained first, then configurations."""
+    return [*PRETRAINED, *BUILTIN_MODELS]
+
+
+def pretrained_path(name: str) -> Path:
+    return Path(__file__).parent / "weights" / PRETRAINED[name].file
+
+
+def _load_pretrained(name: str) -> nn.Module:
+    path = pretrained_path(name)
+    if not path.is_file():
+        raise UserError(f"the weights of {name} are missing from this installation ({path})")
+    return model_from_state_dict(_read_state_dict(path, allow_torchscript=False), name=name)
+
+
+# ---------------------------------------------------------------------------------------------
 # loading
 
 
@@ -293,9 +331,12 @@ def model_from_state_dict(state_dict: dict, name: str = "<state dict>") -> nn.Mo
 
 
 def build_model(name: str, seed: int = 0) -> nn.Module:
-    """A built-in configuration with random weights (seeded, so reproducible)."""
+    """A built-in configuration with random weights (seeded, so reproducible); a pretrained
+    name gives its architecture, re-initialised (as pretraining starts)."""
+    if name in PRETRAINED:
+        name = PRETRAINED[name].architecture
     if name not in BUILTIN_MODELS:
-        raise UserError(f"unknown built-in model {name!r} (built-ins: {', '.join(BUILTIN_MODELS)})")
+        raise UserError(f"unknown built-in model {name!r} (built-ins: {', '.join(model_names())})")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = BUILTIN_MODELS[name]()
@@ -308,15 +349,18 @@ def load_model(
     device: str | torch.device = "cpu",
     allow_torchscript: bool = False,
 ) -> nn.Module:
-    """Load a checkpoint (.pth, .pt, .ckpt, .safetensors) or build a built-in model by name."""
+    """Load a checkpoint (.pth, .pt, .ckpt, .safetensors), a pretrained built-in (its weights
+    ship with the package) or a built-in configuration (random weights) by name."""
     spec_str = str(spec)
+    if spec_str in PRETRAINED:
+        return _load_pretrained(spec_str).to(device)
     if spec_str in BUILTIN_MODELS:
         return build_model(spec_str).to(device)
     path = Path(spec_str)
     if not path.exists():
         raise UserError(
             f"no model file or built-in named {spec_str!r} "
-            f"(built-ins: {', '.join(BUILTIN_MODELS)}; `adapt models` lists them)"
+            f"(built-ins: {', '.join(model_names())}; `adapt models` lists them)"
         )
     if path.is_dir():
         raise UserError(f"{path} is a directory, expected a checkpoint file")

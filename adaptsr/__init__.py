@@ -15,6 +15,8 @@ _API = {
     "model_info": "adaptsr.adapt.models",
     "ModelInfo": "adaptsr.adapt.models",
     "BUILTIN_MODELS": "adaptsr.adapt.models",
+    "PRETRAINED": "adaptsr.adapt.models",
+    "DEFAULT_MODEL": "adaptsr.adapt.choices",
     "save_model": "adaptsr.adapt.models",
     "UserError": "adaptsr.errors",
     "lora_sites": "adaptsr.adapt.lora",

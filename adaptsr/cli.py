@@ -25,6 +25,7 @@ COMMANDS = {
     "export": "adaptsr.commands.export:export",
     "upscale": "adaptsr.commands.upscale:upscale",
     "bench": "adaptsr.commands.bench:bench",
+    "study": "adaptsr.commands.study:study",
     "models": "adaptsr.commands.models:models",
     "demo": "adaptsr.commands.demo:demo",
 }

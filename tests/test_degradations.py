@@ -503,3 +503,54 @@ def test_degradations_per_second_and_bench_entry(capsys):
     D._main(["--bench", "--kind", "bicubic", "--batch", "2", "--hr-size", "32", "--iters", "1"])
     out = capsys.readouterr().out
     assert out.startswith("bicubic: ") and "degradations/s" in out
+
+
+def _photo_like(seed: int, h: int = 96, w: int = 96) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(1, 3, h // 8, w // 8, generator=g)
+    x = F.interpolate(base, size=(h, w), mode="bicubic", align_corners=False)
+    return (x + 0.05 * torch.rand(1, 3, h, w, generator=g)).clamp(0, 1)
+
+
+def test_camera_without_noise_is_opencv_blur_matlab_resize_and_libjpeg():
+    """The fixed camera, noise off, against a second implementation of each step: OpenCV's
+    Gaussian blur (reflect-101 borders), the fp64 MATLAB resize, OpenCV's libjpeg."""
+    cfg = D.CameraConfig(noise_sigma=0.0)
+    hr = _photo_like(0, 192, 192)
+    got = D.apply_camera(hr, 4, torch.Generator().manual_seed(0), cfg)[0].permute(1, 2, 0)
+    x = hr[0].permute(1, 2, 0).double().numpy()
+    size = 2 * math.ceil(3 * cfg.blur_sigma) + 1
+    blurred = cv2.GaussianBlur(x, (size, size), cfg.blur_sigma, borderType=cv2.BORDER_REFLECT_101)
+    lr = imresize(torch.from_numpy(blurred).permute(2, 0, 1)[None], 1 / 4)[0].permute(1, 2, 0)
+    lr8 = np.round(lr.clamp(0, 1).numpy() * 255).astype(np.uint8)
+    ok, buf = cv2.imencode(".jpg", lr8[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
+    ref = cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]
+    mine = np.round(got.numpy() * 255).astype(np.uint8)
+    assert mine.shape == (48, 48, 3)
+    # As close to libjpeg as the JPEG test asks, and far closer than JPEG is to its input.
+    assert _psnr(mine, ref) > 42.0
+    assert _psnr(mine, ref) > _psnr(ref, lr8) + 8
+
+
+def test_camera_noise_level_and_seeding():
+    """Noise on a flat image, JPEG at 100: the luma of two noise fields differs by sqrt(2) x
+    sigma x |BT.601 luma weights| (independent channels; 4:2:0 chroma averages the rest)."""
+    cfg = D.CameraConfig(blur_sigma=0.1, noise_sigma=6.0, jpeg_quality=100)
+    hr = torch.full((2, 3, 256, 256), 0.5)
+    a = D.apply_camera(hr, 2, torch.Generator().manual_seed(1), cfg)
+    b = D.apply_camera(hr, 2, torch.Generator().manual_seed(2), cfg)
+    assert torch.equal(a, D.apply_camera(hr, 2, torch.Generator().manual_seed(1), cfg))
+    w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    luma_std = float(((a - b) * w).sum(1).std()) * 255 / math.sqrt(2)
+    expected = cfg.noise_sigma * float(w.norm())
+    assert 0.95 * expected < luma_std < 1.1 * expected
+
+
+def test_camera_degrader_is_seeded_8bit_and_blurs():
+    hr = _photo_like(3, 128, 128).repeat(2, 1, 1, 1)
+    first = D.Degrader("camera", 4, seed=5)(hr)
+    assert torch.equal(first, D.Degrader("camera", 4, seed=5)(hr))
+    assert not torch.equal(first, D.Degrader("camera", 4, seed=6)(hr))
+    assert torch.equal(first * 255, torch.round(first * 255))
+    bicubic = D.Degrader("bicubic", 4)(hr)
+    assert float((first - bicubic).abs().mean()) > 1 / 255  # the camera is not bicubic

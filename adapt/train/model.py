@@ -21,6 +21,7 @@ def build_base(cfg: TrainConfig) -> nn.Module:
     """The base model on the CPU; re-initialised for pretraining."""
     from adaptsr.adapt.models import (
         BUILTIN_MODELS,
+        PRETRAINED,
         build_model,
         load_model,
         model_from_state_dict,
@@ -28,7 +29,7 @@ def build_base(cfg: TrainConfig) -> nn.Module:
     )
 
     torch.manual_seed(cfg.seed)
-    if cfg.mode == "pretrain" and cfg.model in BUILTIN_MODELS:
+    if cfg.mode == "pretrain" and (cfg.model in BUILTIN_MODELS or cfg.model in PRETRAINED):
         return build_model(cfg.model, seed=cfg.seed)  # the architecture's own initialisation
     model = load_model(cfg.model)
     if cfg.mode == "pretrain":

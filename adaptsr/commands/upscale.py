@@ -1,14 +1,17 @@
 import click
 
+from adaptsr.adapt.choices import DEFAULT_MODEL
 from adaptsr.commands._options import device_option, max_pixels_option, provider_option
-
-BACKEND_HELP = "Give exactly one of --model (with optional --adapter), --onnx, --engine."
 
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--out", "-o", "out_dir", required=True, type=click.Path(), help="Output folder.")
-@click.option("--model", help="Built-in model name or checkpoint (PyTorch).")
+@click.option(
+    "--model",
+    help=f"Built-in model name or checkpoint (PyTorch). [default: {DEFAULT_MODEL}, pretrained, "
+    "when no --onnx or --engine is given]",
+)
 @click.option("--adapter", type=click.Path(), help="LoRA adapter file for --model.")
 @click.option("--onnx", type=click.Path(), help="ONNX file (ONNX Runtime).")
 @click.option("--engine", type=click.Path(), help="TensorRT engine file (.engine/.plan).")
@@ -35,6 +38,7 @@ def upscale(
     Large images run in overlapping tiles blended without seams. Alpha is upscaled bicubically.
     Existing outputs are skipped (and reported) unless --force, so a rerun resumes a folder.
     An unreadable image is reported, the rest still finish, and the exit code is 1.
+    Give at most one of --model (with optional --adapter), --onnx, --engine.
     """
     from pathlib import Path
 
@@ -44,6 +48,8 @@ def upscale(
 
     files = collect_inputs(list(inputs))  # bad paths fail before the model loads
     output_paths(files, Path(out_dir))
+    if not (model or onnx or engine or adapter):
+        model = DEFAULT_MODEL
     backend = open_backend(model, adapter, onnx, engine, device=device, provider=provider)
     summary = upscale_files(
         backend, files, out_dir, tile=tile, overlap=overlap, batch=batch, force=force

@@ -1,0 +1,515 @@
+"""`adapt study`: one grid of training runs, the same data for all, compared on one table.
+
+Run specs (`--runs r1,r4,ra:r8,full`):
+    rK          LoRA, uniform rank K
+    ra:rK       rank-aware LoRA at the parameter count of uniform rank K
+    ra:886k     rank-aware LoRA at a parameter budget (886k, 1.2m, 8%)
+    ra:rK:S     ... scored by S (grad, fisher, activation, random)
+    full        full fine-tuning
+
+Every run is an ordinary `adapt train` run in DIR/<spec>-s<seed>/ (':' written as '-'), with the
+same data, crops, degradation, iterations and evaluation; the seed changes only the run's own
+randomness (crops, degradation draws, adapter initialisation). A rerun of the study skips the
+runs that finished and resumes the ones that did not. Each finished run is scored on the
+validation folder by adaptsr.adapt.evaluate and the score kept in its folder (eval.json).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from adaptsr.adapt.choices import DEGRADATIONS, SCORES
+from adaptsr.errors import UserError
+from adaptsr.fileio import atomic_output
+
+STUDY_FILE = "study.json"
+SETTINGS_FILE = "study-settings.json"
+EVAL_FILE = "eval.json"  # in a run folder: written once the run is trained and scored
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    text: str
+    mode: str  # lora or full
+    rank: int | None = None  # uniform rank
+    budget: str | None = None  # rank-aware budget ("r8", "886k", "8%")
+    score: str | None = None  # rank-aware site score
+
+    @property
+    def rank_aware(self) -> bool:
+        return self.budget is not None
+
+    @property
+    def folder(self) -> str:
+        return self.text.replace(":", "-")
+
+
+def parse_spec(text: str) -> RunSpec:
+    t = text.strip().lower()
+    if t == "full":
+        return RunSpec(t, "full")
+    if t.startswith("r") and t[1:].isdigit() and int(t[1:]) >= 1:
+        return RunSpec(t, "lora", rank=int(t[1:]))
+    parts = t.split(":")
+    if parts[0] == "ra" and len(parts) in (2, 3) and parts[1]:
+        score = parts[2] if len(parts) == 3 else None
+        if score is not None and score not in SCORES:
+            raise UserError(
+                f"run spec {text!r}: unknown score {score!r} (choose {', '.join(SCORES)})"
+            )
+        return RunSpec(t, "lora", budget=parts[1], score=score)
+    raise UserError(
+        f"unknown run spec {text!r}: use rK (uniform rank), ra:rK or ra:886k (rank-aware), "
+        "ra:rK:fisher (with a score) or full"
+    )
+
+
+def parse_specs(text: str) -> list[RunSpec]:
+    specs = [parse_spec(t) for t in text.split(",") if t.strip()]
+    if not specs:
+        raise UserError("--runs is empty: give run specs such as r1,r8,ra:r8,full")
+    seen = set()
+    for s in specs:
+        if s.text in seen:
+            raise UserError(f"run spec {s.text!r} is given twice")
+        seen.add(s.text)
+    return specs
+
+
+@dataclass
+class StudySettings:
+    """What every run shares. A rerun into the same folder must give the same settings."""
+
+    model: str
+    data: list[str]
+    val: str
+    runs: list[str]
+    seeds: int = 3
+    iters: int = 1000
+    batch: int = 8
+    patch: int = 128
+    degradation: str = "camera"  # for HR-only training (and validation) folders
+    score_batches: int = 16  # rank-aware runs: batches of training crops the scores average
+    val_every: int = 0  # 0: iters / 5
+    device: str = "auto"
+    workers: int = 0
+
+    def checked(self) -> StudySettings:
+        s = replace(self, data=list(self.data), runs=list(self.runs))
+        for name in ("seeds", "iters", "batch", "patch", "score_batches"):
+            if getattr(s, name) < 1:
+                raise UserError(f"--{name} must be at least 1, got {getattr(s, name)}")
+        if s.val_every < 0:
+            raise UserError(f"--val-every must be >= 0, got {s.val_every}")
+        if s.degradation not in DEGRADATIONS:
+            raise UserError(f"unknown degradation {s.degradation!r}")
+        if not s.data:
+            raise UserError("no training data: give --data")
+        if s.val_every == 0:
+            s.val_every = max(1, s.iters // 5)
+        parse_specs(",".join(s.runs))
+        return s
+
+    def comparable(self) -> dict:
+        """Settings that change the numbers (runs, seeds, device and workers may change)."""
+        d = asdict(self)
+        for key in ("runs", "seeds", "device", "workers"):
+            d.pop(key)
+        return d
+
+
+@dataclass
+class RunOutcome:
+    spec: str
+    seed: int
+    folder: str
+    trainable: int
+    psnr_y: float
+    ssim_y: float
+    train_seconds: float
+    iters: int
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (iteration, val PSNR-Y)
+
+    @property
+    def it_per_s(self) -> float:
+        return self.iters / self.train_seconds if self.train_seconds > 0 else float("nan")
+
+
+# ---------------------------------------------------------------------------------------------
+# running
+
+
+def train_config(settings: StudySettings, spec: RunSpec, seed: int):
+    from adaptsr.adapt.train import TrainConfig
+
+    kw: dict = {}
+    if spec.mode == "lora" and spec.rank_aware:
+        kw = {
+            "rank_aware": True,
+            "budget": spec.budget,
+            "score_batches": settings.score_batches,
+            "score_batch": settings.batch,
+            "score_patch": settings.patch,
+        }
+        if spec.score:
+            kw["score"] = spec.score
+    elif spec.mode == "lora":
+        kw = {"rank": spec.rank}
+    return TrainConfig(
+        model=settings.model,
+        data=list(settings.data),
+        val=settings.val,
+        val_every=settings.val_every,
+        mode=spec.mode,
+        iters=settings.iters,
+        batch=settings.batch,
+        patch=settings.patch,
+        degradation=settings.degradation,
+        seed=seed,
+        device=settings.device,
+        workers=settings.workers,
+        save_every=max(1, settings.iters // 10),
+        log_every=max(1, min(50, settings.iters // 10)),
+        **kw,
+    )
+
+
+def _read_log(run_dir: Path) -> list[dict]:
+    path = run_dir / "log.jsonl"
+    records = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill: the records before it stand
+    return records
+
+
+def _train_seconds(records: list[dict]) -> float:
+    """Wall time of the training itself: log intervals summed over every (resumed) segment."""
+    total, start = 0.0, None
+    for r in records:
+        if r.get("event") == "start":
+            start = r.get("time")
+        elif start is not None and "time" in r:
+            total += r["time"] - start
+            start = r["time"]
+    return total
+
+
+def _outcome_from(run_dir: Path, spec: RunSpec, seed: int, scores: dict) -> RunOutcome:
+    records = _read_log(run_dir)
+    starts = [r for r in records if r.get("event") == "start"]
+    curve = [(int(r["iter"]), float(r["psnr_y"])) for r in records if r.get("event") == "val"]
+    done = [r for r in records if r.get("event") == "done"]
+    return RunOutcome(
+        spec=spec.text,
+        seed=seed,
+        folder=run_dir.name,
+        trainable=int(starts[-1]["trainable"]) if starts else 0,
+        psnr_y=float(scores["psnr_y"]),
+        ssim_y=float(scores["ssim_y"]),
+        train_seconds=_train_seconds(records),
+        iters=int(done[-1]["iter"]) if done else 0,
+        curve=curve,
+    )
+
+
+def _evaluate_run(settings: StudySettings, adapter: Path | None, full: Path | None) -> dict:
+    """Mean PSNR/SSIM-Y of one trained run on the validation folder (no baselines)."""
+    import adaptsr
+    from adaptsr.adapt.evaluate import evaluate
+
+    model = adaptsr.load_model(full if full is not None else settings.model)
+    if adapter is not None:
+        adaptsr.load_adapter(model, adapter)
+    scale = adaptsr.model_info(model).scale
+    pairs, degrade = validation_pairs(settings, scale)
+    result = evaluate(
+        model,
+        pairs,
+        scale,
+        degrade=degrade,
+        device=settings.device,
+        baselines=False,
+        progress=False,
+    )
+    return result.means()["model"]
+
+
+def validation_pairs(settings: StudySettings, scale: int):
+    """The validation pairs: a paired folder as it is, an HR-only one degraded (seed 10000)."""
+    from adaptsr.adapt import layouts
+    from adaptsr.adapt.evaluate import find_pairs, make_degrade
+
+    layout, _ = layouts.detect(settings.val, scale)
+    if layout.paired:
+        return find_pairs(settings.val, settings.val, scale), None
+    return find_pairs(settings.val, None, scale), make_degrade(
+        settings.degradation, scale, seed=10_000
+    )
+
+
+def base_scores(settings: StudySettings, out: Path, force: bool) -> dict:
+    path = out / "base-eval.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    scores = _evaluate_run(settings, None, None)
+    with atomic_output(path, force=True) as tmp:
+        tmp.write_text(json.dumps(scores, indent=2) + "\n")
+    return scores
+
+
+def run_one(settings: StudySettings, spec: RunSpec, seed: int, run_dir: Path, progress: bool):
+    """Train (or resume, or skip) one run and score it; returns its outcome."""
+    from adaptsr.adapt.train import train
+
+    eval_path = run_dir / EVAL_FILE
+    if eval_path.is_file():
+        return _outcome_from(run_dir, spec, seed, json.loads(eval_path.read_text()))
+    cfg = train_config(settings, spec, seed)
+    resume = (run_dir / "checkpoint.pt").is_file()
+    result = train(cfg, run_dir, resume=resume, force=not resume, progress=progress)
+    if result.status == "interrupted":  # checkpointed: the same command continues the study
+        raise UserError(
+            f"{run_dir.name}: {result.message.split(':')[0]}; rerun the study to continue"
+        )
+    name = "adapter.safetensors" if spec.mode == "lora" else "model.safetensors"
+    trained = run_dir / name
+    scores = _evaluate_run(
+        settings,
+        trained if spec.mode == "lora" else None,
+        trained if spec.mode == "full" else None,
+    )
+    with atomic_output(eval_path, force=True) as tmp:
+        tmp.write_text(json.dumps(scores, indent=2) + "\n")
+    return _outcome_from(run_dir, spec, seed, scores)
+
+
+def check_settings(settings: StudySettings, out: Path, force: bool) -> None:
+    """A folder holds one study: the same settings, or --force to start it over."""
+    path = out / SETTINGS_FILE
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; a study writes a folder")
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"{path} is damaged ({e}); remove it or choose another --out") from e
+        if old != settings.comparable() and not force:
+            changed = sorted(
+                k for k in settings.comparable() if old.get(k) != settings.comparable()[k]
+            )
+            raise UserError(
+                f"{out} holds a study with other settings ({', '.join(changed) or 'unknown'}); "
+                "give the same settings to continue it, or --force to start over"
+            )
+    elif out.is_dir() and any(out.iterdir()) and not force:
+        raise UserError(f"{out} is not empty and holds no study (use --force to use it anyway)")
+
+
+def _clear(out: Path) -> None:
+    """--force on a study with other settings: remove the study's own files only."""
+    import shutil
+
+    for name in (STUDY_FILE, "study.md", "base-eval.json", "params.png", "curves.png"):
+        (out / name).unlink(missing_ok=True)
+    for child in out.iterdir():
+        if child.is_dir() and (child / "config.json").is_file() and "-s" in child.name:
+            shutil.rmtree(child)
+
+
+def run_study(
+    settings: StudySettings,
+    out: str | os.PathLike,
+    force: bool = False,
+    progress: bool = True,
+    say: Callable[[str], None] = print,
+) -> dict:
+    """Run (or continue) the grid and write study.json, study.md and the plots."""
+    settings = settings.checked()
+    specs = parse_specs(",".join(settings.runs))
+    out = Path(out)
+    check_settings(settings, out, force)
+    import adaptsr
+
+    adaptsr.load_model(settings.model)  # a bad model fails before anything is written
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / SETTINGS_FILE
+    if path.is_file() and json.loads(path.read_text()) != settings.comparable():
+        _clear(out)
+    with atomic_output(path, force=True) as tmp:
+        tmp.write_text(json.dumps(settings.comparable(), indent=2) + "\n")
+
+    base = base_scores(settings, out, force)
+    jobs = [(s, seed) for s in specs for seed in range(settings.seeds)]
+    outcomes: list[RunOutcome] = []
+    spent, trained_iters = 0.0, 0
+    for i, (spec, seed) in enumerate(jobs):
+        run_dir = out / f"{spec.folder}-s{seed}"
+        left = (len(jobs) - i) * settings.iters
+        eta = f", about {_duration(left * spent / trained_iters)} left" if trained_iters else ""
+        say(f"[{i + 1}/{len(jobs)}] {spec.text} seed {seed} -> {run_dir}{eta}")
+        t0 = time.perf_counter()
+        done_before = (run_dir / EVAL_FILE).is_file()
+        outcomes.append(run_one(settings, spec, seed, run_dir, progress))
+        if not done_before:
+            spent += time.perf_counter() - t0
+            trained_iters += settings.iters
+    report = summarise(settings, specs, base, outcomes)
+    write_outputs(out, report, outcomes)
+    say(f"wrote {out / 'study.md'} and {out / STUDY_FILE}")
+    return report
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{max(1, round(seconds / 60))} min"
+
+
+# ---------------------------------------------------------------------------------------------
+# summary
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return mean, std
+
+
+def summarise(settings, specs, base: dict, outcomes: list[RunOutcome]) -> dict:
+    rows = []
+    for spec in specs:
+        mine = [o for o in outcomes if o.spec == spec.text]
+        psnr, psnr_std = _mean_std([o.psnr_y for o in mine])
+        ssim, ssim_std = _mean_std([o.ssim_y for o in mine])
+        rows.append(
+            {
+                "spec": spec.text,
+                "trainable": mine[0].trainable,
+                "psnr_y": psnr,
+                "psnr_y_std": psnr_std,
+                "ssim_y": ssim,
+                "ssim_y_std": ssim_std,
+                "gain_db": psnr - base["psnr_y"],
+                "train_seconds": sum(o.train_seconds for o in mine) / len(mine),
+                "it_per_s": sum(o.it_per_s for o in mine) / len(mine),
+                "seeds": len(mine),
+                "per_seed": [o.psnr_y for o in mine],
+            }
+        )
+    full = next((r for r in rows if r["spec"] == "full"), None)
+    for r in rows:
+        ok = full is not None and full["gain_db"] > 0
+        r["share_of_full_gain"] = r["gain_db"] / full["gain_db"] if ok else None
+    return {
+        "settings": asdict(settings),
+        "base": base,
+        "runs": rows,
+    }
+
+
+def study_markdown(report: dict) -> str:
+    s, base = report["settings"], report["base"]
+    lines = [
+        "# adapt study",
+        "",
+        f"`{s['model']}` on {', '.join(s['data'])}, validated on {s['val']}; {s['iters']} "
+        f"iterations, batch {s['batch']} of {s['patch']}px HR crops, degradation "
+        f"{s['degradation']} for HR-only folders, {s['seeds']} seed(s) per run.",
+        "",
+        f"Base: {base['psnr_y']:.2f} dB PSNR-Y, {base['ssim_y']:.4f} SSIM-Y.",
+        "",
+        "| run | trainable | PSNR-Y (dB) | SSIM-Y | gain (dB) | share of full's gain | "
+        "train time | it/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["runs"]:
+        share = "-" if r["share_of_full_gain"] is None else f"{100 * r['share_of_full_gain']:.0f}%"
+        lines.append(
+            f"| {r['spec']} | {r['trainable']:,} | {r['psnr_y']:.2f} ± {r['psnr_y_std']:.2f} | "
+            f"{r['ssim_y']:.4f} ± {r['ssim_y_std']:.4f} | {r['gain_db']:+.2f} | {share} | "
+            f"{_duration(r['train_seconds'])} | {r['it_per_s']:.2f} |"
+        )
+    lines += [
+        "",
+        "± is the standard deviation over seeds.",
+        "",
+        "![PSNR against trainable parameters](params.png)",
+        "",
+        "![validation PSNR against iterations](curves.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_outputs(out: Path, report: dict, outcomes: list[RunOutcome]) -> None:
+    _plot_params(out / "params.png", report)
+    _plot_curves(out / "curves.png", report, outcomes)
+    with atomic_output(out / "study.md", force=True) as tmp:
+        tmp.write_text(study_markdown(report))
+    with atomic_output(out / STUDY_FILE, force=True) as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _plot_params(path: Path, report: dict) -> None:
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in report["runs"]:
+        ax.errorbar(r["trainable"], r["psnr_y"], yerr=r["psnr_y_std"], fmt="o", capsize=3)
+        ax.annotate(r["spec"], (r["trainable"], r["psnr_y"]), textcoords="offset points",
+                    xytext=(5, 5), fontsize=8)  # fmt: skip
+    ax.axhline(report["base"]["psnr_y"], color="gray", linestyle="--", label="base")
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters")
+    ax.set_ylabel("PSNR-Y (dB)")
+    ax.legend()
+    ax.grid(True, alpha=0.3)
+    _save(fig, path)
+
+
+def _plot_curves(path: Path, report: dict, outcomes: list[RunOutcome]) -> None:
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in report["runs"]:
+        curves = [o.curve for o in outcomes if o.spec == r["spec"] and o.curve]
+        if not curves:
+            continue
+        iters = sorted({it for c in curves for it, _ in c})
+        means = []
+        for it in iters:
+            vals = [v for c in curves for i, v in c if i == it]
+            means.append(sum(vals) / len(vals))
+        ax.plot(iters, means, marker=".", label=r["spec"])
+    ax.axhline(report["base"]["psnr_y"], color="gray", linestyle="--", label="base")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("validation PSNR-Y (dB)")
+    ax.legend(fontsize=8)
+    ax.grid(True, alpha=0.3)
+    _save(fig, path)
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    with atomic_output(path, force=True) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)

@@ -1,0 +1,72 @@
+import click
+
+from adaptsr.adapt.choices import DEFAULT_MODEL, DEGRADATIONS
+
+
+@click.command()
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Base model.")
+@click.option(
+    "--data",
+    "data",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Training folder (repeatable), any layout `adapt train` reads.",
+)
+@click.option(
+    "--val",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Validation folder: pairs, or HR-only (degraded with --degradation, fixed seed).",
+)
+@click.option(
+    "--runs",
+    default="r1,r4,r8,ra:r8,full",
+    show_default=True,
+    help="Run specs: rK, ra:rK, ra:886k, ra:rK:fisher, full.",
+)
+@click.option("--seeds", default=3, show_default=True, type=int, help="Seeds per run spec.")
+@click.option("--iters", default=1000, show_default=True, type=int, help="Iterations per run.")
+@click.option("--batch", default=8, show_default=True, type=int, help="Batch size.")
+@click.option("--patch", default=128, show_default=True, type=int, help="HR crop size.")
+@click.option(
+    "--degradation",
+    type=click.Choice(DEGRADATIONS),
+    default="camera",
+    show_default=True,
+    help="For HR-only training and validation folders.",
+)
+@click.option("--val-every", default=0, type=int, help="Validation interval [iters/5].")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--workers", default=0, show_default=True, type=int, help="Data loading processes.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Study folder (DIR).")
+@click.option("--force", is_flag=True, help="Start over in a --out that holds another study.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def study(
+    model, data, val, runs, seeds, iters, batch, patch, degradation, val_every, device, workers,
+    out, force, quiet,
+) -> None:  # fmt: skip
+    """Compare training runs on the same data: ranks, rank-aware budgets, full fine-tuning.
+
+    Every run is an `adapt train` run in OUT/<spec>-s<seed>/, scored on --val like `adapt
+    eval`; a rerun skips finished runs and resumes interrupted ones. Writes OUT/study.md,
+    OUT/study.json and the plots params.png (PSNR against trainable parameters) and
+    curves.png (validation PSNR against iterations).
+    """
+    from adaptsr.adapt.study import StudySettings, run_study
+
+    settings = StudySettings(
+        model=model,
+        data=list(data),
+        val=val,
+        runs=[r for r in runs.split(",") if r.strip()],
+        seeds=seeds,
+        iters=iters,
+        batch=batch,
+        patch=patch,
+        degradation=degradation,
+        val_every=val_every,
+        device=device,
+        workers=workers,
+    )
+    run_study(settings, out, force=force, progress=not quiet, say=click.echo)

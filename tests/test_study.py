@@ -1,0 +1,137 @@
+import json
+import statistics
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from adaptsr.adapt import study
+from adaptsr.errors import UserError
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_run_specs_parse_and_refuse():
+    assert study.parse_spec("r4") == study.RunSpec("r4", "lora", rank=4)
+    assert study.parse_spec("full").mode == "full"
+    ra = study.parse_spec("ra:r8:fisher")
+    assert (ra.budget, ra.score, ra.rank_aware, ra.folder) == ("r8", "fisher", True, "ra-r8-fisher")
+    assert study.parse_spec("ra:886k").budget == "886k"
+    for bad in ("r0", "rx", "ra:", "ra:r8:magic", "lora", "ra:r8:grad:x"):
+        with pytest.raises(UserError):
+            study.parse_spec(bad)
+    with pytest.raises(UserError, match="twice"):
+        study.parse_specs("r1,r1")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny SAFMN x4 checkpoint, 6 training and 2 validation textured images."""
+    from spandrel.architectures.SAFMN import SAFMN
+
+    from adaptsr.adapt.models import model_from_state_dict, save_model
+
+    root = tmp_path_factory.mktemp("study")
+    torch.manual_seed(0)
+    net = SAFMN(dim=8, n_blocks=1, ffn_scale=2.0, upscaling_factor=4)
+    model = root / "tiny.safetensors"
+    save_model(model_from_state_dict(net.state_dict()), model)
+    rng = np.random.default_rng(0)
+    for folder, count in (("train", 6), ("val", 2)):
+        (root / folder).mkdir()
+        for i in range(count):
+            small = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
+            cv2.imwrite(str(root / folder / f"{i:03d}.png"), cv2.resize(small, (48, 48)))
+    return root, model
+
+
+def _settings(setup, **kw):
+    root, model = setup
+    base = dict(
+        model=str(model),
+        data=[str(root / "train")],
+        val=str(root / "val"),
+        runs=["r1", "ra:r2", "full"],
+        seeds=2,
+        iters=2,
+        batch=2,
+        patch=32,
+        degradation="bicubic",
+        score_batches=2,
+        device="cpu",
+    )
+    return study.StudySettings(**{**base, **kw})
+
+
+def test_study_grid_table_rerun_and_settings_guard(setup, tmp_path):
+    out = tmp_path / "study"
+    lines = []
+    report = study.run_study(_settings(setup), out, progress=False, say=lines.append)
+    assert any("[6/6]" in line for line in lines)
+    rows = {r["spec"]: r for r in report["runs"]}
+    assert list(rows) == ["r1", "ra:r2", "full"]
+    for spec in ("r1", "ra-r2", "full"):
+        for seed in (0, 1):
+            run = out / f"{spec}-s{seed}"
+            assert (run / "eval.json").is_file() and (run / "config.json").is_file()
+    # the table is computed from the runs' own scores
+    for spec, row in rows.items():
+        folder = spec.replace(":", "-")
+        per_seed = [json.loads((out / f"{folder}-s{s}" / "eval.json").read_text()) for s in (0, 1)]
+        values = [p["psnr_y"] for p in per_seed]
+        assert row["psnr_y"] == pytest.approx(statistics.mean(values))
+        assert row["psnr_y_std"] == pytest.approx(statistics.stdev(values))
+        assert row["gain_db"] == pytest.approx(row["psnr_y"] - report["base"]["psnr_y"])
+    assert rows["r1"]["trainable"] < rows["full"]["trainable"]
+    assert rows["ra:r2"]["trainable"] > 0
+    full_gain = rows["full"]["gain_db"]
+    if full_gain > 0:
+        assert rows["r1"]["share_of_full_gain"] == pytest.approx(rows["r1"]["gain_db"] / full_gain)
+    else:
+        assert rows["r1"]["share_of_full_gain"] is None
+    # seeds change the runs: two seeds of one spec do not give the same adapter
+    a = (out / "r1-s0" / "adapter.safetensors").read_bytes()
+    assert a != (out / "r1-s1" / "adapter.safetensors").read_bytes()
+    for name in ("study.md", "study.json", "params.png", "curves.png"):
+        assert (out / name).stat().st_size > 0
+    assert "| ra:r2 |" in (out / "study.md").read_text()
+
+    # a rerun skips finished runs (their files are untouched) and gives the same table
+    stamp = (out / "r1-s0" / "eval.json").stat().st_mtime_ns
+    again = study.run_study(_settings(setup), out, progress=False, say=lambda _: None)
+    assert (out / "r1-s0" / "eval.json").stat().st_mtime_ns == stamp
+    assert again["runs"] == report["runs"]
+
+    # other settings in the same folder: refused, unless --force
+    with pytest.raises(UserError, match="other settings.*iters"):
+        study.run_study(_settings(setup, iters=3), out, progress=False, say=lambda _: None)
+
+
+def test_interrupted_run_resumes_to_the_same_result(setup, tmp_path):
+    """A study killed during a run continues it from its checkpoint on the rerun."""
+    from adaptsr.adapt.train import train
+
+    settings = _settings(setup, runs=["r1"], seeds=1, iters=4).checked()
+    whole = tmp_path / "whole"
+    study.run_study(settings, whole, progress=False, say=lambda _: None)
+
+    part = tmp_path / "part"
+    study.check_settings(settings, part, force=False)
+    cfg = study.train_config(settings, study.parse_spec("r1"), 0)
+    cfg.iters = 2  # the first half only, as a kill after the checkpoint at 2 leaves it
+    train(cfg, part / "r1-s0", progress=False)
+    (part / "r1-s0" / "adapter.safetensors").unlink()
+    config = json.loads((part / "r1-s0" / "config.json").read_text())
+    config["iters"] = 4
+    (part / "r1-s0" / "config.json").write_text(json.dumps(config))
+    report = study.run_study(settings, part, progress=False, say=lambda _: None)
+    assert report["runs"][0]["psnr_y"] == pytest.approx(
+        json.loads((whole / "r1-s0" / "eval.json").read_text())["psnr_y"], abs=1e-9
+    )
