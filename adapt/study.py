@@ -249,8 +249,8 @@ def validation_pairs(settings: StudySettings, scale: int):
     from adaptsr.adapt import layouts
     from adaptsr.adapt.evaluate import find_pairs, make_degrade
 
-    layout, _ = layouts.detect(settings.val, scale)
-    if layout.paired:
+    _, items = layouts.detect(settings.val, scale)
+    if all(lr is not None for _, lr in items):
         return find_pairs(settings.val, settings.val, scale), None
     return find_pairs(settings.val, None, scale), make_degrade(
         settings.degradation, scale, seed=10_000

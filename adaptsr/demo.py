@@ -87,8 +87,10 @@ def run_demo(
     device: str = "auto",
     say: Callable[[str], None] = print,
     progress: bool = True,
+    settings: DemoSettings | None = None,
 ) -> dict:
-    """Run the demo into `out`; returns the report (also OUT/report.json)."""
+    """Run the demo into `out`; returns the report (also OUT/report.json). `settings`
+    replaces what model, iters and device choose (a shorter demo for tests)."""
     import torch
 
     import adaptsr
@@ -98,7 +100,8 @@ def run_demo(
     out = Path(out)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    cfg = DemoSettings.for_device(model or DEFAULT_MODEL, iters, device)
+    cfg = settings or DemoSettings.for_device(model or DEFAULT_MODEL, iters, device)
+    device = cfg.device
     if cfg.iters < 1:
         raise UserError(f"--iters must be at least 1, got {cfg.iters}")
     check_out(out, force)
