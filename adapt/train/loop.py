@@ -31,6 +31,7 @@ from adaptsr.adapt.train.model import (
     make_trainable,
     run_allocation,
     save_outputs,
+    train_mode,
     validate,
 )
 from adaptsr.adapt.train.state import TrainState, seed_all
@@ -151,7 +152,7 @@ def _train(
         rank_file = run_dir / "rank_map.json"
         say(f"rank-aware: {len(allocation.adapted)} adapted sites, rank map in {rank_file}")
     params = make_trainable(model, cfg, allocation.ranks if allocation else None)
-    model.train()
+    train_mode(model, cfg)
 
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
     scheduler = make_scheduler(optimizer, cfg)
