@@ -498,6 +498,11 @@ def image_batches(
     _check_crops(scale, count, batch, patch, degradation, lr_multiple, lr_min)  # before a scan
     folders = [data] if isinstance(data, (str, os.PathLike)) else data
     found = scan(folders, scale, patch, lr_dir, hr_dir)
+    if found.mixed:
+        raise UserError(
+            "scores are computed on one kind of data: give HR-only folders or LR/HR pairs, "
+            "not both (nor a degradation per folder)"
+        )
     return entry_batches(
         found.entries,
         found.paired,

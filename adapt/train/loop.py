@@ -135,6 +135,11 @@ def _train(
     held = f", {len(val_entries)} for validation" if val_entries else ""
     say(f"data: {found.summary()}{held}")
 
+    if cfg.rank_aware and not resume and found.mixed:
+        raise UserError(
+            "--rank-aware scores one kind of data: score one source with `adapt allocate` "
+            "and train the mix with --rank-map"
+        )
     score_entries = train_entries
     if cfg.rank_aware and not resume and cfg.score_patch < cfg.patch:
         # score the images `adapt allocate` would: those at least the scoring crop (a larger
@@ -156,11 +161,9 @@ def _train(
 
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
     scheduler = make_scheduler(optimizer, cfg)
-    degrader = None
-    if not found.paired:
-        degrader = data.make_degrader(
-            cfg.degradation, info.scale, derive_seed(cfg.seed, 2, d.rank), device
-        )
+    degrader = data.run_degrader(
+        found, cfg.degradation, info.scale, derive_seed(cfg.seed, 2, d.rank), device
+    )
     state = TrainState(model, cfg.mode, optimizer, scheduler, degrader, d, cfg.seed)
     ckpt_path = run_dir / "checkpoint.pt"
     if resume:
@@ -192,8 +195,9 @@ def _train(
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    dataset = data.CropDataset(train_entries, cfg.patch, info.scale, cfg.flips)
-    plan = data.BatchPlan(len(train_entries), cfg.batch, cfg.seed, start, cfg.iters, d)
+    dataset = data.CropDataset(train_entries, cfg.patch, info.scale, cfg.flips, found.mixed)
+    weights = data.sampling_weights(train_entries, found)
+    plan = data.BatchPlan(len(train_entries), cfg.batch, cfg.seed, start, cfg.iters, d, weights)
     batches = iter(data.loader(dataset, plan, cfg.workers, device.type == "cuda"))
     autocast = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     autocast = autocast and info.supports_bfloat16
@@ -252,13 +256,9 @@ def _train(
                     raise UserError(last.removeprefix("adaptsr.errors.UserError: ")) from None
                 t1 = time.perf_counter()
                 hr = batch["hr"].to(device, non_blocking=True)
-                if "lr" in batch:
-                    lr = batch["lr"].to(device, non_blocking=True)
-                else:
-                    with torch.no_grad():
-                        lr = degrader(hr)
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
+                lr, degraded = data.batch_lr(batch, hr, degrader, device)
+                if degraded and device.type == "cuda":
+                    torch.cuda.synchronize(device)
                 t2 = time.perf_counter()
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                     sr = net(lr)
@@ -275,7 +275,7 @@ def _train(
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
-                stats.add(value, t1 - t0, t2 - t1, hr.shape[0] if "lr" not in batch else 0)
+                stats.add(value, t1 - t0, t2 - t1, degraded)
                 report("on_step", it)
                 if it % max(1, cfg.log_every) == 0 or it == cfg.iters:
                     lr_now = optimizer.param_groups[0]["lr"]
