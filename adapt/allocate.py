@@ -57,7 +57,14 @@ from adaptsr.adapt.choices import (
     NORMALISATIONS,
     SCORES,
 )
-from adaptsr.adapt.lora import LoRALayer, Site, base_parameter_count, lora_sites, resolve_ranks
+from adaptsr.adapt.lora import (
+    LoRALayer,
+    Site,
+    adapter_train_mode,
+    base_parameter_count,
+    lora_sites,
+    resolve_ranks,
+)
 from adaptsr.adapt.rankmap import RankAllocation, SiteInfo
 from adaptsr.errors import UserError
 
@@ -219,10 +226,12 @@ def score_sites(
     from tqdm import tqdm
 
     bar = tqdm(total=total, desc=f"{method} scores", unit="batch", disable=not progress)
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]
     saved = [(p, p.requires_grad) for p in model.parameters()]
     try:
-        model.eval()  # the frozen base as it will be trained: no dropout or stochastic depth
+        # the mode the adapters will train in: re-parameterised blocks (SPAN) run the branches
+        # that carry the sites; frozen statistics, no dropout or drop-path
+        adapter_train_mode(model)
         if method == "activation":
             rows = list(_activation_rows(model, sites, batches, normalise == "size", bar))
         else:
@@ -235,7 +244,8 @@ def score_sites(
         bar.close()
         for p, flag in saved:
             p.requires_grad_(flag)
-        model.train(was_training)
+        for m, training in modes:
+            m.train(training)
     if not rows:
         raise UserError("no batches to score: the data gave no (LR, HR) pair")
     names = [s.name for s in sites]
@@ -384,6 +394,18 @@ def allocate(
     return {s.name: ranks[s.name] for s in sites}
 
 
+def _check_informative(scores: dict[str, float], method: str) -> None:
+    """Refuse scores that cannot rank the sites: with most of them zero or not finite, an
+    allocation would be a seeded tie-break that only looks data-driven."""
+    dead = [n for n, v in scores.items() if not (math.isfinite(v) and v > 0)]
+    if len(dead) * 2 > len(scores):
+        raise UserError(
+            f"{len(dead)} of {len(scores)} site scores are zero or not finite (e.g. {dead[0]}: "
+            f"{scores[dead[0]]}): {method} scores cannot rank this model's sites; try "
+            "--score activation, or a uniform --rank"
+        )
+
+
 def allocate_ranks(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None,
@@ -413,6 +435,7 @@ def allocate_ranks(
     allocate(sites, dict.fromkeys((s.name for s in sites), 0.0), params, r_min, r_max, allocator)
     result = score_sites(model, batches, score, normalise, seed, progress, total)
     scores = reduce(result.scores) if reduce is not None else result.scores
+    _check_informative(scores, score)
     ranks = allocate(sites, scores, params, r_min, r_max, allocator, seed)
     cost = {s.name: s.cost_per_rank for s in sites}
     used = sum(r * cost[n] for n, r in ranks.items())
@@ -475,6 +498,11 @@ def image_batches(
     _check_crops(scale, count, batch, patch, degradation, lr_multiple, lr_min)  # before a scan
     folders = [data] if isinstance(data, (str, os.PathLike)) else data
     found = scan(folders, scale, patch, lr_dir, hr_dir)
+    if found.mixed:
+        raise UserError(
+            "scores are computed on one kind of data: give HR-only folders or LR/HR pairs, "
+            "not both (nor a degradation per folder)"
+        )
     return entry_batches(
         found.entries,
         found.paired,

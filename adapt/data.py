@@ -7,6 +7,12 @@ adaptsr.adapt.layouts. Two kinds of source:
   training device (`make_degrader`), so the CPU workers only decode and crop.
 - Paired folders (real LR/HR photos). The dataset returns aligned LR and HR crops.
 
+One run may mix them (`--data DIR[:WEIGHT[:DEGRADATION]]`, repeated; `parse_source`): each
+HR-only source then has a degrader of its own (its DEGRADATION, else the run's), pairs keep
+their LR crops, and a batch may hold both. Without weights every image is equally likely (a
+larger folder is drawn more often); with a WEIGHT on any source, a sample first draws its source
+with probability WEIGHT / total (1 where none is given), then an image of it uniformly.
+
 Images are read with adaptsr.images.read_image (png, jpg, webp, bmp, tif; 8/16-bit; gray
 replicated to RGB, alpha dropped). Folders are scanned once from the file headers: corrupt files,
 images smaller than the crop and LR/HR sizes that disagree with the scale are found before
@@ -21,7 +27,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +49,41 @@ class Entry:
     hr: Path
     lr: Path | None  # None: HR-only, degraded on the fly
     hr_size: tuple[int, int]  # (height, width)
+    source: int = 0  # index of its --data source
+
+
+@dataclass(frozen=True)
+class Source:
+    """One --data source: a folder, an optional sampling weight and, for HR-only folders, an
+    optional degradation of its own."""
+
+    path: str
+    weight: float | None = None
+    degradation: str | None = None
+    paired: bool = False  # set by the scan
+
+
+def parse_source(spec: str | os.PathLike) -> Source:
+    """`DIR`, `DIR:WEIGHT`, `DIR:DEGRADATION` or `DIR:WEIGHT:DEGRADATION` (a folder whose name
+    itself ends in such a part is given as `DIR:1`)."""
+    from adaptsr.adapt.choices import DEGRADATIONS
+
+    text = str(spec)
+    path, weight, kind = text, None, None
+    head, sep, tail = path.rpartition(":")
+    if sep and head and tail in DEGRADATIONS:
+        path, kind = head, tail
+    head, sep, tail = path.rpartition(":")
+    if sep and head:
+        try:
+            weight = float(tail)
+        except ValueError:
+            weight = None
+        else:
+            path = head
+            if not (weight > 0 and weight < float("inf")):
+                raise UserError(f"--data {text}: the weight must be a positive number")
+    return Source(path, weight, kind)
 
 
 @dataclass
@@ -50,13 +91,26 @@ class Scan:
     """The usable images of one or more sources, and what was left out."""
 
     entries: list[Entry]
-    paired: bool
+    paired: bool  # every source is paired (False also for a mix: see `mixed`)
     layouts: list[str]
     corrupt: list[Path] = field(default_factory=list)
     too_small: list[Path] = field(default_factory=list)
+    sources: list[Source] = field(default_factory=list)
+
+    @property
+    def mixed(self) -> bool:
+        """HR-only and paired sources together, or a source with a degradation of its own."""
+        kinds = {s.paired for s in self.sources}
+        return len(kinds) > 1 or any(s.degradation for s in self.sources)
+
+    @property
+    def weighted(self) -> bool:
+        return any(s.weight is not None for s in self.sources)
 
     def summary(self) -> str:
         kind = "LR/HR pairs" if self.paired else "HR images"
+        if self.mixed:
+            kind = "images"
         text = f"{len(self.entries)} {kind} ({', '.join(self.layouts)})"
         if self.corrupt:
             text += f"; skipped {len(self.corrupt)} unreadable (e.g. {self.corrupt[0].name})"
@@ -106,23 +160,29 @@ def scan(
     scale is always an error naming the file.
     """
     sources: list[tuple[str, list[tuple[Path, Path | None]]]] = []
+    specs: list[Source] = []
     if (lr_dir is None) != (hr_dir is None):
         raise UserError("give both --lr-dir and --hr-dir, or neither")
     if lr_dir is not None:
         sources.append(layouts.pair_folders(hr_dir, lr_dir, scale))
+        specs.append(Source(f"{hr_dir} + {lr_dir}"))
     for folder in data or []:
-        sources.append(layouts.detect(folder, scale))
+        spec = parse_source(folder)
+        sources.append(layouts.detect(spec.path, scale))
+        specs.append(spec)
     if not sources:
         raise UserError("no training data: give --data DIR (or --lr-dir and --hr-dir)")
-    kinds = {all(lr is not None for _, lr in items) for _, items in sources}
-    if len(kinds) > 1:
-        raise UserError(
-            "cannot mix HR-only folders with LR/HR pairs in one run: "
-            f"{', '.join(name for name, _ in sources)}"
-        )
-    paired = kinds.pop()
-    out = Scan([], paired, [name for name, _ in sources])
-    for _, items in sources:
+    specs = [
+        replace(spec, paired=all(lr is not None for _, lr in items))
+        for spec, (_, items) in zip(specs, sources, strict=True)
+    ]
+    for spec in specs:
+        if spec.paired and spec.degradation:
+            raise UserError(
+                f"--data {spec.path}:{spec.degradation}: a folder of LR/HR pairs is not degraded"
+            )
+    out = Scan([], all(s.paired for s in specs), [name for name, _ in sources], sources=specs)
+    for index, (_, items) in enumerate(sources):
         for hr, lr in items:
             hr_size = header_size(hr)
             lr_size = header_size(lr) if lr is not None else None
@@ -145,7 +205,7 @@ def scan(
                     raise UserError(f"{hr}: {w}x{h} is smaller than the {patch}x{patch} HR crop")
                 out.too_small.append(hr)
                 continue
-            out.entries.append(Entry(hr.stem, hr, lr, hr_size))
+            out.entries.append(Entry(hr.stem, hr, lr, hr_size, index))
     if not out.entries:
         raise UserError(f"no usable training images: {out.summary()}")
     return out
@@ -189,11 +249,14 @@ class CropDataset(torch.utils.data.Dataset):
     crop at `scale` times the LR crop position.
     """
 
-    def __init__(self, entries: list[Entry], patch: int, scale: int, flips: bool = True):
+    def __init__(
+        self, entries: list[Entry], patch: int, scale: int, flips: bool = True, mixed=False
+    ):
         if patch % scale:
             raise UserError(f"the HR crop {patch} must be a multiple of the scale {scale}")
         self.entries = entries
         self.patch, self.scale, self.flips = patch, scale, flips
+        self.mixed = mixed  # items also carry their source (collated by `collate_mixed`)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -220,7 +283,95 @@ class CropDataset(torch.utils.data.Dataset):
         out = {"hr": _to_tensor(crops[0])}
         if entry.lr is not None:
             out["lr"] = _to_tensor(crops[1])
+        if self.mixed:
+            out["source"] = entry.source
         return out
+
+
+def collate_mixed(items: list[dict]) -> dict:
+    """A batch of a mixed run: "hr", "source", and "lr_of" (each item's LR crop, None where its
+    source is HR-only) unless every item has one ("lr") or none does."""
+    out = {"hr": torch.stack([i["hr"] for i in items])}
+    out["source"] = torch.tensor([i["source"] for i in items])
+    lrs = [i.get("lr") for i in items]
+    if all(lr is not None for lr in lrs):
+        out["lr"] = torch.stack(lrs)
+    elif any(lr is not None for lr in lrs):
+        out["lr_of"] = lrs
+    return out
+
+
+class SourceDegraders:
+    """One degrader per HR-only source of a mixed run, with the state_dict interface of one
+    Degrader (so checkpoints and exact resume cover each of them)."""
+
+    def __init__(self, degraders: dict[int, object]):
+        self.degraders = degraders
+
+    def lr(self, batch: dict, hr: torch.Tensor, device) -> tuple[torch.Tensor, int]:
+        """LR for a mixed batch: the pairs' crops, the others degraded by their source's
+        degrader; and how many were degraded."""
+        source = batch["source"].tolist()
+        parts = batch.get("lr_of") or [None] * len(source)
+        out: list[torch.Tensor | None] = [
+            p.to(device, non_blocking=True) if p is not None else None for p in parts
+        ]
+        degraded = 0
+        for s, degrader in self.degraders.items():
+            idx = [i for i, v in enumerate(source) if v == s and out[i] is None]
+            if idx:
+                with torch.no_grad():
+                    lr = degrader(hr[idx])
+                for i, t in zip(idx, lr, strict=True):
+                    out[i] = t
+                degraded += len(idx)
+        return torch.stack(out), degraded
+
+    def state_dict(self) -> dict:
+        return {str(s): d.state_dict() for s, d in self.degraders.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for s, d in self.degraders.items():
+            d.load_state_dict(state[str(s)])
+
+
+def run_degrader(found: Scan, default: str, scale: int, seed: int, device):
+    """What makes LR from HR in a run: None (pairs only), one degrader (HR-only sources of the
+    run's degradation), or SourceDegraders (a mixed run: one per HR-only source)."""
+    if found.paired:
+        return None
+    if not found.mixed:
+        return make_degrader(default, scale, seed, device)
+    return SourceDegraders(
+        {
+            i: make_degrader(s.degradation or default, scale, derive_seed(seed, i), device)
+            for i, s in enumerate(found.sources)
+            if not s.paired
+        }
+    )
+
+
+def batch_lr(batch: dict, hr: torch.Tensor, degrader, device) -> tuple[torch.Tensor, int]:
+    """The LR batch for `hr`, and how many of its images were degraded on the fly."""
+    if "lr" in batch:
+        return batch["lr"].to(device, non_blocking=True), 0
+    if isinstance(degrader, SourceDegraders):
+        return degrader.lr(batch, hr, device)
+    with torch.no_grad():
+        return degrader(hr), hr.shape[0]
+
+
+def sampling_weights(entries: list[Entry], found: Scan) -> list[float] | None:
+    """Per-image probabilities when a source has a weight (None: every image equally likely):
+    the source's weight (1 when not given) shared equally by its images."""
+    if not found.weighted:
+        return None
+    counts: dict[int, int] = {}
+    for e in entries:
+        counts[e.source] = counts.get(e.source, 0) + 1
+    raw = {i: s.weight if s.weight is not None else 1.0 for i, s in enumerate(found.sources)}
+    total = sum(raw[i] for i in counts)
+    return [raw[e.source] / total / counts[e.source] for e in entries]
 
 
 class BatchPlan(torch.utils.data.Sampler):
@@ -230,7 +381,16 @@ class BatchPlan(torch.utils.data.Sampler):
     i*B + (rank+1)*b - 1 with b = B / world (`dist`: an object with rank and world).
     """
 
-    def __init__(self, n: int, global_batch: int, seed: int, start: int, stop: int, dist=None):
+    def __init__(
+        self,
+        n: int,
+        global_batch: int,
+        seed: int,
+        start: int,
+        stop: int,
+        dist=None,
+        weights: list[float] | None = None,
+    ):
         rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
         if global_batch % world:
             raise UserError(f"batch {global_batch} is not divisible by {world} processes")
@@ -238,12 +398,18 @@ class BatchPlan(torch.utils.data.Sampler):
         self.start, self.stop = start, stop
         self.rank, self.world = rank, world
         self._epoch, self._perm = -1, np.arange(0)
+        # weighted sampling (with replacement): image i with probability weights[i]
+        self._cdf = None if weights is None else np.cumsum(weights) / float(np.sum(weights))
 
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
 
     def key(self, k: int) -> tuple[int, int]:
         """(image index, crop seed) of sample k of the run."""
+        if self._cdf is not None:
+            u = np.random.default_rng([self.seed, k, 2]).random()
+            index = min(int(np.searchsorted(self._cdf, u, side="right")), self.n - 1)
+            return index, derive_seed(self.seed, k, 1)
         epoch = k // self.n
         if epoch != self._epoch:
             self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
@@ -269,6 +435,7 @@ def loader(
     return torch.utils.data.DataLoader(
         dataset,
         batch_sampler=plan,
+        collate_fn=collate_mixed if dataset.mixed else None,
         num_workers=workers,
         pin_memory=pin,
         generator=torch.Generator(),

@@ -3,14 +3,21 @@
 Training (`--data`, `--val`), allocation and evaluation (`--hr` without `--lr`) all find their
 images through `detect`, which tries the entries of LAYOUTS in order on a folder:
 
-- DIV2K root: `DIV2K_train_HR/0001.png` with one `DIV2K_train_LR_*/X4/0001x4.png`;
-- RealSR V3: `NAME_HR.png` beside `NAME_LR4.png` in one folder;
+- DIV2K or Flickr2K root: `DIV2K_train_HR/0001.png` with one `DIV2K_train_LR_*/X4/0001x4.png`
+  (`Flickr2K_HR/000001.png`, `Flickr2K_LR_bicubic/X4/000001x4.png`);
+- HR and LR subfolders: `*HR/` beside `*LR/` (any case: DRealSR's `train_HR/NAME_x1.png` with
+  `train_LR/NAME_x4.png`, or `hr/` and `lr/`), stems matched as for two named folders;
+- RealSR V3 and V2: `NAME_HR.png` beside `NAME_LR4.png` in one folder (V2 also keeps `_LR2` and
+  `_LR3` there: the scale picks the LR images);
+- DRealSR in one folder: `NAME_x1.png` (HR) beside `NAME_x4.png` (LR);
 - HR-only: every image of the folder, without LR (degraded on the fly by the caller).
 
 Two folders named separately (`--lr-dir`/`--hr-dir`, eval's `--lr`/`--hr`) are paired by
 `pair_folders` under SAME_STEM. An HR file finds its LR file by stem: the stems are equal once a
-layout's suffix is stripped from each (`x4`, `_LR4`, `_HR`, in any case). A new convention is one
-more `Layout` in LAYOUTS; nothing else needs to change.
+layout's suffix is stripped from each (LR `_x4`, `x4`/`X4`, `_LR4`, `LR4`; HR `_HR`, `_x1`; in
+any case), or equal as they are. A folder that pairs only partly is one error naming the first
+HR image without LR (and the first LR image left over). A new convention is one more `Layout` in
+LAYOUTS; nothing else needs to change.
 
 Pure pathlib: no torch and no pixel decoding, so it runs before any heavy import.
 """
@@ -95,13 +102,14 @@ def _folders(root: Path, pattern: str | None, scale: int) -> list[Path]:
     return sorted(d for d in root.glob(pattern.replace("{scale}", str(scale))) if d.is_dir())
 
 
-# Two folders given by the user; DIV2K pairs the same way (its LR stems carry `x4`).
+# Two folders given by the user; DIV2K pairs the same way (its LR stems carry `x4`). Longer
+# suffixes first: `_x4` must go whole, not leave `name_`.
 SAME_STEM = Layout(
     "paired",
     hr_dir=None,
     lr_dir=None,
-    hr_suffixes=("_HR",),
-    lr_suffixes=("x{scale}", "_LR{scale}"),
+    hr_suffixes=("_HR", "_x1"),
+    lr_suffixes=("_x{scale}", "x{scale}", "_LR{scale}", "LR{scale}"),
 )
 DIV2K = Layout(
     "DIV2K-style",
@@ -110,12 +118,20 @@ DIV2K = Layout(
     hr_suffixes=SAME_STEM.hr_suffixes,
     lr_suffixes=SAME_STEM.lr_suffixes,
 )
+SUBFOLDERS = Layout(
+    "HR/LR folders",
+    hr_dir="*[Hh][Rr]",
+    lr_dir="*[Ll][Rr]",
+    hr_suffixes=SAME_STEM.hr_suffixes,
+    lr_suffixes=SAME_STEM.lr_suffixes,
+)
 REALSR = Layout("RealSR-style", hr_suffixes=("_HR",), lr_suffixes=("_LR{scale}",))
+DREALSR = Layout("DRealSR-style", hr_suffixes=("_x1",), lr_suffixes=("_x{scale}",))
 HR_ONLY = Layout("HR-only", paired=False)
 
 # Detection order: a folder is in the first layout that finds it. HR-only takes any folder with
 # images, so it comes last.
-LAYOUTS: tuple[Layout, ...] = (DIV2K, REALSR, HR_ONLY)
+LAYOUTS: tuple[Layout, ...] = (DIV2K, SUBFOLDERS, REALSR, DREALSR, HR_ONLY)
 
 
 def detect(
@@ -167,9 +183,11 @@ def match_pairs(
         if lr_suffixes:
             quoted = " or ".join(f"'{s}'" for s in lr_suffixes)
             rule += f", optionally with an {quoted} suffix"
+        unused = sorted(k for k in lr_map if k not in hr_map)
+        left = f"; first LR image without HR: {lr_map[unused[0]].name}" if unused else ""
         raise UserError(
             f"{len(missing)} HR image(s) without an LR image in {where}, e.g. "
-            f"{hr_map[missing[0]].name} ({rule})"
+            f"{hr_map[missing[0]].name} ({rule}){left}"
         )
     return [(hr_map[k], lr_map[k]) for k in sorted(hr_map)]
 

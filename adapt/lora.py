@@ -379,7 +379,8 @@ def base_fingerprint(model: nn.Module) -> str:
     for name, tensor in sorted(_base_state(model).items()):
         t = tensor.detach().cpu().contiguous()
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        # flattened first: a 0-dim buffer (BatchNorm's num_batches_tracked) has no byte view
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
 
 
@@ -444,6 +445,24 @@ def adapter_parameters(model: nn.Module) -> list[nn.Parameter]:
         for a, b, _ in layer.adapters().values()
         for p in (a, b)
     ]
+
+
+def adapter_train_mode(model: nn.Module) -> nn.Module:
+    """The mode adapters train (and `adapt allocate` scores) in, over a frozen base.
+
+    The model runs its training-time forward, so re-parameterised blocks (SPAN) use the
+    training branches whose convs carry the adapters; but every normalisation layer that keeps
+    running statistics (BatchNorm, tracked InstanceNorm) and every dropout and drop-path layer is
+    in eval mode. The base is frozen: its statistics must not drift, and the function the
+    adapters correct is the one the merged model computes at inference.
+    """
+    model.train()
+    frozen = (nn.modules.batchnorm._NormBase, nn.modules.dropout._DropoutNd)
+    for module in model.modules():
+        # DropPath, DropBlock2d, Dropsample: stochastic layers outside torch.nn
+        if isinstance(module, frozen) or type(module).__name__.startswith("Drop"):
+            module.eval()
+    return model
 
 
 def merge_lora(model: nn.Module) -> nn.Module:

@@ -60,9 +60,8 @@ class LoRASkip:
 
 
 def _is_mean_shift(layer: nn.Module, parent: nn.Module, leaf: str) -> bool:
-    from adaptsr.adapt.edsr import MeanShift
-
-    return isinstance(layer, MeanShift)
+    # EDSR's (adapt/edsr.py) and RCAN's: a conv holding the dataset mean, never trained
+    return type(layer).__name__ == "MeanShift"
 
 
 def _is_reparameterised(layer: nn.Module, parent: nn.Module, leaf: str) -> bool:
@@ -76,7 +75,7 @@ LORA_SKIPS = (
         "re-computed from the block's other convs at inference (reparameterised)",
         _is_reparameterised,
     ),
-    # EDSR
+    # EDSR, RCAN
     LoRASkip("fixed mean shift (not a learned layer)", _is_mean_shift),
 )
 

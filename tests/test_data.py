@@ -90,13 +90,13 @@ def test_paired_layouts_and_crop_alignment(tmp_path):
             assert torch.equal(up, hr), "HR crop not aligned with its LR crop"
 
 
-def test_mixed_sources_and_ambiguous_div2k_are_errors(tmp_path):
+def test_mixed_sources_and_ambiguous_div2k(tmp_path):
     realsr = tmp_path / "realsr"
     realsr.mkdir()
     _write_pair(realsr / "a_HR.png", realsr / "a_LR4.png")
     hr_only = _write_hr(tmp_path / "hr", n=1)
-    with pytest.raises(UserError, match="cannot mix"):
-        data.scan([realsr, hr_only], patch=32)
+    found = data.scan([realsr, hr_only], patch=32)  # one run may mix them (tests/test_sources.py)
+    assert found.mixed and not found.paired and [e.source for e in found.entries] == [0, 1]
     root = tmp_path / "DIV2K"
     for sub in ("DIV2K_train_HR", "DIV2K_train_LR_bicubic/X4", "DIV2K_train_LR_unknown/X4"):
         (root / sub).mkdir(parents=True)

@@ -160,3 +160,98 @@ def test_hr_folders_without_lr_tracks_are_not_div2k(tmp_path):
     (root / "b_HR").mkdir()
     _png(root / "photo.png")
     assert layouts.detect(root, 4)[0] == "HR-only mixed"
+
+
+def test_drealsr_in_one_folder_and_in_hr_lr_subfolders(tmp_path):
+    folder = tmp_path / "drealsr"
+    for stem in ("DSC_0001", "DSC_0002"):
+        _png(folder / f"{stem}_x1.png", 16, 16)
+        _png(folder / f"{stem}_x4.png", 4, 4)
+        _png(folder / f"{stem}_x2.png", 8, 8)
+    name, items = layouts.detect(folder, 4)
+    assert name == "DRealSR-style drealsr"
+    assert _names(items) == [
+        ("DSC_0001_x1.png", "DSC_0001_x4.png"),
+        ("DSC_0002_x1.png", "DSC_0002_x4.png"),
+    ]
+    assert _names(layouts.detect(folder, 2)[1])[0] == ("DSC_0001_x1.png", "DSC_0001_x2.png")
+    # the released tree: Train_x4/train_HR/NAME_x1.png beside Train_x4/train_LR/NAME_x4.png
+    root = tmp_path / "Train_x4"
+    _png(root / "train_HR" / "a_x1.png", 16, 16)
+    _png(root / "train_LR" / "a_x4.png", 4, 4)
+    name, items = layouts.detect(root, 4)
+    assert name == "HR/LR folders train_HR + train_LR" and _names(items) == [
+        ("a_x1.png", "a_x4.png")
+    ]
+
+
+def test_realsr_v2_keeps_three_scales_in_one_folder(tmp_path):
+    folder = tmp_path / "Nikon"
+    for stem in ("Nikon_001", "Nikon_002"):
+        _png(folder / f"{stem}_HR.png", 12, 12)
+        for s in (2, 3, 4):
+            _png(folder / f"{stem}_LR{s}.png", 12 // s, 12 // s)
+    for s in (2, 3, 4):
+        name, items = layouts.detect(folder, s)
+        assert name == "RealSR-style Nikon"
+        assert _names(items) == [(f"Nikon_00{i}_HR.png", f"Nikon_00{i}_LR{s}.png") for i in (1, 2)]
+    (folder / "Nikon_002_LR3.png").unlink()
+    with pytest.raises(UserError, match=r"1 HR image\(s\) .* e\.g\. Nikon_002_HR\.png"):
+        layouts.detect(folder, 3)
+
+
+def test_flickr2k_root(tmp_path):
+    root = tmp_path / "Flickr2K"
+    _png(root / "Flickr2K_HR" / "000001.png", 16, 16)
+    _png(root / "Flickr2K_LR_bicubic" / "X4" / "000001x4.png", 4, 4)
+    name, items = layouts.detect(root, 4)
+    assert name == "DIV2K-style Flickr2K_HR + Flickr2K_LR_bicubic/X4"
+    assert _names(items) == [("000001.png", "000001x4.png")]
+
+
+def test_common_lr_suffixes_pair_two_folders(tmp_path):
+    hr, lr = tmp_path / "hr", tmp_path / "lr"
+    for stem in ("a", "b", "c", "d", "e"):
+        _png(hr / f"{stem}.png", 16, 16)
+    _png(hr / "f_x1.png", 16, 16)
+    for name in ("a_x4", "bX4", "c_LR4", "dLR4", "e", "f_x4"):
+        _png(lr / f"{name}.png", 4, 4)
+    _, pairs = layouts.pair_folders(hr, lr, 4)
+    assert [lr.stem for _, lr in pairs] == ["a_x4", "bX4", "c_LR4", "dLR4", "e", "f_x4"]
+    # the same folders as subfolders of one root (lower case)
+    assert _names(layouts.detect(tmp_path, 4)[1]) == _names(pairs)
+
+
+def test_partial_pairing_is_one_error_naming_the_first_unmatched_files(tmp_path):
+    hr, lr = tmp_path / "HR", tmp_path / "LR"
+    for stem in ("0001", "0002", "0003"):
+        _png(hr / f"{stem}.png", 16, 16)
+    _png(lr / "0001x4.png", 4, 4)
+    _png(lr / "0003x4.png", 4, 4)
+    _png(lr / "0002_lr.png", 4, 4)  # a convention no layout knows
+    message = (
+        r"1 HR image\(s\) without an LR image .*e\.g\. 0002\.png .*"
+        r"first LR image without HR: 0002_lr\.png"
+    )
+    with pytest.raises(UserError, match=message):
+        layouts.pair_folders(hr, lr, 4)
+    with pytest.raises(UserError, match=message):
+        layouts.detect(tmp_path, 4)
+
+
+def test_train_and_eval_accept_the_same_layouts(tmp_path):
+    from adaptsr.adapt import data
+    from adaptsr.adapt.evaluate import find_pairs
+
+    drealsr = tmp_path / "drealsr"
+    _png(drealsr / "a_x1.png", 16, 16)
+    _png(drealsr / "a_x4.png", 4, 4)
+    v2 = tmp_path / "v2"
+    _png(v2 / "b_HR.png", 16, 16)
+    _png(v2 / "b_LR4.png", 4, 4)
+    _png(v2 / "b_LR2.png", 8, 8)
+    for folder in (drealsr, v2):
+        found = data.scan([folder], scale=4, patch=8)
+        trained = [(e.hr, e.lr) for e in found.entries]
+        evaluated = [(p.hr, p.lr) for p in find_pairs(folder, folder, 4)]
+        assert found.paired and trained == evaluated == layouts.detect(folder, 4)[1]

@@ -33,6 +33,7 @@ from adaptsr.adapt.train.model import (
     make_trainable,
     run_allocation,
     save_outputs,
+    train_mode,
     validate,
 )
 from adaptsr.adapt.train.state import TrainState, new_run_id, read_run_id, seed_all
@@ -145,6 +146,11 @@ def _train(
     held = f", {len(val_entries)} for validation" if val_entries else ""
     say(f"data: {found.summary()}{held}")
 
+    if cfg.rank_aware and not resume and found.mixed:
+        raise UserError(
+            "--rank-aware scores one kind of data: score one source with `adapt allocate` "
+            "and train the mix with --rank-map"
+        )
     score_entries = train_entries
     if cfg.rank_aware and not resume and cfg.score_patch < cfg.patch:
         # score the images `adapt allocate` would: those at least the scoring crop (a larger
@@ -155,15 +161,13 @@ def _train(
         model, cfg, score_entries, found.paired, run_dir, resume, d, device, progress
     )
     params = make_trainable(model, cfg, allocation.ranks if allocation else None)
-    model.train()
+    train_mode(model, cfg)
 
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
     scheduler = make_scheduler(optimizer, cfg)
-    degrader = None
-    if not found.paired:
-        degrader = data.make_degrader(
-            cfg.degradation, info.scale, derive_seed(cfg.seed, 2, d.rank), device
-        )
+    degrader = data.run_degrader(
+        found, cfg.degradation, info.scale, derive_seed(cfg.seed, 2, d.rank), device
+    )
     state = TrainState(model, cfg.mode, optimizer, scheduler, degrader, d, cfg.seed)
     state.run_id = read_run_id(run_dir) if resume else new_run_id()
     ckpt_path = run_dir / "checkpoint.pt"
@@ -194,8 +198,9 @@ def _train(
         )
     if cfg.compile or cfg.cuda_graphs:
         net = graphs.CompiledModel(net, cfg.cuda_graphs, say)
-    dataset = data.CropDataset(train_entries, cfg.patch, info.scale, cfg.flips)
-    plan = data.BatchPlan(len(train_entries), cfg.batch, cfg.seed, start, cfg.iters, d)
+    dataset = data.CropDataset(train_entries, cfg.patch, info.scale, cfg.flips, found.mixed)
+    weights = data.sampling_weights(train_entries, found)
+    plan = data.BatchPlan(len(train_entries), cfg.batch, cfg.seed, start, cfg.iters, d, weights)
     batches = iter(data.loader(dataset, plan, cfg.workers, device.type == "cuda"))
     autocast = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     autocast = autocast and info.supports_bfloat16
@@ -277,8 +282,9 @@ def _train(
                 if "lr" in batch:
                     lr = batch["lr"].to(device, non_blocking=True)
                 else:
-                    with stats.degrading(hr.shape[0]), torch.no_grad():
-                        lr = degrader(hr)
+                    with stats.degrading(), torch.no_grad():
+                        lr, degraded = data.batch_lr(batch, hr, degrader, device)
+                    stats.degraded += degraded
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                     sr = net(lr)
                 loss = F.l1_loss(sr.float(), hr)
@@ -357,9 +363,9 @@ class _Stats:
         self.iteration += 1
 
     @contextlib.contextmanager
-    def degrading(self, samples: int):
-        """Time one degradation: CUDA events on the GPU, the wall clock elsewhere."""
-        self.degraded += samples
+    def degrading(self):
+        """Time one degradation: CUDA events on the GPU, the wall clock elsewhere (the caller
+        adds the number of images degraded to `degraded`)."""
         if self.events:
             start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
             start.record()

@@ -64,7 +64,15 @@ def build_trainable(cfg: TrainConfig, device: torch.device) -> tuple[nn.Module, 
     """The model ready to train and its trainable parameters."""
     model = build_base(cfg).to(device)
     params = make_trainable(model, cfg)
-    return model.train(), params
+    return train_mode(model, cfg), params
+
+
+def train_mode(model: nn.Module, cfg: TrainConfig) -> nn.Module:
+    """LoRA: the frozen base keeps its running statistics and runs no dropout or drop-path
+    (docs/training.md); full fine-tuning and pretraining: plain train mode."""
+    from adaptsr.adapt.lora import adapter_train_mode
+
+    return adapter_train_mode(model) if cfg.mode == "lora" else model.train()
 
 
 def run_allocation(
@@ -180,7 +188,7 @@ def validate(model: nn.Module, pairs: list, device: torch.device, autocast: bool
             out = model(torch.from_numpy(batch).to(device))
         return out.float().cpu().numpy()
 
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]  # restored layer by layer
     model.eval()
     psnrs, ssims = [], []
     for _, lr, hr in pairs:
@@ -189,5 +197,6 @@ def validate(model: nn.Module, pairs: list, device: torch.device, autocast: bool
         sr = torch.from_numpy(sr)[None].clamp(0, 1)
         psnrs.append(float(psnr_y(sr, hr, crop=info.scale)))
         ssims.append(float(ssim_y(sr, hr, crop=info.scale)))
-    model.train(was_training)
+    for m, training in modes:
+        m.train(training)
     return {"psnr_y": float(np.mean(psnrs)), "ssim_y": float(np.mean(ssims))}

@@ -67,7 +67,8 @@ _SETTINGS = {
     "--data",
     multiple=True,
     type=click.Path(file_okay=False),
-    help="Training folder (repeatable): HR-only, RealSR-style or a DIV2K root.",
+    help="Training folder (repeatable): HR-only, or pairs in any layout of docs/training.md; "
+    "DIR:WEIGHT, DIR:DEGRADATION or DIR:WEIGHT:DEGRADATION mix sources.",
 )
 @click.option("--lr-dir", type=click.Path(file_okay=False), help="LR folder of paired data.")
 @click.option("--hr-dir", type=click.Path(file_okay=False), help="HR folder of paired data.")
