@@ -224,13 +224,14 @@ def _outcome_from(run_dir: Path, spec: RunSpec, seed: int, scores: dict) -> RunO
 
 def _evaluate_run(settings: StudySettings, adapter: Path | None, full: Path | None) -> dict:
     """Mean PSNR/SSIM-Y of one trained run on the validation folder (no baselines)."""
-    import adaptsr
     from adaptsr.adapt.evaluate import evaluate
+    from adaptsr.adapt.lora import load_adapter
+    from adaptsr.adapt.models import load_model, model_info
 
-    model = adaptsr.load_model(full if full is not None else settings.model)
+    model = load_model(full if full is not None else settings.model)
     if adapter is not None:
-        adaptsr.load_adapter(model, adapter)
-    scale = adaptsr.model_info(model).scale
+        load_adapter(model, adapter)
+    scale = model_info(model).scale
     pairs, degrade = validation_pairs(settings, scale)
     result = evaluate(
         model,
@@ -338,9 +339,9 @@ def run_study(
     specs = parse_specs(",".join(settings.runs))
     out = Path(out)
     check_settings(settings, out, force)
-    import adaptsr
+    from adaptsr.adapt.models import load_model
 
-    adaptsr.load_model(settings.model)  # a bad model fails before anything is written
+    load_model(settings.model)  # a bad model fails before anything is written
     out.mkdir(parents=True, exist_ok=True)
     path = out / SETTINGS_FILE
     if path.is_file() and json.loads(path.read_text()) != settings.comparable():

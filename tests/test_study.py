@@ -115,22 +115,29 @@ def test_study_grid_table_rerun_and_settings_guard(setup, tmp_path):
 
 
 def test_interrupted_run_resumes_to_the_same_result(setup, tmp_path):
-    """A study killed during a run continues it from its checkpoint on the rerun."""
+    """A study stopped by Ctrl-C during a run continues it from its checkpoint on the rerun
+    and scores what an uninterrupted study scores."""
+    import os
+    import signal
+
     from adaptsr.adapt.train import train
+    from adaptsr.adapt.train.callbacks import Callback
 
     settings = _settings(setup, runs=["r1"], seeds=1, iters=4).checked()
     whole = tmp_path / "whole"
     study.run_study(settings, whole, progress=False, say=lambda _: None)
 
+    class CtrlCAt2(Callback):
+        def on_step(self, iteration):
+            if iteration == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+
     part = tmp_path / "part"
-    study.check_settings(settings, part, force=False)
+    part.mkdir()  # the study had started: its settings were written before its first run
+    (part / study.SETTINGS_FILE).write_text(json.dumps(settings.comparable()))
     cfg = study.train_config(settings, study.parse_spec("r1"), 0)
-    cfg.iters = 2  # the first half only, as a kill after the checkpoint at 2 leaves it
-    train(cfg, part / "r1-s0", progress=False)
-    (part / "r1-s0" / "adapter.safetensors").unlink()
-    config = json.loads((part / "r1-s0" / "config.json").read_text())
-    config["iters"] = 4
-    (part / "r1-s0" / "config.json").write_text(json.dumps(config))
+    stopped = train(cfg, part / "r1-s0", progress=False, callbacks=[CtrlCAt2()])
+    assert stopped.status == "interrupted" and stopped.iteration < 4
     report = study.run_study(settings, part, progress=False, say=lambda _: None)
     assert report["runs"][0]["psnr_y"] == pytest.approx(
         json.loads((whole / "r1-s0" / "eval.json").read_text())["psnr_y"], abs=1e-9
