@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 from adaptsr.errors import UserError
@@ -148,3 +149,15 @@ def engine_metadata(engine_path: str | Path) -> tuple[int, int]:
     info = read_engine_info(engine_path)
     meta = info.get("metadata") if info else None
     return size_metadata(meta if isinstance(meta, dict) else {}, engine_info_path(engine_path))
+
+
+def json_safe(v):
+    """Strict JSON for reports and sidecars: infinities (identical outputs give an infinite
+    PSNR) and NaN become strings."""
+    if isinstance(v, dict):
+        return {k: json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_safe(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v

@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import io
 import json
-import math
 import re
 import tempfile
 import warnings
@@ -32,6 +31,7 @@ from adaptsr.artifacts import (
     META_PRECISION,
     META_SCALE,
     META_SIZE_REQUIREMENTS,
+    json_safe,
 )
 from adaptsr.errors import UserError
 from adaptsr.export import parity
@@ -464,16 +464,5 @@ def export_onnx(
         # the model and its report are published together, or neither is
         with atomic_outputs([out, report_path(out)], force) as (tmp_onnx, tmp_json):
             onnx.save(final, tmp_onnx)
-            tmp_json.write_text(json.dumps(_finite(report), indent=2) + "\n")
+            tmp_json.write_text(json.dumps(json_safe(report), indent=2) + "\n")
     return report
-
-
-def _finite(v):
-    """Strict JSON: infinities (identical outputs give an infinite PSNR) become strings."""
-    if isinstance(v, dict):
-        return {k: _finite(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_finite(x) for x in v]
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
-    return v

@@ -11,7 +11,6 @@ before that (argument checks, profile shapes) works and is tested without it.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shlex
@@ -28,6 +27,7 @@ from adaptsr.artifacts import (
     META_PRECISION,
     check_engine_info,
     engine_info_path,
+    json_safe,
     read_engine_info,
     sha256_file,
     size_metadata,
@@ -354,19 +354,8 @@ def _write(out: Path, plan: bytes, info: dict, verify_with, force: bool) -> dict
         info["verify"] = verify_with(tmp) if verify_with else {"skipped": "--no-verify"}
         info["engine_sha256"] = sha256_file(tmp)
     with atomic_output(engine_info_path(out), force) as tmp_json:
-        tmp_json.write_text(json.dumps(_finite(info), indent=2) + "\n")
+        tmp_json.write_text(json.dumps(json_safe(info), indent=2) + "\n")
     return info
-
-
-def _finite(v):
-    """Strict JSON: an infinite PSNR (identical outputs) becomes the string 'inf'."""
-    if isinstance(v, dict):
-        return {k: _finite(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_finite(x) for x in v]
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
-    return v
 
 
 def build_engine(
