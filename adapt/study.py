@@ -342,14 +342,17 @@ def run_study(
     from adaptsr.adapt.models import load_model
 
     load_model(settings.model)  # a bad model fails before anything is written
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / SETTINGS_FILE
-    if path.is_file() and json.loads(path.read_text()) != settings.comparable():
-        _clear(out)
-    with atomic_output(path, force=True) as tmp:
-        tmp.write_text(json.dumps(settings.comparable(), indent=2) + "\n")
+    from adaptsr.fileio import leave_as_found
 
-    base = base_scores(settings, out, force)
+    with leave_as_found(out) as start:  # bad data or validation folders leave no trace
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / SETTINGS_FILE
+        if path.is_file() and json.loads(path.read_text()) != settings.comparable():
+            _clear(out)
+        with atomic_output(path, force=True) as tmp:
+            tmp.write_text(json.dumps(settings.comparable(), indent=2) + "\n")
+        base = base_scores(settings, out, force)
+        start.keep()
     jobs = [(s, seed) for s in specs for seed in range(settings.seeds)]
     outcomes: list[RunOutcome] = []
     spent, trained_iters = 0.0, 0

@@ -142,3 +142,12 @@ def test_interrupted_run_resumes_to_the_same_result(setup, tmp_path):
     assert report["runs"][0]["psnr_y"] == pytest.approx(
         json.loads((whole / "r1-s0" / "eval.json").read_text())["psnr_y"], abs=1e-9
     )
+
+
+def test_a_failed_start_leaves_no_study_folder(setup, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "study"
+    with pytest.raises(UserError, match="no images"):
+        study.run_study(_settings(setup, val=str(empty)), out, progress=False, say=lambda _: None)
+    assert not out.exists()
