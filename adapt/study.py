@@ -258,7 +258,7 @@ def validation_pairs(settings: StudySettings, scale: int):
     )
 
 
-def base_scores(settings: StudySettings, out: Path, force: bool) -> dict:
+def base_scores(settings: StudySettings, out: Path) -> dict:
     path = out / "base-eval.json"
     if path.is_file():
         return json.loads(path.read_text())
@@ -351,7 +351,7 @@ def run_study(
             _clear(out)
         with atomic_output(path, force=True) as tmp:
             tmp.write_text(json.dumps(settings.comparable(), indent=2) + "\n")
-        base = base_scores(settings, out, force)
+        base = base_scores(settings, out)
         start.keep()
     jobs = [(s, seed) for s in specs for seed in range(settings.seeds)]
     outcomes: list[RunOutcome] = []
