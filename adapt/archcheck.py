@@ -89,6 +89,7 @@ SMALL: tuple[Small, ...] = (
             anchor_window_down_factor=2,
             local_connection=True,
         ),
+        side=64,  # spandrel's GRL reflect-pads to a multiple of 64, which needs more than 48
     ),  # fmt: skip
     Small(
         "Swin2SR",
@@ -144,7 +145,9 @@ SMALL: tuple[Small, ...] = (
     Small(
         "SCUNet", "SCUNet", _w(config=[2, 2, 2, 2, 2, 2, 2], dim=64, input_resolution=64), side=64
     ),
-    Small("FBCNN", "FBCNN", _w(nc=[8, 16, 32, 64])),
+    # Its quality-factor head is fixed at 512 features, so the last width must be 512; with
+    # nb=1 its Sequentials collapse and spandrel no longer recognises the keys.
+    Small("FBCNN", "FBCNN", _w(nc=[8, 16, 32, 512], nb=2)),
     Small(
         "Uformer",
         "Uformer",
@@ -153,9 +156,11 @@ SMALL: tuple[Small, ...] = (
     Small(
         "RGT",
         "RGT",
+        # embed_dim >= 32: its position-bias MLP is embed_dim // 2 // 16 wide (0 below 32, a
+        # zero-width LayerNorm that PyTorch runs and ONNX Runtime rejects).
         _w(
             img_size=16,
-            embed_dim=12,
+            embed_dim=32,
             depth=[1],
             num_heads=[2],
             mlp_ratio=2.0,
@@ -179,9 +184,9 @@ SMALL: tuple[Small, ...] = (
     Small(
         "CRAFT",
         "CRAFT",
-        _w(
+        _w(  # embed_dim >= 32, as for RGT
             window_size=4,
-            embed_dim=12,
+            embed_dim=32,
             depths=[1],
             num_heads=[2],
             split_size_0=2,
@@ -205,7 +210,7 @@ SMALL: tuple[Small, ...] = (
         _w(
             num_in_ch=3,
             num_out_ch=3,
-            scale=2,
+            scale=4,  # at x2 and x1 its degradation net expects the unshuffled input
             num_feat=8,
             num_block=1,
             num_grow_ch=4,
@@ -500,14 +505,7 @@ def check_adapt(spec: Small, package: str, work: Path, row: Row) -> nn.Module | 
     stages["load"] = (PASS, "")
     row.scale = info.scale
     row.params = sum(p.numel() for p in model.parameters())
-    row.purpose, custom_call = _descriptor_facts(path)
-    if custom_call:
-        stages["load"] = (
-            FAIL,
-            "spandrel runs this model through its own call function "
-            "(output selection or range mapping), which adaptsr does not apply",
-        )
-        return None
+    row.purpose = _purpose(path)
     side = example_size(model, spec.side)
     x = torch.rand(1, info.in_channels, side, side, generator=torch.Generator().manual_seed(0))
 
@@ -578,18 +576,14 @@ def check_adapt(spec: Small, package: str, work: Path, row: Row) -> nn.Module | 
     return model
 
 
-def _descriptor_facts(path: Path) -> tuple[str, bool]:
-    """spandrel's purpose label, and whether spandrel calls the model through a function of
-    its own (the default one is a lambda in ImageModelDescriptor.__init__)."""
+def _purpose(path: Path) -> str:
+    """spandrel's purpose label (SR, Restoration, ...)."""
     from spandrel import ModelLoader
 
-    desc = ModelLoader().load_from_file(path)
-    call = getattr(desc, "_call_fn", None)
-    custom = call is not None and not call.__qualname__.startswith("ImageModelDescriptor.")
-    return str(desc.purpose), custom
+    return str(ModelLoader().load_from_file(path).purpose)
 
 
-OnnxStages = Callable[[nn.Module, Row], None]
+OnnxStages = Callable[[nn.Module, Row, int], None]  # (merged model, row, check side)
 
 
 def sweep(
@@ -620,7 +614,7 @@ def sweep(
                     row.stages.setdefault(s, (NA, "an earlier stage failed"))
                 wanted = onnx_for is None or spec.name in onnx_for
                 if onnx is not None and wanted and merged is not None:
-                    onnx(merged, row)
+                    onnx(merged, row, spec.side)
             row.seconds = time.perf_counter() - start
             if progress:
                 progress(f"{row.name}: " + " ".join(s for s, _ in row.stages.values()))

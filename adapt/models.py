@@ -307,6 +307,50 @@ def _info_from_descriptor(desc, name: str) -> ModelInfo:
     )
 
 
+class CalledModel(nn.Module):
+    """A model that spandrel runs through a call function of its own (picking one output of a
+    tuple, mapping the output range, adding a noise-level channel): that function becomes the
+    forward, so training, merging and export all run what spandrel would run. The state dict
+    keeps the architecture's own keys (without this wrapper's `net.` prefix), so checkpoints,
+    fingerprints and merged weights read exactly as the unwrapped model's."""
+
+    def __init__(self, net: nn.Module, call: Callable[[nn.Module, torch.Tensor], torch.Tensor]):
+        super().__init__()
+        self.net = net
+        self.call = call
+        self.register_state_dict_post_hook(_strip_net_prefix)
+        self.register_load_state_dict_pre_hook(_add_net_prefix)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.call(self.net, x)
+
+
+def _strip_net_prefix(module, state_dict, prefix, local_metadata):
+    inner = prefix + "net."
+    for key in [k for k in state_dict if k.startswith(inner)]:
+        state_dict[prefix + key[len(inner) :]] = state_dict.pop(key)
+
+
+def _add_net_prefix(module, state_dict, prefix, *args):
+    # Every key below this wrapper is the architecture's (the wrapper holds no tensors).
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        state_dict[prefix + "net." + key[len(prefix) :]] = state_dict.pop(key)
+
+
+def architecture_module(model: nn.Module) -> nn.Module:
+    """The architecture's own module (inside a CalledModel, or the model itself)."""
+    return model.net if isinstance(model, CalledModel) else model
+
+
+def _custom_call(desc) -> Callable | None:
+    """spandrel's call function when it is not the plain `model(image)` (that default is a
+    lambda defined in ImageModelDescriptor.__init__)."""
+    call = getattr(desc, "_call_fn", None)
+    if call is None or call.__qualname__.startswith("ImageModelDescriptor."):
+        return None
+    return call
+
+
 def model_from_state_dict(state_dict: dict, name: str = "<state dict>") -> nn.Module:
     """Detect the architecture of a state dict and build the model (through spandrel)."""
     from spandrel import ImageModelDescriptor, UnsupportedModelError, canonicalize_state_dict
@@ -325,6 +369,9 @@ def model_from_state_dict(state_dict: dict, name: str = "<state dict>") -> nn.Mo
     if not isinstance(desc, ImageModelDescriptor):
         raise UserError(f"{name} is a {desc.architecture.name} model, not a super-resolution model")
     model = desc.model.eval()
+    call = _custom_call(desc)
+    if call is not None:
+        model = CalledModel(model, call).eval()
     model.adaptsr_info = _info_from_descriptor(desc, name)
     return model
 

@@ -146,8 +146,13 @@ def _export_error(arch: str, spec: ExportSpec, e: Exception) -> str:
             f"cannot export {arch} to ONNX: unsupported operator {op.group(1)} "
             "(the exporter has no ONNX translation for it)"
         )
-    lines = [t.strip() for t in text.strip().splitlines() if t.strip()]
     how = " with dynamic height/width (try --tile H W)" if spec.dynamic else ""
+    # The exporter's first line names only the failed step ("Failed to decompose the FX
+    # graph ..."); the error that stopped it is quoted further down as "<class 'X'>: why".
+    cause = re.search(r"<class '(?:[\w]+\.)*(\w+)'>: (.+)", text)
+    if cause:
+        return f"cannot export {arch} to ONNX{how}: {cause.group(1)}: {cause.group(2).strip()}"
+    lines = [t.strip() for t in text.strip().splitlines() if t.strip()]
     return f"cannot export {arch} to ONNX{how}: {type(e).__name__}: {lines[0] if lines else ''}"
 
 
@@ -156,6 +161,8 @@ def export_graph(model: nn.Module, spec: ExportSpec):
     import onnx
     import onnxscript.optimizer
     import onnxslim
+
+    from adaptsr.export import translations
 
     x = torch.rand(trace_batch(spec), model.adaptsr_info.in_channels, *spec.example)
     try:
@@ -174,6 +181,7 @@ def export_graph(model: nn.Module, spec: ExportSpec):
                 # one), which would make the structure depend on the weights: fold only.
                 optimize=False,
                 verbose=False,
+                custom_translation_table=translations.table(),
             )
     except Exception as e:  # the exporter raises many types; one line for the user
         raise UserError(_export_error(model.adaptsr_info.arch, spec, e)) from e

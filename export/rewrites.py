@@ -1,4 +1,4 @@
-"""Export-time rewrites that make window-attention models traceable with dynamic height/width.
+"""Export-time rewrites that make models traceable, with dynamic height/width where they allow it.
 
 SwinIR, DRCT and HAT (spandrel's implementations) build their shifted-window attention mask by
 assigning into a tensor sized from Python integers, pick between a stored mask and a recomputed
@@ -6,7 +6,8 @@ one by comparing the input size with the training size, and pad to a window mult
 `if pad_h or pad_w`. A tracer turns each of those into a constant of the example input, so an
 export with dynamic H/W is either refused or silently wrong at other sizes. The rewrites below
 compute the same mask and padding with tensor operations of the (symbolic) size (SPAN gets one
-more: its re-parameterized conv is fused before tracing instead of during it). They are active
+more: its re-parameterized conv is fused before tracing instead of during it; SeemoRe's
+mixture of experts runs every expert with zero weights for the unselected). They are active
 only inside `export_rewrites(model)` and change no weights; the parity checks compare the
 exported graph with the original, unpatched PyTorch model.
 """
@@ -30,6 +31,7 @@ _BLOCK_MODULES = (
 )
 _SPAN_MODULE = "spandrel.architectures.SPAN.__arch.span"
 _HAT_MODULE = "spandrel.architectures.HAT.__arch.HAT"
+_SEEMORE_MODULE = "spandrel.architectures.SeemoRe.__arch.seemore_arch"
 
 
 def _partition(x: torch.Tensor, ws: int) -> torch.Tensor:
@@ -115,6 +117,20 @@ def _conv3xc_forward(self, x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(out, negative_slope=0.05) if self.has_relu else out
 
 
+def _moe_forward(self, inputs: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """SeemoRe's mixture-of-experts layer without picking experts by the value of a tensor
+    (a Python index into its ModuleList, which no tracer can follow): every expert runs and the
+    unselected ones are weighted by zero, as its own training branch does. Same output; the
+    layer does num_experts / top-k times its arithmetic."""
+    weights = F.softmax(self.gate(inputs), dim=1, dtype=torch.float).to(inputs.dtype)
+    top_weights, top_experts = torch.topk(weights, self.num_expert)
+    dense = torch.zeros_like(weights).scatter(1, top_experts, top_weights)
+    out = inputs
+    for i, expert in enumerate(self.experts):
+        out = out + expert(inputs, k) * dense[:, i : i + 1, None, None]
+    return out
+
+
 def _arch(model: nn.Module) -> str:
     info = getattr(model, "adaptsr_info", None)
     return info.arch if info is not None else type(model).__name__
@@ -171,6 +187,11 @@ def export_rewrites(model: nn.Module) -> Iterator[list[str]]:
                 module_patches.append((hat, "window_reverse", hat.window_reverse))
                 hat.window_reverse = _reverse
                 names.append(f"{name or 'model'}: traceable mask, padding and window reverse")
+                continue
+            if type(module).__module__ == _SEEMORE_MODULE and kind == "MoELayer":
+                if not module.training:
+                    patch(module, "forward", _moe_forward)
+                    names.append(f"{name}: every expert, weighted (zero when not selected)")
                 continue
             if type(module).__module__ not in _BLOCK_MODULES:
                 continue

@@ -10,34 +10,37 @@ from pathlib import Path
 import pytest
 import torch
 
-from adaptsr.adapt.archcheck import ADAPT_STAGES, Row, install_extra
+from adaptsr.adapt.archcheck import ADAPT_STAGES, install_extra
 from adaptsr.export import archcheck
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "docs" / "architectures.md"
-ONNX_SUBSET = {"SPAN"}  # its export rewrite; BatchNorm exports: tests/test_buffers.py
+# Each has an export rewrite or translation of its own (SPAN: fused conv, SeemoRe: dense
+# experts, ATD: aten.sort); BatchNorm exports: tests/test_buffers.py.
+ONNX_SUBSET = {"SPAN", "SeemoRe", "ATD"}
 
 
 def _committed() -> dict:
     return json.loads(TABLE.with_suffix(".json").read_text())
 
 
-def _rows(payload: dict) -> list[Row]:
-    rows = []
-    for a in payload["architectures"]:
-        row = Row(a["name"], a["arch"], a["package"], a["purpose"], a["scale"], a["params"])
-        row.sites = a["sites"]
-        row.stages = {k: (v["status"], v["reason"]) for k, v in a["stages"].items()}
-        rows.append(row)
-    return rows
-
-
 def test_table_is_generated_from_its_json():
     payload = _committed()
-    rows = _rows(payload)
+    rows = archcheck.rows_from_json(payload)
     assert archcheck.counts(rows) == payload["counts"]
     meta = {k: payload[k] for k in ("date", "versions")}
     assert TABLE.read_text() == archcheck.markdown(rows, payload["counts"], meta)
+
+
+def test_update_replaces_only_the_swept_rows():
+    previous = archcheck.rows_from_json(_committed())
+    fresh = archcheck.rows_from_json(_committed())[:2]
+    fresh[0].stages["merge"] = ("FAIL", "changed")
+    fresh[1].name = "NewArch"
+    rows = archcheck.updated(previous, fresh)
+    assert [r.name for r in rows] == [r.name for r in previous] + ["NewArch"]
+    assert rows[0].stages["merge"] == ("FAIL", "changed")
+    assert [r.to_dict() for r in rows[1:-1]] == [r.to_dict() for r in previous[1:]]
 
 
 @pytest.mark.slow

@@ -242,3 +242,44 @@ def test_rank_aware_training_refuses_uninformative_scores(monkeypatch, tmp_path,
     bad = {"a": float("nan"), "b": float("nan"), "c": 1.0}
     with pytest.raises(UserError, match="2 of 3"):
         allocate._check_informative(bad, "grad")
+
+
+def _drunet():
+    """A tiny DRUNet: spandrel feeds it the image plus a generated noise-level channel."""
+    from spandrel.architectures.DRUNet import DRUNet
+
+    torch.manual_seed(0)
+    return DRUNet(in_nc=4, out_nc=3, nc=[8, 16, 32, 64])
+
+
+def test_model_with_a_call_function_runs_it_and_keeps_the_architecture_keys(tmp_path):
+    from spandrel import ModelLoader
+
+    net = _drunet()
+    path = tmp_path / "drunet.pth"
+    torch.save(net.state_dict(), path)
+    model = adaptsr.load_model(path)
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        # spandrel's own call (noise map, then the model; it clamps to [0, 1])
+        want = ModelLoader().load_from_file(path)(x.clone())
+        np.testing.assert_allclose(model(x).clamp(0, 1).numpy(), want.numpy(), atol=1e-6)
+    assert list(model.state_dict()) == list(net.state_dict())
+
+    adaptsr.inject_lora(model, 2)
+    _randomise_adapters(model)
+    with torch.no_grad():
+        adapted = model(x)
+    adaptsr.merge_lora(model)
+    with torch.no_grad():
+        np.testing.assert_allclose(model(x).numpy(), adapted.numpy(), atol=1e-5)
+    merged = tmp_path / "merged.safetensors"
+    save_model(model, merged)
+    reloaded = adaptsr.load_model(merged)  # through spandrel: the keys are the architecture's
+    with torch.no_grad():
+        np.testing.assert_allclose(reloaded(x).numpy(), adapted.numpy(), atol=1e-5)
+    # A state dict with the architecture's keys loads back in place (full fine-tuning resume).
+    fresh = adaptsr.load_model(path)
+    fresh.load_state_dict(reloaded.state_dict())
+    with torch.no_grad():
+        np.testing.assert_array_equal(fresh(x).numpy(), reloaded(x).numpy())

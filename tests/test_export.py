@@ -314,3 +314,21 @@ def test_fp16_export_that_overflows_is_refused_naming_the_node(tmp_path):
     assert not out.exists() and not report_path(out).exists()
     report = export_onnx(model, out, tile=(16, 16))  # fp32 is fine
     assert report["parity"]["passed"]
+
+
+def test_export_error_names_the_cause_the_exporter_quotes():
+    from adaptsr.export.onnx import ExportSpec, _export_error
+
+    text = (
+        "Failed to decompose the FX graph for ONNX compatibility. This is step 2/3 of exporting"
+        " the model to ONNX. Next steps:\n- Create an issue ...\n"
+        "## Exception summary\n\n<class 'RuntimeError'>: Argument #4: Padding size should be "
+        "less than the corresponding input dimension\n\n(Refer to the full stack trace above)"
+    )
+    line = _export_error("GRL", ExportSpec(example=(16, 16)), RuntimeError(text))
+    assert line == (
+        "cannot export GRL to ONNX: RuntimeError: Argument #4: Padding size should be less "
+        "than the corresponding input dimension"
+    )
+    plain = _export_error("X", ExportSpec(example=(16, 16)), ValueError("first\nsecond"))
+    assert plain == "cannot export X to ONNX: ValueError: first"

@@ -22,6 +22,7 @@ def build_base(cfg: TrainConfig) -> nn.Module:
     from adaptsr.adapt.models import (
         BUILTIN_MODELS,
         PRETRAINED,
+        architecture_module,
         build_model,
         load_model,
         model_from_state_dict,
@@ -35,13 +36,14 @@ def build_base(cfg: TrainConfig) -> nn.Module:
     if cfg.mode == "pretrain":
         # A fresh instance with the checkpoint's settings: the architecture's own
         # initialisation of every parameter (position-bias tables and custom norms included).
-        hyper = getattr(model, "hyperparameters", None)
+        net = architecture_module(model)
+        hyper = getattr(net, "hyperparameters", None)
         if not hyper:
             raise UserError(
                 f"cannot re-initialise {model_info(model).arch} from a checkpoint (its "
                 "constructor settings are unknown): pretrain from a built-in name instead"
             )
-        fresh = type(model)(**hyper)
+        fresh = type(net)(**hyper)
         model = model_from_state_dict(fresh.state_dict(), name=str(cfg.model))
     return model
 
