@@ -440,7 +440,7 @@ def study_markdown(report: dict) -> str:
     for r in report["runs"]:
         share = "-" if r["share_of_full_gain"] is None else f"{100 * r['share_of_full_gain']:.0f}%"
         lines.append(
-            f"| {r['spec']} | {r['trainable']:,} | {r['psnr_y']:.2f} ± {r['psnr_y_std']:.2f} | "
+            f"| {r['spec']} | {r['trainable']:,} | {r['psnr_y']:.2f} ± {r['psnr_y_std']:.3f} | "
             f"{r['ssim_y']:.4f} ± {r['ssim_y_std']:.4f} | {r['gain_db']:+.2f} | {share} | "
             f"{_duration(r['train_seconds'])} | {r['it_per_s']:.2f} |"
         )
