@@ -7,6 +7,17 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
 @pytest.fixture
+def one_thread():
+    """One torch thread for the test (tests that time or compare runs use it)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
 def run_cli(capsys):
     """Run `adapt ARGS...` in-process; return (exit code, stdout, stderr)."""
     from adaptsr.cli import main

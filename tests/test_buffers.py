@@ -13,13 +13,7 @@ from adaptsr.adapt.lora import adapter_train_mode, base_fingerprint, lora_layers
 from adaptsr.adapt.models import model_from_state_dict, save_model
 from adaptsr.errors import UserError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _swiftsrgan_checkpoint(path):

@@ -14,13 +14,7 @@ from adaptsr.adapt import data
 from adaptsr.adapt import train as training
 from adaptsr.errors import UserError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pair(hr_path, lr_path, size=8, scale=4, seed=0):

@@ -9,13 +9,7 @@ import torch
 from adaptsr.adapt import study
 from adaptsr.errors import UserError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_run_specs_parse_and_refuse():
