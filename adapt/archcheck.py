@@ -498,14 +498,14 @@ def check_adapt(spec: Small, package: str, work: Path, row: Row) -> nn.Module | 
         info = model_info(model)
         if info.arch != spec.arch:
             raise UserError(f"detected as {info.arch}, built as {spec.arch}")
-        base = load_model(path)
+        base_state = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
     except Exception as e:
         stages["load"] = (FAIL, reason(e))
         return None
     stages["load"] = (PASS, "")
     row.scale = info.scale
     row.params = sum(p.numel() for p in model.parameters())
-    row.purpose = _purpose(path)
+    row.purpose = info.purpose
     side = example_size(model, spec.side)
     x = torch.rand(1, info.in_channels, side, side, generator=torch.Generator().manual_seed(0))
 
@@ -559,10 +559,9 @@ def check_adapt(spec: Small, package: str, work: Path, row: Row) -> nn.Module | 
         if not err <= MERGE_TOL:
             raise UserError(f"merged output differs from the adapted one by {err:.2e} (relative)")
         state = model.state_dict()
-        want = {k: (tuple(v.shape), v.dtype) for k, v in base.state_dict().items()}
         got = {k: (tuple(v.shape), v.dtype) for k, v in state.items()}
-        if got != want:
-            diff = sorted(set(got) ^ set(want)) or [k for k in got if got[k] != want[k]]
+        if got != base_state:
+            diff = sorted(set(got) ^ set(base_state)) or [k for k in got if got[k] != base_state[k]]
             raise UserError(f"merged state dict differs from the base's at {diff[0]}")
         reloaded = model_from_state_dict({k: v.clone() for k, v in state.items()}, "merged")
         with torch.no_grad():
@@ -574,13 +573,6 @@ def check_adapt(spec: Small, package: str, work: Path, row: Row) -> nn.Module | 
         return None
     stages["merge"] = (PASS, "")
     return model
-
-
-def _purpose(path: Path) -> str:
-    """spandrel's purpose label (SR, Restoration, ...)."""
-    from spandrel import ModelLoader
-
-    return str(ModelLoader().load_from_file(path).purpose)
 
 
 OnnxStages = Callable[[nn.Module, Row, int], None]  # (merged model, row, check side)

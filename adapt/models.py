@@ -38,6 +38,7 @@ class ModelInfo:
     tiling: str  # "supported", "discouraged" or "internal"
     supports_half: bool
     supports_bfloat16: bool
+    purpose: str = "SR"  # spandrel's task label: SR, FaceSR, Restoration, Inpainting, ...
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -304,6 +305,7 @@ def _info_from_descriptor(desc, name: str) -> ModelInfo:
         tiling=tiling,
         supports_half=bool(desc.supports_half),
         supports_bfloat16=bool(desc.supports_bfloat16),
+        purpose=str(desc.purpose),
     )
 
 

@@ -259,6 +259,7 @@ def test_model_with_a_call_function_runs_it_and_keeps_the_architecture_keys(tmp_
         want = ModelLoader().load_from_file(path)(x.clone())
         np.testing.assert_allclose(model(x).clamp(0, 1).numpy(), want.numpy(), atol=1e-6)
     assert list(model.state_dict()) == list(net.state_dict())
+    assert adaptsr.model_info(model).purpose == "Restoration"  # spandrel's label, not SR
 
     adaptsr.inject_lora(model, 2)
     _randomise_adapters(model)

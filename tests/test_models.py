@@ -16,7 +16,7 @@ NAMES = sorted(BUILTIN_MODELS)
 def test_builtin_roundtrip(tmp_path, name, suffix):
     model = adaptsr.load_model(name)
     info = adaptsr.model_info(model)
-    assert info.scale == int(name[-1])
+    assert info.scale == int(name[-1]) and info.purpose == "SR"
     path = adaptsr.save_model(model, tmp_path / f"m{suffix}")
     again = adaptsr.load_model(path)
     again_info = adaptsr.model_info(again)
