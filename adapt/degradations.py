@@ -106,11 +106,12 @@ REALESRGAN = RealESRGANConfig()
 
 @dataclass(frozen=True)
 class CameraConfig:
-    """One fixed camera: blur in HR pixels, then the resize, noise and JPEG of a phone shot."""
+    """One fixed camera: blur in HR pixels, then the resize, noise and JPEG of a phone shot
+    at high ISO (indoors, at dusk): its sensor noise is what a bicubic-trained model amplifies."""
 
-    blur_sigma: float = 1.5  # Gaussian lens/demosaicing blur, HR pixels
-    noise_sigma: float = 5.0  # Gaussian sensor noise per channel, 8-bit levels, at LR
-    jpeg_quality: int = 70
+    blur_sigma: float = 1.0  # Gaussian lens/demosaicing blur, HR pixels
+    noise_sigma: float = 15.0  # Gaussian sensor noise per channel, 8-bit levels, at LR
+    jpeg_quality: int = 75
 
 
 CAMERA = CameraConfig()
