@@ -47,8 +47,9 @@ def round_up(value: int, multiple: int) -> int:
 
 
 def default_overlap(tile: int) -> int:
-    """1/32 of the tile (16 px for 512): at most ~7% of the area is computed twice."""
-    return max(4, tile // 32)
+    """1/32 of the tile (16 px for 512): at most ~7% of the area is computed twice; at least
+    4 px, and below half a tile for the smallest tiles (a static 7x7 engine gets 3)."""
+    return min(max(4, tile // 32), (tile - 1) // 2)
 
 
 def padded_size(height: int, width: int, rule: SizeRule) -> tuple[int, int]:
@@ -229,6 +230,8 @@ def tiled_upscale_bands(
         raise ValueError(f"expected a (C, H, W) image, got shape {image.shape}")
     if batch < 1:
         raise UserError(f"--batch must be >= 1, not {batch}")
+    if not np.isfinite(image).all():  # float TIFFs may hold them; clipping would hide them
+        raise UserError("the input image holds NaN or infinite pixel values")
     channels, height, width = image.shape
     plan = plan_tiles(height, width, rule, tile, overlap)
     ph, pw = plan.padded
@@ -251,6 +254,11 @@ def tiled_upscale_bands(
             raise UserError(
                 f"the model returned shape {tuple(out.shape)} for input {crops.shape}, "
                 f"expected {expected} (wrong scale or channel count?)"
+            )
+        if not np.isfinite(out).all():  # written out, they would become black pixels
+            raise UserError(
+                "the model returned NaN or infinite values (a broken model, or fp16 overflow: "
+                "try the fp32 export)"
             )
         for (i, j), tile_out in zip(group, out, strict=True):
             weight = wy[i][:, None] * wx[j][None, :]

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from adaptsr.artifacts import engine_metadata, size_metadata
 from adaptsr.errors import UserError
 from adaptsr.serve.backends import Backend, engine_size_rule, scale_from_shapes
-from adaptsr.tiling import SizeRule, axis_weights, plan_tiles, tiled_upscale
+from adaptsr.tiling import SizeRule, axis_weights, default_overlap, plan_tiles, tiled_upscale
 
 
 def nearest(scale):
@@ -238,3 +238,37 @@ def test_default_overlap_recomputes_under_a_tenth_of_the_area(tile):
             plan = plan_tiles(length, width, SizeRule(), tile, None)
             computed = plan.count * plan.tile[0] * plan.tile[1]
             assert computed * 0.9 <= length * width, (length, width, plan)
+
+
+def test_the_smallest_tiles_get_an_overlap_below_half_a_tile():
+    """A static 7x7 engine works without --overlap (the 4 px floor would be over half of 7)."""
+    from adaptsr.tiling import choose_tile
+
+    assert [default_overlap(t) for t in (1, 7, 8, 9, 128, 512)] == [0, 3, 3, 4, 4, 16]
+    assert choose_tile(SizeRule(static=(7, 7)), None, None) == ((7, 7), 3)
+    image = np.random.default_rng(1).random((3, 20, 13), dtype=np.float32)
+    out = tiled_upscale(
+        lambda x: x.repeat(2, axis=2).repeat(2, axis=3), image, 2, SizeRule(static=(7, 7))
+    )
+    np.testing.assert_allclose(out, image.repeat(2, axis=1).repeat(2, axis=2), atol=1e-6)
+
+
+def test_non_finite_inputs_and_model_outputs_are_refused_not_written_black():
+    import pytest
+
+    from adaptsr.errors import UserError
+    from adaptsr.tiling import SizeRule, tiled_upscale
+
+    image = np.random.default_rng(0).random((3, 20, 24), dtype=np.float32)
+    nearest = lambda x: x.repeat(2, axis=2).repeat(2, axis=3)  # noqa: E731
+    broken = lambda x: nearest(x) * np.float32("nan")  # noqa: E731
+    np.testing.assert_allclose(
+        tiled_upscale(nearest, image, 2, SizeRule(1, 1), tile=16),
+        nearest(image[None])[0],
+        atol=1e-6,
+    )
+    with pytest.raises(UserError, match="model returned NaN"):
+        tiled_upscale(broken, image, 2, SizeRule(1, 1), tile=16)
+    image[0, 5, 5] = np.inf
+    with pytest.raises(UserError, match="input image holds NaN or infinite"):
+        tiled_upscale(nearest, image, 2, SizeRule(1, 1), tile=16)

@@ -43,7 +43,7 @@ std::string SizeRule::describe() const {
 
 int round_up(int value, int multiple) { return ceil_div(value, multiple) * multiple; }
 
-int default_overlap(int tile) { return std::max(4, tile / 32); }
+int default_overlap(int tile) { return std::min(std::max(4, tile / 32), (tile - 1) / 2); }
 
 HW padded_size(int height, int width, const SizeRule& rule) {
     if (rule.static_size)
