@@ -98,6 +98,10 @@ def _interrupted(e: BaseException) -> None:
     _fail("terminated (SIGTERM)" if terminated else "interrupted", code=143 if terminated else 130)
 
 
+# click >= 8.2 raises this for a group called without its command; older versions print help
+_NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def main(argv: list[str] | None = None) -> None:
     import signal
     import threading
@@ -128,6 +132,9 @@ def _main(argv: list[str] | None) -> None:
     except click.UsageError as e:
         if _debug:
             raise
+        if isinstance(e, _NO_ARGS) and e.ctx:  # a bare `adapt` or `adapt export`: its help
+            click.echo(e.ctx.get_help(), err=True)
+            sys.exit(2)
         where = e.ctx.command_path if e.ctx else "adapt"
         _fail(f"{e.format_message()} (see `{where} --help`)", code=2)
     except click.ClickException as e:

@@ -11,6 +11,8 @@ def test_help_and_version(run_cli):
     assert code == 0 and "models" in out
     code, out, _ = run_cli("--version")
     assert code == 0 and adaptsr.__version__ in out
+    code, _, err = run_cli("export")  # a group without its command shows its help, not one line
+    assert code == 2 and err.startswith("Usage: adapt export") and "\n  onnx " in err
 
 
 def test_models_lists_builtins(run_cli):
