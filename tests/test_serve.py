@@ -514,3 +514,39 @@ def test_tensorrt_engine_matches_onnx_runtime(artifacts, tmp_path):
     out = tiled_upscale(engine.run, img, 2, engine.rule, tile=None, overlap=24, batch=6)
     assert np.abs(out - ref).max() <= 1 / 255
     assert engine.peak_memory_bytes() > 0
+
+
+def test_upscale_without_a_model_uses_the_bundled_backbone_and_its_adapters(tmp_path, run_cli):
+    """`adapt upscale photo.png --out up/` runs adaptsr-safmn-x4; `--adapter A` alone is an
+    adapter for it. Both compared with the library's own upscale of the same model."""
+    import torch
+
+    import adaptsr
+    from adaptsr.adapt.backend import TorchBackend
+    from adaptsr.images import Image, read_image, write_image
+    from adaptsr.serve.upscale import upscale_image
+
+    rgb = np.random.default_rng(3).random((20, 28, 3), dtype=np.float32)
+    photo = tmp_path / "photo.png"
+    write_image(Image(rgb=rgb, alpha=None, bit_depth=8, gray=False), photo)
+    model = adaptsr.load_model("adaptsr-safmn-x4")
+    adaptsr.inject_lora(model, 2)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
+    adapter = adaptsr.save_adapter(model, tmp_path / "adapter.safetensors")
+    for args, name in (((), "base"), (("--adapter", adapter), "adapted")):
+        code, out, err = run_cli(
+            "upscale", photo, "--out", tmp_path / name, "--device", "cpu", *args
+        )
+        assert code == 0 and "x4, pytorch" in out, err
+        got = read_image(tmp_path / name / "photo.png")
+        backend = TorchBackend.load(
+            "adaptsr-safmn-x4", adapter=args[1] if args else None, device="cpu"
+        )
+        want = upscale_image(backend, read_image(photo))
+        assert got.size == (80, 112)
+        np.testing.assert_allclose(got.rgb, np.round(want.rgb * 255) / 255, atol=1 / 255 + 1e-6)
+    base = read_image(tmp_path / "base" / "photo.png").rgb
+    assert np.abs(read_image(tmp_path / "adapted" / "photo.png").rgb - base).max() > 2 / 255

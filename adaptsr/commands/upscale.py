@@ -48,7 +48,7 @@ def upscale(
 
     files = collect_inputs(list(inputs))  # bad paths fail before the model loads
     output_paths(files, Path(out_dir))
-    if not (model or onnx or engine or adapter):
+    if not (model or onnx or engine):  # an --adapter alone is one for the default model
         model = DEFAULT_MODEL
     backend = open_backend(model, adapter, onnx, engine, device=device, provider=provider)
     summary = upscale_files(
