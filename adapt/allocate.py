@@ -264,7 +264,9 @@ def score_sites(
 # budget
 
 
-_BUDGET = re.compile(r"^(?:r(\d+)|(\d+(?:\.\d*)?|\.\d+)\s*([kKmM%]?))$")
+# Digits are bounded: a rank past 10^6 or a count past 10^15 parameters is a typo, and longer
+# numbers would overflow the float arithmetic of the allocators.
+_BUDGET = re.compile(r"^(?:r(\d{1,6})|(\d{1,15}(?:\.\d{0,9})?|\.\d{1,9})\s*([kKmM%]?))$")
 
 
 def parse_budget(spec: str | int, model: nn.Module) -> tuple[int, str]:

@@ -6,9 +6,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from adaptsr.adapt.devices import pick_device
 from adaptsr.adapt.lora import load_adapter
 from adaptsr.adapt.models import load_model, model_info
-from adaptsr.errors import UserError
 from adaptsr.serve.backends import Backend
 
 
@@ -19,10 +19,7 @@ class TorchBackend(Backend):
 
     def __init__(self, model: nn.Module, device: str = "auto", name: str | None = None):
         info = model_info(model)
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise UserError("--device cuda: no CUDA GPU is available to PyTorch")
+        device = pick_device(device)
         self.model = model.eval().to(device)
         self.device = device
         self.name = name or info.name

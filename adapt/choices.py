@@ -6,6 +6,8 @@ Importable without torch: `adapt --help` loads every command module, and the dep
 
 DEFAULT_MODEL = "adaptsr-safmn-x4"  # pretrained, ships with the package: upscale and demo use it
 DEGRADATIONS = ("bicubic", "realesrgan", "camera")
+SEED_MAX = 2**32 - 1  # what every generator behind a seed (torch, numpy) accepts
+MAX_SEEDS = 100  # `adapt study --seeds`: runs per spec
 DEFAULT_DEGRADATION = "realesrgan"  # the paper's adaptation data (pretraining uses bicubic)
 
 # rank-aware allocation: `adapt allocate` and `adapt train --rank-aware` share these defaults

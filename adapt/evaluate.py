@@ -77,6 +77,15 @@ def size_mismatch(pair: Pair, lr_wh, hr_wh, scale: int) -> str:
     )
 
 
+def too_small(pair: Pair, hw: tuple[int, int], scale: int) -> str | None:
+    """Why an HR image cannot be scored, or None: the metrics crop `scale` px at each border,
+    so a side needs 3 x scale px (an LR side of 3 px) to leave any pixel."""
+    least = 3 * scale
+    if min(hw) < least:
+        return f"{pair.hr}: {hw[1]}x{hw[0]} is too small to score at x{scale} (at least {least} px)"
+    return None
+
+
 def check_sizes(pairs: list[Pair], scale: int) -> None:
     """Fail before any inference if a pair's sizes disagree with the scale (headers only)."""
     for pair in pairs:
@@ -294,6 +303,12 @@ def evaluate(
                 raise
             result.skipped.append({"name": pair.name, "reason": str(e)})
             continue
+        small = too_small(pair, hr.shape[:2], scale)
+        if small:
+            if strict:
+                raise UserError(small)
+            result.skipped.append({"name": pair.name, "reason": small})
+            continue
         if lr is None:
             hr = modcrop(hr, scale)
             lr = degrade(hr, index)
@@ -321,7 +336,8 @@ def evaluate(
             panels = [bicubic, *(outputs[m] for m in runners if m != primary), outputs[primary]]
             result.compare.append((pair.name, _crops([*panels, hr])))
     if not result.rows:
-        raise UserError(f"no image could be evaluated ({len(result.skipped)} unreadable)")
+        first = result.skipped[0]["reason"] if result.skipped else "no pairs"
+        raise UserError(f"no image could be evaluated ({len(result.skipped)} skipped: {first})")
     return result
 
 

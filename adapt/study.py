@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from adaptsr.adapt.choices import DEGRADATIONS, SCORES
+from adaptsr.adapt.choices import DEGRADATIONS, MAX_SEEDS, SCORES
 from adaptsr.errors import UserError
 from adaptsr.fileio import atomic_output
 
@@ -105,6 +105,8 @@ class StudySettings:
         for name in ("seeds", "iters", "batch", "patch", "score_batches"):
             if getattr(s, name) < 1:
                 raise UserError(f"--{name} must be at least 1, got {getattr(s, name)}")
+        if s.seeds > MAX_SEEDS:
+            raise UserError(f"--seeds {s.seeds} is more than {MAX_SEEDS} runs per spec")
         if s.val_every < 0:
             raise UserError(f"--val-every must be >= 0, got {s.val_every}")
         if s.degradation not in DEGRADATIONS:
@@ -258,10 +260,29 @@ def validation_pairs(settings: StudySettings, scale: int):
     )
 
 
+SCORE_KEYS = ("psnr_y", "ssim_y")
+
+
+def _read_json(path: Path, keys: tuple[str, ...] = ()) -> dict:
+    """A study file written earlier, with `keys`; a damaged one is named, not a traceback."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(
+            f"{path} is damaged ({e}); remove it (the study redoes that part) or use --force"
+        ) from e
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), (int, float)) for k in keys):
+        raise UserError(
+            f"{path} is damaged (not the scores or settings it should hold); "
+            "remove it (the study redoes that part) or use --force"
+        )
+    return data
+
+
 def base_scores(settings: StudySettings, out: Path) -> dict:
     path = out / "base-eval.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        return _read_json(path, SCORE_KEYS)
     scores = _evaluate_run(settings, None, None)
     with atomic_output(path, force=True) as tmp:
         tmp.write_text(json.dumps(scores, indent=2) + "\n")
@@ -274,7 +295,7 @@ def run_one(settings: StudySettings, spec: RunSpec, seed: int, run_dir: Path, pr
 
     eval_path = run_dir / EVAL_FILE
     if eval_path.is_file():
-        return _outcome_from(run_dir, spec, seed, json.loads(eval_path.read_text()))
+        return _outcome_from(run_dir, spec, seed, _read_json(eval_path, SCORE_KEYS))
     cfg = train_config(settings, spec, seed)
     resume = (run_dir / "checkpoint.pt").is_file()
     result = train(cfg, run_dir, resume=resume, force=not resume, progress=progress)
@@ -299,11 +320,16 @@ def check_settings(settings: StudySettings, out: Path, force: bool) -> None:
     path = out / SETTINGS_FILE
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file; a study writes a folder")
+    for folder in [*settings.data, settings.val]:  # plots and runs never land among the images
+        if out.resolve() == Path(folder).resolve() or out.resolve().is_relative_to(
+            Path(folder).resolve()
+        ):
+            raise UserError(
+                f"--out {out} is inside the image folder {folder}: choose a folder of its own "
+                "(--force never overwrites inputs)"
+            )
     if path.is_file():
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise UserError(f"{path} is damaged ({e}); remove it or choose another --out") from e
+        old = _read_json(path) if not force else {}
         if old != settings.comparable() and not force:
             changed = sorted(
                 k for k in settings.comparable() if old.get(k) != settings.comparable()[k]
@@ -339,15 +365,23 @@ def run_study(
     specs = parse_specs(",".join(settings.runs))
     out = Path(out)
     check_settings(settings, out, force)
-    from adaptsr.adapt.models import load_model
+    from adaptsr.adapt import data
+    from adaptsr.adapt.models import load_model, model_info
+    from adaptsr.adapt.train.loop import check_patch
 
-    load_model(settings.model)  # a bad model fails before anything is written
+    info = model_info(load_model(settings.model))  # a bad model fails before anything is written
+    check_patch(settings.patch, info)  # so do crops the model cannot take and empty folders
+    data.scan(settings.data, info.scale, settings.patch, None, None, False)
     from adaptsr.fileio import leave_as_found
 
     with leave_as_found(out) as start:  # bad data or validation folders leave no trace
         out.mkdir(parents=True, exist_ok=True)
         path = out / SETTINGS_FILE
-        if path.is_file() and json.loads(path.read_text()) != settings.comparable():
+        try:
+            old = _read_json(path) if path.is_file() else None
+        except UserError:  # damaged: check_settings let it through only with --force
+            old = {}
+        if old is not None and old != settings.comparable():
             _clear(out)
         with atomic_output(path, force=True) as tmp:
             tmp.write_text(json.dumps(settings.comparable(), indent=2) + "\n")

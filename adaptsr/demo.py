@@ -91,15 +91,14 @@ def run_demo(
 ) -> dict:
     """Run the demo into `out`; returns the report (also OUT/report.json). `settings`
     replaces what model, iters and device choose (a shorter demo for tests)."""
-    import torch
 
     import adaptsr
     from adaptsr.adapt.choices import DEFAULT_MODEL
+    from adaptsr.adapt.devices import pick_device
     from adaptsr.adapt.models import model_info
 
     out = Path(out)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = pick_device(device)  # before anything is written
     cfg = settings or DemoSettings.for_device(model or DEFAULT_MODEL, iters, device)
     device = cfg.device
     if cfg.iters < 1:

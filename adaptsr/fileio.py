@@ -19,9 +19,13 @@ def check_readable(path: str | os.PathLike, what: str) -> Path:
     path = Path(path)
     if not path.exists():
         raise UserError(f"no such {what}: {path}")
+    article = "an" if what[:1].lower() in "aeiou" else "a"
     if path.is_dir():
-        article = "an" if what[:1].lower() in "aeiou" else "a"
         raise UserError(f"{path} is a directory, expected {article} {what}")
+    if not path.is_file():  # a pipe or a device: reading it could wait forever
+        raise UserError(
+            f"{path} is not a regular file (a pipe or a device), expected {article} {what}"
+        )
     return path
 
 
@@ -45,12 +49,23 @@ def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
 # (safetensors, PIL, onnx) write the right thing. One left by a killed process (kill -9, power
 # loss) is removed by the next write of the same target once its process is gone.
 PARTIAL = ".partial-"
+NAME_MAX = 255  # bytes in one file name on ext4, XFS, APFS, NTFS
+
+
+def _partial_prefix(path: Path) -> str:
+    """`.NAME.partial-`, with NAME shortened so that the whole temporary name (pid, mkstemp's
+    8 random characters and the suffix added) stays within NAME_MAX for any valid NAME."""
+    room = NAME_MAX - len(os.fsencode(f".{PARTIAL}{2**32}-12345678{path.suffix}"))
+    name = path.name
+    while name and len(os.fsencode(name)) > room:
+        name = name[:-1]
+    return f".{name}{PARTIAL}"
 
 
 def partial_file(path: Path) -> Path:
     """A new, empty temporary file for writing `path` (mode 0600 until chmod_output)."""
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}{PARTIAL}{os.getpid()}-", suffix=path.suffix, dir=path.parent
+        prefix=f"{_partial_prefix(path)}{os.getpid()}-", suffix=path.suffix, dir=path.parent
     )
     os.close(fd)
     return Path(tmp)
@@ -71,7 +86,7 @@ def _alive(pid: int) -> bool:
 def remove_stale_partials(path: Path) -> list[Path]:
     """Remove the temporary files of earlier writes of `path` whose process has died."""
     removed = []
-    prefix = f".{path.name}{PARTIAL}"
+    prefix = _partial_prefix(path)
     try:
         entries = list(path.parent.iterdir()) if path.parent.is_dir() else []
     except OSError:
@@ -265,6 +280,19 @@ def check_outputs_not_inputs(outputs: dict, inputs) -> None:
     for flag, path in outputs.items():
         if path is not None:
             check_not_input(path, inputs, flag)
+
+
+def check_distinct_outputs(outputs: dict) -> None:
+    """Refuse two outputs of one command at the same path, or one inside the other's folder
+    ({flag: path}; None paths are ignored): one would replace the other, --force or not."""
+    given = [(flag, Path(path)) for flag, path in outputs.items() if path is not None]
+    for i, (flag_a, a) in enumerate(given):
+        for flag_b, b in given[i + 1 :]:
+            if _same(a, b) or _inside(a, b) or _inside(b, a):
+                raise UserError(
+                    f"{flag_a} {a} and {flag_b} {b} would write the same place: "
+                    "give each output its own path"
+                )
 
 
 class FolderStart:

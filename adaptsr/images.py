@@ -198,6 +198,8 @@ def read_image(path: str | os.PathLike) -> Image:
         raise UserError(f"no such image: {path}")
     if path.is_dir():
         raise UserError(f"{path} is a directory, expected an image")
+    if not path.is_file():  # a pipe or a device: reading it could wait forever
+        raise UserError(f"{path} is not a regular file (a pipe or a device), expected an image")
     size = image_header(path)
     if size is not None:  # refused before decoding: the header alone may ask for gigabytes
         check_pixels(path, *size)

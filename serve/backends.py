@@ -217,7 +217,13 @@ def import_tensorrt():
         raise UserError(
             "TensorRT is not installed: install it on the GPU machine (pip install 'adaptsr[trt]')"
         ) from e
-    major = int(str(tensorrt.__version__).split(".")[0])
+    version = getattr(tensorrt, "__version__", None)
+    if version is None:  # a namespace left by type stubs (tensorrt-stubs), not the library
+        raise UserError(
+            "TensorRT is not installed (only its type stubs are): install it on the GPU machine "
+            "(pip install 'adaptsr[trt]')"
+        )
+    major = int(str(version).split(".")[0])
     if major < 10:
         raise UserError(f"TensorRT {tensorrt.__version__} is too old: strong typing needs 10+")
     return tensorrt

@@ -185,7 +185,7 @@ def test_corrupt_images_are_skipped_or_fatal(run_cli, pairs):
     args = ("eval", "--model", MODEL, "--lr", lr_dir, "--hr", hr_dir, "--quiet",
             "--no-perceptual", "--no-baselines", "--device", "cpu")  # fmt: skip
     code, stdout, err = run_cli(*args)
-    assert code == 0 and "2 image(s)" in stdout and "skipped 1 unreadable" in err
+    assert code == 0 and "2 image(s)" in stdout and "skipped 1 image(s)" in err and "b.png" in err
     code, _, err = run_cli(*args, "--strict")
     assert code == 1 and "b.png" in err and "Traceback" not in err
 

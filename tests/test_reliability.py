@@ -652,3 +652,130 @@ def test_an_error_never_continues_a_progress_line(files, tmp_path, run_cli, monk
     code, _, err = run_cli("fails")
     assert code == 1
     assert err.endswith("1/2\nerror: it broke\n"), repr(err)
+
+
+# ---------------------------------------------------------------------------------------------
+# a second hostile-input pass: devices, stubs, seeds, budgets, disks, colliding outputs, names
+
+
+def test_device_names_are_checked_before_any_work(files, tmp_path, run_cli):
+    from adaptsr.adapt.devices import pick_device
+
+    assert pick_device("cpu") == "cpu" and pick_device(None) == pick_device("auto")
+    for bad, why in (("nonsense", "unknown device"), ("meta", "unsupported"), ("mps", "unsup")):
+        with pytest.raises(UserError, match=why):
+            pick_device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA GPU"):
+            pick_device("cuda:0")
+    images = files["images"]
+    common = ("--model", files["ckpt"], "--hr", images, "--degradation", "bicubic", "--quiet")
+    _one_line(*run_cli("eval", *common, "--device", "meta")[::2], "unsupported device")
+    alloc = tmp_path / "ranks.json"
+    code, _, err = run_cli(
+        "allocate", "--model", files["ckpt"], "--budget", "r1", "--score", "random",
+        "--out", alloc, "--device", "nonsense",
+    )  # fmt: skip
+    _one_line(code, err, "unknown device")
+    assert not alloc.exists()
+
+
+def test_tensorrt_type_stubs_alone_are_not_tensorrt(monkeypatch):
+    """tensorrt-stubs leaves an importable `tensorrt` with no library behind it."""
+    import sys
+    import types
+
+    from adaptsr.serve.backends import import_tensorrt
+
+    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
+    with pytest.raises(UserError, match="only its type stubs"):
+        import_tensorrt()
+
+
+def test_seeds_and_budgets_out_of_range_are_refused(files, train_setup, tmp_path, run_cli):
+    from adaptsr.adapt.allocate import parse_budget
+
+    _, hr = train_setup
+    for seed in ("-1", str(2**64)):
+        code, _, err = run_cli(*_train_args(files, hr, tmp_path / f"run{seed}", "--seed", seed))
+        assert code == 2 and "--seed" in err and "Traceback" not in err
+        assert not (tmp_path / f"run{seed}").exists()
+    config = tmp_path / "seed.json"
+    config.write_text(json.dumps({"seed": -1}))
+    code, _, err = run_cli(*_train_args(files, hr, tmp_path / "cfg", "--config", config))
+    _one_line(code, err, "--seed must be in 0..")
+    model = tiny_edsr()
+    for budget in ("r" + "9" * 5000, "1" + "0" * 400, "1" + "0" * 20 + "k"):
+        with pytest.raises(UserError, match="not understood"):
+            parse_budget(budget, model)
+    assert parse_budget("r999999", model)[0] == parse_budget("r1000", model)[0]  # capped ranks
+
+
+def test_a_full_disk_during_a_checkpoint_is_a_user_error(tmp_path, monkeypatch):
+    """torch.save reports a full disk as a RuntimeError of its zip writer (no errno)."""
+    from adaptsr.adapt.train import state
+
+    def full(obj, f):
+        f.write(b"\0" * 1000)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64")
+
+    monkeypatch.setattr(state.torch, "save", full)
+    monkeypatch.setattr(state, "_disk_full", lambda folder: True)
+    with pytest.raises(UserError, match="disk is full; no checkpoint kept"):
+        state.write_checkpoint({"a": 1}, tmp_path / "checkpoint.pt")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(state, "_disk_full", lambda folder: False)
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # not the disk: a real bug
+        state.write_checkpoint({"a": 1}, tmp_path / "checkpoint.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_eval_outputs_that_collide_and_images_too_small_to_score(files, tmp_path, run_cli):
+    images = files["images"]
+    common = ("eval", "--model", files["ckpt"], "--hr", images, "--degradation", "bicubic",
+              "--quiet", "--no-perceptual", "--device", "cpu")  # fmt: skip
+    report = tmp_path / "r.json"
+    code, _, err = run_cli(*common, "--report", report, "--csv", report, "--force")
+    _one_line(code, err, "would write the same place")
+    saved = tmp_path / "saved"
+    code, _, err = run_cli(*common, "--save", saved, "--compare", saved / "0.png", "--force")
+    _one_line(code, err, "--save", "--compare")
+    assert not report.exists() and not saved.exists()
+
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    cv2.imwrite(str(tiny / "a.png"), np.zeros((1, 32, 3), np.uint8))  # 32x1: no LR row at x2
+    cv2.imwrite(str(tiny / "b.png"), np.zeros((24, 24, 3), np.uint8))
+    small = (*common[:3], "--hr", tiny, *common[5:])
+    code, out, err = run_cli(*small)
+    assert code == 0 and "1 image(s)" in out and "a.png: 32x1 is too small" in err
+    _one_line(*run_cli(*small, "--strict")[::2], "too small to score at x2")
+
+
+def test_a_longest_valid_file_name_can_be_written(tmp_path):
+    """The temporary name beside a 255-byte NAME is shortened, not NAME itself."""
+    from adaptsr.fileio import atomic_output
+
+    for name in ("a" * 251 + ".png", "é" * 125 + ".png", "b" * 255):
+        with atomic_output(tmp_path / name) as tmp:
+            tmp.write_bytes(b"x")
+        assert (tmp_path / name).read_bytes() == b"x"
+    assert len(list(tmp_path.iterdir())) == 3
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_named_pipe_is_refused_instead_of_read_forever(files, tmp_path, run_cli):
+    from adaptsr.adapt.train.config import read_config_file
+    from adaptsr.images import read_image
+
+    for name in ("in.png", "adapter.safetensors", "config.json"):
+        os.mkfifo(tmp_path / name)
+    with pytest.raises(UserError, match="not a regular file"):
+        read_image(tmp_path / "in.png")
+    with pytest.raises(UserError, match="not a regular file"):
+        read_config_file(tmp_path / "config.json")
+    code, _, err = run_cli(
+        "merge", "--model", files["ckpt"], "--adapter", tmp_path / "adapter.safetensors",
+        "--out", tmp_path / "merged.safetensors",
+    )  # fmt: skip
+    _one_line(code, err, "not a regular file")

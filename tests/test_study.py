@@ -145,3 +145,32 @@ def test_a_failed_start_leaves_no_study_folder(setup, tmp_path):
     with pytest.raises(UserError, match="no images"):
         study.run_study(_settings(setup, val=str(empty)), out, progress=False, say=lambda _: None)
     assert not out.exists()
+    # checked before the settings and base scores are written, so the corrected rerun starts
+    with pytest.raises(UserError, match="--patch 3 gives LR crops"):
+        study.run_study(_settings(setup, patch=3), out, progress=False, say=lambda _: None)
+    with pytest.raises(UserError, match="no images"):
+        study.run_study(
+            _settings(setup, data=[str(empty)]), out, progress=False, say=lambda _: None
+        )
+    assert not out.exists()
+
+
+def test_damaged_study_files_and_an_out_among_the_images_are_user_errors(setup, tmp_path):
+    root, _ = setup
+    settings = _settings(setup, runs=["r1"], seeds=1)
+    with pytest.raises(UserError, match="inside the image folder"):
+        study.run_study(settings, root / "train", force=True, progress=False, say=lambda _: None)
+    out = tmp_path / "study"
+    study.run_study(settings, out, progress=False, say=lambda _: None)
+    base = out / "base-eval.json"
+    for damage in (b"garbage", b"\xff\xfe\xfd", b"[1]", b'{"psnr_y": "x"}'):
+        base.write_bytes(damage)
+        with pytest.raises(UserError, match="base-eval.json is damaged"):
+            study.run_study(settings, out, progress=False, say=lambda _: None)
+    base.unlink()  # removed: the study redoes that part, and the run's scores stand
+    again = study.run_study(settings, out, progress=False, say=lambda _: None)
+    assert again["base"]["psnr_y"] > 0
+    (out / study.SETTINGS_FILE).write_bytes(b"[1]")
+    with pytest.raises(UserError, match="damaged"):
+        study.run_study(settings, out, progress=False, say=lambda _: None)
+    assert study.run_study(settings, out, force=True, progress=False, say=lambda _: None)["runs"]

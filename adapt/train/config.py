@@ -26,6 +26,7 @@ from adaptsr.adapt.choices import (
     DEGRADATIONS,
     NORMALISATIONS,
     SCORES,
+    SEED_MAX,
 )
 from adaptsr.errors import UserError
 
@@ -138,6 +139,8 @@ class TrainConfig:
             if getattr(c, name) > top:
                 flag = name.replace("_", "-")
                 raise UserError(f"--{flag} {getattr(c, name)} is absurd (at most {top})")
+        if not 0 <= c.seed <= SEED_MAX:
+            raise UserError(f"--seed must be in 0..{SEED_MAX}, got {c.seed}")
         for name in ("save_every", "val_every", "log_every", "workers", "val_split"):
             if getattr(c, name) < 0:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 0")
@@ -227,6 +230,8 @@ def _check_type(name: str, value, default, where: str) -> None:
 def read_config_file(path: str | os.PathLike) -> dict:
     """Settings from a .json or .toml file (keys as the command-line flags, without dashes)."""
     path = Path(path)
+    if path.exists() and not (path.is_file() or path.is_dir()):  # a pipe could block forever
+        raise UserError(f"cannot read config {path}: not a regular file (a pipe or a device)")
     try:
         text = path.read_bytes()
     except OSError as e:

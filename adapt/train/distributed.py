@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from adaptsr.errors import UserError
+from adaptsr.adapt.devices import pick_device
 
 
 @dataclass(frozen=True)
@@ -32,19 +32,8 @@ def dist_from_env() -> Dist:
 
 
 def resolve_device(name: str, d: Dist) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
-    if device.type not in ("cpu", "cuda"):
-        raise UserError(f"unsupported device {name!r} (use auto, cpu, cuda or cuda:N)")
+    device = torch.device(pick_device(name))
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError("--device cuda: no CUDA device is available")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
         if device.index is None:
             device = torch.device("cuda", d.local_rank % torch.cuda.device_count())
         torch.cuda.set_device(device)

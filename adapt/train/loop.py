@@ -114,6 +114,18 @@ def train(
             dist.destroy_process_group()
 
 
+def check_patch(patch: int, info) -> None:
+    """Refuse an HR crop size whose LR crops the model cannot take."""
+    lr_patch, step = patch // info.scale, max(1, info.multiple_of)
+    least = max(info.min_size, step, 1)
+    if patch % info.scale or lr_patch < least or lr_patch % step:
+        rule = f"LR crops of at least {least} px" + (f", a multiple of {step}" if step > 1 else "")
+        raise UserError(
+            f"--patch {patch} gives LR crops of {patch / info.scale:g} px; {info.arch} "
+            f"x{info.scale} needs {rule} (--patch {least * info.scale}, for example)"
+        )
+
+
 def _train(
     cfg: TrainConfig,
     run_dir: Path,
@@ -131,12 +143,7 @@ def _train(
     graphs.check_device(cfg.cuda_graphs, device)
     model = build_base(cfg).to(device)
     info = model_info(model)
-    lr_patch = cfg.patch // info.scale
-    if cfg.patch % info.scale or lr_patch < info.min_size or lr_patch % max(1, info.multiple_of):
-        raise UserError(
-            f"--patch {cfg.patch} gives LR crops of {cfg.patch / info.scale:g} px; {info.arch} "
-            f"x{info.scale} needs a multiple of {info.multiple_of} (at least {info.min_size})"
-        )
+    check_patch(cfg.patch, info)
 
     found = data.scan(cfg.data, info.scale, cfg.patch, cfg.lr_dir, cfg.hr_dir, cfg.strict)
     train_entries, val_entries = data.split_validation(found, cfg.val_split)

@@ -13,6 +13,7 @@ import errno
 import os
 import random
 import secrets
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -85,12 +86,23 @@ def write_checkpoint(state: dict, path: Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        reason = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        # torch.save reports a full disk as a RuntimeError of its zip writer, without an errno
+        full = getattr(e, "errno", None) == errno.ENOSPC or _disk_full(path.parent)
+        if isinstance(e, RuntimeError) and not full:
+            raise
+        reason = "the disk is full" if full else (getattr(e, "strerror", None) or str(e))
         kept = "the previous checkpoint is intact" if path.exists() else "no checkpoint kept"
         raise UserError(f"cannot write checkpoint {path}: {reason}; {kept}") from e
+
+
+def _disk_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        return False
 
 
 def read_checkpoint(path: Path) -> dict:

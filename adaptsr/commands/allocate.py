@@ -14,6 +14,7 @@ from adaptsr.adapt.choices import (
     DEGRADATIONS,
     NORMALISATIONS,
     SCORES,
+    SEED_MAX,
 )
 from adaptsr.commands._options import max_pixels_option
 
@@ -104,7 +105,7 @@ from adaptsr.commands._options import max_pixels_option
 )
 @click.option(
     "--seed",
-    type=int,
+    type=click.IntRange(0, SEED_MAX),
     default=0,
     show_default=True,
     help="Seeds the crops, degradations, random scores and tie order.",
@@ -136,6 +137,7 @@ def allocate(
     import torch
 
     from adaptsr.adapt.allocate import allocate_ranks, image_batches
+    from adaptsr.adapt.devices import pick_device
     from adaptsr.adapt.models import load_model, model_info
     from adaptsr.adapt.rankmap import heatmap_path, summary_table, write_rank_map
     from adaptsr.errors import UserError
@@ -155,13 +157,7 @@ def allocate(
         )
     if r_min > r_max:
         raise UserError(f"--r-min {r_min} is above --r-max {r_max}")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError as e:
-        raise UserError(f"unknown device {device!r}") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: no CUDA GPU is available here")
+    device = torch.device(pick_device(device))
     model = load_model(model_spec, device=device)
     info = model_info(model)
     pairs = None

@@ -1,6 +1,6 @@
 import click
 
-from adaptsr.adapt.choices import DEGRADATIONS
+from adaptsr.adapt.choices import DEGRADATIONS, SEED_MAX
 from adaptsr.commands._options import max_pixels_option, provider_option
 
 
@@ -22,7 +22,13 @@ from adaptsr.commands._options import max_pixels_option, provider_option
     type=click.Choice(DEGRADATIONS),
     help="HR-only evaluation: make each LR image from its HR image.",
 )
-@click.option("--seed", default=0, show_default=True, help="Seed of --degradation.")
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, SEED_MAX),
+    help="Seed of --degradation.",
+)
 @click.option("--scale", type=int, help="Upscaling factor (default: the model's).")
 @click.option("--save", "save_dir", type=click.Path(), help="Write SR images here (HR stems).")
 @click.option("--report", type=click.Path(), help="Write a JSON report here.")
@@ -35,7 +41,7 @@ from adaptsr.commands._options import max_pixels_option, provider_option
 @click.option(
     "--perceptual/--no-perceptual", default=True, help="LPIPS and DISTS when their weights exist."
 )
-@click.option("--strict", is_flag=True, help="Stop at the first unreadable image.")
+@click.option("--strict", is_flag=True, help="Stop at the first unreadable or too small image.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @max_pixels_option
@@ -71,10 +77,19 @@ def eval_command(
 
     from adaptsr.adapt import evaluate as ev
     from adaptsr.adapt import metrics
+    from adaptsr.adapt.devices import pick_device
     from adaptsr.adapt.models import load_model, model_info
     from adaptsr.errors import UserError
-    from adaptsr.fileio import check_outputs_not_inputs, check_readable, check_writable
+    from adaptsr.fileio import (
+        check_distinct_outputs,
+        check_outputs_not_inputs,
+        check_readable,
+        check_writable,
+    )
 
+    device = pick_device(device)
+    outputs = {"--save": save_dir, "--report": report, "--csv": csv_path, "--compare": compare}
+    check_distinct_outputs(outputs)
     if lr_dir and degradation:
         raise UserError("give either --lr (real pairs) or --degradation (HR-only), not both")
     for path in (report, csv_path, compare):
@@ -101,7 +116,7 @@ def eval_command(
     pairs = ev.find_pairs(hr_dir, lr_dir, scale)
     files = [f for pair in pairs for f in (pair.hr, pair.lr) if f is not None]
     check_outputs_not_inputs(  # whatever --force says: the ground truth is never replaced
-        {"--save": save_dir, "--report": report, "--csv": csv_path, "--compare": compare},
+        outputs,
         [hr_dir, lr_dir, model_spec, adapter, *files, *{f.parent for f in files}],
     )
 
@@ -156,6 +171,7 @@ def eval_command(
     click.echo(result.table())
     if result.skipped:
         n = len(result.skipped)
-        click.echo(f"skipped {n} unreadable image(s) (--strict makes that fatal)", err=True)
+        first = result.skipped[0]["reason"]
+        click.echo(f"skipped {n} image(s), e.g. {first} (--strict makes that fatal)", err=True)
     for note in result.notes:
         click.echo(f"note: {note}", err=True)

@@ -1,6 +1,6 @@
 import click
 
-from adaptsr.adapt.choices import DEFAULT_MODEL, DEGRADATIONS
+from adaptsr.adapt.choices import DEFAULT_MODEL, DEGRADATIONS, MAX_SEEDS
 
 
 @click.command()
@@ -25,7 +25,13 @@ from adaptsr.adapt.choices import DEFAULT_MODEL, DEGRADATIONS
     show_default=True,
     help="Run specs: rK, ra:rK, ra:886k, ra:rK:fisher, full.",
 )
-@click.option("--seeds", default=3, show_default=True, type=int, help="Seeds per run spec.")
+@click.option(
+    "--seeds",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, MAX_SEEDS),
+    help="Seeds per run spec.",
+)
 @click.option("--iters", default=1000, show_default=True, type=int, help="Iterations per run.")
 @click.option("--batch", default=8, show_default=True, type=int, help="Batch size.")
 @click.option("--patch", default=128, show_default=True, type=int, help="HR crop size.")

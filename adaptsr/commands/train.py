@@ -16,6 +16,7 @@ from adaptsr.adapt.choices import (
     DEGRADATIONS,
     NORMALISATIONS,
     SCORES,
+    SEED_MAX,
 )
 from adaptsr.commands._options import max_pixels_option
 
@@ -121,7 +122,7 @@ _SETTINGS = {
 @click.option("--batch", type=int, help="Global batch size (default 8).")
 @click.option("--patch", type=int, help="HR crop size (default 256).")
 @click.option("--lr", type=float, help="Start learning rate (lora 1e-3, full 1e-4, pretrain 2e-4).")
-@click.option("--seed", type=int, help="Random seed (default 0).")
+@click.option("--seed", type=click.IntRange(0, SEED_MAX), help="Random seed (default 0).")
 @click.option("--device", help="auto (default), cpu, cuda, cuda:N.")
 @click.option("--save-every", type=int, help="Checkpoint interval (default 1000).")
 @click.option("--val-every", type=int, help="Validation interval (default 5000).")
