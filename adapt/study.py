@@ -26,7 +26,7 @@ from pathlib import Path
 
 from adaptsr.adapt.choices import DEGRADATIONS, MAX_SEEDS, SCORES
 from adaptsr.errors import UserError
-from adaptsr.fileio import atomic_output
+from adaptsr.fileio import atomic_output, parse_json
 
 STUDY_FILE = "study.json"
 SETTINGS_FILE = "study-settings.json"
@@ -265,17 +265,13 @@ SCORE_KEYS = ("psnr_y", "ssim_y")
 
 def _read_json(path: Path, keys: tuple[str, ...] = ()) -> dict:
     """A study file written earlier, with `keys`; a damaged one is named, not a traceback."""
+    what = "remove it (the study redoes that part) or use --force"
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(
-            f"{path} is damaged ({e}); remove it (the study redoes that part) or use --force"
-        ) from e
+        data = parse_json(path.read_bytes(), "its JSON")
+    except (OSError, UserError) as e:
+        raise UserError(f"{path} is damaged ({e}); {what}") from e
     if not isinstance(data, dict) or not all(isinstance(data.get(k), (int, float)) for k in keys):
-        raise UserError(
-            f"{path} is damaged (not the scores or settings it should hold); "
-            "remove it (the study redoes that part) or use --force"
-        )
+        raise UserError(f"{path} is damaged (not the scores or settings it should hold); {what}")
     return data
 
 
