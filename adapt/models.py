@@ -412,6 +412,8 @@ def load_model(
         )
     if path.is_dir():
         raise UserError(f"{path} is a directory, expected a checkpoint file")
+    if not path.is_file():  # a pipe or a device: reading it could wait forever
+        raise UserError(f"{path} is not a regular file (a pipe or a device), expected a checkpoint")
     if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
         raise UserError(
             f"{path}: unsupported checkpoint type {path.suffix or '(none)'} "

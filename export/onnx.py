@@ -66,6 +66,11 @@ def plan(
     size and the sizes the parity check runs at."""
     if opset < MIN_OPSET:
         raise UserError(f"opset {opset} is too old: the dynamo exporter needs {MIN_OPSET} or newer")
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if opset > newest:
+        raise UserError(f"opset {opset} is newer than the installed onnx knows (at most {newest})")
     if dynamic and tile:
         raise UserError("choose either --dynamic or --tile H W, not both")
     if not dynamic and not tile:

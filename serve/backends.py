@@ -137,6 +137,9 @@ class OnnxBackend(Backend):
         # No spinning idle threads: two sessions timed alternately (`adapt bench --base
         # --candidate`) would otherwise steal each other's cores; alone it costs < 2% here.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Fatal only: a failing run raises, and its one-line error carries ONNX Runtime's text;
+        # the logger would print it again in colour, over several lines, before that line.
+        opts.log_severity_level = 4
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=providers)
         except Exception as e:  # onnxruntime raises its own untyped errors for bad files

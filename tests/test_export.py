@@ -252,6 +252,8 @@ def test_tile_must_meet_size_requirements(run_cli, tmp_path):
         plan(small("SwinIR"), True, (32, 32))
     with pytest.raises(UserError, match="opset"):
         plan(small("SwinIR"), True, None, opset=17)
+    with pytest.raises(UserError, match="opset 99 is newer than the installed onnx knows"):
+        plan(small("SwinIR"), True, None, opset=99)  # refused before the export, not after
     code, _, stderr = run_cli("export", "onnx", "--model", path, "--merged", "--dynamic",
                               "--out", out)  # fmt: skip
     assert code == 2 and "--merged needs --adapter" in stderr

@@ -779,3 +779,40 @@ def test_a_named_pipe_is_refused_instead_of_read_forever(files, tmp_path, run_cl
         "--out", tmp_path / "merged.safetensors",
     )  # fmt: skip
     _one_line(code, err, "not a regular file")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_model_path_that_is_a_pipe_is_refused(tmp_path):
+    from adaptsr.adapt.models import load_model
+
+    for name in ("model.pth", "model.safetensors"):
+        os.mkfifo(tmp_path / name)
+        with pytest.raises(UserError, match="not a regular file"):
+            load_model(tmp_path / name)
+
+
+def test_onnx_runtime_failures_are_one_line(tmp_path):
+    """A graph that loads but fails at run time: ONNX Runtime's own log (written by C++ to the
+    process's stderr, hence a subprocess) stays silent."""
+    import subprocess
+    import sys
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    shape = helper.make_tensor("shape", TensorProto.INT64, [1], [7])
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+        "bad",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, "H", "W"])],
+        [shape],
+    )
+    path = tmp_path / "bad.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    cmd = [sys.executable, "-m", "adaptsr.cli", "bench", str(path), "--size", "16", "16",
+           "--runs", "1", "--provider", "cpu"]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    code, err = r.returncode, r.stderr
+    line = _one_line(code, err, "ONNX Runtime failed")
+    assert [x for x in err.splitlines() if x.strip()] == [line], err
