@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from adaptsr.errors import UserError
+from adaptsr.fileio import check_readable
 from adaptsr.tiling import SizeRule
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
@@ -410,10 +411,7 @@ def load_model(
             f"no model file or built-in named {spec_str!r} "
             f"(built-ins: {', '.join(model_names())}; `adapt models` lists them)"
         )
-    if path.is_dir():
-        raise UserError(f"{path} is a directory, expected a checkpoint file")
-    if not path.is_file():  # a pipe or a device: reading it could wait forever
-        raise UserError(f"{path} is not a regular file (a pipe or a device), expected a checkpoint")
+    check_readable(path, "checkpoint file")  # a folder, a pipe or a device
     if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
         raise UserError(
             f"{path}: unsupported checkpoint type {path.suffix or '(none)'} "

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from adaptsr.errors import UserError
+from adaptsr.fileio import check_readable
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -193,13 +194,7 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 def read_image(path: str | os.PathLike) -> Image:
     """Read an 8- or 16-bit image (png, jpg, webp, bmp, tif), grayscale or with alpha."""
     cv2 = _cv2()
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"no such image: {path}")
-    if path.is_dir():
-        raise UserError(f"{path} is a directory, expected an image")
-    if not path.is_file():  # a pipe or a device: reading it could wait forever
-        raise UserError(f"{path} is not a regular file (a pipe or a device), expected an image")
+    path = check_readable(path, "image")  # missing, a folder, a pipe: one line each
     size = image_header(path)
     if size is not None:  # refused before decoding: the header alone may ask for gigabytes
         check_pixels(path, *size)
