@@ -66,7 +66,7 @@ from adaptsr.adapt.lora import (
     resolve_ranks,
 )
 from adaptsr.adapt.rankmap import RankAllocation, SiteInfo
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 
 RHO_WARN = 0.5  # below this the ranking of the sites changes a lot from batch to batch
 

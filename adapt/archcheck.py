@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 
 PASS, FAIL, NA = "PASS", "FAIL", "n/a"
 ADAPT_STAGES = ("load", "inject", "train_step", "merge")
@@ -448,7 +448,7 @@ def build(spec: Small, package: str) -> nn.Module:
 def example_size(model: nn.Module, side: int = 16) -> int:
     """The smallest square side >= `side` the model accepts."""
     from adaptsr.adapt.models import model_info
-    from adaptsr.tiling import round_up
+    from adaptsr.core.tiling import round_up
 
     info = model_info(model)
     return round_up(max(side, info.min_size), max(1, info.multiple_of))

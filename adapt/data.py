@@ -13,7 +13,7 @@ their LR crops, and a batch may hold both. Without weights every image is equall
 larger folder is drawn more often); with a WEIGHT on any source, a sample first draws its source
 with probability WEIGHT / total (1 where none is given), then an image of it uniformly.
 
-Images are read with adaptsr.images.read_image (png, jpg, webp, bmp, tif; 8/16-bit; gray
+Images are read with adaptsr.core.images.read_image (png, jpg, webp, bmp, tif; 8/16-bit; gray
 replicated to RGB, alpha dropped). Folders are scanned once from the file headers: corrupt files,
 images smaller than the crop and LR/HR sizes that disagree with the scale are found before
 training starts.
@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 from adaptsr.adapt import layouts
-from adaptsr.errors import UserError
-from adaptsr.images import check_pixels, read_image
+from adaptsr.core.errors import UserError
+from adaptsr.core.images import check_pixels, read_image
 
 
 def derive_seed(*parts: int) -> int:

@@ -32,7 +32,7 @@ from adaptsr.adapt.blur import KERNEL_TYPES, filter2d, make_kernels, pulse
 from adaptsr.adapt.choices import DEGRADATIONS
 from adaptsr.adapt.imresize import imresize
 from adaptsr.adapt.jpeg import jpeg
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 
 __all__ = [
     "INTERP_MODES",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 
 CHOICES = "auto, cpu, cuda or cuda:N"
 

@@ -26,8 +26,8 @@ import numpy as np
 
 from adaptsr.adapt import layouts, metrics
 from adaptsr.adapt.data import header_size, modcrop
-from adaptsr.errors import UserError
-from adaptsr.images import Image, read_image, write_image
+from adaptsr.core.errors import UserError
+from adaptsr.core.images import Image, read_image, write_image
 
 COMPARE_ROWS = 4  # images shown in the side-by-side PNG
 COMPARE_CROP = 96  # HR pixels per crop side
@@ -136,7 +136,7 @@ def make_degrade(kind: str, scale: int, seed: int, device: str = "cpu") -> Calla
 
 
 class Upscaler:
-    """A model as an image function, through the core tiler (adaptsr.tiling).
+    """A model as an image function, through the core tiler (adaptsr.core.tiling).
 
     tile 0 runs each image whole (padded to the model's size rule), so metrics do not depend on
     tiling; a positive tile bounds memory on large images.
@@ -151,7 +151,7 @@ class Upscaler:
         self.tile = tile
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        from adaptsr.tiling import tiled_upscale
+        from adaptsr.core.tiling import tiled_upscale
 
         b = self.backend
         chw = np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32)
@@ -395,7 +395,7 @@ def compare_labels(result: Result) -> list[str]:
 
 
 def write_text(path: Path, text: str, force: bool) -> None:
-    from adaptsr.fileio import atomic_output
+    from adaptsr.core.fileio import atomic_output
 
     with atomic_output(path, force=force) as tmp:
         tmp.write_text(text)
@@ -417,7 +417,7 @@ def write_report(result: Result, path: Path, force: bool) -> None:
 def write_compare(result: Result, path: Path, force: bool) -> None:
     import cv2
 
-    from adaptsr.fileio import atomic_output
+    from adaptsr.core.fileio import atomic_output
 
     grid = compare_image(result.compare, compare_labels(result))
     ok, buf = cv2.imencode(".png", grid[:, :, ::-1])

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 
 __all__ = ["cubic", "imresize", "resize_weights"]
 

@@ -24,7 +24,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 
 __all__ = ["jpeg", "quant_tables"]
 

@@ -28,8 +28,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from adaptsr.errors import UserError
-from adaptsr.images import IMAGE_SUFFIXES, list_images
+from adaptsr.core.errors import UserError
+from adaptsr.core.images import IMAGE_SUFFIXES, list_images
 
 # (hr, lr): lr is None for an HR-only image, whose LR image is made from it
 Item = tuple[Path, Path | None]

@@ -30,8 +30,8 @@ from torch import nn
 
 from adaptsr import kernels
 from adaptsr.adapt.models import LORA_SKIPS
-from adaptsr.errors import UserError
-from adaptsr.fileio import atomic_output, check_readable, parse_json
+from adaptsr.core.errors import UserError
+from adaptsr.core.fileio import atomic_output, check_readable, parse_json
 
 SCALING_RULE = "alpha/r"
 QKV_PARTS = ("q", "k", "v")
@@ -533,7 +533,7 @@ def save_adapter(model: nn.Module, path: str | os.PathLike, force: bool = False)
     """Write only the adapter tensors, with the metadata needed to reload and check them."""
     from safetensors.torch import save_file
 
-    from adaptsr._version import __version__
+    from adaptsr.core.version import __version__
 
     state: LoRAState | None = getattr(model, "adaptsr_lora", None)
     if state is None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 
 # MATLAB rgb2ycbcr, Y row, for RGB in [0, 1] -> Y in [16, 235]
 Y_WEIGHTS = (65.481, 128.553, 24.966)

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from adaptsr.errors import UserError
-from adaptsr.fileio import check_readable
-from adaptsr.tiling import SizeRule
+from adaptsr.core.errors import UserError
+from adaptsr.core.fileio import check_readable
+from adaptsr.core.tiling import SizeRule
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
 
@@ -431,7 +431,7 @@ def model_info(model: nn.Module) -> ModelInfo:
 
 def save_model(model: nn.Module, path: str | os.PathLike, force: bool = False) -> Path:
     """Write the model's state dict as .safetensors or .pth, atomically."""
-    from adaptsr.fileio import atomic_output
+    from adaptsr.core.fileio import atomic_output
 
     path = Path(path)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}

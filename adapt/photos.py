@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def write_photos(
     folder: str | os.PathLike, names: tuple[str, ...] | list[str] = PHOTO_NAMES, force=False
 ) -> list[Path]:
     """Write photos as FOLDER/NAME.png (8-bit RGB); returns their paths in `names` order."""
-    from adaptsr.images import Image, write_image
+    from adaptsr.core.images import Image, write_image
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

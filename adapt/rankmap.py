@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from adaptsr.errors import UserError
-from adaptsr.fileio import atomic_output, check_readable, check_writable, parse_json
+from adaptsr.core.errors import UserError
+from adaptsr.core.fileio import atomic_output, check_readable, check_writable, parse_json
 
 if TYPE_CHECKING:  # reading a rank map needs no torch
     from adaptsr.adapt.lora import Site

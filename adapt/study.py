@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from adaptsr.adapt.choices import DEGRADATIONS, MAX_SEEDS, SCORES
-from adaptsr.errors import UserError
-from adaptsr.fileio import atomic_output, parse_json
+from adaptsr.core.errors import UserError
+from adaptsr.core.fileio import atomic_output, parse_json
 
 STUDY_FILE = "study.json"
 SETTINGS_FILE = "study-settings.json"
@@ -368,7 +368,7 @@ def run_study(
     info = model_info(load_model(settings.model))  # a bad model fails before anything is written
     check_patch(settings.patch, info)  # so do crops the model cannot take and empty folders
     data.scan(settings.data, info.scale, settings.patch, None, None, False)
-    from adaptsr.fileio import leave_as_found
+    from adaptsr.core.fileio import leave_as_found
 
     with leave_as_found(out) as start:  # bad data or validation folders leave no trace
         out.mkdir(parents=True, exist_ok=True)

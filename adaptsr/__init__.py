@@ -6,7 +6,7 @@ The public API is imported lazily so that `import adaptsr` stays light: the depl
 
 from importlib import import_module
 
-from adaptsr._version import __version__
+from adaptsr.core.version import __version__
 
 # public name -> module that defines it
 _API = {
@@ -18,7 +18,7 @@ _API = {
     "PRETRAINED": "adaptsr.adapt.models",
     "DEFAULT_MODEL": "adaptsr.adapt.choices",
     "save_model": "adaptsr.adapt.models",
-    "UserError": "adaptsr.errors",
+    "UserError": "adaptsr.core.errors",
     "lora_sites": "adaptsr.adapt.lora",
     "inject_lora": "adaptsr.adapt.lora",
     "merge_lora": "adaptsr.adapt.lora",

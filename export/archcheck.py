@@ -22,7 +22,7 @@ from pathlib import Path
 from torch import nn
 
 from adaptsr.adapt.archcheck import ADAPT_STAGES, FAIL, NA, PASS, Row, example_size, reason, sweep
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 
 ONNX_STAGES = ("onnx_static", "onnx_dynamic")
 STAGES = (*ADAPT_STAGES, *ONNX_STAGES)
@@ -181,7 +181,7 @@ def updated(previous: list[Row], fresh: list[Row]) -> list[Row]:
 
 
 def write(rows: list[Row], out: Path, force: bool = True) -> dict:
-    from adaptsr.fileio import atomic_output
+    from adaptsr.core.fileio import atomic_output
 
     c = counts(rows)
     meta = {"date": date.today().isoformat(), "versions": versions()}

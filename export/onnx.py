@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from adaptsr.artifacts import (
+from adaptsr.core.artifacts import (
     MAX_BATCH,
     MAX_SIDE,
     META_PRECISION,
@@ -33,12 +33,12 @@ from adaptsr.artifacts import (
     META_SIZE_REQUIREMENTS,
     json_safe,
 )
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 from adaptsr.export import parity
 from adaptsr.export.rewrites import export_rewrites, reference_forward, size_requirements
-from adaptsr.images import synthetic_image
+from adaptsr.core.images import synthetic_image
 from adaptsr.serve.timing import MAX_ROUNDS
-from adaptsr.tiling import round_up
+from adaptsr.core.tiling import round_up
 
 MIN_OPSET = 18
 PARITY_TOL = 1e-4  # max abs error, fp32
@@ -324,7 +324,7 @@ def load_merged(model_spec: str, adapter_path: str | Path) -> tuple[nn.Module, A
 
 
 def metadata(model: nn.Module, spec: ExportSpec, adapter: AdapterInfo | None) -> dict[str, str]:
-    from adaptsr._version import __version__
+    from adaptsr.core.version import __version__
 
     info = model.adaptsr_info
     shape = "dynamic" if spec.dynamic else f"{spec.tile[0]}x{spec.tile[1]}"
@@ -386,7 +386,7 @@ def export_onnx(
 
     from adaptsr.export.fp16 import convert_to_fp16
     from adaptsr.export.structure import compare_latency, compare_structure
-    from adaptsr.fileio import atomic_outputs, check_writable
+    from adaptsr.core.fileio import atomic_outputs, check_writable
 
     out = Path(out)
     if out.suffix.lower() != ".onnx":

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from adaptsr.artifacts import (
+from adaptsr.core.artifacts import (
     ENGINE_SUFFIXES,
     MAX_BATCH,
     MAX_SIDE,
@@ -32,8 +32,8 @@ from adaptsr.artifacts import (
     sha256_file,
     size_metadata,
 )
-from adaptsr.errors import UserError
-from adaptsr.fileio import atomic_output, check_readable, check_writable
+from adaptsr.core.errors import UserError
+from adaptsr.core.fileio import atomic_output, check_readable, check_writable
 from adaptsr.serve.backends import import_tensorrt
 
 if TYPE_CHECKING:  # the real API's types (tensorrt-stubs); TensorRT itself loads lazily

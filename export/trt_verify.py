@@ -1,7 +1,7 @@
 """An engine checked against ONNX Runtime fp32 at its profile's shapes (no torch).
 
 The engine runs on a photo-like input (gradients, flat regions with edges, lines, texture and
-noise: `adaptsr.images.synthetic_image`, a different picture per batch item) at the profile's
+noise: `adaptsr.core.images.synthetic_image`, a different picture per batch item) at the profile's
 min, opt and max shapes; the reference is the fp32 ONNX in ONNX Runtime on the CPU. PSNR (peak:
 the larger of 1 and the reference's range, as in the fp16 export check) and the largest
 absolute error go into the engine sidecar; below the threshold (45 dB) the build fails, naming
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 from adaptsr.export import parity
-from adaptsr.images import synthetic_image
+from adaptsr.core.images import synthetic_image
 
 MIN_PSNR_DB = 45.0
 
@@ -69,7 +69,7 @@ def verify(
     result = {
         "reference": str(reference),
         "runtime": "onnxruntime CPUExecutionProvider, fp32",
-        "input": "synthetic photo-like images (adaptsr.images.synthetic_image)",
+        "input": "synthetic photo-like images (adaptsr.core.images.synthetic_image)",
         "threshold_db": min_psnr,
         "min_psnr_db": worst["psnr_db"],
         "max_abs": max(r["max_abs"] for r in rows),

@@ -15,7 +15,7 @@ import os
 
 import torch
 
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 from adaptsr.kernels import fused, reference  # fused registers the custom ops, without Triton
 
 _backend = "auto"

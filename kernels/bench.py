@@ -339,8 +339,8 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         print("error: no CUDA device: this benchmark needs a GPU", file=sys.stderr)
         return 2
-    from adaptsr.errors import UserError
-    from adaptsr.fileio import atomic_output, check_writable
+    from adaptsr.core.errors import UserError
+    from adaptsr.core.fileio import atomic_output, check_writable
 
     try:
         check_writable(args.out, args.force)

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from adaptsr.artifacts import (
+from adaptsr.core.artifacts import (
     META_SCALE,
     check_engine_info,
     engine_metadata,
@@ -21,9 +21,9 @@ from adaptsr.artifacts import (
     read_engine_info,
     size_metadata,
 )
-from adaptsr.errors import UserError
-from adaptsr.fileio import check_readable
-from adaptsr.tiling import SizeRule, round_up
+from adaptsr.core.errors import UserError
+from adaptsr.core.fileio import check_readable
+from adaptsr.core.tiling import SizeRule, round_up
 
 
 class Backend:
@@ -236,7 +236,7 @@ class TensorRTBackend(Backend):
     """A serialized TensorRT engine, run with execute_async_v3 on its own CUDA stream.
 
     The sidecar written by `adapt export trt` is checked first (TensorRT version, compute
-    capability, engine and ONNX checksums: `adaptsr.artifacts.check_engine_info`). Host buffers
+    capability, engine and ONNX checksums: `adaptsr.core.artifacts.check_engine_info`). Host buffers
     are pinned and device buffers grow on demand, all through cuda-python (`serve.cudart`): no
     torch. `prepare`/`enqueue` expose the steps so that `serve.engine_timing` can time the
     copies and the compute apart, as trtexec does.

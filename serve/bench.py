@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from adaptsr.errors import UserError
-from adaptsr.images import synthetic_image
+from adaptsr.core.errors import UserError
+from adaptsr.core.images import synthetic_image
 from adaptsr.serve.backends import Backend
 from adaptsr.serve.timing import (
     MAX_ROUNDS,
@@ -28,7 +28,7 @@ from adaptsr.serve.timing import (
     compare,
     measure,
 )
-from adaptsr.tiling import plan_tiles, tiled_upscale
+from adaptsr.core.tiling import plan_tiles, tiled_upscale
 
 
 class PeakRSS:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 
 CUDA_PYTHON_HINT = "pip install cuda-python (the version matching the CUDA of your TensorRT)"
 

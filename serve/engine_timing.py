@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from adaptsr.images import synthetic_image
+from adaptsr.core.images import synthetic_image
 from adaptsr.serve.timing import Latency, latency
 
 

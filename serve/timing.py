@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 
 MIN_ROUNDS = 6  # fewer rounds give no confidence interval of the median
 MAX_ROUNDS = 200  # default cap when an inconclusive comparison is extended

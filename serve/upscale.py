@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptsr.errors import UserError
-from adaptsr.fileio import atomic_output, check_writable
-from adaptsr.images import (
+from adaptsr.core.errors import UserError
+from adaptsr.core.fileio import atomic_output, check_writable
+from adaptsr.core.images import (
     Image,
     encode_pixels,
     file_layout,
@@ -27,7 +27,7 @@ from adaptsr.images import (
     read_image,
 )
 from adaptsr.serve.backends import Backend
-from adaptsr.tiling import choose_tile, tiled_upscale, tiled_upscale_bands
+from adaptsr.core.tiling import choose_tile, tiled_upscale, tiled_upscale_bands
 
 ALPHA_MARGIN = 4  # input rows of context for a band of bicubic alpha (its taps reach 2)
 

@@ -20,7 +20,7 @@ def one_thread():
 @pytest.fixture
 def run_cli(capsys):
     """Run `adapt ARGS...` in-process; return (exit code, stdout, stderr)."""
-    from adaptsr.cli import main
+    from adaptsr.cli.app import main
 
     def run(*args):
         code = 0

@@ -32,7 +32,7 @@ from adaptsr.adapt.rankmap import (
     summary_table,
     write_rank_map,
 )
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 
 
 class Tiny(nn.Module):

@@ -11,7 +11,7 @@ import adaptsr
 from adaptsr.adapt.allocate import allocate_ranks, score_sites
 from adaptsr.adapt.lora import adapter_train_mode, base_fingerprint, lora_layers
 from adaptsr.adapt.models import model_from_state_dict, save_model
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -38,13 +38,13 @@ def test_console_script_bad_input_no_traceback(tmp_path):
     """The installed `adapt` script: a user-facing failure is one line, exit non-zero."""
     bad = tmp_path / "corrupt.pth"
     bad.write_bytes(b"junk")
-    script = [sys.executable, "-m", "adaptsr.cli"]
+    script = [sys.executable, "-m", "adaptsr.cli.app"]
     r = subprocess.run([*script, "no-such-command"], capture_output=True, text=True)
     _one_line_error(r.returncode, r.stderr)
 
 
 def test_debug_shows_traceback(run_cli, monkeypatch):
-    import adaptsr.cli as cli
+    import adaptsr.cli.app as cli
 
     def boom():
         raise adaptsr.UserError("kaboom")

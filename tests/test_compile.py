@@ -206,7 +206,7 @@ def test_training_steps_never_read_the_loss_on_the_host(data, tmp_path, monkeypa
 def test_non_finite_loss_names_its_iteration_between_log_lines(data, tmp_path):
     # read every 5 iterations, the error still names the first non-finite one: the iteration
     # a run that reads every loss at once (--log-every 1) stops at
-    from adaptsr.errors import UserError
+    from adaptsr.core.errors import UserError
 
     def stop(log_every):
         cfg = config(data, mode="full", lr=1e30, iters=10, log_every=log_every)
@@ -221,7 +221,7 @@ def test_non_finite_loss_names_its_iteration_between_log_lines(data, tmp_path):
 def test_a_resumed_run_names_the_same_non_finite_iteration(data, tmp_path):
     # iterations count from the checkpoint: resumed from the last good one, the deferred read
     # must name the iteration the first run stopped at
-    from adaptsr.errors import UserError
+    from adaptsr.core.errors import UserError
 
     run = tmp_path / "run"
     cfg = config(data, mode="full", lr=1e30, iters=10, save_every=1)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from adaptsr.adapt import data
-from adaptsr.errors import UserError
-from adaptsr.images import read_image
+from adaptsr.core.errors import UserError
+from adaptsr.core.images import read_image
 
 
 def _texture(h, w, seed):

@@ -13,7 +13,7 @@ from adaptsr.adapt import degradations as D
 from adaptsr.adapt.blur import KERNEL_TYPES, filter2d, make_kernels, pulse
 from adaptsr.adapt.imresize import imresize
 from adaptsr.adapt.jpeg import jpeg, quant_tables
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 
 stats = pytest.importorskip("scipy.stats")
 special = pytest.importorskip("scipy.special")

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from adaptsr.demo import DemoSettings, run_demo
-from adaptsr.images import read_image
+from adaptsr.cli.demo import DemoSettings, run_demo
+from adaptsr.core.images import read_image
 
 
 @pytest.mark.slow

@@ -130,7 +130,7 @@ def test_adapter_scores_base_and_adapted(run_cli, pairs, tmp_path):
 
 def test_pairing_conventions(tmp_path):
     from adaptsr.adapt.evaluate import find_pairs
-    from adaptsr.errors import UserError
+    from adaptsr.core.errors import UserError
 
     hr, lr = _hr(0, 16, 16), _hr(0, 4, 4)
     _write(tmp_path / "div2k" / "hr" / "0001.png", hr)

@@ -11,7 +11,7 @@ import torch
 from adaptsr.adapt.edsr import EDSR
 from adaptsr.adapt.models import model_from_state_dict, save_model
 from adaptsr.export.onnx import export_onnx
-from adaptsr.images import synthetic_image
+from adaptsr.core.images import synthetic_image
 
 
 def _write(path, rgb):

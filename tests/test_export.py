@@ -12,11 +12,11 @@ import torch
 
 from adaptsr.adapt.lora import adapter_parameters, inject_lora, save_adapter
 from adaptsr.adapt.models import load_model, model_from_state_dict, save_model
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 from adaptsr.export import parity
 from adaptsr.export.onnx import PARITY_TOL, export_onnx, load_merged, plan, report_path
 from adaptsr.export.rewrites import export_rewrites, reference_forward, shifted_window_mask
-from adaptsr.images import synthetic_image
+from adaptsr.core.images import synthetic_image
 
 
 def small(arch: str, seed: int = 0) -> torch.nn.Module:

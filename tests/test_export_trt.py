@@ -16,8 +16,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from adaptsr.artifacts import check_engine_info, engine_info_path
-from adaptsr.errors import UserError
+from adaptsr.core.artifacts import check_engine_info, engine_info_path
+from adaptsr.core.errors import UserError
 from adaptsr.export import parity
 from adaptsr.export import tensorrt as trt_export
 from adaptsr.export.tensorrt import (
@@ -32,7 +32,7 @@ from adaptsr.export.tensorrt import (
 )
 from adaptsr.export.trt_inspect import compare_layers
 from adaptsr.export.trt_verify import photo_batch, verify
-from adaptsr.images import Image, synthetic_image, write_image
+from adaptsr.core.images import Image, synthetic_image, write_image
 from adaptsr.serve.backends import Backend, engine_size_rule
 
 
@@ -145,7 +145,7 @@ def test_export_side_imports_without_torch():
     code = (
         "import sys, adaptsr.export.tensorrt, adaptsr.export.fp16, adaptsr.export.structure, "
         "adaptsr.export.parity, adaptsr.export.trt_inspect, adaptsr.export.trt_verify, "
-        "adaptsr.serve.cudart, adaptsr.serve.engine_timing, adaptsr.commands.export, adaptsr.cli; "
+        "adaptsr.serve.cudart, adaptsr.serve.engine_timing, adaptsr.cli.commands.export, adaptsr.cli.app; "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from adaptsr.errors import UserError
-from adaptsr.images import Image, list_images, read_image, write_image
+from adaptsr.core.errors import UserError
+from adaptsr.core.images import Image, list_images, read_image, write_image
 
 
 def _random(h, w, seed=0):

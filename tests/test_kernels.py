@@ -16,7 +16,7 @@ import torch.nn.functional as F
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from adaptsr import kernels  # noqa: E402
-from adaptsr.errors import UserError  # noqa: E402
+from adaptsr.core.errors import UserError  # noqa: E402
 from adaptsr.kernels import bench, reference  # noqa: E402
 
 needs_interpreter = pytest.mark.skipif(

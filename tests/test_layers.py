@@ -1,8 +1,8 @@
 """The package layers (docs/design.md): every import points down, and the deployment side runs
 without torch.
 
-Layers, lowest first: core (`adaptsr/`: errors, files, images, tiling, artifact schemas) <
-kernels < serve < adapt < export < the face (`adaptsr/__init__.py`, cli, commands, demo).
+Layers, lowest first, one top-level folder each: core < kernels < serve < adapt < export < the
+face (`cli/`: the command line, its commands, the demo; and `adaptsr/`, the lazy public API).
 """
 
 import ast
@@ -14,14 +14,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# source folder -> the package it imports as (pyproject's package-dir)
-FOLDERS = {
-    "adaptsr": "adaptsr",
-    "kernels": "adaptsr.kernels",
-    "serve": "adaptsr.serve",
-    "adapt": "adaptsr.adapt",
-    "export": "adaptsr.export",
-}
+# Each layer is one top-level folder, lowest first; it imports as adaptsr.<folder> (pyproject's
+# package-dir). `adaptsr/` itself holds only the public API, which reaches every layer lazily.
+FOLDERS = ("core", "kernels", "serve", "adapt", "export", "cli")
 CORE, KERNELS, SERVE, ADAPT, EXPORT, FACE = range(6)
 LAYER_NAMES = ("core", "kernels", "serve", "adapt", "export", "face")
 # modules that must never import torch, spandrel or triton (TensorRT machines have none)
@@ -34,7 +29,8 @@ NOT_IN_CORE = (*HEAVY, "onnx", "onnxruntime", "tensorrt", "polygraphy", "safeten
 def module_files() -> dict[str, Path]:
     """Every project module: dotted name -> file."""
     out = {}
-    for folder, package in FOLDERS.items():
+    for folder in ("adaptsr", *FOLDERS):
+        package = "adaptsr" if folder == "adaptsr" else f"adaptsr.{folder}"
         for path in sorted((ROOT / folder).rglob("*.py")):
             parts = list(path.relative_to(ROOT / folder).with_suffix("").parts)
             if parts[-1] == "__init__":
@@ -44,19 +40,10 @@ def module_files() -> dict[str, Path]:
 
 
 def layer_of(module: str) -> int:
-    if module in ("adaptsr", "adaptsr.cli", "adaptsr.demo") or module.startswith(
-        "adaptsr.commands"
-    ):
-        return FACE  # `adaptsr/__init__.py` is the public API: it reaches every layer lazily
-    for prefix, layer in (
-        ("adaptsr.kernels", KERNELS),
-        ("adaptsr.serve", SERVE),
-        ("adaptsr.adapt", ADAPT),
-        ("adaptsr.export", EXPORT),
-    ):
-        if module == prefix or module.startswith(prefix + "."):
-            return layer
-    return CORE
+    """The layer is the module's folder: the segment after `adaptsr.`; `adaptsr` alone (the
+    public API) is the face."""
+    folder = module.split(".")[1] if module.count(".") else "cli"
+    return FOLDERS.index(folder) if folder in FOLDERS else FACE
 
 
 def imports(path: Path, module: str, known: set[str]):
@@ -120,27 +107,27 @@ def test_the_layer_check_catches_upward_and_function_level_imports(tmp_path, mon
     """The check itself can fail: a serve module reaching into adapt inside a function, and a
     core module importing torch, are both reported with file and line."""
     fake = tmp_path / "repo"
-    for folder in FOLDERS:
+    for folder in ("adaptsr", *FOLDERS):
         (fake / folder).mkdir(parents=True)
         (fake / folder / "__init__.py").write_text("")
     (fake / "serve" / "sneaky.py").write_text(
         "import numpy\n\n\ndef f():\n    from adaptsr.adapt.models import load_model\n"
     )
-    (fake / "adaptsr" / "core_thing.py").write_text("import torch\n\n\ndef f():\n    import onnx\n")
-    (fake / "adaptsr" / "errors.py").write_text("")
-    (fake / "kernels" / "fine.py").write_text("from adaptsr import errors\n")
+    (fake / "core" / "core_thing.py").write_text("import torch\n\n\ndef f():\n    import onnx\n")
+    (fake / "core" / "errors.py").write_text("")
+    (fake / "kernels" / "fine.py").write_text("from adaptsr.core import errors\n")
     (fake / "adapt" / "also_fine.py").write_text("from adaptsr.serve import backends\n")
     (fake / "export" / "lazy.py").write_text(
-        "from importlib import import_module\nimport_module('adaptsr.commands.train')\n"
+        "from importlib import import_module\nimport_module('adaptsr.cli.commands.train')\n"
     )
     monkeypatch.setattr(sys.modules[__name__], "ROOT", fake)
     found = layer_violations()
     assert found == [
-        "adaptsr/core_thing.py:1: adaptsr.core_thing (core) imports torch",
-        "adaptsr/core_thing.py:5: adaptsr.core_thing (core) imports onnx",
+        "core/core_thing.py:1: adaptsr.core.core_thing (core) imports torch",
+        "core/core_thing.py:5: adaptsr.core.core_thing (core) imports onnx",
         "serve/sneaky.py:5: adaptsr.serve.sneaky (serve) imports adaptsr.adapt.models "
         "(adapt, a higher layer)",
-        "export/lazy.py:2: adaptsr.export.lazy (export) imports adaptsr.commands.train "
+        "export/lazy.py:2: adaptsr.export.lazy (export) imports adaptsr.cli.commands.train "
         "(face, a higher layer)",
     ]
 
@@ -158,20 +145,20 @@ BLOCKED_RUN = textwrap.dedent(
 
     sys.meta_path.insert(0, Block())
     import adaptsr
-    for folder in ("adaptsr", "adaptsr.serve"):
+    for folder in ("adaptsr.core", "adaptsr.serve"):
         for info in pkgutil.iter_modules(importlib.import_module(folder).__path__):
-            if not info.ispkg and info.name not in ("cli", "demo"):
+            if not info.ispkg:
                 importlib.import_module(f"{{folder}}.{{info.name}}")
     for name in {export!r}:
         importlib.import_module(f"adaptsr.export.{{name}}")
-    import adaptsr.cli, adaptsr.commands
-    for info in pkgutil.iter_modules(adaptsr.commands.__path__):  # `adapt --help` loads them all
-        importlib.import_module(f"adaptsr.commands.{{info.name}}")
+    import adaptsr.cli.app, adaptsr.cli.commands
+    for info in pkgutil.iter_modules(adaptsr.cli.commands.__path__):  # `adapt --help` loads them all
+        importlib.import_module(f"adaptsr.cli.commands.{{info.name}}")
 
-    from adaptsr.images import Image, read_image, write_image
+    from adaptsr.core.images import Image, read_image, write_image
     rng = np.random.default_rng(0)
     write_image(Image(rng.random((20, 28, 3), dtype=np.float32), None, 8, False), {src!r})
-    adaptsr.cli.main(["upscale", {src!r}, "--onnx", {onnx!r}, "--out", {out!r}])
+    adaptsr.cli.app.main(["upscale", {src!r}, "--onnx", {onnx!r}, "--out", {out!r}])
     got = read_image({out!r} + "/in.png").rgb
     want = read_image({src!r}).rgb.repeat(2, 0).repeat(2, 1)
     assert got.shape == (40, 56, 3), got.shape

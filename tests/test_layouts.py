@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from adaptsr.adapt import layouts
-from adaptsr.errors import UserError
-from adaptsr.images import Image, write_image
+from adaptsr.core.errors import UserError
+from adaptsr.core.images import Image, write_image
 
 
 def _png(path, h=8, w=8, seed=0):

@@ -9,7 +9,7 @@ from skimage.color import rgb2ycbcr
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from adaptsr.adapt import metrics
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
 
@@ -154,7 +154,7 @@ def test_bicubic_set5_matches_published_number():
     if not hr_dir.is_dir() or not lr_dir.is_dir():
         pytest.skip(f"benchmark images not present ({hr_dir})")
     from adaptsr.adapt.evaluate import bicubic_upscale, find_pairs, score
-    from adaptsr.images import read_image
+    from adaptsr.core.images import read_image
 
     psnr, ssim = [], []
     for pair in find_pairs(hr_dir, lr_dir, 4):

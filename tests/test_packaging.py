@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from adaptsr.cli import COMMANDS
+from adaptsr.cli.app import COMMANDS
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPONENTS = ["adaptsr.adapt", "adaptsr.kernels", "adaptsr.export", "adaptsr.serve"]
@@ -18,6 +18,19 @@ def test_editable_install_maps_components():
         mod = importlib.import_module(name)
         folder = name.split(".")[1]
         assert Path(mod.__file__).resolve().parent == ROOT / folder
+
+
+def test_every_module_resolves_through_the_source_tree():
+    """Editors and static checkers resolve `adaptsr.x.y` by looking for adaptsr/x/y.py: each layer
+    folder is linked into adaptsr/, so every module is found there, as the same file."""
+    for folder in ("core", "kernels", "serve", "adapt", "export", "cli"):
+        for path in (ROOT / folder).rglob("*.py"):
+            linked = ROOT / "adaptsr" / path.relative_to(ROOT)
+            assert linked.is_file() and linked.resolve() == path.resolve(), linked
+    kept = (ROOT / "adaptsr").iterdir()
+    assert sorted(p.name for p in kept if not p.is_symlink() and p.name != "__pycache__") == [
+        "__init__.py"
+    ], "adaptsr/ holds only the public API and the links to the layer folders"
 
 
 def test_regular_install_has_no_top_level_collisions(tmp_path):
@@ -42,7 +55,7 @@ def test_regular_install_has_no_top_level_collisions(tmp_path):
     assert "kernels" not in top and "export" not in top and "serve" not in top, top
     assert "adaptsr" in top
     code = (
-        "import adaptsr.adapt, adaptsr.kernels, adaptsr.export, adaptsr.serve, adaptsr.cli; "
+        "import adaptsr.adapt, adaptsr.kernels, adaptsr.export, adaptsr.serve, adaptsr.cli.app; "
         "print(adaptsr.adapt.__file__)"
     )
     env = {**os.environ, "PYTHONPATH": str(target)}
@@ -60,7 +73,7 @@ def test_regular_install_has_no_top_level_collisions(tmp_path):
 
 
 def test_import_adaptsr_does_not_import_torch():
-    code = "import sys, adaptsr, adaptsr.cli, adaptsr.serve; print('torch' in sys.modules)"
+    code = "import sys, adaptsr, adaptsr.cli.app, adaptsr.serve; print('torch' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "False"
 
@@ -69,7 +82,7 @@ def test_help_lists_every_command_without_torch():
     """`adapt --help` imports every command module: none may need torch to be listed."""
     code = (
         "import sys\n"
-        "from adaptsr.cli import COMMANDS, main\n"
+        "from adaptsr.cli.app import COMMANDS, main\n"
         "try:\n"
         "    main(['--help'])\n"
         "except SystemExit:\n"

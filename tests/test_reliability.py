@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 
-MAX_PIXELS_ENV = "ADAPTSR_MAX_PIXELS"  # adaptsr.images.MAX_PIXELS_ENV
+MAX_PIXELS_ENV = "ADAPTSR_MAX_PIXELS"  # adaptsr.core.images.MAX_PIXELS_ENV
 
 
 @pytest.fixture(autouse=True)
@@ -88,7 +88,7 @@ def png_declaring(width, height):
 
 
 def test_image_header_is_read_without_decoding(tmp_path):
-    from adaptsr.images import image_header
+    from adaptsr.core.images import image_header
 
     rng = np.random.default_rng(1)
     for suffix in (".png", ".jpg", ".webp", ".bmp", ".tif"):
@@ -155,7 +155,7 @@ def test_banded_upscale_equals_whole_image_and_holds_one_row_of_tiles(files, tmp
     float32 tile accumulator never exceeds one row of tiles."""
     from adaptsr import tiling
     from adaptsr.adapt.backend import TorchBackend
-    from adaptsr.images import Image, encode_image, read_image
+    from adaptsr.core.images import Image, encode_image, read_image
     from adaptsr.serve.upscale import upscale_file, upscale_image
 
     backend = TorchBackend(tiny_edsr(), device="cpu")
@@ -283,12 +283,12 @@ def test_partial_files_are_named_for_their_output_and_swept_by_the_next_write(tm
     import subprocess
     import sys
 
-    from adaptsr.fileio import atomic_output
+    from adaptsr.core.fileio import atomic_output
 
     target = tmp_path / "out.png"
     code = (
         "import os, sys\n"
-        "from adaptsr.fileio import atomic_output\n"
+        "from adaptsr.core.fileio import atomic_output\n"
         "with atomic_output(sys.argv[1]) as tmp:\n"
         "    tmp.write_bytes(b'half')\n"
         "    os._exit(9)\n"  # killed in the middle of the write
@@ -461,13 +461,13 @@ def test_a_second_run_into_one_folder_is_refused_while_the_first_lives(
     import subprocess
     import sys
 
-    from adaptsr.fileio import lock_folder
+    from adaptsr.core.fileio import lock_folder
 
     _, hr = train_setup
     run = tmp_path / "run"
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time\nfrom adaptsr.fileio import lock_folder\n"
+         "import sys, time\nfrom adaptsr.core.fileio import lock_folder\n"
          "with lock_folder(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(60)\n",
          str(run)],
         stdout=subprocess.PIPE, text=True,
@@ -516,7 +516,7 @@ def test_sigterm_checkpoints_a_training_run(files, train_setup, tmp_path):
     args = [a for a in args if a != "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "adaptsr.cli", *args[:], "--save-every", "100000"],
+        [sys.executable, "-m", "adaptsr.cli.app", *args[:], "--save-every", "100000"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )  # fmt: skip
     log = run / "log.jsonl"
@@ -556,7 +556,7 @@ def test_sigterm_during_a_write_removes_the_partial_file(files, tmp_path, run_cl
 def test_files_that_belong_together_are_published_together(tmp_path, monkeypatch):
     """A model and its report: a failed second rename takes the first back, and a replaced
     (--force) pair comes back whole."""
-    from adaptsr.fileio import atomic_outputs
+    from adaptsr.core.fileio import atomic_outputs
 
     model, report = tmp_path / "m.onnx", tmp_path / "m.report.json"
     real = os.replace
@@ -640,7 +640,7 @@ def test_an_error_never_continues_a_progress_line(files, tmp_path, run_cli, monk
 
     import click
 
-    import adaptsr.cli
+    import adaptsr.cli.app
 
     @click.command()
     def fails():
@@ -754,7 +754,7 @@ def test_eval_outputs_that_collide_and_images_too_small_to_score(files, tmp_path
 
 def test_a_longest_valid_file_name_can_be_written(tmp_path):
     """The temporary name beside a 255-byte NAME is shortened, not NAME itself."""
-    from adaptsr.fileio import atomic_output
+    from adaptsr.core.fileio import atomic_output
 
     for name in ("a" * 251 + ".png", "é" * 125 + ".png", "b" * 255):
         with atomic_output(tmp_path / name) as tmp:
@@ -766,7 +766,7 @@ def test_a_longest_valid_file_name_can_be_written(tmp_path):
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
 def test_a_named_pipe_is_refused_instead_of_read_forever(files, tmp_path, run_cli):
     from adaptsr.adapt.train.config import read_config_file
-    from adaptsr.images import read_image
+    from adaptsr.core.images import read_image
 
     for name in ("in.png", "adapter.safetensors", "config.json"):
         os.mkfifo(tmp_path / name)
@@ -810,7 +810,7 @@ def test_onnx_runtime_failures_are_one_line(tmp_path):
     )
     path = tmp_path / "bad.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
-    cmd = [sys.executable, "-m", "adaptsr.cli", "bench", str(path), "--size", "16", "16",
+    cmd = [sys.executable, "-m", "adaptsr.cli.app", "bench", str(path), "--size", "16", "16",
            "--runs", "1", "--provider", "cpu"]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     code, err = r.returncode, r.stderr

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from adaptsr.adapt.backend import TorchBackend
-from adaptsr.commands._backends import open_artifact
-from adaptsr.images import Image, read_image
+from adaptsr.cli.commands._backends import open_artifact
+from adaptsr.core.images import Image, read_image
 from adaptsr.serve.backends import OnnxBackend
 from adaptsr.serve.upscale import upscale_image
-from adaptsr.tiling import tiled_upscale
+from adaptsr.core.tiling import tiled_upscale
 
 SERVE_MODULES = ["backends", "bench", "timing", "upscale"]
 
@@ -92,8 +92,8 @@ def photo(h=96, w=128):
 def test_serve_imports_without_torch():
     """The deployment side (numpy, OpenCV, ONNX Runtime or TensorRT) must not need torch."""
     mods = [f"adaptsr.serve.{m}" for m in SERVE_MODULES]
-    mods += ["adaptsr.images", "adaptsr.tiling", "adaptsr.artifacts"]
-    mods += ["adaptsr.commands.upscale", "adaptsr.commands.bench"]
+    mods += ["adaptsr.core.images", "adaptsr.core.tiling", "adaptsr.core.artifacts"]
+    mods += ["adaptsr.cli.commands.upscale", "adaptsr.cli.commands.bench"]
     code = (
         "import sys\n"
         + "".join(f"import {m}\n" for m in mods)
@@ -175,7 +175,7 @@ def test_onnx_backend_infers_scale_and_static_shapes(artifacts):
 def test_open_artifact_types_by_suffix(artifacts, tmp_path):
     assert open_artifact(artifacts["onnx"], provider="cpu").kind == "onnx"
     assert open_artifact(artifacts["ckpt"], device="cpu").kind == "pytorch"
-    from adaptsr.errors import UserError
+    from adaptsr.core.errors import UserError
 
     with pytest.raises(UserError, match="no such engine file"):
         open_artifact(str(tmp_path / "missing.engine"))
@@ -333,7 +333,7 @@ def test_upscale_with_adapter_matches_the_adapted_model(run_cli, artifacts, imag
 
 
 def test_gray_with_alpha_round_trips(artifacts, tmp_path):
-    from adaptsr.images import write_image
+    from adaptsr.core.images import write_image
 
     rng = np.random.default_rng(3)
     g = rng.random((20, 24, 1), dtype=np.float32)
@@ -523,7 +523,7 @@ def test_upscale_without_a_model_uses_the_bundled_backbone_and_its_adapters(tmp_
 
     import adaptsr
     from adaptsr.adapt.backend import TorchBackend
-    from adaptsr.images import Image, read_image, write_image
+    from adaptsr.core.images import Image, read_image, write_image
     from adaptsr.serve.upscale import upscale_image
 
     rgb = np.random.default_rng(3).random((20, 28, 3), dtype=np.float32)

@@ -12,7 +12,7 @@ import torch
 
 from adaptsr.adapt import data
 from adaptsr.adapt import train as training
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from adaptsr.adapt import study
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

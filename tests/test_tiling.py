@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adaptsr.artifacts import engine_metadata, size_metadata
-from adaptsr.errors import UserError
+from adaptsr.core.artifacts import engine_metadata, size_metadata
+from adaptsr.core.errors import UserError
 from adaptsr.serve.backends import Backend, engine_size_rule, scale_from_shapes
-from adaptsr.tiling import SizeRule, axis_weights, default_overlap, plan_tiles, tiled_upscale
+from adaptsr.core.tiling import SizeRule, axis_weights, default_overlap, plan_tiles, tiled_upscale
 
 
 def nearest(scale):
@@ -242,7 +242,7 @@ def test_default_overlap_recomputes_under_a_tenth_of_the_area(tile):
 
 def test_the_smallest_tiles_get_an_overlap_below_half_a_tile():
     """A static 7x7 engine works without --overlap (the 4 px floor would be over half of 7)."""
-    from adaptsr.tiling import choose_tile
+    from adaptsr.core.tiling import choose_tile
 
     assert [default_overlap(t) for t in (1, 7, 8, 9, 128, 512)] == [0, 3, 3, 4, 4, 16]
     assert choose_tile(SizeRule(static=(7, 7)), None, None) == ((7, 7), 3)
@@ -256,8 +256,8 @@ def test_the_smallest_tiles_get_an_overlap_below_half_a_tile():
 def test_non_finite_inputs_and_model_outputs_are_refused_not_written_black():
     import pytest
 
-    from adaptsr.errors import UserError
-    from adaptsr.tiling import SizeRule, tiled_upscale
+    from adaptsr.core.errors import UserError
+    from adaptsr.core.tiling import SizeRule, tiled_upscale
 
     image = np.random.default_rng(0).random((3, 20, 24), dtype=np.float32)
     nearest = lambda x: x.repeat(2, axis=2).repeat(2, axis=3)  # noqa: E731

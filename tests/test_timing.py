@@ -3,7 +3,7 @@ import time
 import numpy as np
 import pytest
 
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 from adaptsr.serve.timing import compare, measure, median_ci, verdict
 
 

@@ -18,7 +18,7 @@ from adaptsr.adapt.models import load_model
 from adaptsr.adapt.train import bench
 from adaptsr.adapt.train import model as train_model
 from adaptsr.adapt.train import state as train_state
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 
 
 @pytest.fixture(autouse=True)
@@ -145,7 +145,7 @@ def test_sigint_then_kill9_then_resume_matches_uninterrupted_run(setup, tmp_path
     args = [f"--{k.replace('_', '-')}={v}" for k, v in cfg.to_dict().items() if k in _FLAGS]
 
     def start(extra):
-        cmd = [sys.executable, "-m", "adaptsr.cli", "train", "--out", str(run), "--quiet", *extra]
+        cmd = [sys.executable, "-m", "adaptsr.cli.app", "train", "--out", str(run), "--quiet", *extra]
         return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def wait_for(proc, iteration):
@@ -189,7 +189,7 @@ def test_ddp_two_processes_match_one_process(setup, tmp_path):
     ddp = tmp_path / "ddp"
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in cfg.to_dict().items() if k in _FLAGS]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    cmd += ["-m", "adaptsr.cli", "train", "--out", str(ddp), "--quiet", f"--data={cfg.data[0]}"]
+    cmd += ["-m", "adaptsr.cli.app", "train", "--out", str(ddp), "--quiet", f"--data={cfg.data[0]}"]
     proc = subprocess.run(cmd + flags, env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     start = json.loads((ddp / "log.jsonl").read_text().splitlines()[0])
@@ -623,7 +623,7 @@ def test_ddp_rank_aware_processes_share_one_allocation(setup, tmp_path):
     _, model, hr = setup
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    cmd += ["-m", "adaptsr.cli", "train", "--out", str(run), "--quiet", f"--data={hr}",
+    cmd += ["-m", "adaptsr.cli.app", "train", "--out", str(run), "--quiet", f"--data={hr}",
             f"--model={model}", "--iters=1", "--batch=2", "--patch=32", "--workers=0",
             "--device=cpu", "--degradation=bicubic", "--rank-aware", "--budget=r2",
             "--score=fisher", "--r-min=0", "--score-batches=2", "--score-batch=2",

@@ -608,7 +608,7 @@ def budget_misses(plans) -> list[str]:
 def loop_run(args, out: Path, deadline: float) -> dict:
     """A short `adapt train` on synthetic images with --compile --cuda-graphs (on a GPU): the
     loop's own it/s and degradations/s."""
-    from adaptsr.images import Image, synthetic_image, write_image
+    from adaptsr.core.images import Image, synthetic_image, write_image
 
     data = out / "loop-data"
     data.mkdir(exist_ok=True)
@@ -619,7 +619,7 @@ def loop_run(args, out: Path, deadline: float) -> dict:
     iters = 4 if args.quick else 60
     run = out / "loop-run"
     first = args.models.split(",")[0]
-    cmd = [sys.executable, "-m", "adaptsr.cli", "train", "--model", first.split("=")[-1]]
+    cmd = [sys.executable, "-m", "adaptsr.cli.app", "train", "--model", first.split("=")[-1]]
     cmd += ["--data", str(data), "--out", str(run), "--force", "--quiet", "--iters", str(iters)]
     cmd += ["--batch", str(args.batch), "--patch", str(args.patch), "--device", args.device]
     cmd += ["--log-every", str(max(1, iters // 3)), "--save-every", "0", "--val-every", "0"]

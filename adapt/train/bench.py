@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from adaptsr.adapt.train.config import TrainConfig
 from adaptsr.adapt.train.distributed import Dist, resolve_device
 from adaptsr.adapt.train.model import build_trainable
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 
 
 def bench_defaults(device: str) -> dict:

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 
 
 class Callback:

@@ -28,7 +28,7 @@ from adaptsr.adapt.choices import (
     SCORES,
     SEED_MAX,
 )
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 
 MODES = ("lora", "full", "pretrain")
 DEFAULT_LR = {"lora": 1e-3, "full": 1e-4, "pretrain": 2e-4}

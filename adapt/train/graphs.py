@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 
 COMPILE_MODE = "default"
 GRAPHS_MODE = "reduce-overhead"

@@ -37,8 +37,8 @@ from adaptsr.adapt.train.model import (
     validate,
 )
 from adaptsr.adapt.train.state import TrainState, new_run_id, read_run_id, seed_all
-from adaptsr.errors import UserError
-from adaptsr.fileio import FolderStart, leave_as_found, lock_folder
+from adaptsr.core.errors import UserError
+from adaptsr.core.fileio import FolderStart, leave_as_found, lock_folder
 
 
 @dataclass
@@ -283,7 +283,7 @@ def _train(
                     batch = next(batches)
                 except UserError as e:  # from a loader worker: keep the original last line
                     last = str(e).strip().splitlines()[-1]
-                    raise UserError(last.removeprefix("adaptsr.errors.UserError: ")) from None
+                    raise UserError(last.removeprefix("adaptsr.core.errors.UserError: ")) from None
                 t1 = time.perf_counter()
                 hr = batch["hr"].to(device, non_blocking=True)
                 if "lr" in batch:
@@ -418,7 +418,7 @@ class _Stats:
 
 
 def _write_json(path: Path, values: dict) -> None:
-    from adaptsr.fileio import atomic_output
+    from adaptsr.core.fileio import atomic_output
 
     with atomic_output(path, force=True) as tmp:
         tmp.write_text(json.dumps(values, indent=2) + "\n")

@@ -14,7 +14,7 @@ from torch import nn
 from adaptsr.adapt.rankmap import RankAllocation
 from adaptsr.adapt.train.config import SCHEDULES, TrainConfig
 from adaptsr.adapt.train.distributed import Dist, _mean
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 
 
 def build_base(cfg: TrainConfig) -> nn.Module:
@@ -180,7 +180,7 @@ def validate(model: nn.Module, pairs: list, device: torch.device, autocast: bool
     """Mean Y-channel PSNR/SSIM (border of `scale` pixels cropped) over the validation pairs."""
     from adaptsr.adapt.metrics import psnr_y, ssim_y
     from adaptsr.adapt.models import model_info
-    from adaptsr.tiling import tiled_upscale
+    from adaptsr.core.tiling import tiled_upscale
 
     info = model_info(model)
     rule = info.size_rule()

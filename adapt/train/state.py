@@ -22,7 +22,7 @@ from torch import nn
 
 from adaptsr.adapt.data import derive_seed
 from adaptsr.adapt.train.distributed import Dist, _gather
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 
 CHECKPOINT_FORMAT = "adaptsr-train-1"
 

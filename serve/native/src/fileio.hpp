@@ -1,5 +1,5 @@
 // Outputs are written atomically, and an existing file is replaced only with force, as in
-// adaptsr/fileio.py.
+// core/fileio.py.
 #pragma once
 
 #include <filesystem>

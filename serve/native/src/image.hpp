@@ -1,5 +1,5 @@
 // PNG files in and out through libpng, as the Python side reads and writes them
-// (adaptsr/images.py, which uses OpenCV): float32 pixels in [0, 1], RGB, alpha kept apart, bit
+// (core/images.py, which uses OpenCV): float32 pixels in [0, 1], RGB, alpha kept apart, bit
 // depth remembered so that a 16-bit PNG comes out as 16-bit.
 #pragma once
 

@@ -1,4 +1,4 @@
-// Tiled inference: the same planner and blender as the Python tiler (adaptsr/tiling.py).
+// Tiled inference: the same planner and blender as the Python tiler (core/tiling.py).
 //
 // The image is padded by reflection (bottom and right) to the model's minimum size and
 // multiple-of rule, then cut into equal overlapping tiles spread evenly over each axis. Where two

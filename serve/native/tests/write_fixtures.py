@@ -10,7 +10,7 @@ against a stale copy. Formats (little-endian raw arrays, one text manifest per t
   Blend weights: `wy.NAME.f32` and `wx.NAME.f32` hold every tile's weights one after another.
 - images.txt: `read FILE.png H W BIT_DEPTH GRAY HAS_ALPHA` for files written by the Python side
   (and a few written here byte by byte: gray+alpha, palette, 1-bit gray), with FILE.rgb.f32 and
-  FILE.alpha.f32 holding what `adaptsr.images.read_image` returns; `upscale FILE.png SCALE
+  FILE.alpha.f32 holding what `adaptsr.core.images.read_image` returns; `upscale FILE.png SCALE
   MIN MULT TILE OUT.png` for the whole upscale path (toy model, gray, bicubic alpha, bit depth),
   with OUT.png.rgb.f32 and OUT.png.alpha.f32 holding the result before it is encoded.
 """
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptsr.errors import UserError
-from adaptsr.images import Image, read_image, write_image
+from adaptsr.core.errors import UserError
+from adaptsr.core.images import Image, read_image, write_image
 from adaptsr.serve.upscale import upscale_image
-from adaptsr.tiling import SizeRule, axis_weights, plan_tiles, tiled_upscale
+from adaptsr.core.tiling import SizeRule, axis_weights, plan_tiles, tiled_upscale
 
 # name, (height, width), rule, tile, overlap, scale, batch
 TILING_CASES = [

@@ -46,7 +46,7 @@ def onnx_cmd(
     """
     from adaptsr.adapt.models import load_model
     from adaptsr.export.onnx import export_onnx, load_merged, plan, report_path
-    from adaptsr.fileio import check_outputs_not_inputs, check_writable
+    from adaptsr.core.fileio import check_outputs_not_inputs, check_writable
 
     if merged != bool(adapter):  # adapters only ever export merged: say so on the command line
         raise click.UsageError(
@@ -173,10 +173,10 @@ def trt_cmd(
     The sidecar OUT.engine.json records TensorRT version, GPU, ONNX checksum, profile, precision
     route and the verification PSNR; engines are refused on another TensorRT or GPU.
     """
-    from adaptsr.artifacts import engine_info_path
-    from adaptsr.errors import UserError
+    from adaptsr.core.artifacts import engine_info_path
+    from adaptsr.core.errors import UserError
     from adaptsr.export.tensorrt import build_engine, parse_batch, parse_hw, refit_engine
-    from adaptsr.fileio import check_outputs_not_inputs
+    from adaptsr.core.fileio import check_outputs_not_inputs
 
     inputs = [p for p in (onnx_path, refit_from, base_onnx, reference) if p]
     check_outputs_not_inputs({"--out": out, "the info file": engine_info_path(out)}, inputs)

@@ -13,21 +13,21 @@ import warnings
 
 import click
 
-from adaptsr._version import __version__
-from adaptsr.errors import UserError
+from adaptsr.core.version import __version__
+from adaptsr.core.errors import UserError
 
 # command name -> "module:attribute" (a click.Command); order is the --help order.
 COMMANDS = {
-    "train": "adaptsr.commands.train:train",
-    "allocate": "adaptsr.commands.allocate:allocate",
-    "merge": "adaptsr.commands.merge:merge",
-    "eval": "adaptsr.commands.eval:eval_command",
-    "export": "adaptsr.commands.export:export",
-    "upscale": "adaptsr.commands.upscale:upscale",
-    "bench": "adaptsr.commands.bench:bench",
-    "study": "adaptsr.commands.study:study",
-    "models": "adaptsr.commands.models:models",
-    "demo": "adaptsr.commands.demo:demo",
+    "train": "adaptsr.cli.commands.train:train",
+    "allocate": "adaptsr.cli.commands.allocate:allocate",
+    "merge": "adaptsr.cli.commands.merge:merge",
+    "eval": "adaptsr.cli.commands.eval:eval_command",
+    "export": "adaptsr.cli.commands.export:export",
+    "upscale": "adaptsr.cli.commands.upscale:upscale",
+    "bench": "adaptsr.cli.commands.bench:bench",
+    "study": "adaptsr.cli.commands.study:study",
+    "models": "adaptsr.cli.commands.models:models",
+    "demo": "adaptsr.cli.commands.demo:demo",
 }
 
 _debug = os.environ.get("ADAPTSR_DEBUG", "") not in ("", "0")

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from adaptsr.errors import UserError
-from adaptsr.fileio import atomic_output
+from adaptsr.core.errors import UserError
+from adaptsr.core.fileio import atomic_output
 
 # Held out: never seen by the allocation or the adapter. Photos with faces, fur, text-free
 # detail: what a camera's user would judge.

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 
 DEFAULT_TILE = 512
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptsr.errors import UserError
-from adaptsr.fileio import check_readable
+from adaptsr.core.errors import UserError
+from adaptsr.core.fileio import check_readable
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -290,7 +290,7 @@ def encode_image(image: Image, suffix: str, jpeg_quality: int = 95) -> bytes:
 
 def write_image(image: Image, path: str | os.PathLike, force: bool = False) -> Path:
     """Write atomically; an existing file is replaced only with force."""
-    from adaptsr.fileio import atomic_output
+    from adaptsr.core.fileio import atomic_output
 
     path = Path(path)
     data = encode_image(image, path.suffix)

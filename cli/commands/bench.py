@@ -2,7 +2,7 @@ import json
 
 import click
 
-from adaptsr.commands._options import device_option, provider_option
+from adaptsr.cli.commands._options import device_option, provider_option
 
 
 @click.command()
@@ -77,8 +77,8 @@ def bench(
     95% interval of the median latency ratio B/A lies within 2% of 1, FAIL when it lies wholly
     outside, INCONCLUSIVE otherwise. Exits 1 unless both halves pass.
     """
-    from adaptsr.commands._backends import open_artifact
-    from adaptsr.errors import UserError
+    from adaptsr.cli.commands._backends import open_artifact
+    from adaptsr.core.errors import UserError
 
     if (base is None) != (candidate is None):
         raise UserError("--base and --candidate go together")
@@ -153,9 +153,9 @@ def _short(name: str, width: int = 28) -> str:
 
 def _ab(base, candidate, size, rounds, max_rounds, warmup, device, provider, as_json) -> None:
     """`--base A --candidate B`: graph comparison (ONNX), then alternating latency."""
-    from adaptsr.artifacts import artifact_kind
-    from adaptsr.commands._backends import open_artifact
-    from adaptsr.errors import UserError
+    from adaptsr.core.artifacts import artifact_kind
+    from adaptsr.cli.commands._backends import open_artifact
+    from adaptsr.core.errors import UserError
     from adaptsr.serve.bench import compare_backends
 
     kinds = artifact_kind(base), artifact_kind(candidate)
@@ -221,9 +221,9 @@ def _ab(base, candidate, size, rounds, max_rounds, warmup, device, provider, as_
 def _onnx_structure(base: str, candidate: str) -> dict:
     import onnx
 
-    from adaptsr.errors import UserError
+    from adaptsr.core.errors import UserError
     from adaptsr.export.structure import compare_structure
-    from adaptsr.fileio import check_readable
+    from adaptsr.core.fileio import check_readable
 
     graphs = []
     for path in (candidate, base):

@@ -16,7 +16,7 @@ from adaptsr.adapt.choices import (
     SCORES,
     SEED_MAX,
 )
-from adaptsr.commands._options import max_pixels_option
+from adaptsr.cli.commands._options import max_pixels_option
 
 
 @click.command()
@@ -140,8 +140,8 @@ def allocate(
     from adaptsr.adapt.devices import pick_device
     from adaptsr.adapt.models import load_model, model_info
     from adaptsr.adapt.rankmap import heatmap_path, summary_table, write_rank_map
-    from adaptsr.errors import UserError
-    from adaptsr.fileio import check_outputs_not_inputs, check_writable
+    from adaptsr.core.errors import UserError
+    from adaptsr.core.fileio import check_outputs_not_inputs, check_writable
 
     if not out.lower().endswith(".json"):
         raise UserError(f"{out}: the rank map is a .json file")

@@ -3,8 +3,8 @@ from adapt, imported only when a PyTorch model is asked for."""
 
 from __future__ import annotations
 
-from adaptsr.artifacts import artifact_kind, split_adapter
-from adaptsr.errors import UserError
+from adaptsr.core.artifacts import artifact_kind, split_adapter
+from adaptsr.core.errors import UserError
 from adaptsr.serve.backends import Backend, OnnxBackend, TensorRTBackend
 
 
@@ -15,7 +15,7 @@ def _torch_backend(spec: str, adapter: str | None, device: str) -> Backend:
 
 
 def open_artifact(spec: str, device: str = "auto", provider: str = "auto") -> Backend:
-    """A backend for an artifact typed by its suffix (`adaptsr.artifacts`)."""
+    """A backend for an artifact typed by its suffix (`adaptsr.core.artifacts`)."""
     kind = artifact_kind(spec)
     if kind == "onnx":
         return OnnxBackend(spec, provider=provider)

@@ -14,7 +14,7 @@ import json
 import math
 from pathlib import Path
 
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 
 ONNX_SUFFIXES = (".onnx",)
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")

@@ -20,7 +20,7 @@ provider_option = click.option(
 
 def _set_max_pixels(ctx, param, value):
     if value is not None:
-        from adaptsr.images import set_max_pixels
+        from adaptsr.core.images import set_max_pixels
 
         set_max_pixels(value)
 

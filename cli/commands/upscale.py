@@ -1,7 +1,7 @@
 import click
 
 from adaptsr.adapt.choices import DEFAULT_MODEL
-from adaptsr.commands._options import device_option, max_pixels_option, provider_option
+from adaptsr.cli.commands._options import device_option, max_pixels_option, provider_option
 
 
 @click.command()
@@ -42,8 +42,8 @@ def upscale(
     """
     from pathlib import Path
 
-    from adaptsr.commands._backends import open_backend
-    from adaptsr.errors import UserError
+    from adaptsr.cli.commands._backends import open_backend
+    from adaptsr.core.errors import UserError
     from adaptsr.serve.upscale import collect_inputs, output_paths, upscale_files
 
     files = collect_inputs(list(inputs))  # bad paths fail before the model loads

@@ -15,7 +15,7 @@ def merge(model_spec: str, adapter: str, out: str, force: bool) -> None:
     """Fold an adapter into its base model: a plain checkpoint of the base architecture."""
     import adaptsr
     from adaptsr.adapt.models import CHECKPOINT_SUFFIXES
-    from adaptsr.fileio import check_not_input, check_writable
+    from adaptsr.core.fileio import check_not_input, check_writable
 
     check_not_input(out, [model_spec, adapter], "--out")
     check_writable(out, force)

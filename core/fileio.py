@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from adaptsr.errors import UserError
+from adaptsr.core.errors import UserError
 
 
 def check_readable(path: str | os.PathLike, what: str) -> Path:
@@ -252,7 +252,7 @@ def check_not_input(output: str | os.PathLike, inputs, flag: str = "the output")
 
 
 def _is_image(path: Path) -> bool:
-    from adaptsr.images import is_image_file
+    from adaptsr.core.images import is_image_file
 
     return is_image_file(path)
 

@@ -1,7 +1,7 @@
 import click
 
 from adaptsr.adapt.choices import DEGRADATIONS, SEED_MAX
-from adaptsr.commands._options import max_pixels_option, provider_option
+from adaptsr.cli.commands._options import max_pixels_option, provider_option
 
 
 @click.command("eval")
@@ -79,8 +79,8 @@ def eval_command(
     from adaptsr.adapt import metrics
     from adaptsr.adapt.devices import pick_device
     from adaptsr.adapt.models import load_model, model_info
-    from adaptsr.errors import UserError
-    from adaptsr.fileio import (
+    from adaptsr.core.errors import UserError
+    from adaptsr.core.fileio import (
         check_distinct_outputs,
         check_outputs_not_inputs,
         check_readable,
@@ -99,7 +99,7 @@ def eval_command(
         raise UserError(f"--compare {compare}: the side-by-side image is a .png file")
 
     if onnx_path or engine_path:  # a deployed artifact: merged weights, its own scale
-        from adaptsr.commands._backends import open_backend
+        from adaptsr.cli.commands._backends import open_backend
 
         model = open_backend(model_spec, adapter, onnx_path, engine_path, provider=provider)
         model_spec, model_scale = model.name, model.scale

@@ -18,7 +18,7 @@ from adaptsr.adapt.choices import (
     SCORES,
     SEED_MAX,
 )
-from adaptsr.commands._options import max_pixels_option
+from adaptsr.cli.commands._options import max_pixels_option
 
 # option name -> TrainConfig field; options left unset fall back to --config, then the defaults
 _SETTINGS = {
@@ -197,7 +197,7 @@ def train(out, config_file, resume, force, quiet, bench, **options) -> None:
 def _refuse_inputs_in_run_dir(run_dir: Path, inputs: list) -> None:
     """A fresh start (or --force) replaces the run folder's files: none may be an input."""
     from adaptsr.adapt.train.config import RUN_FILES
-    from adaptsr.fileio import check_outputs_not_inputs
+    from adaptsr.core.fileio import check_outputs_not_inputs
 
     outputs = {f"--out {run_dir} writes {name}:": run_dir / name for name in RUN_FILES}
     check_outputs_not_inputs(outputs, inputs)
@@ -208,8 +208,8 @@ def _bench(given: dict, out: str, force: bool) -> None:
 
     from adaptsr.adapt import train as training
     from adaptsr.adapt.degradations import degradations_per_second
-    from adaptsr.errors import UserError
-    from adaptsr.fileio import atomic_output, check_writable
+    from adaptsr.core.errors import UserError
+    from adaptsr.core.fileio import atomic_output, check_writable
 
     path = check_writable(Path(out) / "bench.md", force)  # before minutes of timing
 

@@ -1,0 +1,1 @@
+"""The face: the `adapt` command line (`app`), its commands and the demo pipeline."""
