@@ -647,7 +647,7 @@ def test_an_error_never_continues_a_progress_line(files, tmp_path, run_cli, monk
         sys.stderr.write("\r 50%|#####     | 1/2")
         raise UserError("it broke")
 
-    monkeypatch.setitem(adaptsr.cli.COMMANDS, "fails", "test_reliability:fails")
+    monkeypatch.setitem(adaptsr.cli.app.COMMANDS, "fails", "test_reliability:fails")
     monkeypatch.setattr(sys.modules[__name__], "fails", fails, raising=False)
     code, _, err = run_cli("fails")
     assert code == 1
