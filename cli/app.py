@@ -13,8 +13,8 @@ import warnings
 
 import click
 
-from adaptsr.core.version import __version__
 from adaptsr.core.errors import UserError
+from adaptsr.core.version import __version__
 
 # command name -> "module:attribute" (a click.Command); order is the --help order.
 COMMANDS = {

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from adaptsr.core.errors import UserError
-from adaptsr.export import parity
 from adaptsr.core.images import synthetic_image
+from adaptsr.export import parity
 
 MIN_PSNR_DB = 45.0
 

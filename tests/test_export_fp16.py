@@ -5,10 +5,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from adaptsr.core.images import synthetic_image
 from adaptsr.export import parity
 from adaptsr.export.fp16 import convert_to_fp16, residual_stream, run_in_fp16
 from adaptsr.export.structure import compare_structure
-from adaptsr.core.images import synthetic_image
 
 D = 8
 

@@ -152,7 +152,8 @@ BLOCKED_RUN = textwrap.dedent(
     for name in {export!r}:
         importlib.import_module(f"adaptsr.export.{{name}}")
     import adaptsr.cli.app, adaptsr.cli.commands
-    for info in pkgutil.iter_modules(adaptsr.cli.commands.__path__):  # `adapt --help` loads them all
+    # `adapt --help` loads every command
+    for info in pkgutil.iter_modules(adaptsr.cli.commands.__path__):
         importlib.import_module(f"adaptsr.cli.commands.{{info.name}}")
 
     from adaptsr.core.images import Image, read_image, write_image
@@ -210,3 +211,29 @@ def test_deployment_side_runs_with_torch_spandrel_and_triton_blocked(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().endswith("ok")
+
+
+def folder_edges() -> set[tuple[str, str]]:
+    """Which layer folder imports which: (importer, imported), `adaptsr` being the public API."""
+
+    def folder(module: str) -> str:
+        name = module.split(".")[1] if module.count(".") else "adaptsr"
+        return name if name in FOLDERS else "adaptsr"
+
+    files = module_files()
+    edges = set()
+    for module, path in files.items():
+        for _, target in imports(path, module, set(files)):
+            if target.split(".")[0] == "adaptsr" and folder(module) != folder(target):
+                edges.add((folder(module), folder(target)))
+    return edges
+
+
+def test_the_module_graph_in_the_design_notes_is_the_real_one():
+    """docs/design.md draws the folder graph (a mermaid block); it must be the one the imports
+    make, so the picture a newcomer reads first cannot drift from the code."""
+    text = (ROOT / "docs" / "design.md").read_text()
+    block = text.split("```mermaid", 1)[1].split("```", 1)[0]
+    lines = block.replace(" ", "").splitlines()
+    drawn = {tuple(line.split("-->")) for line in lines if "-->" in line}
+    assert drawn == folder_edges()

@@ -153,8 +153,8 @@ def test_declared_huge_image_is_skipped_by_train_allocate_and_eval(files, tmp_pa
 def test_banded_upscale_equals_whole_image_and_holds_one_row_of_tiles(files, tmp_path):
     """upscale_file writes the pixels upscale_image computes (alpha included), while the
     float32 tile accumulator never exceeds one row of tiles."""
-    from adaptsr.core import tiling
     from adaptsr.adapt.backend import TorchBackend
+    from adaptsr.core import tiling
     from adaptsr.core.images import Image, encode_image, read_image
     from adaptsr.serve.upscale import upscale_file, upscale_image
 
