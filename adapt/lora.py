@@ -1,6 +1,5 @@
-# ~600 lines: sites, the adapter layers, their exact merge and adapter files share Site and
-# LoRALayer, and docs/lora.md documents them as one module.
-"""LoRA adapters for conv, attention and MLP layers; exact merge; adapter files.
+"""LoRA adapters for conv, attention and MLP layers; exact merge (adapter files:
+adaptsr.adapt.adapter_file).
 
 Every adaptable nn.Conv2d and nn.Linear is a *site* with a stable name (its module path; a fused
 `qkv` projection gives three sites, `<path>.q`, `.k`, `.v`, with separate ranks). The update of
@@ -19,11 +18,9 @@ weights, and a LoRA pair would cost more than the layer itself.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from importlib import import_module
 
 import torch
 from torch import nn
@@ -31,11 +28,22 @@ from torch import nn
 from adaptsr import kernels
 from adaptsr.adapt.models import LORA_SKIPS
 from adaptsr.core.errors import UserError
-from adaptsr.core.fileio import atomic_output, check_readable, parse_json
 
-SCALING_RULE = "alpha/r"
 QKV_PARTS = ("q", "k", "v")
-ADAPTER_FORMAT = "adaptsr-lora-1"
+
+# Moved out of this module; the old paths keep working for one release, read lazily (the new
+# modules import this one).
+_MOVED = {
+    **dict.fromkeys(("save_adapter", "load_adapter", "read_adapter"), "adaptsr.adapt.adapter_file"),
+    **dict.fromkeys(("ADAPTER_FORMAT", "SCALING_RULE"), "adaptsr.core.contracts"),
+    **dict.fromkeys(("lora_report", "base_parameter_count"), "adaptsr.adapt.lora_report"),
+}
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        return getattr(import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -479,148 +487,4 @@ def merge_lora(model: nn.Module) -> nn.Module:
         _set_submodule(model, path, layer.base_layer)
     if hasattr(model, "adaptsr_lora"):
         del model.adaptsr_lora
-    return model
-
-
-# ---------------------------------------------------------------------------------------------
-# reports
-
-
-def base_parameter_count(model: nn.Module) -> int:
-    """Parameters of the base model (adapters and buffers such as attention masks excluded)."""
-    return sum(
-        p.numel() for n, p in model.named_parameters() if ".lora_A" not in n and ".lora_B" not in n
-    )
-
-
-def lora_report(model: nn.Module) -> dict:
-    """Trainable adapter parameters per site and in total, absolute and as % of the base."""
-    state: LoRAState | None = getattr(model, "adaptsr_lora", None)
-    if state is None:
-        raise UserError("this model has no adapters")
-    sites = {s.name: s for s in lora_sites(model)}
-    base_params = base_parameter_count(model)
-    rows = []
-    for name, r in state.ranks.items():
-        site = sites[name]
-        rows.append({"site": name, "kind": site.kind, "rank": r, "params": r * site.cost_per_rank})
-    total = sum(r["params"] for r in rows)
-    return {
-        "sites": rows,
-        "total": total,
-        "base_params": base_params,
-        "percent": 100.0 * total / base_params,
-        "capped": {k: list(v) for k, v in state.capped.items()},
-        "skipped": dict(state.skipped),
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# adapter files
-
-
-def _adapter_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    tensors = {}
-    for path, layer in lora_layers(model).items():
-        for part, (a, b, _) in layer.adapters().items():
-            site = f"{path}.{part}" if part else path
-            tensors[f"{site}.lora_A"] = a.detach().cpu().contiguous()
-            tensors[f"{site}.lora_B"] = b.detach().cpu().contiguous()
-    return tensors
-
-
-def save_adapter(model: nn.Module, path: str | os.PathLike, force: bool = False) -> Path:
-    """Write only the adapter tensors, with the metadata needed to reload and check them."""
-    from safetensors.torch import save_file
-
-    from adaptsr.core.version import __version__
-
-    state: LoRAState | None = getattr(model, "adaptsr_lora", None)
-    if state is None:
-        raise UserError("this model has no adapters to save")
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise UserError(f"{path}: adapter files are .safetensors")
-    info = getattr(model, "adaptsr_info", None)
-    metadata = {
-        "format": ADAPTER_FORMAT,
-        "ranks": json.dumps(state.ranks, sort_keys=True),
-        "alpha": repr(state.alpha),
-        "scaling": SCALING_RULE,
-        "arch": info.arch if info else "",
-        "scale": str(info.scale) if info else "",
-        "base_fingerprint": state.base_fingerprint,
-        "adaptsr_version": __version__,
-    }
-    with atomic_output(path, force=force) as tmp:
-        save_file(_adapter_tensors(model), str(tmp), metadata=metadata)
-    return path
-
-
-def read_adapter(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of an adapter file, with clear errors for anything malformed."""
-    from safetensors import SafetensorError, safe_open
-
-    path = check_readable(path, "adapter file")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            names = list(f.keys())  # a safe_open handle is not iterable
-            tensors = {k: f.get_tensor(k) for k in names}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise UserError(f"cannot read adapter {path}: corrupt or not safetensors ({e})") from e
-    if metadata.get("format") != ADAPTER_FORMAT:
-        raise UserError(f"{path} is not an adaptsr adapter file (no {ADAPTER_FORMAT} metadata)")
-    bad = next((k for k, t in tensors.items() if not bool(torch.isfinite(t).all())), None)
-    if bad is not None:
-        raise UserError(f"adapter {path} is damaged: {bad} holds NaN or infinite values")
-    try:
-        ranks = parse_json(metadata["ranks"], f"the rank metadata of {path}")
-        alpha = float(metadata["alpha"])
-        if not (alpha > 0 and math.isfinite(alpha)):
-            raise ValueError(f"alpha {metadata['alpha']} is not a positive finite number")
-        if not isinstance(ranks, dict) or not all(type(r) is int for r in ranks.values()):
-            raise ValueError("ranks is not a map of site names to whole numbers")
-        metadata["ranks_parsed"] = ranks
-    except (KeyError, ValueError) as e:
-        raise UserError(f"cannot read adapter {path}: damaged metadata ({e})") from e
-    return tensors, metadata
-
-
-def load_adapter(model: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Inject adapters as described by the file and load its tensors, in place.
-
-    Refused (clearly) when the file was trained on a different base model.
-    """
-    tensors, meta = read_adapter(path)
-    expected = meta.get("base_fingerprint", "")
-    current = base_fingerprint(model)
-    if expected != current:
-        raise UserError(
-            f"adapter {path} was trained on another base model "
-            f"(adapter's base fingerprint {expected or 'missing'}, this model's {current})"
-        )
-    ranks = {k: int(v) for k, v in meta["ranks_parsed"].items()}
-    inject_lora(model, ranks, alpha=float(meta["alpha"]))
-    expected_keys = _adapter_tensors(model)
-    if set(tensors) != set(expected_keys):
-        missing = sorted(set(expected_keys) - set(tensors))
-        extra = sorted(set(tensors) - set(expected_keys))
-        raise UserError(
-            f"adapter {path} does not match its rank map (missing {missing[:2]}, extra {extra[:2]})"
-        )
-    params = {}
-    for layer_path, layer in lora_layers(model).items():
-        for part, (a, b, _) in layer.adapters().items():
-            site = f"{layer_path}.{part}" if part else layer_path
-            params[f"{site}.lora_A"], params[f"{site}.lora_B"] = a, b
-    with torch.no_grad():
-        for key, param in params.items():
-            t = tensors[key]
-            if t.shape != param.shape:
-                raise UserError(
-                    f"adapter {path}: {key} has shape {tuple(t.shape)}, expected "
-                    f"{tuple(param.shape)}"
-                )
-            param.copy_(t.to(param.dtype))
     return model
