@@ -1,19 +1,7 @@
-# ~550 lines: scores, budgets and the two allocators are one algorithm (the paper's Algorithm 1)
-# with its inputs; the file schema and pictures are in adapt/rankmap.py.
 """Rank-aware allocation: score every LoRA site, then share a parameter budget among them.
 
-1. Scores, on the frozen base model with the adaptation loss (L1 between SR(LR) and HR), one
-   value per site, averaged over K mini-batches:
-   - grad: ||dL/dW||_F (the paper's importance; a split qkv projection is scored per Q/K/V row
-     block of the fused weight);
-   - fisher: mean over batches of ||dL/dW||_F^2 (the diagonal empirical Fisher, summed over the
-     site's weights, with mini-batch gradients);
-   - activation: the norm of the site's input activations per image, ||X||_F / sqrt(images);
-   - random: uniform in [0, 1), seeded (the ablation's control).
-   With `normalise="size"` each score becomes a per-element value (RMS gradient, mean Fisher,
-   RMS activation), so large layers are not favoured for their size alone.
-   The Spearman correlation between the scores of the even and the odd batches says how stable
-   the ranking is (the paper reports 0.91).
+1. Scores (adapt/site_scores.py), one per site, on the frozen base model and the adaptation
+   data; `image_batches` and `entry_batches` draw that data as training draws it.
 2. Allocation of a budget in trainable parameters (a rank at a site costs C_in + C_out k^2 or
    d_in + d_out), every site within [r_min, r_max] (capped at its useful rank):
    - paper (Algorithm 1): every site starts at r_min; walking down the sites by score, each is
@@ -24,7 +12,8 @@
    Both never exceed the budget and stop only when no site below its cap can afford one more
    rank. Equal scores are ordered by a seeded shuffle, so a seed gives one allocation.
 3. The result is a `RankAllocation` (adapt/rankmap.py: the one schema of rank map files, its
-   heatmap and summary).
+   heatmap and summary). `run_allocation` is `adapt allocate`: a model, its data and an
+   AllocationSettings in, a rank map and heatmap out.
 """
 
 from __future__ import annotations
@@ -35,13 +24,14 @@ import os
 import random
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from adaptsr.adapt.allocation_settings import AllocationSettings
 from adaptsr.adapt.choices import (
     ALLOCATORS,
     DEFAULT_ALLOCATOR,
@@ -54,210 +44,24 @@ from adaptsr.adapt.choices import (
     DEFAULT_R_MIN,
     DEFAULT_SCORE,
     DEGRADATIONS,
-    NORMALISATIONS,
-    SCORES,
 )
-from adaptsr.adapt.lora import (
-    LoRALayer,
-    Site,
-    adapter_train_mode,
-    base_parameter_count,
-    lora_sites,
-    resolve_ranks,
+from adaptsr.adapt.data import (
+    BatchPlan,
+    CropDataset,
+    degraded_batches,
+    derive_seed,
+    make_degrader,
+    scan,
 )
-from adaptsr.adapt.rankmap import RankAllocation, SiteInfo
+from adaptsr.adapt.devices import pick_device
+from adaptsr.adapt.lora import Site, base_parameter_count, lora_sites, resolve_ranks
+from adaptsr.adapt.models import load_model, model_info
+from adaptsr.adapt.rankmap import RankAllocation, SiteInfo, heatmap_path, write_rank_map
+from adaptsr.adapt.site_scores import SiteScores, score_sites
 from adaptsr.core.errors import UserError
+from adaptsr.core.fileio import check_outputs_not_inputs, check_writable
 
 RHO_WARN = 0.5  # below this the ranking of the sites changes a lot from batch to batch
-
-
-# ---------------------------------------------------------------------------------------------
-# scoring
-
-
-@dataclass
-class SiteScores:
-    scores: dict[str, float]  # site -> score (mean over batches)
-    per_batch: list[dict[str, float]]  # one dict per batch (empty for random scores)
-    rho: float | None  # Spearman correlation, even vs odd batches (None: not computable)
-
-
-def _site_layers(model: nn.Module, sites: list[Site]) -> dict[str, nn.Module]:
-    layers = {}
-    for s in sites:
-        layer = model.get_submodule(s.module)
-        if isinstance(layer, LoRALayer):
-            raise UserError("scores are computed on the base model: allocate before inject_lora")
-        layers[s.module] = layer
-    return layers
-
-
-def _row_block(t: torch.Tensor, site: Site) -> torch.Tensor:
-    """The part of a weight-shaped tensor that belongs to `site` (a q/k/v row block)."""
-    if site.block is None:
-        return t
-    return t[site.block * site.d_out : (site.block + 1) * site.d_out]
-
-
-def _check_batch(out: torch.Tensor, hr: torch.Tensor) -> None:
-    if out.shape != hr.shape:
-        raise UserError(
-            f"model output {tuple(out.shape)} does not match the HR batch {tuple(hr.shape)} "
-            "(wrong scale, or LR and HR patches that do not correspond)"
-        )
-
-
-def _gradient_rows(model, sites, batches, fisher: bool, normalise: bool, bar):
-    layers = _site_layers(model, sites)
-    names = list(layers)
-    weights = [layers[n].weight for n in names]
-    param = weights[0]
-    for lr, hr in batches:
-        lr = lr.to(param.device, param.dtype)
-        hr = hr.to(param.device, param.dtype)
-        out = model(lr)
-        _check_batch(out, hr)
-        loss = F.l1_loss(out, hr)
-        grads = torch.autograd.grad(loss, weights, allow_unused=True)
-        by_module = dict(zip(names, grads, strict=True))
-        row = {}
-        for s in sites:
-            g = by_module[s.module]
-            sq = 0.0 if g is None else float(_row_block(g, s).double().pow(2).sum())
-            value = sq if fisher else math.sqrt(sq)
-            if normalise:
-                value /= s.base_params if fisher else math.sqrt(s.base_params)
-            row[s.name] = value
-        bar.update(1)
-        yield row
-
-
-def _activation_rows(model, sites, batches, normalise: bool, bar):
-    layers = _site_layers(model, sites)
-    param = next(iter(layers.values())).weight
-    acc: dict[str, list[float]] = {}  # module -> [sum of squares, number of elements]
-
-    def hook(name):
-        def record(_module, inputs, _output):
-            x = inputs[0].detach()
-            acc[name][0] += float(x.double().pow(2).sum())
-            acc[name][1] += x.numel()
-
-        return record
-
-    handles = [layer.register_forward_hook(hook(name)) for name, layer in layers.items()]
-    try:
-        for lr, hr in batches:
-            lr = lr.to(param.device, param.dtype)
-            acc.clear()
-            acc.update({name: [0.0, 0] for name in layers})
-            with torch.no_grad():
-                _check_batch(model(lr), hr.to(param.device))
-            row = {}
-            for s in sites:
-                sq, n = acc[s.module]
-                # per element (RMS) or per image: independent of batch size and of how a
-                # transformer folds images into windows.
-                row[s.name] = math.sqrt(sq / n) if normalise and n else math.sqrt(sq / len(lr))
-            bar.update(1)
-            yield row
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def spearman(a: list[float], b: list[float]) -> float | None:
-    """Spearman rank correlation (ties get their average rank); None if a side is constant."""
-
-    def ranks(v):
-        order = sorted(range(len(v)), key=lambda i: v[i])
-        r = [0.0] * len(v)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                r[order[k]] = (i + j) / 2
-            i = j + 1
-        return r
-
-    if len(a) != len(b) or len(a) < 2:
-        return None
-    ra, rb = ranks(a), ranks(b)
-    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb, strict=True))
-    va = sum((x - ma) ** 2 for x in ra)
-    vb = sum((y - mb) ** 2 for y in rb)
-    if va == 0 or vb == 0:
-        return None
-    return cov / math.sqrt(va * vb)
-
-
-def score_sites(
-    model: nn.Module,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None,
-    method: str = "grad",
-    normalise: str = "none",
-    seed: int = 0,
-    progress: bool = False,
-    total: int | None = None,
-) -> SiteScores:
-    """Score every site of `model` (not modified: weights, requires_grad and mode are restored).
-
-    `batches`: (LR, HR) pairs of (B, 3, h, w) / (B, 3, h*scale, w*scale) tensors in [0, 1];
-    not read for `method="random"`.
-    """
-    if method not in SCORES:
-        raise UserError(f"unknown score {method!r}; choose one of {', '.join(SCORES)}")
-    if normalise not in NORMALISATIONS:
-        choices = " or ".join(NORMALISATIONS)
-        raise UserError(f"unknown normalisation {normalise!r}; choose {choices}")
-    sites = lora_sites(model)
-    if not sites:
-        raise UserError("this model has no conv or linear layer that LoRA can adapt")
-    if method == "random":
-        g = torch.Generator().manual_seed(seed)
-        values = torch.rand(len(sites), generator=g, dtype=torch.float64).tolist()
-        return SiteScores(dict(zip((s.name for s in sites), values, strict=True)), [], None)
-    if batches is None:
-        raise UserError(f"{method} scores need data (LR, HR batches)")
-
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc=f"{method} scores", unit="batch", disable=not progress)
-    modes = [(m, m.training) for m in model.modules()]
-    saved = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        # the mode the adapters will train in: re-parameterised blocks (SPAN) run the branches
-        # that carry the sites; frozen statistics, no dropout or drop-path
-        adapter_train_mode(model)
-        if method == "activation":
-            rows = list(_activation_rows(model, sites, batches, normalise == "size", bar))
-        else:
-            model.requires_grad_(False)
-            for layer in _site_layers(model, sites).values():
-                layer.weight.requires_grad_(True)
-            fisher = method == "fisher"
-            rows = list(_gradient_rows(model, sites, batches, fisher, normalise == "size", bar))
-    finally:
-        bar.close()
-        for p, flag in saved:
-            p.requires_grad_(flag)
-        for m, training in modes:
-            m.train(training)
-    if not rows:
-        raise UserError("no batches to score: the data gave no (LR, HR) pair")
-    names = [s.name for s in sites]
-    mean = {n: sum(r[n] for r in rows) / len(rows) for n in names}
-    rho = None
-    if len(rows) >= 2:
-        even, odd = rows[0::2], rows[1::2]
-        rho = spearman(
-            [sum(r[n] for r in even) / len(even) for n in names],
-            [sum(r[n] for r in odd) / len(odd) for n in names],
-        )
-    return SiteScores(mean, rows, rho)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,7 +239,7 @@ def allocate_ranks(
     sites = lora_sites(model)
     # Check the budget and bounds before spending time on gradients.
     allocate(sites, dict.fromkeys((s.name for s in sites), 0.0), params, r_min, r_max, allocator)
-    result = score_sites(model, batches, score, normalise, seed, progress, total)
+    result: SiteScores = score_sites(model, batches, score, normalise, seed, progress, total)
     scores = reduce(result.scores) if reduce is not None else result.scores
     _check_informative(scores, score)
     ranks = allocate(sites, scores, params, r_min, r_max, allocator, seed)
@@ -495,8 +299,6 @@ def image_batches(
     fly by `degradation`), DIV2K- or RealSR-style folders of pairs, or `lr_dir` + `hr_dir`.
     Folders are checked now; images are read as batches are drawn.
     """
-    from adaptsr.adapt.data import scan
-
     _check_crops(scale, count, batch, patch, degradation, lr_multiple, lr_min)  # before a scan
     folders = [data] if isinstance(data, (str, os.PathLike)) else data
     found = scan(folders, scale, patch, lr_dir, hr_dir)
@@ -542,14 +344,6 @@ def entry_batches(
     `dist` (an object with rank and world): this process's slice of each batch. Rank 0 draws
     what a single process draws; the other ranks degrade with streams of their own.
     """
-    from adaptsr.adapt.data import (
-        BatchPlan,
-        CropDataset,
-        degraded_batches,
-        derive_seed,
-        make_degrader,
-    )
-
     _check_crops(scale, count, batch, patch, degradation, lr_multiple, lr_min)
     entries = [e for e in entries if min(e.hr_size) >= patch]  # as scan skips them
     if not entries:
@@ -579,3 +373,101 @@ def _check_crops(scale, count, batch, patch, degradation, lr_multiple, lr_min) -
         )
     if degradation not in DEGRADATIONS:
         raise UserError(f"unknown degradation {degradation!r}; choose {' or '.join(DEGRADATIONS)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# `adapt allocate`
+
+
+@dataclass(frozen=True)
+class AllocationJob:
+    """What `adapt allocate` is asked: a base model, its adaptation data (a folder, or paired
+    LR and HR folders; none for random scores) and where the rank map goes."""
+
+    model: str
+    out: str
+    settings: AllocationSettings = field(default_factory=AllocationSettings)
+    data: str | None = None
+    lr_dir: str | None = None
+    hr_dir: str | None = None
+    degradation: str = DEFAULT_DEGRADATION
+    seed: int = 0
+    device: str | None = None  # None: cuda if present
+    force: bool = False
+
+    def check(self) -> None:
+        """Every check that needs no model, before one is loaded."""
+        if not self.out.lower().endswith(".json"):
+            raise UserError(f"{self.out}: the rank map is a .json file")
+        inputs = [self.model, self.data, self.lr_dir, self.hr_dir]
+        outputs = {"--out": self.out, "the heatmap": heatmap_path(self.out)}
+        check_outputs_not_inputs(outputs, inputs)
+        for path in outputs.values():
+            check_writable(path, self.force)
+        score = self.settings.score
+        if self.data is None and self.lr_dir is None and self.hr_dir is None and score != "random":
+            raise UserError(
+                f"--data (or --lr-dir and --hr-dir) is needed for {score} scores "
+                "(only random scores need no data)"
+            )
+        self.settings.checked()
+        if not self.settings.budget:
+            raise UserError("no budget: give --budget (e.g. 886k, 8%, or r8)")
+
+
+@dataclass(frozen=True)
+class AllocationOutput:
+    allocation: RankAllocation
+    rank_map: Path
+    heatmap: Path
+
+
+def run_allocation(job: AllocationJob, progress: bool = True) -> AllocationOutput:
+    """Score the sites of job.model on its data, share the budget, write the rank map (.json)
+    and its heatmap (.png beside it)."""
+    job.check()
+    s = job.settings
+    device = torch.device(pick_device(job.device))
+    model = load_model(job.model, device=device)
+    info = model_info(model)
+    pairs = None
+    if s.score != "random":
+        pairs = image_batches(
+            job.data,
+            info.scale,
+            s.score_batches,
+            s.score_batch,
+            s.score_patch,
+            job.degradation,
+            job.seed,
+            device,
+            lr_multiple=max(1, info.multiple_of),
+            lr_min=info.min_size,
+            lr_dir=job.lr_dir,
+            hr_dir=job.hr_dir,
+        )
+    data = job.data if job.data is not None else {"lr_dir": job.lr_dir, "hr_dir": job.hr_dir}
+    recorded = {
+        "model": job.model,
+        "data": data,
+        "degradation": job.degradation,
+        "batches": s.score_batches if pairs is not None else 0,
+        "batch": s.score_batch,
+        "patch": s.score_patch,
+    }
+    result = allocate_ranks(
+        model,
+        pairs,
+        s.budget,
+        score=s.score,
+        allocator=s.allocator,
+        r_min=s.r_min,
+        r_max=s.r_max,
+        normalise=s.normalise,
+        seed=job.seed,
+        progress=progress,
+        total=s.score_batches,
+        settings=recorded,
+    )
+    json_path, png_path = write_rank_map(result, job.out, force=job.force)
+    return AllocationOutput(result, json_path, png_path)

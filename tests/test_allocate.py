@@ -17,8 +17,6 @@ from adaptsr.adapt.allocate import (
     entry_batches,
     image_batches,
     parse_budget,
-    score_sites,
-    spearman,
 )
 from adaptsr.adapt.lora import Site, lora_sites
 from adaptsr.adapt.models import model_from_state_dict
@@ -32,6 +30,7 @@ from adaptsr.adapt.rankmap import (
     summary_table,
     write_rank_map,
 )
+from adaptsr.adapt.site_scores import score_sites, spearman
 from adaptsr.core.errors import UserError
 
 
