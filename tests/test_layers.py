@@ -48,8 +48,8 @@ def layer_of(module: str) -> int:
 
 def imports(path: Path, module: str, known: set[str]):
     """(line, imported module) for every import in a file, at any depth, including
-    `import_module("...")` calls; `from pkg import name` counts as pkg.name when that is a
-    module."""
+    `import_module("...")` and `lazy_import("...")` calls; `from pkg import name` counts as
+    pkg.name when that is a module."""
     tree = ast.parse(path.read_text(), str(path))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     for node in ast.walk(tree):
@@ -66,7 +66,8 @@ def imports(path: Path, module: str, known: set[str]):
                 yield node.lineno, full if full in known else base
         elif (
             isinstance(node, ast.Call)
-            and getattr(node.func, "id", getattr(node.func, "attr", None)) == "import_module"
+            and getattr(node.func, "id", getattr(node.func, "attr", None))
+            in ("import_module", "lazy_import")
             and node.args
             and isinstance(node.args[0], ast.Constant)
             and isinstance(node.args[0].value, str)
@@ -120,11 +121,13 @@ def test_the_layer_check_catches_upward_and_function_level_imports(tmp_path, mon
     (fake / "export" / "lazy.py").write_text(
         "from importlib import import_module\nimport_module('adaptsr.cli.commands.train')\n"
     )
+    (fake / "serve" / "later.py").write_text("torch = lazy_import('torch')\n")
     monkeypatch.setattr(sys.modules[__name__], "ROOT", fake)
     found = layer_violations()
     assert found == [
         "core/core_thing.py:1: adaptsr.core.core_thing (core) imports torch",
         "core/core_thing.py:5: adaptsr.core.core_thing (core) imports onnx",
+        "serve/later.py:1: adaptsr.serve.later (serve) imports torch",
         "serve/sneaky.py:5: adaptsr.serve.sneaky (serve) imports adaptsr.adapt.models "
         "(adapt, a higher layer)",
         "export/lazy.py:2: adaptsr.export.lazy (export) imports adaptsr.cli.commands.train "

@@ -1,0 +1,58 @@
+"""Lazy imports, declared once at a module's top: `onnx = lazy_import("onnx")`.
+
+The module is imported on first attribute access, so a reader sees every dependency in a
+module's first lines while `import adaptsr`, `adapt --help` and the torch-free deployment side
+stay light. A dependency that is not installed is one line naming what to install, raised when
+it is first used (tests/test_layers.py reads these calls as imports).
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+from adaptsr.core.errors import UserError
+
+# top-level package -> what provides it, for the one-line error
+_PROVIDERS = {
+    "torch": "torch (the training install: pip install adaptsr)",
+    "torchvision": "torchvision (the training install: pip install adaptsr)",
+    "spandrel": "spandrel (the training install: pip install adaptsr)",
+    "triton": "triton (comes with a CUDA build of torch)",
+    "tensorrt": "TensorRT (JetPack, or pip install tensorrt)",
+    "cuda": "cuda-python matching TensorRT's CUDA (pip install cuda-python)",
+    "onnxruntime": "onnxruntime (or onnxruntime-gpu)",
+}
+
+
+class LazyModule:
+    """Stands for a module until an attribute is read; then it is the module."""
+
+    def __init__(self, name: str):
+        self._name = name
+        self._module: ModuleType | None = None
+
+    def _load(self) -> ModuleType:
+        if self._module is None:
+            try:
+                self._module = importlib.import_module(self._name)
+            except ModuleNotFoundError as e:
+                top = (e.name or "").split(".")[0]
+                if top not in _PROVIDERS:
+                    raise  # not an optional dependency: a packaging bug, not the user's
+                raise UserError(f"this needs {_PROVIDERS[top]}, which is not installed") from e
+        return self._module
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._load(), attr)
+
+    def __repr__(self) -> str:
+        state = "loaded" if self._module is not None else "not loaded yet"
+        return f"<lazy module {self._name!r} ({state})>"
+
+
+def lazy_import(name: str) -> Any:
+    """A stand-in for `import name` that imports on first use (typed Any: modules that need
+    their dependency's types import it under `if TYPE_CHECKING:` as well)."""
+    return LazyModule(name)
