@@ -1,4 +1,6 @@
-"""The PyTorch inference backend: a model from `load_model` behind serve's `Backend` interface."""
+"""The PyTorch inference backend: a model from `load_model` behind serve's `Backend` interface.
+
+A runner only: `adaptsr.adapt.open.open_model` loads the model and its adapter and builds it."""
 
 from __future__ import annotations
 
@@ -7,13 +9,13 @@ import torch
 from torch import nn
 
 from adaptsr.adapt.devices import pick_device
-from adaptsr.adapt.lora import load_adapter
-from adaptsr.adapt.models import load_model, model_info
+from adaptsr.adapt.models import model_info
 from adaptsr.serve.backends import Backend
 
 
 class TorchBackend(Backend):
-    """A PyTorch model from adaptsr.load_model (base, with an adapter, or merged)."""
+    """A PyTorch model from adaptsr.load_model (base, with an adapter, or merged); `model` is
+    the module itself, for callers that need PyTorch beyond inference."""
 
     kind = "pytorch"
 
@@ -25,15 +27,6 @@ class TorchBackend(Backend):
         self.name = name or info.name
         self.scale = info.scale
         self.rule = info.size_rule()
-
-    @classmethod
-    def load(cls, spec: str, adapter: str | None = None, device: str = "auto") -> TorchBackend:
-        model = load_model(spec)
-        name = spec
-        if adapter:
-            load_adapter(model, adapter)  # checks the file
-            name = f"{spec}+{adapter}"
-        return cls(model, device=device, name=name)
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

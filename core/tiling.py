@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -125,10 +126,17 @@ class TilePlan:
         return len(self.ys) * len(self.xs)
 
 
-def choose_tile(
-    rule: SizeRule, tile: int | None, overlap: int | None
-) -> tuple[tuple[int, int] | None, int]:
-    """Check the tiling options against the model: ((tile h, w) or None for untiled, overlap).
+class TileChoice(NamedTuple):
+    """Tiling options checked against a model (choose_tile): the largest tile, or None for the
+    whole image at once, and the overlap between tiles in input pixels."""
+
+    shape: tuple[int, int] | None
+    overlap: int
+
+
+def choose_tile(rule: SizeRule, tile: int | None, overlap: int | None) -> TileChoice:
+    """Check the tiling options against the model, once per run: every error about --tile and
+    --overlap is raised here, and what comes back is trusted by layout_tiles.
 
     `tile` None = automatic (the engine's static shape, or DEFAULT_TILE within the model's
     largest input), 0 = the whole image at once. Errors here do not depend on the image.
@@ -143,9 +151,9 @@ def choose_tile(
                 f"(omit --tile or use --tile {max(th, tw)})"
             )
         if tile == 0:
-            return None, 0
+            return TileChoice(None, 0)
     elif tile == 0:
-        return None, 0
+        return TileChoice(None, 0)
     else:
         limit = min(rule.max_size) if rule.max_size else None
         if tile is None:
@@ -169,15 +177,21 @@ def choose_tile(
         raise UserError(f"--overlap must be >= 0, not {overlap}")
     if 2 * overlap >= min(th, tw):
         raise UserError(f"--overlap {overlap} must be less than half the tile ({min(th, tw)})")
-    return (th, tw), overlap
+    return TileChoice((th, tw), overlap)
 
 
 def plan_tiles(
     height: int, width: int, rule: SizeRule, tile: int | None, overlap: int | None
 ) -> TilePlan:
     """Choose tile size and positions for one image (see choose_tile for the options)."""
+    return layout_tiles(height, width, rule, choose_tile(rule, tile, overlap))
+
+
+def layout_tiles(height: int, width: int, rule: SizeRule, choice: TileChoice) -> TilePlan:
+    """Tile size and positions for one image, from options choose_tile has already checked
+    (what remains to refuse depends on the image: a size the untiled model cannot take)."""
     ph, pw = padded_size(height, width, rule)
-    shape, overlap = choose_tile(rule, tile, overlap)
+    shape, overlap = choice
     if shape is None:  # untiled
         if rule.static and (ph, pw) != rule.static:
             th, tw = rule.static
@@ -228,12 +242,28 @@ def tiled_upscale_bands(
     bands put together are tiled_upscale's result, bit for bit)."""
     if image.ndim != 3:
         raise ValueError(f"expected a (C, H, W) image, got shape {image.shape}")
+    check_batch(batch)
+    plan = plan_tiles(image.shape[1], image.shape[2], rule, tile, overlap)
+    return upscale_bands(run, image, scale, plan, batch)
+
+
+def check_batch(batch: int) -> None:
     if batch < 1:
         raise UserError(f"--batch must be >= 1, not {batch}")
+
+
+def upscale_bands(
+    run: Callable[[np.ndarray], np.ndarray],
+    image: np.ndarray,
+    scale: int,
+    plan: TilePlan,
+    batch: int = 1,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """tiled_upscale_bands for a planned image (layout_tiles) and a checked batch: no option is
+    checked again; only the pixels are (the input's here, the model's below)."""
     if not np.isfinite(image).all():  # float TIFFs may hold them; clipping would hide them
         raise UserError("the input image holds NaN or infinite pixel values")
     channels, height, width = image.shape
-    plan = plan_tiles(height, width, rule, tile, overlap)
     ph, pw = plan.padded
     th, tw = plan.tile
     wy = axis_weights(plan.ys, th, ph, scale)

@@ -26,8 +26,16 @@ from adaptsr.core.images import (
     list_images,
     read_image,
 )
+from adaptsr.core.tiling import (
+    TileChoice,
+    TilePlan,
+    check_batch,
+    choose_tile,
+    layout_tiles,
+    tiled_upscale,
+    upscale_bands,
+)
 from adaptsr.serve.backends import Backend
-from adaptsr.core.tiling import choose_tile, tiled_upscale, tiled_upscale_bands
 
 ALPHA_MARGIN = 4  # input rows of context for a band of bicubic alpha (its taps reach 2)
 
@@ -74,6 +82,21 @@ def upscale_file(
     float32 output (12 bytes an output pixel) that upscale_image returns. The pixels equal
     upscale_image's.
     """
+    check_batch(batch)
+    tiles = choose_tile(backend.rule, tile, overlap)
+    return _write_upscaled(backend, Path(src), Path(dst), tiles, batch, force, {})
+
+
+def _write_upscaled(
+    backend: Backend,
+    src: Path,
+    dst: Path,
+    tiles: TileChoice,
+    batch: int,
+    force: bool,
+    layouts: dict[tuple[int, int], TilePlan],
+) -> Path:
+    """upscale_file with checked options; `layouts` caches the tile layout per input size."""
     dst = check_writable(dst, force)
     image = read_image(src)
     s = backend.scale
@@ -88,9 +111,10 @@ def upscale_file(
             f"{src}: not enough memory for its {w * s}x{h * s} output "
             f"({h * s * w * s * channels * out_bytes(bit_depth) / 2**30:.1f} GiB)"
         ) from e
+    if (h, w) not in layouts:
+        layouts[h, w] = layout_tiles(h, w, backend.rule, tiles)
     chw = np.ascontiguousarray(image.rgb.transpose(2, 0, 1))
-    bands = tiled_upscale_bands(backend.run, chw, s, backend.rule, tile, overlap, batch)
-    for top, band in bands:
+    for top, band in upscale_bands(backend.run, chw, s, layouts[h, w], batch):
         rows = band.shape[1]
         rgb = np.clip(band.transpose(1, 2, 0), 0.0, 1.0)
         if image.gray:  # a gray picture stays gray, whatever colour cast the model adds
@@ -154,11 +178,80 @@ def output_paths(files: list[Path], out_dir: Path) -> list[Path]:
     return outs
 
 
+@dataclass(frozen=True)
+class UpscalePlan:
+    """One `adapt upscale` run, checked once by plan_upscale and trusted by run_upscale: the
+    backend, each input with its output, the checked tiling options and batch."""
+
+    backend: Backend
+    jobs: list[tuple[Path, Path]]  # (input file, output file), in order
+    out_dir: Path
+    tiles: TileChoice
+    batch: int = 1
+    force: bool = False
+
+
+def plan_upscale(
+    inputs: list[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    open_backend: Callable[[], Backend],
+    tile: int | None = None,
+    overlap: int | None = None,
+    batch: int = 1,
+    force: bool = False,
+) -> UpscalePlan:
+    """Every check of a run, before any file is written: the inputs and outputs first (so bad
+    paths fail before the model loads), then `open_backend()` (the loader), then the tiling
+    options against the model."""
+    files = collect_inputs(inputs)
+    out_dir = Path(out_dir)
+    outs = output_paths(files, out_dir)
+    backend = open_backend()
+    tiles = choose_tile(backend.rule, tile, overlap)
+    check_batch(batch)
+    jobs = list(zip(files, outs, strict=True))
+    return UpscalePlan(backend, jobs, out_dir, tiles, batch, force)
+
+
 @dataclass
 class Summary:
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)  # outputs that exist (no --force)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def run_upscale(
+    plan: UpscalePlan,
+    progress: bool | None = None,
+    report: Callable[[str], None] | None = None,
+) -> Summary:
+    """Upscale every planned input; per-file failures are collected, not raised."""
+    from tqdm import tqdm
+
+    summary = Summary()
+    say = report or (lambda text: tqdm.write(text, file=sys.stderr))
+    # a bar for several files, on a terminal only (disable=None: off when stderr is not a tty)
+    disable = None if (len(plan.jobs) > 1 if progress is None else progress) else True
+    bar = tqdm(total=len(plan.jobs), unit="img", disable=disable, leave=False, file=sys.stderr)
+    layouts: dict[tuple[int, int], TilePlan] = {}  # one tile layout per distinct input size
+    try:
+        for src, dst in plan.jobs:
+            bar.set_postfix_str(src.name, refresh=False)
+            if dst.exists() and not plan.force:
+                summary.skipped.append(dst)
+            else:
+                try:
+                    _write_upscaled(
+                        plan.backend, src, dst, plan.tiles, plan.batch, plan.force, layouts
+                    )
+                    summary.written.append(dst)
+                except (UserError, OSError, MemoryError) as e:
+                    summary.failed.append((src, str(e)))
+                    say(f"failed: {src}: {e}")
+            bar.update(1)
+    finally:
+        bar.close()
+    return summary
 
 
 def upscale_files(
@@ -172,33 +265,6 @@ def upscale_files(
     progress: bool | None = None,
     report: Callable[[str], None] | None = None,
 ) -> Summary:
-    """Upscale every input image into out_dir; per-file failures are collected, not raised."""
-    from tqdm import tqdm
-
-    out_dir = Path(out_dir)
-    files = collect_inputs(inputs)
-    outs = output_paths(files, out_dir)
-    choose_tile(backend.rule, tile, overlap)  # bad options fail once, before any file
-    if batch < 1:
-        raise UserError(f"--batch must be >= 1, not {batch}")
-    summary = Summary()
-    say = report or (lambda text: tqdm.write(text, file=sys.stderr))
-    # a bar for several files, on a terminal only (disable=None: off when stderr is not a tty)
-    disable = None if (len(files) > 1 if progress is None else progress) else True
-    bar = tqdm(total=len(files), unit="img", disable=disable, leave=False, file=sys.stderr)
-    try:
-        for src, dst in zip(files, outs, strict=True):
-            bar.set_postfix_str(src.name, refresh=False)
-            if dst.exists() and not force:
-                summary.skipped.append(dst)
-            else:
-                try:
-                    upscale_file(backend, src, dst, tile, overlap, batch, force=force)
-                    summary.written.append(dst)
-                except (UserError, OSError, MemoryError) as e:
-                    summary.failed.append((src, str(e)))
-                    say(f"failed: {src}: {e}")
-            bar.update(1)
-    finally:
-        bar.close()
-    return summary
+    """Upscale every input image into out_dir with an open backend (plan, then run)."""
+    plan = plan_upscale(inputs, out_dir, lambda: backend, tile, overlap, batch, force)
+    return run_upscale(plan, progress, report)

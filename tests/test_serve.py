@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from adaptsr.adapt.backend import TorchBackend
-from adaptsr.cli.commands._backends import open_artifact
+from adaptsr.adapt.open import open_model
 from adaptsr.core.images import Image, read_image
 from adaptsr.serve.backends import OnnxBackend
 from adaptsr.serve.upscale import upscale_image
 from adaptsr.core.tiling import tiled_upscale
 
-SERVE_MODULES = ["backends", "bench", "timing", "upscale"]
+SERVE_MODULES = ["backends", "backend_bench", "timing", "upscale"]
 
 
 def tiny_edsr(seed=0):
@@ -172,13 +172,13 @@ def test_onnx_backend_infers_scale_and_static_shapes(artifacts):
     assert np.abs(out - ref).mean() < 1 / 255
 
 
-def test_open_artifact_types_by_suffix(artifacts, tmp_path):
-    assert open_artifact(artifacts["onnx"], provider="cpu").kind == "onnx"
-    assert open_artifact(artifacts["ckpt"], device="cpu").kind == "pytorch"
+def test_open_model_types_by_suffix(artifacts, tmp_path):
+    assert open_model(artifacts["onnx"], provider="cpu").kind == "onnx"
+    assert open_model(artifacts["ckpt"], device="cpu").kind == "pytorch"
     from adaptsr.core.errors import UserError
 
     with pytest.raises(UserError, match="no such engine file"):
-        open_artifact(str(tmp_path / "missing.engine"))
+        open_model(str(tmp_path / "missing.engine"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,7 +327,7 @@ def test_upscale_with_adapter_matches_the_adapted_model(run_cli, artifacts, imag
     assert np.abs(got.rgb - want.rgb).max() <= 1 / 255 + 1e-6
     assert np.abs(got.rgb - base.rgb).max() > 2 / 255  # the adapter was applied
     # the same artifact as a bench spec
-    backend = open_artifact(f"{artifacts['ckpt']}+{adapter}", device="cpu")
+    backend = open_model(f"{artifacts['ckpt']}+{adapter}", device="cpu")
     x = src.rgb.transpose(2, 0, 1)[None].copy()
     np.testing.assert_allclose(backend.run(x), TorchBackend(model, "cpu").run(x), atol=1e-5)
 
@@ -522,7 +522,6 @@ def test_upscale_without_a_model_uses_the_bundled_backbone_and_its_adapters(tmp_
     import torch
 
     import adaptsr
-    from adaptsr.adapt.backend import TorchBackend
     from adaptsr.core.images import Image, read_image, write_image
     from adaptsr.serve.upscale import upscale_image
 
@@ -542,9 +541,7 @@ def test_upscale_without_a_model_uses_the_bundled_backbone_and_its_adapters(tmp_
         )
         assert code == 0 and "x4, pytorch" in out, err
         got = read_image(tmp_path / name / "photo.png")
-        backend = TorchBackend.load(
-            "adaptsr-safmn-x4", adapter=args[1] if args else None, device="cpu"
-        )
+        backend = open_model("adaptsr-safmn-x4", adapter=args[1] if args else None, device="cpu")
         want = upscale_image(backend, read_image(photo))
         assert got.size == (80, 112)
         np.testing.assert_allclose(got.rgb, np.round(want.rgb * 255) / 255, atol=1 / 255 + 1e-6)

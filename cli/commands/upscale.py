@@ -1,20 +1,26 @@
 import click
 
 from adaptsr.adapt.choices import DEFAULT_MODEL
-from adaptsr.cli.commands._options import device_option, max_pixels_option, provider_option
+from adaptsr.cli.commands._options import (
+    device_option,
+    max_pixels_option,
+    model_options,
+    provider_option,
+)
+from adaptsr.core.errors import UserError
+from adaptsr.core.lazy import lazy_import
+
+opening = lazy_import("adaptsr.adapt.open")  # torch only for a PyTorch model
+serving = lazy_import("adaptsr.serve.upscale")
 
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--out", "-o", "out_dir", required=True, type=click.Path(), help="Output folder.")
-@click.option(
-    "--model",
-    help=f"Built-in model name or checkpoint (PyTorch). [default: {DEFAULT_MODEL}, pretrained, "
-    "when no --onnx or --engine is given]",
+@model_options(
+    model=f"Built-in model name or checkpoint (PyTorch). [default: {DEFAULT_MODEL}, pretrained, "
+    "when no --onnx or --engine is given]"
 )
-@click.option("--adapter", type=click.Path(), help="LoRA adapter file for --model.")
-@click.option("--onnx", type=click.Path(), help="ONNX file (ONNX Runtime).")
-@click.option("--engine", type=click.Path(), help="TensorRT engine file (.engine/.plan).")
 @click.option(
     "--tile",
     type=int,
@@ -40,20 +46,20 @@ def upscale(
     An unreadable image is reported, the rest still finish, and the exit code is 1.
     Give at most one of --model (with optional --adapter), --onnx, --engine.
     """
-    from pathlib import Path
-
-    from adaptsr.cli.commands._backends import open_backend
-    from adaptsr.core.errors import UserError
-    from adaptsr.serve.upscale import collect_inputs, output_paths, upscale_files
-
-    files = collect_inputs(list(inputs))  # bad paths fail before the model loads
-    output_paths(files, Path(out_dir))
     if not (model or onnx or engine):  # an --adapter alone is one for the default model
         model = DEFAULT_MODEL
-    backend = open_backend(model, adapter, onnx, engine, device=device, provider=provider)
-    summary = upscale_files(
-        backend, files, out_dir, tile=tile, overlap=overlap, batch=batch, force=force
+    spec = opening.ModelSpec.from_options(model, adapter, onnx, engine)
+    plan = serving.plan_upscale(
+        list(inputs),
+        out_dir,
+        lambda: opening.open_model(spec, device=device, provider=provider),
+        tile=tile,
+        overlap=overlap,
+        batch=batch,
+        force=force,
     )
+    summary = serving.run_upscale(plan)
+    backend = plan.backend
     click.echo(
         f"wrote {len(summary.written)} image(s) to {out_dir} "
         f"(x{backend.scale}, {backend.kind} on {backend.device})"
@@ -64,4 +70,4 @@ def upscale(
             err=True,
         )
     if summary.failed:
-        raise UserError(f"{len(summary.failed)} of {len(files)} image(s) failed (listed above)")
+        raise UserError(f"{len(summary.failed)} of {len(plan.jobs)} image(s) failed (listed above)")
