@@ -23,6 +23,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from adaptsr.core.lazy import lazy_import
+
+onnx = lazy_import("onnx")
+onnx_reference = lazy_import("onnx.reference")  # its own import: onnx does not load it
+
+FLOAT, HALF = 1, 10  # onnx.TensorProto.FLOAT and FLOAT16, fixed by the ONNX spec
+
 # Reductions and roots: they feed the elementwise ops of written-out normalisations
 NORM_SOURCES = {
     "ReduceMean",
@@ -67,8 +74,6 @@ class Fp16Report:
 
 
 def _elem_types(model) -> dict[str, int]:
-    import onnx
-
     inferred = onnx.shape_inference.infer_shapes(model)
     g = inferred.graph
     types = {}
@@ -133,29 +138,36 @@ def convert_to_fp16(model, fp32_ops=FP32_OPS, keep_residual_stream: bool = True)
 
     `fp32_ops` and `keep_residual_stream` choose the islands (the defaults are what TensorRT
     needs; the options exist to show what happens without them)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
     model = onnx.ModelProto.FromString(model.SerializeToString())
     g = model.graph
     types = _elem_types(model)
-    stream = residual_stream(g) if keep_residual_stream else set()
-    # the written-out normalisations follow the fp32 ops they belong to
-    norm = normalisation_nodes(g) if NORM_SOURCES & set(fp32_ops) else set()
     report = Fp16Report()
+    prec, const_nodes = _node_precisions(g, types, fp32_ops, keep_residual_stream)
+    home = _place_constants(g, prec, const_nodes, report)
+    _rebuild_with_casts(g, types, prec, home, report)
+    report.fp32_nodes = dict(sorted(Counter(report.fp32_nodes).items()))
+    onnx.checker.check_model(model)
+    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    return model, report
 
-    def is_float(name: str) -> bool:
-        return bool(name) and types.get(name) == FLOAT
 
-    # 1. precision of each node that touches float tensors
+def _is_float(types: dict[str, int], name: str) -> bool:
+    return bool(name) and types.get(name) == FLOAT
+
+
+def _node_precisions(graph, types, fp32_ops, keep_residual_stream: bool):
+    """Step 1: (node index -> FLOAT or HALF for each node that touches float tensors, float
+    Constant nodes by output name)."""
+    stream = residual_stream(graph) if keep_residual_stream else set()
+    # the written-out normalisations follow the fp32 ops they belong to
+    norm = normalisation_nodes(graph) if NORM_SOURCES & set(fp32_ops) else set()
     prec: dict[int, int] = {}
     const_nodes = {}
-    for idx, n in enumerate(g.node):
-        if n.op_type == "Constant" and is_float(n.output[0]):
+    for idx, n in enumerate(graph.node):
+        if n.op_type == "Constant" and _is_float(types, n.output[0]):
             const_nodes[n.output[0]] = n
             continue
-        float_io = any(is_float(t) for t in list(n.input) + list(n.output))
+        float_io = any(_is_float(types, t) for t in list(n.input) + list(n.output))
         casts_to_float = n.op_type == "Cast" and any(
             a.name == "to" and a.i == FLOAT for a in n.attribute
         )
@@ -167,43 +179,60 @@ def convert_to_fp16(model, fp32_ops=FP32_OPS, keep_residual_stream: bool = True)
             or (n.op_type in STREAM_OPS and any(o in stream for o in n.output))
             # float -> int/bool (comparisons, casts to indices): no float result to save, and
             # fp16 would round the values compared or converted
-            or not (casts_to_float or any(is_float(o) for o in n.output))
+            or not (casts_to_float or any(_is_float(types, o) for o in n.output))
         )
         prec[idx] = FLOAT if keep32 else HALF
+    return prec, const_nodes
 
-    # 2. constants (initializers and Constant nodes) become fp16 when every user is fp16
-    inits = {t.name: t for t in g.initializer}
+
+def _place_constants(graph, prec, const_nodes, report: Fp16Report) -> dict[str, int]:
+    """Step 2: constants (initializers and Constant nodes) become fp16 when every user is fp16.
+    Returns the precision each graph input and constant now has."""
     users: dict[str, set[int]] = {}
-    for idx, n in enumerate(g.node):
+    for idx, n in enumerate(graph.node):
         for k, i in enumerate(n.input):
             if idx in prec and k not in FP32_INPUTS.get(n.op_type, ()):
                 users.setdefault(i, set()).add(prec[idx])
             elif i:
                 users.setdefault(i, set()).add(FLOAT)
-    home: dict[str, int] = {i.name: FLOAT for i in g.input}
+    home: dict[str, int] = {i.name: FLOAT for i in graph.input}
 
     def to_half(arr: np.ndarray) -> np.ndarray:
         clipped = np.abs(arr) > FP16_MAX
         report.clipped_weights += int(clipped.sum())
         return np.clip(arr, -FP16_MAX, FP16_MAX).astype(np.float16)
 
-    for name, t in inits.items():
+    for t in graph.initializer:
         if t.data_type == FLOAT:
-            if users.get(name) == {HALF}:
-                t.CopyFrom(numpy_helper.from_array(to_half(numpy_helper.to_array(t)), name))
-                home[name] = HALF
-            else:
-                home[name] = FLOAT
+            home[t.name] = HALF if users.get(t.name) == {HALF} else FLOAT
+            if home[t.name] == HALF:
+                half = to_half(onnx.numpy_helper.to_array(t))
+                t.CopyFrom(onnx.numpy_helper.from_array(half, t.name))
     for name, n in const_nodes.items():
-        if users.get(name) == {HALF}:
+        home[name] = HALF if users.get(name) == {HALF} else FLOAT
+        if home[name] == HALF:
             for a in n.attribute:
                 if a.name == "value":
-                    a.t.CopyFrom(numpy_helper.from_array(to_half(numpy_helper.to_array(a.t))))
-            home[name] = HALF
-        else:
-            home[name] = FLOAT
+                    half = to_half(onnx.numpy_helper.to_array(a.t))
+                    a.t.CopyFrom(onnx.numpy_helper.from_array(half))
+    return home
 
-    # 3. rebuild the node list with Casts at precision borders
+
+def _to_half_attributes(n) -> None:
+    """An fp16 node's own float attributes: a Cast to float casts to half, a ConstantOfShape
+    fills with a half value."""
+    for a in n.attribute:
+        if n.op_type == "Cast" and a.name == "to" and a.i == FLOAT:
+            a.i = HALF
+        if n.op_type == "ConstantOfShape" and a.name == "value":
+            value = onnx.numpy_helper.to_array(a.t)
+            if value.dtype == np.float32:
+                a.t.CopyFrom(onnx.numpy_helper.from_array(value.astype(np.float16)))
+
+
+def _rebuild_with_casts(graph, types, prec, home, report: Fp16Report) -> None:
+    """Step 3: the node list again, with a Cast wherever a tensor's precision and its user's
+    differ; fp16 graph outputs are renamed and cast back, so outputs stay fp32."""
     cast_cache: dict[tuple[str, int], str] = {}
     out_nodes = []
 
@@ -211,35 +240,29 @@ def convert_to_fp16(model, fp32_ops=FP32_OPS, keep_residual_stream: bool = True)
         key = (name, to)
         if key not in cast_cache:
             new = f"{name}__to_{'fp16' if to == HALF else 'fp32'}"
-            out_nodes.append(helper.make_node("Cast", [name], [new], to=to, name=new))
+            out_nodes.append(onnx.helper.make_node("Cast", [name], [new], to=to, name=new))
             report.casts += 1
             cast_cache[key] = new
         return cast_cache[key]
 
-    graph_outputs = {o.name for o in g.output}
+    graph_outputs = {o.name for o in graph.output}
     renamed_outputs: dict[str, str] = {}
-    for idx, n in enumerate(g.node):
+    for idx, n in enumerate(graph.node):
         p = prec.get(idx)
         if p is not None:
             for k, i in enumerate(n.input):
-                if not is_float(i) or i not in home:
+                if not _is_float(types, i) or i not in home:
                     continue
                 want = FLOAT if k in FP32_INPUTS.get(n.op_type, ()) else p
                 if home[i] != want:
                     n.input[k] = cast(i, want)
             if p == HALF:
-                for a in n.attribute:
-                    if n.op_type == "Cast" and a.name == "to" and a.i == FLOAT:
-                        a.i = HALF
-                    if n.op_type == "ConstantOfShape" and a.name == "value":
-                        value = numpy_helper.to_array(a.t)
-                        if value.dtype == np.float32:
-                            a.t.CopyFrom(numpy_helper.from_array(value.astype(np.float16)))
+                _to_half_attributes(n)
                 report.fp16_nodes += 1
             else:
                 report.fp32_nodes[n.op_type] = report.fp32_nodes.get(n.op_type, 0) + 1
             for k, o in enumerate(n.output):
-                if is_float(o) or (n.op_type == "Cast" and o):
+                if _is_float(types, o) or (n.op_type == "Cast" and o):
                     home[o] = p
                     if p == HALF and o in graph_outputs:
                         renamed_outputs[o] = f"{o}__fp16"
@@ -248,16 +271,12 @@ def convert_to_fp16(model, fp32_ops=FP32_OPS, keep_residual_stream: bool = True)
         for o in n.output:
             if o in renamed_outputs.values():
                 orig = o[: -len("__fp16")]
-                cast_back = helper.make_node("Cast", [o], [orig], to=FLOAT, name=f"{orig}_cast")
-                out_nodes.append(cast_back)
+                back = onnx.helper.make_node("Cast", [o], [orig], to=FLOAT, name=f"{orig}_cast")
+                out_nodes.append(back)
                 report.casts += 1
-    del g.node[:]
-    g.node.extend(out_nodes)
-    del g.value_info[:]  # stale types; consumers re-infer
-    report.fp32_nodes = dict(sorted(Counter(report.fp32_nodes).items()))
-    onnx.checker.check_model(model)
-    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
-    return model, report
+    del graph.node[:]
+    graph.node.extend(out_nodes)
+    del graph.value_info[:]  # stale types; consumers re-infer
 
 
 def run_in_fp16(model, x: np.ndarray) -> tuple[np.ndarray, str | None]:
@@ -268,11 +287,9 @@ def run_in_fp16(model, x: np.ndarray) -> tuple[np.ndarray, str | None]:
     onnx's reference evaluator computes every op in numpy in the dtype of its tensors, as an fp16
     GPU kernel would store them, so an intermediate beyond 65504 becomes inf here too.
     """
-    from onnx.reference import ReferenceEvaluator
-
     inits = {t.name for t in model.graph.initializer}
     name = next(i.name for i in model.graph.input if i.name not in inits)
-    values = ReferenceEvaluator(model).run(None, {name: x}, intermediate=True)
+    values = onnx_reference.ReferenceEvaluator(model).run(None, {name: x}, intermediate=True)
     first = None
     for node in model.graph.node:  # graph order is topological: the first one broke first
         bad = [
