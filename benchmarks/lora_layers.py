@@ -1,4 +1,4 @@
-"""GPU benchmark of the LoRA kernels: `python -m adaptsr.kernels.bench [--force]`.
+"""GPU benchmark of the LoRA kernels per layer: `python -m benchmarks.lora_layers [--force]`.
 
 Per layer (batch 8 of 64x64 LR patches), forward + backward time of
 - fused: `adaptsr.kernels` with the Triton backend (merged weight, low-rank gradients), in
@@ -29,7 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from adaptsr import kernels
-from adaptsr.kernels import reference
+from adaptsr.core.errors import UserError
+from adaptsr.core.fileio import atomic_output, check_writable
+from adaptsr.kernels import reference, roofline
 
 RANKS = (1, 4, 8, 16)
 BATCH, PATCH = 8, 64
@@ -152,6 +154,7 @@ def rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
 @contextlib.contextmanager
 def fused_design(one_pass: bool | None):
     """Force the fused backward's design (None: the cost model picks per call)."""
+    # here, not at the top: Triton reads TRITON_INTERPRET when the kernels module first loads
     from adaptsr.kernels import triton_lora
 
     previous = triton_lora.design_override
@@ -164,8 +167,6 @@ def fused_design(one_pass: bool | None):
 
 def auto_design(case: LayerCase, r: int, dtype, batch: int = BATCH, patch: int = PATCH) -> str:
     """The design the cost model picks for this layer (what plain `lora_*` calls run)."""
-    from adaptsr.kernels import roofline
-
     e = torch.finfo(dtype).bits // 8
     math_kind = "fp32" if dtype == torch.float32 else "bf16"
     if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
@@ -323,7 +324,7 @@ def render_report(meta: dict, layer_rows: list[dict]) -> str:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m adaptsr.kernels.bench", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.lora_layers", description=__doc__)
     p.add_argument("--out", default="docs/benchmarks/kernels.md", help="markdown report path")
     p.add_argument("--force", action="store_true", help="overwrite an existing report")
     p.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated torch dtypes")
@@ -339,9 +340,6 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         print("error: no CUDA device: this benchmark needs a GPU", file=sys.stderr)
         return 2
-    from adaptsr.core.errors import UserError
-    from adaptsr.core.fileio import atomic_output, check_writable
-
     try:
         check_writable(args.out, args.force)
         dtypes = [getattr(torch, name) for name in args.dtypes.split(",")]
@@ -375,7 +373,7 @@ def main(argv=None) -> int:
         triton=triton.__version__,
         cuda=torch.version.cuda,
         date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        command=" ".join(["python -m adaptsr.kernels.bench", *given]),
+        command=" ".join(["python -m benchmarks.lora_layers", *given]),
         tf32=torch.backends.cuda.matmul.allow_tf32,
         cudnn_tf32=torch.backends.cudnn.allow_tf32,
         runs=args.runs,
