@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from adaptsr.cli.demo import DemoSettings, run_demo
+from adaptsr.cli.demo_pipeline import DemoSettings, run_demo
 from adaptsr.core.images import read_image
 
 

@@ -871,7 +871,7 @@ def test_real_fp16_flag_route_on_tensorrt_10(exports):
 
 
 def test_ab_of_two_engines_compares_gpu_compute_time(monkeypatch):
-    from adaptsr.serve import bench, engine_timing
+    from adaptsr.serve import backend_bench, engine_timing
 
     class Engine(Backend):
         kind, device, scale = "tensorrt", "cuda", 2
@@ -889,10 +889,10 @@ def test_ab_of_two_engines_compares_gpu_compute_time(monkeypatch):
         return lambda: backend.ms * 1e-3 * (1 + 0.001 * rng.standard_normal())
 
     monkeypatch.setattr(engine_timing, "compute_clock", clock)
-    result = bench.compare_backends(Engine(1.0), Engine(1.5), (32, 32), rounds=12, warmup=1)
+    result = backend_bench.compare_backends(Engine(1.0), Engine(1.5), (32, 32), rounds=12, warmup=1)
     assert result.ratio == pytest.approx(1.5, rel=0.01) and result.verdict == "FAIL"
     assert result.base.median_ms == pytest.approx(1.0, rel=0.01)
-    same = bench.compare_backends(Engine(1.0), Engine(1.0), (32, 32), rounds=12, warmup=1)
+    same = backend_bench.compare_backends(Engine(1.0), Engine(1.0), (32, 32), rounds=12, warmup=1)
     assert same.verdict == "PASS"
 
 

@@ -15,9 +15,9 @@ import torch
 from adaptsr.adapt import train as training
 from adaptsr.adapt.lora import lora_sites, read_adapter
 from adaptsr.adapt.models import load_model
-from adaptsr.adapt.train import bench
 from adaptsr.adapt.train import model as train_model
 from adaptsr.adapt.train import state as train_state
+from adaptsr.adapt.train import throughput
 from adaptsr.core.errors import UserError
 
 
@@ -340,7 +340,7 @@ def test_benchmark_row_counts_trainable_parameters(setup):
 
     model_path = str(setup[1])
     rows = [
-        bench._bench_one(model_path, mode, 1, 32, 1, 0, "cpu", 2, "reference")
+        throughput._bench_one(model_path, mode, 1, 32, 1, 0, "cpu", 2, "reference")
         for mode in ("lora", "full")
     ]
     lora_model = inject_lora(load_model(model_path), 2)

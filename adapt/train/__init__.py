@@ -20,10 +20,9 @@ global batch with DistributedDataParallel (gloo on CPU, nccl on CUDA); rank 0 wr
 
 Modules: config (settings, resume rules, run folder), state (TrainState: checkpoints), loop
 (the step loop), callbacks (log, TensorBoard, progress bar), model (base model, adapters,
-rank maps, validation), distributed (processes and devices), bench (the benchmark).
+rank maps, validation), distributed (processes and devices), throughput (the benchmark).
 """
 
-from adaptsr.adapt.train.bench import bench_defaults, bench_table, benchmark
 from adaptsr.adapt.train.callbacks import Callback
 from adaptsr.adapt.train.config import (
     DEFAULT_LR,
@@ -36,6 +35,7 @@ from adaptsr.adapt.train.config import (
 )
 from adaptsr.adapt.train.loop import Result, train
 from adaptsr.adapt.train.state import TrainState
+from adaptsr.adapt.train.throughput import bench_defaults, bench_table, benchmark
 
 __all__ = [
     "DEFAULT_LR",

@@ -91,7 +91,7 @@ def bench(
         _ab(base, candidate, size, rounds, max_rounds, warmup, device, provider, as_json)
         return
 
-    from adaptsr.serve.bench import bench_backend
+    from adaptsr.serve.backend_bench import bench_backend
 
     rows, engine_rows = [], {}
     for spec in artifacts:
@@ -156,7 +156,7 @@ def _ab(base, candidate, size, rounds, max_rounds, warmup, device, provider, as_
     from adaptsr.core.artifacts import artifact_kind
     from adaptsr.cli.commands._backends import open_artifact
     from adaptsr.core.errors import UserError
-    from adaptsr.serve.bench import compare_backends
+    from adaptsr.serve.backend_bench import compare_backends
 
     kinds = artifact_kind(base), artifact_kind(candidate)
     if kinds[0] != kinds[1]:  # fail before loading anything

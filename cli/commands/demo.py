@@ -32,6 +32,6 @@ def demo(out: str, model: str, iters: int | None, device: str, force: bool) -> N
     evaluation on held-out photos; nothing is downloaded. Writes report.md, report.json,
     compare.png and rank_map.png into --out.
     """
-    from adaptsr.cli.demo import run_demo
+    from adaptsr.cli.demo_pipeline import run_demo
 
     run_demo(out, model=model, iters=iters, force=force, device=device, say=click.echo)
