@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from adaptsr.core.errors import UserError
+from adaptsr.core.image_suffixes import is_image_file
 
 
 def check_readable(path: str | os.PathLike, what: str) -> Path:
@@ -244,17 +245,11 @@ def check_not_input(output: str | os.PathLike, inputs, flag: str = "the output")
                 f"{flag} {out} is the input {kind} {src}: writing it would destroy an input "
                 "(choose another path; --force never overwrites inputs)"
             )
-        if src.is_dir() and out.is_file() and _is_image(out) and _inside(out, src):
+        if src.is_dir() and out.is_file() and is_image_file(out) and _inside(out, src):
             raise UserError(
                 f"{flag} {out} is an image in the input folder {src}: writing it would destroy "
                 "an input (choose another path; --force never overwrites inputs)"
             )
-
-
-def _is_image(path: Path) -> bool:
-    from adaptsr.core.images import is_image_file
-
-    return is_image_file(path)
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from adaptsr.core.errors import UserError
-from adaptsr.core.fileio import check_readable
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+from adaptsr.core.fileio import atomic_output, check_readable
+from adaptsr.core.image_suffixes import IMAGE_SUFFIXES, is_image_file  # callers read them here too
 
 # Images above this many pixels are refused before decoding (a 69-byte PNG may declare
 # 100000 x 100000): 2**26 = 67.1 megapixels, an 8192 x 8192 picture, whose float32 copy alone is
@@ -177,10 +176,6 @@ def image_header(path: str | os.PathLike) -> tuple[int, int] | None:
     return _png_size(head) or _webp_size(head) or _bmp_size(head)
 
 
-def is_image_file(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in IMAGE_SUFFIXES
-
-
 def list_images(folder: str | os.PathLike) -> list[Path]:
     """Image files directly inside `folder`, sorted by name."""
     folder = Path(folder)
@@ -290,8 +285,6 @@ def encode_image(image: Image, suffix: str, jpeg_quality: int = 95) -> bytes:
 
 def write_image(image: Image, path: str | os.PathLike, force: bool = False) -> Path:
     """Write atomically; an existing file is replaced only with force."""
-    from adaptsr.core.fileio import atomic_output
-
     path = Path(path)
     data = encode_image(image, path.suffix)
     with atomic_output(path, force=force) as tmp:

@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 
 from adaptsr.core.errors import UserError
+from adaptsr.core.fileio import check_not_input
+from adaptsr.core.image_suffixes import is_image_file
 from adaptsr.core.images import Image, list_images, read_image, write_image
 
 
@@ -71,3 +73,17 @@ def test_outputs_follow_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_image_suffixes_decide_what_list_images_and_the_input_guard_see(tmp_path):
+    # one rule for "is an image" (core/image_suffixes.py): list_images lists those files, and
+    # check_not_input refuses to overwrite one inside an input folder but not another file
+    assert is_image_file("a.PNG") and is_image_file("b.tiff") and not is_image_file("c.txt")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    write_image(Image(_random(4, 4), None, 8, False), photos / "x.JPG")
+    (photos / "notes.txt").write_text("not an image")
+    assert list_images(photos) == [photos / "x.JPG"]
+    with pytest.raises(UserError, match="is an image in the input folder"):
+        check_not_input(photos / "x.JPG", [photos], "--out")
+    check_not_input(photos / "notes.txt", [photos], "--out")  # not an image: allowed
