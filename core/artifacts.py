@@ -14,6 +14,7 @@ import json
 import math
 from pathlib import Path
 
+from adaptsr.core.contracts import EngineSidecar
 from adaptsr.core.errors import UserError
 
 ONNX_SUFFIXES = (".onnx",)
@@ -87,8 +88,8 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def read_engine_info(engine_path: str | Path) -> dict | None:
-    """The engine's sidecar as a dict, or None when there is none (an engine from trtexec)."""
+def read_engine_info(engine_path: str | Path) -> EngineSidecar | None:
+    """The engine's sidecar, or None when there is none (an engine from trtexec)."""
     info_path = engine_info_path(engine_path)
     if not info_path.is_file():
         return None
@@ -100,7 +101,7 @@ def read_engine_info(engine_path: str | Path) -> dict | None:
         raise UserError(f"cannot read {info_path}: nested too deeply") from None
     if not isinstance(info, dict):
         raise UserError(f"{info_path} is not an engine sidecar (a JSON object)")
-    return info
+    return EngineSidecar.from_json(info, info_path)
 
 
 def _version3(version: str) -> tuple[str, ...]:
@@ -109,31 +110,31 @@ def _version3(version: str) -> tuple[str, ...]:
 
 
 def check_engine_info(
-    info: dict, engine_path: str | Path, tensorrt_version: str, compute_capability: str
+    info: EngineSidecar, engine_path: str | Path, tensorrt_version: str, compute_capability: str
 ) -> None:
     """Refuse an engine built for another TensorRT or GPU, or one its sidecar no longer
     describes (engine replaced, or the ONNX it came from changed), with the rebuild command."""
     engine_path = Path(engine_path)
-    rebuild = info.get("build_command") or "adapt export trt --onnx MODEL.onnx --out ENGINE"
+    rebuild = info.build_command or "adapt export trt --onnx MODEL.onnx --out ENGINE"
     how = f"rebuild it on this machine: {rebuild} --force"
-    built_trt, built_cc = str(info.get("tensorrt_version", "?")), info.get("compute_capability")
+    built_trt, built_cc = info.tensorrt_version, info.compute_capability
     if _version3(built_trt) != _version3(tensorrt_version):
         raise UserError(
             f"{engine_path} was built with TensorRT {built_trt}, this machine has "
             f"{tensorrt_version} (engines are not portable across versions): {how}"
         )
-    if built_cc is not None and str(built_cc) != compute_capability:
+    if built_cc != compute_capability:
         raise UserError(
-            f"{engine_path} was built for compute capability {built_cc} ({info.get('gpu')}), "
+            f"{engine_path} was built for compute capability {built_cc} ({info.gpu}), "
             f"this GPU is {compute_capability} (engines are not portable across GPUs): {how}"
         )
-    want = info.get("engine_sha256")
+    want = info.engine_sha256
     if want and sha256_file(engine_path) != want:
         raise UserError(
             f"{engine_path} is not the engine its sidecar {engine_info_path(engine_path)} "
             f"describes (replaced after the build): {how}"
         )
-    onnx_path, onnx_sha = info.get("onnx"), info.get("onnx_sha256")
+    onnx_path, onnx_sha = info.onnx, info.onnx_sha256
     if onnx_path and onnx_sha:
         onnx_file = Path(onnx_path)
         if not onnx_file.is_absolute():  # recorded relative to the engine's folder
@@ -147,8 +148,7 @@ def check_engine_info(
 def engine_metadata(engine_path: str | Path) -> tuple[int, int]:
     """(min_size, multiple_of) from an engine's sidecar; (1, 1) when there is none."""
     info = read_engine_info(engine_path)
-    meta = info.get("metadata") if info else None
-    return size_metadata(meta if isinstance(meta, dict) else {}, engine_info_path(engine_path))
+    return size_metadata(info.metadata if info else {}, engine_info_path(engine_path))
 
 
 def json_safe(v):

@@ -131,6 +131,14 @@ def _decode_fields(cls: Any, data: dict, where: str, prefix: str = "") -> Any:
     return cls(**values)
 
 
+def record(cls: Any, data: Any, where: str | Path) -> Any:
+    """One of the records below (a part of a report) from a plain result, checked as
+    `from_json` checks a file."""
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected an object, got {type(data).__name__}")
+    return _decode_fields(cls, data, str(where))
+
+
 def _versioned(cls: Any, data: Any, where: str | Path, version: int) -> Any:
     where = str(where)
     if not isinstance(data, dict):
@@ -159,6 +167,18 @@ class AdapterMeta:
     base_fingerprint: str  # adaptsr.adapt.lora.base_fingerprint of the base weights
     adaptsr_version: str
     scaling: str = SCALING_RULE
+
+    def rank_summary(self) -> dict:
+        """Sites, min/max/mean/total rank and alpha (a merged export's `rank_summary`)."""
+        r = list(self.ranks.values())
+        return {
+            "sites": len(r),
+            "min": min(r) if r else 0,
+            "max": max(r) if r else 0,
+            "mean": round(sum(r) / len(r), 3) if r else 0.0,
+            "total": int(sum(r)),
+            "alpha": self.alpha,
+        }
 
     def to_json(self) -> dict[str, str]:
         """The safetensors metadata: every value a string (`format` is the version)."""

@@ -1,4 +1,3 @@
-# ~450 lines: one export pipeline, step by step (plan, trace, parity, fp16, proof, write).
 """ONNX export of base or merged models, with parity, metadata and the zero-overhead proof.
 
 Pipeline: (merge the adapter) -> torch.onnx.export with the dynamo exporter (opset >= 18),
@@ -12,7 +11,6 @@ export: op histogram, initializer shapes, parameter count, and alternating ORT l
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import re
@@ -20,6 +18,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,14 +30,30 @@ from adaptsr.core.artifacts import (
     META_PRECISION,
     META_SCALE,
     META_SIZE_REQUIREMENTS,
-    json_safe,
+)
+from adaptsr.core.contracts import (
+    ArithmeticCheck,
+    ExportReport,
+    ExportShape,
+    Fp16Arithmetic,
+    Fp16Proof,
+    LatencyProof,
+    Parity,
+    ParityCheck,
+    PsnrCheck,
+    StructureProof,
+    ZeroOverhead,
+    record,
 )
 from adaptsr.core.errors import UserError
+from adaptsr.core.images import synthetic_image
+from adaptsr.core.tiling import round_up
 from adaptsr.export import parity
 from adaptsr.export.rewrites import export_rewrites, reference_forward, size_requirements
-from adaptsr.core.images import synthetic_image
 from adaptsr.serve.timing import MAX_ROUNDS
-from adaptsr.core.tiling import round_up
+
+if TYPE_CHECKING:  # adapt is imported when a merged model is loaded
+    from adaptsr.adapt.adapter_file import AdapterFile
 
 MIN_OPSET = 18
 PARITY_TOL = 1e-4  # max abs error, fp32
@@ -204,7 +219,7 @@ def export_graph(model: nn.Module, spec: ExportSpec):
     return proto, rewrites
 
 
-def check_parity(model: nn.Module, onnx_path: Path, spec: ExportSpec) -> dict:
+def check_parity(model: nn.Module, onnx_path: Path, spec: ExportSpec) -> Parity:
     """ORT vs the original PyTorch model on random and photo-like inputs at every check size."""
     sess = parity.session(onnx_path)
     rows = []
@@ -229,24 +244,23 @@ def check_parity(model: nn.Module, onnx_path: Path, spec: ExportSpec) -> dict:
                     f"the exported graph gives shape {got.shape} at {h}x{w}, PyTorch {want.shape}"
                 )
             mx, mean = parity.abs_error(got, want)
-            rows.append(
-                {"size": [h, w], "batch": n, "input": kind, "max_abs": mx, "mean_abs": mean}
-            )
-    worst = max(r["max_abs"] for r in rows)
-    return {
-        "runtime": "onnxruntime CPUExecutionProvider",
-        "tolerance": PARITY_TOL,
-        "max_abs": worst,
-        "mean_abs": float(np.mean([r["mean_abs"] for r in rows])),
-        "checks": rows,
-        "passed": worst <= PARITY_TOL,
-    }
+            rows.append(ParityCheck([h, w], n, kind, mx, mean))
+    worst = max(r.max_abs for r in rows)
+    return Parity(
+        runtime="onnxruntime CPUExecutionProvider",
+        tolerance=PARITY_TOL,
+        max_abs=worst,
+        mean_abs=float(np.mean([r.mean_abs for r in rows])),
+        checks=rows,
+        passed=worst <= PARITY_TOL,
+    )
 
 
-def check_fp16(fp16_path: Path, fp32_path: Path, spec: ExportSpec) -> dict:
+def check_fp16(fp16_path: Path, fp32_path: Path, spec: ExportSpec, converted) -> Fp16Proof:
     """PSNR of the fp16 graph's output against the fp32 graph's, on photo-like images: in ONNX
     Runtime (fp16 storage and weight rounding), and computed in fp16 arithmetic by onnx's
-    reference evaluator (overflow included), naming the first node that overflows."""
+    reference evaluator (overflow included), naming the first node that overflows. `converted`
+    is export.fp16's report of the conversion."""
     import onnx
 
     from adaptsr.export.fp16 import run_in_fp16
@@ -258,72 +272,49 @@ def check_fp16(fp16_path: Path, fp32_path: Path, spec: ExportSpec) -> dict:
     for i, (h, w) in enumerate(spec.check_sizes):
         x = synthetic_image(h, w, seed=100 + i)[None]
         want = parity.run(s32, x)
-        rows.append({"size": [h, w], "psnr_db": parity.psnr(parity.run(s16, x), want)})
+        rows.append(PsnrCheck([h, w], parity.psnr(parity.run(s16, x), want)))
         got, first_bad = run_in_fp16(half, x)
-        arith.append({"size": [h, w], "psnr_db": parity.psnr(got, want), "overflow": first_bad})
+        arith.append(ArithmeticCheck([h, w], parity.psnr(got, want), first_bad))
         overflow = overflow or first_bad
-    worst = min(r["psnr_db"] for r in rows)
-    worst_arith = min(r["psnr_db"] for r in arith)
-    return {
-        "runtime": "onnxruntime CPUExecutionProvider",
-        "note": "ORT on CPU runs fp16 nodes that lack CPU fp16 kernels in fp32 (it inserts "
+    worst = min(r.psnr_db for r in rows)
+    worst_arith = min(r.psnr_db for r in arith)
+    return Fp16Proof(
+        fp32_islands=dict(converted.fp32_nodes),
+        fp16_nodes=converted.fp16_nodes,
+        casts_inserted=converted.casts,
+        clipped_weights=converted.clipped_weights,
+        runtime="onnxruntime CPUExecutionProvider",
+        note="ORT on CPU runs fp16 nodes that lack CPU fp16 kernels in fp32 (it inserts "
         "casts), so this bounds the fp16 storage and weight rounding, not fp16 arithmetic",
-        "min_psnr_db": worst,
-        "threshold_db": FP16_MIN_PSNR,
-        "checks": rows,
-        "arithmetic": {
-            "runtime": "onnx.reference (numpy, every op in its tensors' dtype)",
-            "min_psnr_db": worst_arith,
-            "threshold_db": FP16_ARITH_MIN_PSNR,
-            "first_overflow": overflow,
-            "checks": arith,
-            "passed": overflow is None and worst_arith >= FP16_ARITH_MIN_PSNR,
-        },
-        "passed": worst >= FP16_MIN_PSNR,
-    }
+        min_psnr_db=worst,
+        threshold_db=FP16_MIN_PSNR,
+        checks=rows,
+        arithmetic=Fp16Arithmetic(
+            runtime="onnx.reference (numpy, every op in its tensors' dtype)",
+            min_psnr_db=worst_arith,
+            threshold_db=FP16_ARITH_MIN_PSNR,
+            first_overflow=overflow,
+            checks=arith,
+            passed=overflow is None and worst_arith >= FP16_ARITH_MIN_PSNR,
+        ),
+        passed=worst >= FP16_MIN_PSNR,
+    )
 
 
-@dataclass
-class AdapterInfo:
-    path: str
-    fingerprint: str  # sha256 of the adapter file (first 16 hex digits)
-    base_fingerprint: str
-    ranks: dict[str, int]
-    alpha: float
-
-    def summary(self) -> dict:
-        r = list(self.ranks.values())
-        return {
-            "sites": len(r),
-            "min": min(r) if r else 0,
-            "max": max(r) if r else 0,
-            "mean": round(float(np.mean(r)), 3) if r else 0.0,
-            "total": int(sum(r)),
-            "alpha": self.alpha,
-        }
-
-
-def load_merged(model_spec: str, adapter_path: str | Path) -> tuple[nn.Module, AdapterInfo]:
-    """Load the base, load the adapter onto it (refused for another base), merge in place."""
-    from adaptsr.adapt.lora import load_adapter, merge_lora, read_adapter
+def load_merged(model_spec: str, adapter_path: str | Path) -> tuple[nn.Module, AdapterFile]:
+    """Load the base, apply the adapter file (read once; refused for another base), merge."""
+    from adaptsr.adapt.adapter_file import AdapterFile
+    from adaptsr.adapt.lora import merge_lora
     from adaptsr.adapt.models import load_model
 
     model = load_model(model_spec)
-    _, meta = read_adapter(adapter_path)
-    load_adapter(model, adapter_path)
+    adapter = AdapterFile.read(adapter_path)
+    adapter.apply(model)
     merge_lora(model)
-    digest = hashlib.sha256(Path(adapter_path).read_bytes()).hexdigest()[:16]
-    info = AdapterInfo(
-        path=str(adapter_path),
-        fingerprint=digest,
-        base_fingerprint=meta.get("base_fingerprint", ""),
-        ranks={k: int(v) for k, v in meta["ranks_parsed"].items()},
-        alpha=float(meta["alpha"]),
-    )
-    return model, info
+    return model, adapter
 
 
-def metadata(model: nn.Module, spec: ExportSpec, adapter: AdapterInfo | None) -> dict[str, str]:
+def metadata(model: nn.Module, spec: ExportSpec, adapter: AdapterFile | None) -> dict[str, str]:
     from adaptsr.core.version import __version__
 
     info = model.adaptsr_info
@@ -339,8 +330,8 @@ def metadata(model: nn.Module, spec: ExportSpec, adapter: AdapterInfo | None) ->
         META_PRECISION: "fp16" if spec.fp16 else "fp32",
         "merged": "true" if adapter else "false",
         "adapter_fingerprint": adapter.fingerprint if adapter else "",
-        "base_fingerprint": adapter.base_fingerprint if adapter else "",
-        "rank_summary": json.dumps(adapter.summary()) if adapter else "",
+        "base_fingerprint": adapter.meta.base_fingerprint if adapter else "",
+        "rank_summary": json.dumps(adapter.meta.rank_summary()) if adapter else "",
     }
 
 
@@ -361,6 +352,60 @@ def _progress(enabled: bool):
     return tqdm(total=0, bar_format="{desc}", disable=not enabled, leave=False)
 
 
+def _fp16_step(proto, fp32_path: Path, tmp: Path, spec: ExportSpec):
+    """The fp16 graph and its proof; refused (nothing written) when it overflows or loses
+    too much."""
+    import onnx
+
+    from adaptsr.export.fp16 import convert_to_fp16
+
+    final, converted = convert_to_fp16(proto)
+    fp16_path = tmp / "model.fp16.onnx"
+    onnx.save(final, fp16_path)
+    proof = check_fp16(fp16_path, fp32_path, spec, converted)
+    arith = proof.arithmetic
+    if arith.first_overflow:  # first: it names the node, the PSNRs only follow
+        raise UserError(
+            "the fp16 graph overflows in fp16 arithmetic, first at "
+            f"{arith.first_overflow}: not written (export without --fp16)"
+        )
+    if not proof.passed:
+        raise UserError(
+            f"fp16 output PSNR {proof.min_psnr_db:.1f} dB against fp32 is "
+            f"below {FP16_MIN_PSNR:g} dB: not written"
+        )
+    if not arith.passed:
+        raise UserError(
+            f"fp16 arithmetic gives {arith.min_psnr_db:.1f} dB PSNR against fp32, below "
+            f"{FP16_ARITH_MIN_PSNR:g} dB: not written"
+        )
+    return final, proof
+
+
+def _zero_overhead_step(
+    final, base: nn.Module, tmp: Path, spec: ExportSpec, rounds: int, max_rounds: int
+) -> ZeroOverhead:
+    """The merged graph against the base model's export: node for node, then timed."""
+    import onnx
+
+    from adaptsr.export.fp16 import convert_to_fp16
+    from adaptsr.export.structure import compare_latency, compare_structure
+
+    base_proto, _ = export_graph(base, spec)
+    if spec.fp16:
+        base_proto, _ = convert_to_fp16(base_proto)
+    structure = StructureProof(**compare_structure(final, base_proto))
+    if not structure.identical:
+        differences = "; ".join(structure.differences)
+        raise UserError(f"the merged graph differs from the base graph: {differences}")
+    base_path, merged_path = tmp / "base.onnx", tmp / "merged.onnx"
+    onnx.save(base_proto, base_path)
+    onnx.save(final, merged_path)
+    x = synthetic_image(*latency_size(spec))[None]
+    latency = compare_latency(merged_path, base_path, x, rounds, max_rounds=max_rounds)
+    return ZeroOverhead(structure, record(LatencyProof, latency, "the latency comparison"))
+
+
 def export_onnx(
     model: nn.Module,
     out: str | Path,
@@ -370,13 +415,13 @@ def export_onnx(
     opset: int = MIN_OPSET,
     fp16: bool = False,
     dynamic_batch: bool = False,
-    adapter: AdapterInfo | None = None,
+    adapter: AdapterFile | None = None,
     base: nn.Module | None = None,
     latency_rounds: int = 30,
     latency_max_rounds: int = MAX_ROUNDS,
     force: bool = False,
     progress: bool = False,
-) -> dict:
+) -> ExportReport:
     """Export `model` (merged when `adapter` is given, then `base` is required) to `out`.
 
     Writes the ONNX file and `<out>.report.json`, or nothing at all when a check fails.
@@ -384,8 +429,6 @@ def export_onnx(
     """
     import onnx
 
-    from adaptsr.export.fp16 import convert_to_fp16
-    from adaptsr.export.structure import compare_latency, compare_structure
     from adaptsr.core.fileio import atomic_outputs, check_writable
 
     out = Path(out)
@@ -398,7 +441,7 @@ def export_onnx(
     spec = plan(model, dynamic, tile, opset)
     spec.fp16 = fp16
     spec.dynamic_batch = dynamic_batch
-    report: dict = {"onnx": str(out), "architecture": model.adaptsr_info.arch}
+    fp16_proof, zero_overhead = None, None
     with (
         tempfile.TemporaryDirectory(prefix="adaptsr-export-") as tmpdir,
         _progress(progress) as bar,
@@ -409,73 +452,43 @@ def export_onnx(
         fp32_path = tmp / "model.fp32.onnx"
         onnx.save(proto, fp32_path)
         bar.set_description_str("checking parity in ONNX Runtime")
-        report["parity"] = check_parity(model, fp32_path, spec)
-        if not report["parity"]["passed"]:
+        parity_proof = check_parity(model, fp32_path, spec)
+        if not parity_proof.passed:
             hint = " (a dynamic export: try --tile H W)" if dynamic else ""
             raise UserError(
-                f"ONNX Runtime output differs from PyTorch by {report['parity']['max_abs']:.3g} "
+                f"ONNX Runtime output differs from PyTorch by {parity_proof.max_abs:.3g} "
                 f"(max abs; allowed {PARITY_TOL:g}){hint}: not written"
             )
-        report["rewrites"] = rewrites
         final = proto
         if fp16:
             bar.set_description_str("converting to fp16")
-            final, fp16_report = convert_to_fp16(proto)
-            fp16_path = tmp / "model.fp16.onnx"
-            onnx.save(final, fp16_path)
-            report["fp16"] = {**fp16_report.to_dict(), **check_fp16(fp16_path, fp32_path, spec)}
-            arith = report["fp16"]["arithmetic"]
-            if arith["first_overflow"]:  # first: it names the node, the PSNRs only follow
-                raise UserError(
-                    "the fp16 graph overflows in fp16 arithmetic, first at "
-                    f"{arith['first_overflow']}: not written (export without --fp16)"
-                )
-            if not report["fp16"]["passed"]:
-                raise UserError(
-                    f"fp16 output PSNR {report['fp16']['min_psnr_db']:.1f} dB against fp32 is "
-                    f"below {FP16_MIN_PSNR:g} dB: not written"
-                )
-            if not arith["passed"]:
-                raise UserError(
-                    f"fp16 arithmetic gives {arith['min_psnr_db']:.1f} dB PSNR against fp32, below "
-                    f"{FP16_ARITH_MIN_PSNR:g} dB: not written"
-                )
+            final, fp16_proof = _fp16_step(proto, fp32_path, tmp, spec)
         if adapter is not None:
-            bar.set_description_str("exporting the base model for the zero-overhead proof")
-            base_proto, _ = export_graph(base, spec)
-            if fp16:
-                base_proto, _ = convert_to_fp16(base_proto)
-            structure = compare_structure(final, base_proto)
-            if not structure["identical"]:
-                raise UserError(
-                    "the merged graph differs from the base graph: "
-                    + "; ".join(structure["differences"])
-                )
-            base_path = tmp / "base.onnx"
-            merged_path = tmp / "merged.onnx"
-            onnx.save(base_proto, base_path)
-            onnx.save(final, merged_path)
-            bar.set_description_str("timing merged vs base in ONNX Runtime")
-            x = synthetic_image(*latency_size(spec))[None]
-            report["zero_overhead"] = {
-                "structure": structure,
-                "latency": compare_latency(
-                    merged_path, base_path, x, latency_rounds, max_rounds=latency_max_rounds
-                ),
-            }
+            bar.set_description_str("exporting the base model and timing merged vs base")
+            zero_overhead = _zero_overhead_step(
+                final, base, tmp, spec, latency_rounds, latency_max_rounds
+            )
         props = metadata(model, spec, adapter)
         _set_metadata(final, props)
-        report["metadata"] = props
-        report["spec"] = {
-            "dynamic": dynamic,
-            "dynamic_batch": dynamic_batch,
-            "tile": list(tile) if tile else None,
-            "opset": opset,
-            "traced_size": list(spec.example),
-            "checked_sizes": [list(s) for s in spec.check_sizes],
-        }
+        report = ExportReport(
+            onnx=str(out),
+            architecture=model.adaptsr_info.arch,
+            parity=parity_proof,
+            rewrites=list(rewrites),
+            fp16=fp16_proof,
+            zero_overhead=zero_overhead,
+            metadata=props,
+            spec=ExportShape(
+                dynamic=dynamic,
+                dynamic_batch=dynamic_batch,
+                tile=list(tile) if tile else None,
+                opset=opset,
+                traced_size=list(spec.example),
+                checked_sizes=[list(s) for s in spec.check_sizes],
+            ),
+        )
         # the model and its report are published together, or neither is
         with atomic_outputs([out, report_path(out)], force) as (tmp_onnx, tmp_json):
             onnx.save(final, tmp_onnx)
-            tmp_json.write_text(json.dumps(json_safe(report), indent=2) + "\n")
+            tmp_json.write_text(json.dumps(report.to_json(), indent=2) + "\n")
     return report

@@ -10,15 +10,9 @@ before that (argument checks, profile shapes) works and is tested without it.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import shlex
-import time
-from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from adaptsr.core.artifacts import (
     ENGINE_SUFFIXES,
@@ -27,17 +21,16 @@ from adaptsr.core.artifacts import (
     META_PRECISION,
     check_engine_info,
     engine_info_path,
-    json_safe,
     read_engine_info,
-    sha256_file,
     size_metadata,
 )
+from adaptsr.core.contracts import EngineProfile, EngineSidecar, EngineVerify, record
+from adaptsr.core.contracts import EngineZeroOverhead as EngineZeroOverheadProof
 from adaptsr.core.errors import UserError
-from adaptsr.core.fileio import atomic_output, check_readable, check_writable
+from adaptsr.core.fileio import check_readable, check_writable
+from adaptsr.export.trt_builder import FP16_FLAG, STRONGLY_TYPED, Builder, Built, refit_plan
+from adaptsr.export.trt_sidecar import hw, new_sidecar, relative, shell_command, write_engine
 from adaptsr.serve.backends import import_tensorrt
-
-if TYPE_CHECKING:  # the real API's types (tensorrt-stubs); TensorRT itself loads lazily
-    import tensorrt as trt
 
 
 @dataclass
@@ -53,24 +46,9 @@ class OnnxInput:
 
 
 # Precision routes (docs/export.md has the table by TensorRT version)
-STRONGLY_TYPED = "strongly-typed"  # every layer in the type the ONNX gives it (10.x and 11.x)
-FP16_FLAG = "fp16-flag"  # fp32 ONNX + BuilderFlag.FP16, fp32 constraints on sensitive layers
 ROUTES = (STRONGLY_TYPED, FP16_FLAG)
 DEFAULT_ROUTE = STRONGLY_TYPED
-# Layers the fp16-flag route pins to fp32: normalisations and softmax overflow or lose their
-# mean/variance in fp16 (TensorRT itself warns about LayerNorm in fp16), reductions feed them.
-FP32_LAYER_TYPES = ("NORMALIZATION", "SOFTMAX", "REDUCE")
-
-
-@dataclass
-class Profile:
-    name: str
-    min: tuple[int, ...]
-    opt: tuple[int, ...]
-    max: tuple[int, ...]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+Profile = EngineProfile  # the optimization profile, as the sidecar records it
 
 
 def parse_batch(values) -> tuple[int, int, int] | None:
@@ -230,132 +208,67 @@ def resolve_reference(onnx_path, precision: str, inp: OnnxInput, reference) -> P
     return Path(reference)
 
 
-def _relative(path, engine: Path) -> str:
-    """`path` as the sidecar records it: relative to the engine's folder."""
-    return os.path.relpath(Path(path).resolve(), engine.resolve().parent)
-
-
-def _command(*parts) -> str:
-    return " ".join(shlex.quote(str(p)) for p in parts if p is not None and p != "")
-
-
-def _hw(shape: tuple[int, ...]) -> str:
-    return f"{shape[2]}x{shape[3]}"
-
-
-class _Builder:
-    """One logger, runtime and timing cache for the builds of one command."""
-
-    def __init__(self, workspace_gib: float, timing_cache: str | Path | None):
-        import tensorrt as trt
-
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        self.workspace = int(workspace_gib * (1 << 30))
-        self.cache_path = Path(timing_cache) if timing_cache else None
-        self.cache: trt.ITimingCache | None = None
-
-    def _attach_cache(self, config) -> None:
-        if self.cache is None:  # the first build reads the file (or starts an empty cache)
-            path = self.cache_path
-            data = path.read_bytes() if path is not None and path.exists() else b""
-            try:
-                self.cache = config.create_timing_cache(data)
-            except Exception as e:  # TensorRT raises untyped errors for damaged caches
-                raise UserError(f"cannot read timing cache {path}: {e}".splitlines()[0]) from e
-        if not config.set_timing_cache(self.cache, False):  # False: made by another TRT/GPU
-            raise UserError(
-                f"timing cache {self.cache_path} does not fit this TensorRT version or GPU: "
-                "delete it or name another file"
-            )
-
-    def build(self, onnx_path, route: str, profile: Profile, refittable: bool) -> dict:
-        """Serialize an engine; returns its plan bytes and build facts."""
-        import tensorrt as trt
-
-        builder = trt.Builder(self.logger)
-        strong = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-        network = builder.create_network(strong if route == STRONGLY_TYPED else 0)
-        parser = trt.OnnxParser(network, self.logger)
-        if not parser.parse_from_file(str(onnx_path)):
-            errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-            first = errors[0].strip().splitlines()[0] if errors else "unknown error"
-            raise UserError(f"TensorRT cannot parse {onnx_path}: {first}")
-        config = builder.create_builder_config()
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.workspace)
-        # Layer details (types, precisions, tactics) for the inspector; no effect on speed.
-        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-        if refittable:
-            config.set_flag(trt.BuilderFlag.REFIT)
-        fp32_layers = 0
-        if route == FP16_FLAG:
-            config.set_flag(trt.BuilderFlag.FP16)
-            config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-            fp32_layers = _pin_fp32(network)
-        trt_profile = builder.create_optimization_profile()
-        shapes = (trt.Dims(list(s)) for s in (profile.min, profile.opt, profile.max))
-        trt_profile.set_shape(profile.name, *shapes)
-        config.add_optimization_profile(trt_profile)
-        self._attach_cache(config)  # one cache (in memory without --timing-cache) for every build
-        start = time.perf_counter()
-        serialized = builder.build_serialized_network(network, config)
-        seconds = time.perf_counter() - start
-        if serialized is None:
-            raise UserError("TensorRT could not build the engine (its log above says why)")
-        return {"plan": bytes(serialized), "seconds": seconds, "fp32_layers": fp32_layers}
-
-    def layers(self, plan: bytes) -> list[dict]:
-        import tensorrt as trt
-
-        from adaptsr.export.trt_inspect import engine_layers
-
-        engine = trt.Runtime(self.logger).deserialize_cuda_engine(plan)
-        if engine is None:
-            raise UserError("TensorRT cannot load the engine it just built")
-        return engine_layers(engine)
-
-    def save_cache(self) -> None:
-        if self.cache_path is not None and self.cache is not None:
-            with atomic_output(self.cache_path, force=True) as tmp:
-                tmp.write_bytes(bytes(self.cache.serialize()))
-
-
-def _pin_fp32(network: trt.INetworkDefinition) -> int:
-    """fp16-flag route: normalisation, softmax and reduction layers compute and output fp32."""
-    import tensorrt as trt
-
-    wanted = {getattr(trt.LayerType, name) for name in FP32_LAYER_TYPES}
-    floats = (trt.float32, trt.float16)
-    pinned = 0
-    for i in range(network.num_layers):
-        layer = network.get_layer(i)
-        if layer.type not in wanted:
-            continue
-        outputs = range(layer.num_outputs)
-        if not all(layer.get_output(j).dtype in floats for j in outputs):
-            continue  # a shape computation on integers has no precision to keep
-        layer.precision = trt.float32
-        for j in outputs:
-            layer.set_output_type(j, trt.float32)
-        pinned += 1
-    return pinned
-
-
-def _verify(engine_file: Path, reference: Path, profile: Profile, min_psnr: float) -> dict:
+def _verify(engine_file: Path, reference: Path, profile: Profile, min_psnr: float) -> EngineVerify:
     from adaptsr.export.trt_verify import verify
     from adaptsr.serve.backends import TensorRTBackend
 
     return verify(TensorRTBackend(engine_file).run, reference, profile, min_psnr)
 
 
-def _write(out: Path, plan: bytes, info: dict, verify_with, force: bool) -> dict:
-    """Engine, then sidecar, atomically; verification runs on the engine before it is named."""
-    with atomic_output(out, force) as tmp:
-        tmp.write_bytes(plan)
-        info["verify"] = verify_with(tmp) if verify_with else {"skipped": "--no-verify"}
-        info["engine_sha256"] = sha256_file(tmp)
-    with atomic_output(engine_info_path(out), force) as tmp_json:
-        tmp_json.write_text(json.dumps(json_safe(info), indent=2) + "\n")
-    return info
+def _check_outputs(out: Path, force: bool) -> None:
+    """An engine name serve recognises, and outputs that are not inputs or existing files."""
+    if out.suffix.lower() not in ENGINE_SUFFIXES:  # bench and upscale type artifacts by suffix
+        raise UserError(f"{out}: name the engine {' or '.join(ENGINE_SUFFIXES)}")
+    check_writable(out, force)
+    check_writable(engine_info_path(out), force)
+
+
+def _check_base_onnx(base_onnx, onnx_path, inp: OnnxInput, precision: str) -> None:
+    base_inp = read_onnx_input(base_onnx)
+    if base_inp.dims != inp.dims or base_inp.metadata.get(META_PRECISION, "fp32") != precision:
+        raise UserError(
+            f"--base-onnx {base_onnx} is not an export of the same shape and precision as "
+            f"{onnx_path}: export both with the same options"
+        )
+
+
+def _zero_overhead(builder: Builder, base: Built, merged: Built, base_onnx, out: Path):
+    """The engine-level proof: the merged engine's layers are the base engine's."""
+    from adaptsr.export.trt_inspect import compare_layers
+
+    compared = compare_layers(builder.layers(base.plan), builder.layers(merged.plan))
+    proof = record(
+        EngineZeroOverheadProof,
+        {
+            "first_tactic_difference": None,
+            **compared,
+            "base_onnx": relative(base_onnx, out),
+            "base_build_seconds": base.seconds,
+        },
+        "the engine layer comparison",
+    )
+    if not proof.structure_identical:
+        raise UserError(
+            "the merged engine's layers differ from the base engine's: "
+            f"{proof.first_difference}: not written"
+        )
+    return proof
+
+
+def _build_command(onnx_path, out, fp16, route, profile, min_hw, batch, refittable, reference,
+                   verify) -> str:  # fmt: skip
+    return shell_command(
+        "adapt", "export", "trt", "--onnx", onnx_path, "--out", out,
+        "--fp16" if fp16 else None,
+        *(("--route", route) if route != DEFAULT_ROUTE else ()),
+        *(() if profile.min == profile.max and min_hw is None else
+          ("--min-shape", hw(profile.min), "--opt-shape", hw(profile.opt),
+           "--max-shape", hw(profile.max))),
+        *(("--batch-range", *batch) if batch else ()),
+        "--refittable" if refittable else None,
+        *(("--reference", reference) if reference else ()),
+        *(() if verify else ("--no-verify",)),
+    )  # fmt: skip
 
 
 def build_engine(
@@ -376,7 +289,7 @@ def build_engine(
     min_psnr: float = 45.0,
     base_onnx: str | Path | None = None,
     force: bool = False,
-) -> dict:
+) -> EngineSidecar:
     """Build, verify and write an engine with its sidecar `<out>.engine.json`; returns it.
 
     With `base_onnx` (the base model's export), the base engine is built first with the same
@@ -384,10 +297,7 @@ def build_engine(
     proof, in the sidecar's `zero_overhead`; a structural difference fails the build.
     """
     out = Path(out)
-    if out.suffix.lower() not in ENGINE_SUFFIXES:  # bench and upscale type artifacts by suffix
-        raise UserError(f"{out}: name the engine {' or '.join(ENGINE_SUFFIXES)}")
-    check_writable(out, force)
-    check_writable(engine_info_path(out), force)
+    _check_outputs(out, force)
     if workspace_gib <= 0:
         raise UserError(f"workspace must be positive, got {workspace_gib} GiB")
     if timing_cache is not None:  # read and rewritten: it must not be any other file here
@@ -400,74 +310,58 @@ def build_engine(
     profile = profile_shapes(inp, min_hw, opt_hw, max_hw, batch)
     ref = resolve_reference(onnx_path, precision, inp, reference) if verify else None
     if base_onnx is not None:
-        base_inp = read_onnx_input(base_onnx)
-        if base_inp.dims != inp.dims or base_inp.metadata.get(META_PRECISION, "fp32") != precision:
-            raise UserError(
-                f"--base-onnx {base_onnx} is not an export of the same shape and precision as "
-                f"{onnx_path}: export both with the same options"
-            )
+        _check_base_onnx(base_onnx, onnx_path, inp, precision)
     import_tensorrt()
     import tensorrt as trt
 
     check_route_version(route, trt.__version__)
     gpu = gpu_info()
-    builder = _Builder(workspace_gib, timing_cache)
-    zero_overhead = None
-    if base_onnx is not None:
-        base_built = builder.build(base_onnx, route, profile, refittable)
+    builder = Builder(workspace_gib, timing_cache)
+    base_built = builder.build(base_onnx, route, profile, refittable) if base_onnx else None
     built = builder.build(onnx_path, route, profile, refittable)
-    if base_onnx is not None:
-        from adaptsr.export.trt_inspect import compare_layers
-
-        zero_overhead = compare_layers(
-            builder.layers(base_built["plan"]), builder.layers(built["plan"])
-        )
-        zero_overhead["base_onnx"] = _relative(base_onnx, out)
-        zero_overhead["base_build_seconds"] = base_built["seconds"]
-        if not zero_overhead["structure_identical"]:
-            raise UserError(
-                "the merged engine's layers differ from the base engine's: "
-                f"{zero_overhead['first_difference']}: not written"
-            )
-    command = _command(
-        "adapt", "export", "trt", "--onnx", onnx_path, "--out", out,
-        "--fp16" if fp16 else None,
-        *(("--route", route) if route != DEFAULT_ROUTE else ()),
-        *(() if profile.min == profile.max and min_hw is None else
-          ("--min-shape", _hw(profile.min), "--opt-shape", _hw(profile.opt),
-           "--max-shape", _hw(profile.max))),
-        *(("--batch-range", *batch) if batch else ()),
-        "--refittable" if refittable else None,
-        *(("--reference", reference) if reference else ()),
-        *(() if verify else ("--no-verify",)),
-    )  # fmt: skip
-    info = {
-        "engine": out.name,
-        "onnx": _relative(onnx_path, out),
-        "onnx_sha256": sha256_file(onnx_path),
-        "onnx_input": inp.dims,
-        "tensorrt_version": str(trt.__version__),
-        **gpu,
-        "precision": "fp16" if fp16 or route == FP16_FLAG else precision,
-        "onnx_precision": precision,
-        "route": route,
-        "strongly_typed": route == STRONGLY_TYPED,
-        "fp32_constrained_layers": built["fp32_layers"],
-        "refittable": refittable,
-        "profile": profile.to_dict(),
-        "adapter_fingerprint": inp.metadata.get("adapter_fingerprint"),
-        "base_fingerprint": inp.metadata.get("base_fingerprint"),
-        "build_seconds": built["seconds"],
-        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "build_command": command,
-        "metadata": inp.metadata,
-    }
-    if zero_overhead is not None:
-        info["zero_overhead"] = zero_overhead
+    zero_overhead = None
+    if base_built is not None:
+        zero_overhead = _zero_overhead(builder, base_built, built, base_onnx, out)
+    command = _build_command(
+        onnx_path, out, fp16, route, profile, min_hw, batch, refittable, reference, verify
+    )
+    sidecar = new_sidecar(
+        out,
+        onnx_path,
+        inp.metadata,
+        command,
+        onnx_input=inp.dims,
+        tensorrt_version=str(trt.__version__),
+        gpu=gpu["gpu"],
+        compute_capability=gpu["compute_capability"],
+        precision="fp16" if fp16 or route == FP16_FLAG else precision,
+        onnx_precision=precision,
+        route=route,
+        strongly_typed=route == STRONGLY_TYPED,
+        fp32_constrained_layers=built.fp32_layers,
+        refittable=refittable,
+        profile=profile,
+        build_seconds=built.seconds,
+        zero_overhead=zero_overhead,
+    )
     verify_with = (lambda f: _verify(f, ref, profile, min_psnr)) if ref is not None else None
-    _write(out, built["plan"], info, verify_with, force)
+    sidecar = write_engine(out, built.plan, sidecar, verify_with, force)
     builder.save_cache()
-    return info
+    return sidecar
+
+
+def _refittable_sidecar(base_engine: Path) -> EngineSidecar:
+    base = read_engine_info(base_engine)
+    if base is None:
+        raise UserError(
+            f"{base_engine} has no sidecar {engine_info_path(base_engine)}: refit needs the "
+            "profile and precision it records (build the engine with adapt export trt)"
+        )
+    if not base.refittable:
+        raise UserError(
+            f"{base_engine} was built without --refittable: rebuild it with --refittable"
+        )
+    return base
 
 
 def refit_engine(
@@ -479,7 +373,7 @@ def refit_engine(
     reference: str | Path | None = None,
     min_psnr: float = 45.0,
     force: bool = False,
-) -> dict:
+) -> EngineSidecar:
     """A copy of a refittable engine with the weights of another export of the same model
     (another adapter merged into the same base: same graph, other initializer values).
 
@@ -487,80 +381,39 @@ def refit_engine(
     so no build runs: seconds instead of minutes.
     """
     out, base_engine = Path(out), check_readable(base_engine, "engine file")
-    if out.suffix.lower() not in ENGINE_SUFFIXES:
-        raise UserError(f"{out}: name the engine {' or '.join(ENGINE_SUFFIXES)}")
-    if out.resolve() == base_engine.resolve():
+    if out.suffix.lower() in ENGINE_SUFFIXES and out.resolve() == base_engine.resolve():
         raise UserError(f"--out {out} is the --refit-from engine: write the refit copy elsewhere")
-    check_writable(out, force)
-    check_writable(engine_info_path(out), force)
-    base_info = read_engine_info(base_engine)
-    if base_info is None:
-        raise UserError(
-            f"{base_engine} has no sidecar {engine_info_path(base_engine)}: refit needs the "
-            "profile and precision it records (build the engine with adapt export trt)"
-        )
-    if not base_info.get("refittable"):
-        raise UserError(
-            f"{base_engine} was built without --refittable: rebuild it with --refittable"
-        )
+    _check_outputs(out, force)
+    base = _refittable_sidecar(base_engine)
     inp = read_onnx_input(onnx_path)
     precision = inp.metadata.get(META_PRECISION, "fp32")
-    if precision != base_info.get("onnx_precision") or inp.dims != base_info.get("onnx_input"):
+    if precision != base.onnx_precision or inp.dims != base.onnx_input:
         raise UserError(
             f"{onnx_path} ({precision}, input {inp.dims}) is not exported like the ONNX the "
-            f"engine was built from ({base_info.get('onnx_precision')}, input "
-            f"{base_info.get('onnx_input')}): export it with the same options"
+            f"engine was built from ({base.onnx_precision}, input {base.onnx_input}): export "
+            "it with the same options"
         )
-    p = base_info["profile"]
-    profile = Profile(p["name"], tuple(p["min"]), tuple(p["opt"]), tuple(p["max"]))
     ref = resolve_reference(onnx_path, precision, inp, reference) if verify else None
     import_tensorrt()
     import tensorrt as trt
 
     gpu = gpu_info()
-    check_engine_info(base_info, base_engine, trt.__version__, gpu["compute_capability"])
-    logger = trt.Logger(trt.Logger.WARNING)
-    engine = trt.Runtime(logger).deserialize_cuda_engine(base_engine.read_bytes())
-    if engine is None:
-        raise UserError(f"cannot load engine {base_engine}: corrupt (rebuild it)")
-    if not engine.refittable:
-        raise UserError(f"{base_engine} is not refittable: rebuild it with --refittable")
-    start = time.perf_counter()
-    refitter = trt.Refitter(engine, logger)
-    parser = trt.OnnxParserRefitter(refitter, logger)
-    if not parser.refit_from_file(str(onnx_path)):
-        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        first = errors[0].strip().splitlines()[0] if errors else "unknown error"
-        raise UserError(f"TensorRT cannot refit from {onnx_path}: {first}")
-    missing = refitter.get_missing_weights()
-    if missing:
-        raise UserError(
-            f"{onnx_path} lacks {len(missing)} weights of the engine (first: {missing[0]}): "
-            "not an export of the engine's model"
-        )
-    if not refitter.refit_cuda_engine():
-        raise UserError(f"TensorRT could not refit {base_engine} (its log above says why)")
-    seconds = time.perf_counter() - start
-    serialized = engine.serialize()
-    if serialized is None:
-        raise UserError("TensorRT could not serialize the refitted engine")
-    command = _command(
+    check_engine_info(base, base_engine, trt.__version__, gpu["compute_capability"])
+    plan, seconds = refit_plan(base_engine, onnx_path)
+    command = shell_command(
         "adapt", "export", "trt", "--refit-from", base_engine, "--onnx", onnx_path, "--out", out,
         *(("--reference", reference) if reference else ()),
         *(() if verify else ("--no-verify",)),
     )  # fmt: skip
-    info = {
-        **{k: v for k, v in base_info.items() if k not in ("verify", "zero_overhead")},
-        "engine": out.name,
-        "onnx": _relative(onnx_path, out),
-        "onnx_sha256": sha256_file(onnx_path),
-        "adapter_fingerprint": inp.metadata.get("adapter_fingerprint"),
-        "base_fingerprint": inp.metadata.get("base_fingerprint"),
-        "refit_from": _relative(base_engine, out),
-        "refit_seconds": seconds,
-        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "build_command": command,
-        "metadata": inp.metadata,
-    }
+    sidecar = new_sidecar(
+        out,
+        onnx_path,
+        inp.metadata,
+        command,
+        **base.build_settings(),
+        refit_from=relative(base_engine, out),
+        refit_seconds=seconds,
+    )
+    profile = base.profile
     verify_with = (lambda f: _verify(f, ref, profile, min_psnr)) if ref is not None else None
-    return _write(out, bytes(serialized), info, verify_with, force)
+    return write_engine(out, plan, sidecar, verify_with, force)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from adaptsr.core.contracts import EngineVerify, VerifyCheck
 from adaptsr.core.errors import UserError
 from adaptsr.core.images import synthetic_image
 from adaptsr.export import parity
@@ -41,7 +42,7 @@ def verify(
     reference: str | Path,
     profile,
     min_psnr: float = MIN_PSNR_DB,
-) -> dict:
+) -> EngineVerify:
     """Engine vs the fp32 reference at every profile shape; raises below `min_psnr`."""
     sess = parity.session(reference)
     rows = []
@@ -55,31 +56,21 @@ def verify(
                 f"ONNX Runtime's {want.shape}"
             )
         max_abs, mean_abs = parity.abs_error(got, want)
-        db = parity.psnr(got, want)
-        rows.append(
-            {
-                "profile": label,
-                "shape": list(shape),
-                "psnr_db": db,
-                "max_abs": max_abs,
-                "mean_abs": mean_abs,
-            }  # fmt: skip
-        )
-    worst = min(rows, key=lambda r: r["psnr_db"])
-    result = {
-        "reference": str(reference),
-        "runtime": "onnxruntime CPUExecutionProvider, fp32",
-        "input": "synthetic photo-like images (adaptsr.core.images.synthetic_image)",
-        "threshold_db": min_psnr,
-        "min_psnr_db": worst["psnr_db"],
-        "max_abs": max(r["max_abs"] for r in rows),
-        "checks": rows,
-        "passed": worst["psnr_db"] >= min_psnr,
-    }
-    if not result["passed"]:
+        rows.append(VerifyCheck(label, list(shape), parity.psnr(got, want), max_abs, mean_abs))
+    worst = min(rows, key=lambda r: r.psnr_db)
+    if worst.psnr_db < min_psnr:
         raise UserError(
-            f"engine vs ONNX Runtime fp32: PSNR {worst['psnr_db']:.1f} dB at the "
-            f"{worst['profile']} shape {worst['shape']} is below "
+            f"engine vs ONNX Runtime fp32: PSNR {worst.psnr_db:.1f} dB at the "
+            f"{worst.profile} shape {worst.shape} is below "
             f"{min_psnr:g} dB: not written (--min-psnr lowers it)"
         )
-    return result
+    return EngineVerify(
+        reference=str(reference),
+        runtime="onnxruntime CPUExecutionProvider, fp32",
+        input="synthetic photo-like images (adaptsr.core.images.synthetic_image)",
+        threshold_db=min_psnr,
+        min_psnr_db=worst.psnr_db,
+        max_abs=max(r.max_abs for r in rows),
+        checks=rows,
+        passed=True,
+    )

@@ -32,3 +32,35 @@ def run_cli(capsys):
         return code, out, err
 
     return run
+
+
+@pytest.fixture
+def engine_sidecar():
+    """An engine sidecar as `adapt export trt` writes it; keyword arguments replace fields."""
+    from dataclasses import replace
+
+    from adaptsr.core.contracts import EngineProfile, EngineSidecar
+
+    example = EngineSidecar(
+        engine="m.engine",
+        onnx="m.onnx",
+        onnx_sha256="",
+        onnx_input=[1, 3, "height", "width"],
+        tensorrt_version="10.3.0.26",
+        gpu="NVIDIA Jetson AGX Orin",
+        compute_capability="8.7",
+        precision="fp16",
+        onnx_precision="fp16",
+        route="strongly-typed",
+        strongly_typed=True,
+        fp32_constrained_layers=0,
+        refittable=False,
+        profile=EngineProfile("input", (1, 3, 16, 16), (1, 3, 256, 256), (1, 3, 512, 512)),
+        adapter_fingerprint=None,
+        base_fingerprint=None,
+        build_seconds=1.5,
+        built_at="2026-12-05T10:00:00+00:00",
+        build_command="adapt export trt --onnx m.onnx --out m.engine",
+        metadata={"scale": "4", "size_requirements": '{"min_size": 8, "multiple_of": 4}'},
+    )
+    return lambda **changes: replace(example, **changes)

@@ -106,7 +106,7 @@ def test_batchnorm_checkpoint_adapts_reloads_merges_and_exports(tmp_path):
     from adaptsr.export.onnx import export_onnx
 
     report = export_onnx(again, tmp_path / "m.onnx", tile=(16, 16))
-    assert report["parity"]["passed"]
+    assert report.parity.passed
 
 
 def test_lora_training_leaves_base_buffers_untouched(tmp_path):

@@ -12,11 +12,12 @@ import torch
 
 from adaptsr.adapt.lora import adapter_parameters, inject_lora, save_adapter
 from adaptsr.adapt.models import load_model, model_from_state_dict, save_model
+from adaptsr.core.contracts import ExportReport
 from adaptsr.core.errors import UserError
+from adaptsr.core.images import synthetic_image
 from adaptsr.export import parity
 from adaptsr.export.onnx import PARITY_TOL, export_onnx, load_merged, plan, report_path
 from adaptsr.export.rewrites import export_rewrites, reference_forward, shifted_window_mask
-from adaptsr.core.images import synthetic_image
 
 
 def small(arch: str, seed: int = 0) -> torch.nn.Module:
@@ -105,12 +106,12 @@ def test_merged_export_is_the_base_graph_with_the_adapted_function(arch, tmp_pat
     model = onnx.load(out)
     onnx.checker.check_model(model, full_check=True)
     assert model.opset_import[0].version >= 18
-    assert report["parity"]["max_abs"] <= PARITY_TOL
-    structure = report["zero_overhead"]["structure"]
-    assert structure["identical"], structure["differences"]
-    assert structure["params"][0] == structure["params"][1] > 0
-    lat = report["zero_overhead"]["latency"]
-    assert lat["ci_low"] <= lat["ratio"] <= lat["ci_high"] and lat["rounds"] == 6
+    assert report.parity.max_abs <= PARITY_TOL
+    structure = report.zero_overhead.structure
+    assert structure.identical, structure.differences
+    assert structure.params[0] == structure.params[1] > 0
+    lat = report.zero_overhead.latency
+    assert lat.ci_low <= lat.ratio <= lat.ci_high and lat.rounds == 6
     # The ONNX computes the adapted function: the unmerged LoRA model, not the base.
     x = synthetic_image(16, 24, seed=5)[None]
     got = ort_output(out, x)
@@ -123,7 +124,9 @@ def test_merged_export_is_the_base_graph_with_the_adapted_function(arch, tmp_pat
     assert meta["architecture"] == arch and meta["scale"] == "2" and meta["merged"] == "true"
     assert meta["adapter_fingerprint"] == info.fingerprint
     assert json.loads(meta["rank_summary"])["max"] == 2
-    assert json.loads(report_path(out).read_text())["zero_overhead"]["structure"]["identical"]
+    written = json.loads(report_path(out).read_text())
+    assert written["zero_overhead"]["structure"]["identical"] and written["version"] == 1
+    assert ExportReport.from_json(written, report_path(out)) == report  # what was returned
 
 
 def test_cli_merged_export_edsr(run_cli, tmp_path):
@@ -147,8 +150,8 @@ def test_cli_merged_export_edsr(run_cli, tmp_path):
 def test_span_reparameterized_conv_exports(tmp_path):
     model = small("SPAN")
     report = export_onnx(model, tmp_path / "span.onnx", tile=(16, 16))
-    assert report["parity"]["max_abs"] <= PARITY_TOL
-    assert any("re-parameterized" in r for r in report["rewrites"])
+    assert report.parity.max_abs <= PARITY_TOL
+    assert any("re-parameterized" in r for r in report.rewrites)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,11 +163,11 @@ def test_window_attention_exports_with_dynamic_size_and_fp16(arch, tmp_path):
     model = small(arch)
     out = tmp_path / f"{arch}.onnx"
     report = export_onnx(model, out, dynamic=True, fp16=True)
-    sizes = [tuple(s) for s in report["spec"]["checked_sizes"]]
+    sizes = [tuple(s) for s in report.spec.checked_sizes]
     assert len(set(sizes)) == 3 and any(h % 8 or w % 8 for h, w in sizes)
-    assert report["parity"]["max_abs"] <= PARITY_TOL
-    assert report["fp16"]["min_psnr_db"] >= 50
-    islands = report["fp16"]["fp32_islands"]
+    assert report.parity.max_abs <= PARITY_TOL
+    assert report.fp16.min_psnr_db >= 50
+    islands = report.fp16.fp32_islands
     assert islands["LayerNormalization"] >= 4 and islands["Softmax"] >= 1 and islands["Add"] >= 2
     fp16_model = onnx.load(out)
     assert fp16_model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
@@ -182,8 +185,8 @@ def test_safmn_adaptive_pooling_exports_dynamically(tmp_path):
     model = small("SAFMN")
     out = tmp_path / "safmn.onnx"
     report = export_onnx(model, out, dynamic=True)
-    assert report["parity"]["max_abs"] <= PARITY_TOL
-    assert all(h % 8 == 0 and w % 8 == 0 for h, w in report["spec"]["checked_sizes"])
+    assert report.parity.max_abs <= PARITY_TOL
+    assert all(h % 8 == 0 and w % 8 == 0 for h, w in report.spec.checked_sizes)
     x = parity.random_input(48, 72, seed=3)
     with torch.no_grad():
         assert np.abs(ort_output(out, x) - model(torch.from_numpy(x)).numpy()).max() <= 1e-4
@@ -315,7 +318,7 @@ def test_fp16_export_that_overflows_is_refused_naming_the_node(tmp_path):
         export_onnx(model, out, tile=(16, 16), fp16=True)
     assert not out.exists() and not report_path(out).exists()
     report = export_onnx(model, out, tile=(16, 16))  # fp32 is fine
-    assert report["parity"]["passed"]
+    assert report.parity.passed
 
 
 def test_export_error_names_the_cause_the_exporter_quotes():

@@ -17,7 +17,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from adaptsr.core.artifacts import check_engine_info, engine_info_path
+from adaptsr.core.contracts import EngineSidecar
 from adaptsr.core.errors import UserError
+from adaptsr.core.images import Image, synthetic_image, write_image
 from adaptsr.export import parity
 from adaptsr.export import tensorrt as trt_export
 from adaptsr.export.tensorrt import (
@@ -32,7 +34,6 @@ from adaptsr.export.tensorrt import (
 )
 from adaptsr.export.trt_inspect import compare_layers
 from adaptsr.export.trt_verify import photo_batch, verify
-from adaptsr.core.images import Image, synthetic_image, write_image
 from adaptsr.serve.backends import Backend, engine_size_rule
 
 
@@ -145,7 +146,9 @@ def test_export_side_imports_without_torch():
     code = (
         "import sys, adaptsr.export.tensorrt, adaptsr.export.fp16, adaptsr.export.structure, "
         "adaptsr.export.parity, adaptsr.export.trt_inspect, adaptsr.export.trt_verify, "
-        "adaptsr.serve.cudart, adaptsr.serve.engine_timing, adaptsr.cli.commands.export, adaptsr.cli.app; "
+        "adaptsr.export.trt_builder, adaptsr.export.trt_sidecar, adaptsr.core.contracts, "
+        "adaptsr.serve.cudart, adaptsr.serve.engine_timing, adaptsr.cli.commands.export, "
+        "adaptsr.cli.app; "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -358,7 +361,8 @@ def test_strongly_typed_build_writes_the_sidecar(tmp_path, fake_trt):
     assert ("profile", "input", (1, 3, 16, 16), (1, 3, 64, 128), (1, 3, 256, 256)) in fake.calls
     assert ("workspace", 0, 1 << 30) in fake.calls and ("timing_cache", b"") in fake.calls
     side = json.loads(engine_info_path(out).read_text())
-    assert side == json.loads(json.dumps(info))
+    assert side == info.to_json() and EngineSidecar.from_json(side, "m.engine.json") == info
+    assert side["version"] == 1 and side["zero_overhead"] is None and side["refit_from"] is None
     assert side["tensorrt_version"] == "10.13.0.35" and side["compute_capability"] == "8.7"
     assert side["gpu"] == GPU["gpu"] and side["route"] == "strongly-typed"
     assert side["precision"] == "fp16" and side["strongly_typed"] and not side["refittable"]
@@ -383,8 +387,8 @@ def test_fp16_flag_route_pins_normalisation_and_softmax_to_fp32(tmp_path, fake_t
     assert pinned == [1, 2, 4]  # not the conv, not an integer (shape) reduction
     assert sorted(c[1] for c in fake.calls if c[0] == "output_type") == [1, 2, 4]
     assert all(c[2] == "f32" for c in fake.calls if c[0] in ("precision",))
-    assert info["fp32_constrained_layers"] == 3 and info["precision"] == "fp16"
-    assert not info["strongly_typed"] and "--route fp16-flag" in info["build_command"]
+    assert info.fp32_constrained_layers == 3 and info.precision == "fp16"
+    assert not info.strongly_typed and "--route fp16-flag" in info.build_command
 
 
 def test_tensorrt_11_has_only_the_strongly_typed_route(tmp_path, fake_trt):
@@ -394,7 +398,7 @@ def test_tensorrt_11_has_only_the_strongly_typed_route(tmp_path, fake_trt):
         build_engine(path, tmp_path / "m.engine", fp16=True, route="fp16-flag", verify=False)
     assert not [c for c in fake.calls if c[0] == "build"]
     info = build_engine(path, tmp_path / "m.engine", verify=False)  # fp32, strongly typed
-    assert info["route"] == "strongly-typed" and info["precision"] == "fp32"
+    assert info.route == "strongly-typed" and info.precision == "fp32"
 
 
 def test_dynamic_batch_profile():
@@ -501,7 +505,7 @@ def test_base_and_merged_engines_share_one_timing_cache(tmp_path, fake_trt):
     caches = {c[1] for c in fake.calls if c[0] == "set_timing_cache"}
     assert len(caches) == 1 and [c[0] for c in fake.calls].count("timing_cache") == 1
     z = json.loads(engine_info_path(tmp_path / "m.engine").read_text())["zero_overhead"]
-    assert z == json.loads(json.dumps(info["zero_overhead"]))
+    assert z == info.to_json()["zero_overhead"] and z["verdict"] == "PASS"
     assert z["verdict"] == "PASS" and z["layers"] == [2, 2] and z["base_onnx"] == "base.onnx"
 
 
@@ -538,7 +542,7 @@ def test_refit_swaps_the_weights_and_records_it(tmp_path, fake_trt):
     assert ("refit_from", str(other)) in fake.calls and ("refit",) in fake.calls
     assert not [c for c in fake.calls[fake.calls.index(("refit",)) :] if c[0] == "build"]
     side = json.loads(engine_info_path(out).read_text())
-    assert side == json.loads(json.dumps(info))
+    assert side == info.to_json() and EngineSidecar.from_json(side, "m.engine.json") == info
     assert side["refit_from"] == "base.engine" and side["adapter_fingerprint"] == "beef"
     assert side["onnx_sha256"] == hashlib.sha256(other.read_bytes()).hexdigest()
     assert side["engine_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
@@ -612,7 +616,7 @@ def test_sidecar_refuses_foreign_and_stale_engines(tmp_path, fake_trt):
     try:
         check_engine_info(info, engine, "10.13.0.35", "9.0")
     except UserError as e:  # one line that says how to rebuild
-        assert "\n" not in str(e) and str(e).endswith(f"{info['build_command']} --force")
+        assert "\n" not in str(e) and str(e).endswith(f"{info.build_command} --force")
     engine.write_bytes(engine.read_bytes() + b" ")
     with pytest.raises(UserError, match="not the engine its sidecar .* describes"):
         check_engine_info(info, engine, "10.13.0.35", "8.7")
@@ -656,16 +660,16 @@ def test_verify_passes_and_records_psnr_per_profile_shape(tmp_path):
         return parity.run(sess, x) + noise
 
     r = verify(engine, path, profile)
-    assert [c["profile"] for c in r["checks"]] == ["min", "opt/max"]
-    assert [c["shape"] for c in r["checks"]] == [[1, 3, 16, 16], [2, 3, 32, 48]]
-    for c in r["checks"]:  # PSNR of a constant error, from its definition
-        n, _, h, w = c["shape"]
+    assert [c.profile for c in r.checks] == ["min", "opt/max"]
+    assert [c.shape for c in r.checks] == [[1, 3, 16, 16], [2, 3, 32, 48]]
+    for c in r.checks:  # PSNR of a constant error, from its definition
+        n, _, h, w = c.shape
         ref = parity.run(sess, photo_batch((n, 3, h, w)))
         peak = max(1.0, float(ref.max() - ref.min()))
-        assert c["psnr_db"] == pytest.approx(10 * math.log10(peak**2 / noise**2), abs=1e-3)
-        assert c["max_abs"] == pytest.approx(noise, rel=1e-3)
-    assert r["passed"] and r["threshold_db"] == 45.0
-    assert r["min_psnr_db"] == min(c["psnr_db"] for c in r["checks"])
+        assert c.psnr_db == pytest.approx(10 * math.log10(peak**2 / noise**2), abs=1e-3)
+        assert c.max_abs == pytest.approx(noise, rel=1e-3)
+    assert r.passed and r.threshold_db == 45.0
+    assert r.min_psnr_db == min(c.psnr_db for c in r.checks)
 
 
 def test_verify_fails_below_the_threshold_naming_the_shape(tmp_path):
@@ -680,7 +684,7 @@ def test_verify_fails_below_the_threshold_naming_the_shape(tmp_path):
     message = r"PSNR .* dB at the max shape \[2, 3, 64, 64\] is below 45"
     with pytest.raises(UserError, match=message):
         verify(engine, path, profile)
-    assert verify(engine, path, profile, min_psnr=20.0)["passed"]  # the flag lowers it
+    assert verify(engine, path, profile, min_psnr=20.0).passed  # the flag lowers it
     with pytest.raises(UserError, match="does not match ONNX Runtime's"):
         verify(lambda x: x[:, :, ::2], path, profile)
 
@@ -751,8 +755,8 @@ def test_dynamic_batch_export_runs_tiles_batched(tmp_path):
 
     path = tmp_path / "edsr.onnx"
     report = export_onnx(_small_edsr(1), path, tile=(16, 16), dynamic_batch=True)
-    assert read_onnx_input(path).dims[0] == "batch" and report["spec"]["dynamic_batch"]
-    assert {c["batch"] for c in report["parity"]["checks"]} == {2}  # traced and checked at 2
+    assert read_onnx_input(path).dims[0] == "batch" and report.spec.dynamic_batch
+    assert {c.batch for c in report.parity.checks} == {2}  # traced and checked at 2
     sess = parity.session(path)
     x = photo_batch((3, 3, 16, 16))
     batched = parity.run(sess, x)
@@ -821,9 +825,9 @@ def test_real_engine_verifies_and_times(exports):
     engine = tmp / "a.engine"
     info = build_engine(onnx["a", "fp16"], engine, fp16=True, reference=onnx["a", "fp32"],
                         force=True, **SHAPES)  # fmt: skip
-    v = info["verify"]
-    assert v["passed"] and v["min_psnr_db"] >= 45
-    assert [c["shape"] for c in v["checks"]] == [[1, 3, 16, 16], [2, 3, 64, 64], [4, 3, 128, 128]]
+    v = info.verify
+    assert v.passed and v.min_psnr_db >= 45
+    assert [c.shape for c in v.checks] == [[1, 3, 16, 16], [2, 3, 64, 64], [4, 3, 128, 128]]
     backend = TensorRTBackend(engine)
     assert backend.scale == 2 and backend.max_batch == 4
     x = photo_batch((3, 3, 40, 56))
@@ -846,10 +850,10 @@ def test_real_refit_and_engine_level_zero_overhead(exports):
     info = build_engine(onnx["b", "fp16"], base, fp16=True, reference=onnx["b", "fp32"],
                         base_onnx=onnx["a", "fp16"], refittable=True, force=True,
                         timing_cache=tmp / "cache.bin", **SHAPES)  # fmt: skip
-    assert info["zero_overhead"]["verdict"] == "PASS" and info["zero_overhead"]["detailed"]
+    assert info.zero_overhead.verdict == "PASS" and info.zero_overhead.detailed
     refit = refit_engine(base, onnx["a", "fp16"], tmp / "refit.engine",
                          reference=onnx["a", "fp32"], force=True)  # fmt: skip
-    assert refit["verify"]["passed"] and refit["refit_seconds"] < info["build_seconds"]
+    assert refit.verify.passed and refit.refit_seconds < info.build_seconds
     x = photo_batch((1, 3, 48, 48))
     got = TensorRTBackend(tmp / "refit.engine").run(x)
     want_a = OnnxBackend(onnx["a", "fp32"], provider="cpu").run(x)
@@ -867,7 +871,7 @@ def test_real_fp16_flag_route_on_tensorrt_10(exports):
     tmp, onnx = exports
     info = build_engine(onnx["a", "fp32"], tmp / "flag.engine", fp16=True, route="fp16-flag",
                         force=True, **SHAPES)  # fmt: skip
-    assert info["verify"]["passed"] and info["precision"] == "fp16"
+    assert info.verify.passed and info.precision == "fp16"
 
 
 def test_ab_of_two_engines_compares_gpu_compute_time(monkeypatch):

@@ -593,7 +593,7 @@ def test_export_onnx_without_its_report_publishes_nothing(files, tmp_path, monke
     def full(report):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(export_onnx, "json_safe", full)  # the report cannot be written
+    monkeypatch.setattr(export_onnx.ExportReport, "to_json", full)  # the report cannot be written
     out = tmp_path / "tiny.onnx"
     code, _, err = run_cli(
         "export", "onnx", "--model", files["ckpt"], "--out", out, "--tile", "16", "16"

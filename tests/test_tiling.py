@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from adaptsr.core.artifacts import engine_metadata, size_metadata
 from adaptsr.core.errors import UserError
-from adaptsr.serve.backends import Backend, engine_size_rule, scale_from_shapes
 from adaptsr.core.tiling import SizeRule, axis_weights, default_overlap, plan_tiles, tiled_upscale
+from adaptsr.serve.backends import Backend, engine_size_rule, scale_from_shapes
 
 
 def nearest(scale):
@@ -183,11 +183,12 @@ def test_engine_shapes_become_size_rules():
         engine_size_rule((3, 64, 64))
 
 
-def test_engine_metadata_from_the_export_sidecar(tmp_path):
+def test_engine_metadata_from_the_export_sidecar(tmp_path, engine_sidecar):
     engine = tmp_path / "m.engine"
     assert engine_metadata(engine) == (1, 1)
     req = json.dumps({"min_size": 16, "multiple_of": 8, "shape": "dynamic"})
-    (tmp_path / "m.engine.json").write_text(json.dumps({"metadata": {"size_requirements": req}}))
+    side = engine_sidecar(metadata={"size_requirements": req})
+    (tmp_path / "m.engine.json").write_text(json.dumps(side.to_json()))
     assert engine_metadata(engine) == (16, 8)
     (tmp_path / "m.engine.json").write_text("{not json")
     with pytest.raises(UserError, match="cannot read"):

@@ -76,31 +76,31 @@ def onnx_cmd(
         force=force,
         progress=True,
     )
-    p = report["parity"]
-    click.echo(f"wrote {out} ({report['metadata']['precision']}, {report['architecture']})")
+    p = report.parity
+    click.echo(f"wrote {out} ({report.metadata['precision']}, {report.architecture})")
     click.echo(
-        f"parity vs PyTorch: max abs {p['max_abs']:.2e}, mean abs {p['mean_abs']:.2e} "
-        f"over {len(p['checks'])} checks: PASS"
+        f"parity vs PyTorch: max abs {p.max_abs:.2e}, mean abs {p.mean_abs:.2e} "
+        f"over {len(p.checks)} checks: PASS"
     )
-    if "fp16" in report:
-        f16 = report["fp16"]
+    if report.fp16 is not None:
+        f16 = report.fp16
         click.echo(
-            f"fp16 vs fp32: min PSNR {f16['min_psnr_db']:.1f} dB in ONNX Runtime, "
-            f"{f16['arithmetic']['min_psnr_db']:.1f} dB in fp16 arithmetic, no overflow: PASS"
+            f"fp16 vs fp32: min PSNR {f16.min_psnr_db:.1f} dB in ONNX Runtime, "
+            f"{f16.arithmetic.min_psnr_db:.1f} dB in fp16 arithmetic, no overflow: PASS"
         )
-    if "zero_overhead" in report:
-        s, lat = report["zero_overhead"]["structure"], report["zero_overhead"]["latency"]
+    if report.zero_overhead is not None:
+        s, lat = report.zero_overhead.structure, report.zero_overhead.latency
         click.echo(
-            f"zero overhead, structure: {s['nodes'][0]} nodes, {s['params'][0]:,} parameters, "
-            f"the base graph node for node: {s['verdict']}"
+            f"zero overhead, structure: {s.nodes[0]} nodes, {s.params[0]:,} parameters, "
+            f"the base graph node for node: {s.verdict}"
         )
-        more = f"; about {lat['rounds_needed']} rounds would decide" if lat["rounds_needed"] else ""
+        more = f"; about {lat.rounds_needed} rounds would decide" if lat.rounds_needed else ""
         click.echo(
-            f"zero overhead, latency: merged/base {lat['ratio']:.3f} "
-            f"(95% CI {lat['ci_low']:.3f}-{lat['ci_high']:.3f}, {lat['rounds']} rounds, "
-            f"tolerance {lat['tolerance']:.0%}): {lat['verdict']}{more}"
+            f"zero overhead, latency: merged/base {lat.ratio:.3f} "
+            f"(95% CI {lat.ci_low:.3f}-{lat.ci_high:.3f}, {lat.rounds} rounds, "
+            f"tolerance {lat.tolerance:.0%}): {lat.verdict}{more}"
         )
-        if lat["verdict"] != "PASS":
+        if lat.verdict != "PASS":
             click.echo(
                 "  (the graphs are identical, so a latency difference is timing noise: rerun "
                 "on an idle machine or with more --latency-rounds)"
@@ -200,7 +200,7 @@ def trt_cmd(
             force=force,
         )  # fmt: skip
         click.echo(f"wrote {out}: {refit_from} refitted with the weights of {onnx_path} "
-                   f"in {info['refit_seconds']:.2f} s")  # fmt: skip
+                   f"in {info.refit_seconds:.2f} s")  # fmt: skip
     else:
         info = build_engine(
             onnx_path,
@@ -220,27 +220,27 @@ def trt_cmd(
             base_onnx=base_onnx,
             force=force,
         )
-        prof = info["profile"]
+        prof = info.profile
         click.echo(
-            f"wrote {out} (TensorRT {info['tensorrt_version']}, {info['gpu']}, "
-            f"{info['precision']}, {info['route']}, profile min {prof['min']} opt {prof['opt']} "
-            f"max {prof['max']}, built in {info['build_seconds']:.1f} s)"
+            f"wrote {out} (TensorRT {info.tensorrt_version}, {info.gpu}, "
+            f"{info.precision}, {info.route}, profile min {list(prof.min)} opt {list(prof.opt)} "
+            f"max {list(prof.max)}, built in {info.build_seconds:.1f} s)"
         )
-    v = info["verify"]
-    if "skipped" in v:
+    v = info.verify
+    if v is None:
         click.echo("verify: skipped (--no-verify)")
     else:
-        worst = min(v["checks"], key=lambda r: r["psnr_db"])
+        worst = min(v.checks, key=lambda r: r.psnr_db)
         click.echo(
-            f"verify vs ONNX Runtime fp32: min PSNR {v['min_psnr_db']:.1f} dB "
-            f"(at {worst['shape']}), max abs {v['max_abs']:.2e} "
-            f"over {len(v['checks'])} shape(s): PASS"
+            f"verify vs ONNX Runtime fp32: min PSNR {v.min_psnr_db:.1f} dB "
+            f"(at {worst.shape}), max abs {v.max_abs:.2e} "
+            f"over {len(v.checks)} shape(s): PASS"
         )
-    if "zero_overhead" in info:
-        z = info["zero_overhead"]
-        tactics = "same tactics" if z["tactics_identical"] else "tactics differ"
+    if info.zero_overhead is not None:
+        z = info.zero_overhead
+        tactics = "same tactics" if z.tactics_identical else "tactics differ"
         click.echo(
-            f"zero overhead, engine layers: {z['layers'][1]} layers, the base engine's layer for "
-            f"layer ({tactics}): {z['verdict']}"
+            f"zero overhead, engine layers: {z.layers[1]} layers, the base engine's layer for "
+            f"layer ({tactics}): {z.verdict}"
         )
     click.echo(f"info: {engine_info_path(out)}")
