@@ -12,25 +12,50 @@ and so is bicubic upsampling of the LR image, so a table shows what the adaptati
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import math
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import torch
+from tqdm import tqdm
 
 from adaptsr.adapt import layouts, metrics
+from adaptsr.adapt.backend import TorchBackend
 from adaptsr.adapt.data import header_size, modcrop
+from adaptsr.adapt.degradations import Degrader
+from adaptsr.adapt.devices import pick_device
+from adaptsr.adapt.eval_report import (
+    COMPARE_ROWS,
+    Result,
+    compare_image,
+    compare_labels,
+    crops,
+    write_compare,
+    write_report,
+    write_text,
+)
+from adaptsr.adapt.imresize import imresize
+from adaptsr.adapt.open import ModelSpec, open_model
 from adaptsr.core.errors import UserError
+from adaptsr.core.fileio import check_distinct_outputs, check_outputs_not_inputs, check_writable
 from adaptsr.core.images import Image, read_image, write_image
+from adaptsr.core.tiling import tiled_upscale
+from adaptsr.serve.backends import Backend
 
-COMPARE_ROWS = 4  # images shown in the side-by-side PNG
-COMPARE_CROP = 96  # HR pixels per crop side
+# the report's and the PNG's writers live beside Result; named here for older callers
+__all__ = [
+    "COMPARE_ROWS",
+    "Result",
+    "compare_image",
+    "compare_labels",
+    "write_compare",
+    "write_report",
+    "write_text",
+]
 
 
 @dataclass(frozen=True)
@@ -105,10 +130,6 @@ def check_sizes(pairs: list[Pair], scale: int) -> None:
 
 def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
     """Bicubic upsampling as MATLAB's imresize (the published bicubic baselines use it)."""
-    import torch
-
-    from adaptsr.adapt.imresize import imresize
-
     x = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float64)).permute(2, 0, 1)
     out = imresize(x, scale).permute(1, 2, 0).numpy()
     return np.clip(out, 0.0, 1.0).astype(np.float32)
@@ -120,10 +141,6 @@ def make_degrade(kind: str, scale: int, seed: int, device: str = "cpu") -> Calla
     Each image gets its own Degrader seeded with seed + index (its place in the sorted list),
     so an image's LR does not depend on which other images are in the folder.
     """
-    import torch
-
-    from adaptsr.adapt.degradations import Degrader
-
     Degrader(kind, scale, seed, device)  # checks kind and scale before any work
 
     def degrade(hr: np.ndarray, index: int) -> np.ndarray:
@@ -142,17 +159,13 @@ class Upscaler:
     tiling; a positive tile bounds memory on large images.
     """
 
-    def __init__(self, model, device: str = "auto", tile: int = 0):
-        from adaptsr.adapt.backend import TorchBackend
-        from adaptsr.serve.backends import Backend
-
-        # A deployed artifact (ONNX Runtime, TensorRT) is scored through the same tiler.
+    def __init__(self, model: Backend | torch.nn.Module, device: str = "auto", tile: int = 0):
+        # any backend (PyTorch, ONNX Runtime, TensorRT) is scored through the same tiler; a
+        # bare module (study, demo) becomes a PyTorch one
         self.backend = model if isinstance(model, Backend) else TorchBackend(model, device=device)
         self.tile = tile
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        from adaptsr.core.tiling import tiled_upscale
-
         b = self.backend
         chw = np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32)
         out = tiled_upscale(b.run, chw, b.scale, b.rule, tile=self.tile)
@@ -161,86 +174,6 @@ class Upscaler:
 
 # ---------------------------------------------------------------------------------------------
 # evaluation
-
-
-@dataclass
-class Result:
-    methods: list[str]  # row order of the table; the last one is the evaluated model
-    rows: list[dict] = field(default_factory=list)  # per image: name, <method>_<metric>
-    skipped: list[dict] = field(default_factory=list)  # name, reason
-    notes: list[str] = field(default_factory=list)
-    info: dict = field(default_factory=dict)  # settings echoed into the report
-    compare: list[tuple[str, list[np.ndarray]]] = field(default_factory=list)
-
-    @property
-    def primary(self) -> str:
-        return self.methods[-1]
-
-    def metric_names(self) -> list[str]:
-        names = []
-        for row in self.rows:
-            for key in row:
-                if key.startswith(self.primary + "_"):
-                    name = key[len(self.primary) + 1 :]
-                    if name not in names:
-                        names.append(name)
-        return names
-
-    def means(self) -> dict[str, dict[str, float]]:
-        out: dict[str, dict[str, float]] = {}
-        for method in self.methods:
-            out[method] = {}
-            for metric in self.metric_names():
-                values = [r[f"{method}_{metric}"] for r in self.rows if f"{method}_{metric}" in r]
-                if values:
-                    out[method][metric] = float(np.mean(values))
-        return out
-
-    def report(self) -> dict:
-        means = self.means()
-        images = []
-        for row in self.rows:
-            item = {"name": row["name"]}
-            item.update({m: row[f"{self.primary}_{m}"] for m in self.metric_names()})
-            item.update({k: v for k, v in row.items() if k != "name" and not self._primary(k)})
-            images.append(item)
-        return {
-            **self.info,
-            "count": len(self.rows),
-            "mean": means.get(self.primary, {}),
-            "baselines": {m: means[m] for m in self.methods[:-1]},
-            "images": images,
-            "skipped": self.skipped,
-            "notes": self.notes,
-        }
-
-    def _primary(self, key: str) -> bool:
-        return key.startswith(self.primary + "_")
-
-    def csv_text(self) -> str:
-        keys = ["name"] + [f"{m}_{k}" for m in self.methods for k in self.metric_names()]
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(keys)
-        for row in self.rows:
-            writer.writerow([_fmt(row.get(k, "")) for k in keys])
-        return buf.getvalue()
-
-    def table(self) -> str:
-        names = self.metric_names()
-        heads = {"psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y", "lpips": "LPIPS", "dists": "DISTS"}
-        width = max(8, *(len(m) for m in self.methods))
-        lines = [f"{'':<{width}}" + "".join(f"{heads.get(n, n):>10}" for n in names)]
-        for method, values in self.means().items():
-            cells = "".join(f"{_fmt(values[n]) if n in values else '-':>10}" for n in names)
-            lines.append(f"{method:<{width}}{cells}")
-        return "\n".join(lines)
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return "inf" if math.isinf(v) else f"{v:.4f}"
-    return str(v)
 
 
 def score(
@@ -271,18 +204,16 @@ def evaluate(
     compare_rows: int = 0,
     progress: bool = True,
 ) -> Result:
-    """Score `model` (and `base`, and bicubic) on every pair; `model` may also be a serve
-    Backend (an ONNX file or an engine), scored the same way.
+    """Score `model` (and `base`, and bicubic) on every pair: each a serve Backend (open_model:
+    PyTorch, an ONNX file or an engine), or a PyTorch module run on `device`.
 
     degrade(hr, index) makes the LR image of an HR-only pair. Unreadable images are skipped
     (listed in the result) unless strict; a size that disagrees with the scale is always fatal.
     """
-    from tqdm import tqdm
-
     perceptual = perceptual or {}
     primary = "adapted" if base is not None else "model"
     methods = (["bicubic"] if baselines else []) + (["base"] if base is not None else [])
-    result = Result(methods=[*methods, primary])
+    result = Result(methods=[*methods, primary], scale=scale)
     runners = {primary: Upscaler(model, device, tile)}
     if base is not None:
         runners["base"] = Upscaler(base, device, tile)
@@ -334,7 +265,7 @@ def evaluate(
             write_image(out, Path(save_dir) / f"{pair.name}.png", force=force)
         if len(result.compare) < compare_rows:
             panels = [bicubic, *(outputs[m] for m in runners if m != primary), outputs[primary]]
-            result.compare.append((pair.name, _crops([*panels, hr])))
+            result.compare.append((pair.name, crops([*panels, hr])))
     if not result.rows:
         first = result.skipped[0]["reason"] if result.skipped else "no pairs"
         raise UserError(f"no image could be evaluated ({len(result.skipped)} skipped: {first})")
@@ -342,86 +273,139 @@ def evaluate(
 
 
 # ---------------------------------------------------------------------------------------------
-# side-by-side crops
+# `adapt eval`: one request, planned once, scored, written
 
 
-def _crops(images: list[np.ndarray]) -> list[np.ndarray]:
-    """The same window of every image, where the HR (last) image has the most texture."""
-    hr = images[-1]
-    h, w = hr.shape[:2]
-    c = min(COMPARE_CROP, h, w)
-    gray = hr.mean(axis=2)
-    best, where = -1.0, (0, 0)
-    step = max(1, c // 2)
-    for y in range(0, h - c + 1, step):
-        for x in range(0, w - c + 1, step):
-            v = float(gray[y : y + c, x : x + c].var())
-            if v > best:
-                best, where = v, (y, x)
-    y, x = where
-    return [img[y : y + c, x : x + c] for img in images]
+@dataclass(frozen=True)
+class EvalOutputs:
+    """Where an evaluation writes: SR images, JSON report, per-image CSV, comparison PNG."""
+
+    save: str | None = None
+    report: str | None = None
+    csv: str | None = None
+    compare: str | None = None
+
+    def by_flag(self) -> dict[str, str | None]:
+        return {"--save": self.save, "--report": self.report, "--csv": self.csv,
+                "--compare": self.compare}  # fmt: skip
+
+    def check(self, force: bool) -> None:
+        """Before any work: one place each, files that may be written, a .png comparison."""
+        check_distinct_outputs(self.by_flag())
+        for path in (self.report, self.csv, self.compare):
+            if path:
+                check_writable(path, force)
+        if self.compare and not self.compare.lower().endswith(".png"):
+            raise UserError(f"--compare {self.compare}: the side-by-side image is a .png file")
+
+    def write(self, result: Result, force: bool) -> None:
+        if self.report:
+            write_report(result, Path(self.report), force)
+        if self.csv:
+            write_text(Path(self.csv), result.csv_text(), force)
+        if self.compare:
+            write_compare(result, Path(self.compare), force)
 
 
-def compare_image(rows: list[tuple[str, list[np.ndarray]]], labels: list[str]) -> np.ndarray:
-    """One PNG-ready RGB uint8 grid: a labelled column per method, a row per image."""
-    import cv2
+@dataclass(frozen=True)
+class EvalRequest:
+    """One evaluation as `adapt eval` asks for it: the model, the images, how to score."""
 
-    c = max(crop.shape[0] for _, crops in rows for crop in crops)
-    zoom = max(1, 192 // c)
-    side, gap, head = c * zoom, 4, 22
-    n = len(labels)
-    grid = np.full((head + len(rows) * (side + gap), n * (side + gap) - gap, 3), 255, np.uint8)
-    for j, label in enumerate(labels):
-        cv2.putText(
-            grid, label, (j * (side + gap) + 4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1
-        )
-    for i, (_, crops) in enumerate(rows):
-        top = head + i * (side + gap)
-        for j, crop in enumerate(crops):
-            tile = np.repeat(np.repeat(crop, zoom, axis=0), zoom, axis=1)
-            tile = (np.clip(tile, 0, 1) * 255 + 0.5).astype(np.uint8)
-            left = j * (side + gap)
-            grid[top : top + tile.shape[0], left : left + tile.shape[1]] = tile
-    return grid
+    model: ModelSpec
+    hr: str
+    lr: str | None = None  # None: hr holds the pairs, or --degradation makes the LR images
+    degradation: str | None = None
+    seed: int = 0
+    scale: int | None = None  # None: the model's
+    outputs: EvalOutputs = field(default_factory=EvalOutputs)
+    tile: int = 0
+    device: str = "auto"
+    provider: str = "auto"
+    baselines: bool = True
+    perceptual: bool = True
+    strict: bool = False
+    force: bool = False
+    progress: bool = True
 
 
-def compare_labels(result: Result) -> list[str]:
-    has_base = "base" in result.methods
-    return ["bicubic", *(["base", "adapted"] if has_base else ["model"]), "HR"]
+@dataclass(frozen=True)
+class EvalPlan:
+    """An EvalRequest checked and opened (plan_evaluation), trusted by run_evaluation."""
+
+    request: EvalRequest
+    model: Backend  # the scored model: the adapted one when an adapter was given
+    base: Backend | None  # the model without its adapter, scored beside it
+    pairs: list[Pair]
+    scale: int
+    lr: str | None  # the LR folder (hr itself for a folder of pairs); None: degraded from HR
+    device: str  # where PyTorch work runs (perceptual metrics, degradations)
 
 
-# ---------------------------------------------------------------------------------------------
-# writing
+def plan_evaluation(req: EvalRequest) -> EvalPlan:
+    """Every check before any inference: device, outputs, the model and its scale, the pairs,
+    outputs that would replace an input. The adapted model is opened last."""
+    device = pick_device(req.device)
+    if req.lr and req.degradation:
+        raise UserError("give either --lr (real pairs) or --degradation (HR-only), not both")
+    req.outputs.check(req.force)
+    spec = req.model
+    base = open_model(spec.base(), device=device, provider=req.provider)
+    scale = req.scale or base.scale
+    if scale != base.scale:
+        raise UserError(f"--scale {scale} does not match the model's scale (x{base.scale})")
+    lr = req.hr if req.lr is None and req.degradation is None else req.lr
+    pairs = find_pairs(req.hr, lr, scale)  # lr == hr: a folder of pairs, layout detected
+    files = [f for pair in pairs for f in (pair.hr, pair.lr) if f is not None]
+    check_outputs_not_inputs(  # whatever --force says: the ground truth is never replaced
+        req.outputs.by_flag(),
+        [req.hr, lr, spec.path, spec.adapter, *files, *{f.parent for f in files}],
+    )
+    if spec.adapter is None:
+        return EvalPlan(req, base, None, pairs, scale, lr, device)
+    model = open_model(spec, device=device, provider=req.provider)
+    return EvalPlan(req, model, base, pairs, scale, lr, device)
 
 
-def write_text(path: Path, text: str, force: bool) -> None:
-    from adaptsr.core.fileio import atomic_output
+def run_evaluation(req: EvalRequest) -> Result:
+    """`adapt eval`: plan, score the model (its base, bicubic), write the outputs asked for."""
+    plan = plan_evaluation(req)
+    degrade = make_degrade(req.degradation, plan.scale, req.seed) if req.degradation else None
+    fns, notes = metrics.perceptual_metrics(device=plan.device) if req.perceptual else ({}, [])
+    out = req.outputs
+    result = evaluate(
+        plan.model,
+        plan.pairs,
+        plan.scale,
+        base=plan.base,
+        degrade=degrade,
+        device=plan.device,
+        tile=req.tile,
+        baselines=req.baselines,
+        perceptual=fns,
+        save_dir=Path(out.save) if out.save else None,
+        force=req.force,
+        strict=req.strict,
+        compare_rows=COMPARE_ROWS if out.compare else 0,
+        progress=req.progress,
+    )
+    result.notes[:0] = notes
+    result.info = {**_settings(plan), **result.info}
+    out.write(result, req.force)
+    return result
 
-    with atomic_output(path, force=force) as tmp:
-        tmp.write_text(text)
 
-
-def write_report(result: Result, path: Path, force: bool) -> None:
-    def clean(v):  # JSON has no inf
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [clean(x) for x in v]
-        return v
-
-    write_text(path, json.dumps(clean(result.report()), indent=2) + "\n", force)
-
-
-def write_compare(result: Result, path: Path, force: bool) -> None:
-    import cv2
-
-    from adaptsr.core.fileio import atomic_output
-
-    grid = compare_image(result.compare, compare_labels(result))
-    ok, buf = cv2.imencode(".png", grid[:, :, ::-1])
-    if not ok:
-        raise UserError(f"cannot encode {path}")
-    with atomic_output(path, force=force) as tmp:
-        tmp.write_bytes(buf.tobytes())
+def _settings(plan: EvalPlan) -> dict:
+    """The settings echoed at the top of the JSON report."""
+    req = plan.request
+    return {
+        "model": (plan.base or plan.model).name,  # the spec, or the deployed file
+        "adapter": req.model.adapter,
+        "artifact": plan.model.kind,  # pytorch, or onnx / tensorrt: the deployed file
+        "scale": plan.scale,
+        "hr": str(req.hr),
+        "lr": None if req.degradation else str(plan.lr),
+        "degradation": req.degradation,
+        "seed": req.seed if req.degradation else None,
+        "metrics": metrics.CONVENTIONS,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }

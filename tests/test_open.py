@@ -111,19 +111,3 @@ def test_opening_an_onnx_file_imports_no_torch(files):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
-
-def test_lazy_import_loads_on_first_use():
-    from adaptsr.core.lazy import lazy_import
-
-    script = (
-        "import sys\n"
-        "from adaptsr.core.lazy import lazy_import\n"
-        "m = lazy_import('adaptsr.core.tiling')\n"
-        "assert 'adaptsr.core.tiling' not in sys.modules\n"
-        "assert m.DEFAULT_TILE == 512 and 'adaptsr.core.tiling' in sys.modules\n"
-        "print('ok')\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
-    with pytest.raises(ModuleNotFoundError):
-        lazy_import("adaptsr.no_such_module").anything  # noqa: B018
