@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from adaptsr import kernels
-from adaptsr.adapt.models import LORA_SKIPS
+from adaptsr.adapt.archs import LORA_SKIPS
 from adaptsr.core.errors import UserError
 
 QKV_PARTS = ("q", "k", "v")
@@ -88,7 +88,7 @@ def _linear_kind(path: str) -> str:
 
 
 def _skip_reason(module: nn.Module, parent: nn.Module, leaf: str) -> str | None:
-    for rule in LORA_SKIPS:  # per-architecture rules live with the model facts
+    for rule in LORA_SKIPS:  # per-architecture rules live in the profiles (adapt/archs/)
         if rule.matches(module, parent, leaf):
             return rule.reason
     if isinstance(module, nn.Conv2d):

@@ -13,11 +13,13 @@ import re
 import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from adaptsr.adapt import archs
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import check_readable
 from adaptsr.core.tiling import SizeRule
@@ -50,102 +52,19 @@ class ModelInfo:
 
 
 # ---------------------------------------------------------------------------------------------
-# LoRA rules: the layers of an architecture that carry no adapter, and why. `lora_sites` reads
-# this table; the structural rules that hold for every model (grouped convs, non-square kernels)
-# stay in adapt/lora.py because they follow from how a merge works, not from an architecture.
-
-
-@dataclass(frozen=True)
-class LoRASkip:
-    reason: str  # shown by `lora_report` and `adapt allocate`
-    matches: Callable[[nn.Module, nn.Module, str], bool]  # (layer, its parent, attribute name)
-
-
-def _is_mean_shift(layer: nn.Module, parent: nn.Module, leaf: str) -> bool:
-    # EDSR's (adapt/edsr.py) and RCAN's: a conv holding the dataset mean, never trained
-    return type(layer).__name__ == "MeanShift"
-
-
-def _is_reparameterised(layer: nn.Module, parent: nn.Module, leaf: str) -> bool:
-    # SPAN-style blocks rebuild `eval_conv` from their training-time convs (`update_params`)
-    return leaf == "eval_conv" and hasattr(parent, "update_params")
-
-
-LORA_SKIPS = (
-    # SPAN
-    LoRASkip(
-        "re-computed from the block's other convs at inference (reparameterised)",
-        _is_reparameterised,
-    ),
-    # EDSR, RCAN
-    LoRASkip("fixed mean shift (not a learned layer)", _is_mean_shift),
-)
-
-
-# ---------------------------------------------------------------------------------------------
-# built-in configurations (official hyper-parameters, random weights)
-
-
-def _edsr(scale: int, n_resblocks: int, n_feats: int, res_scale: float) -> nn.Module:
-    from adaptsr.adapt.edsr import EDSR
-
-    return EDSR(scale=scale, n_resblocks=n_resblocks, n_feats=n_feats, res_scale=res_scale)
-
-
-def _safmn(scale: int) -> nn.Module:
-    from spandrel.architectures.SAFMN import SAFMN
-
-    return SAFMN(dim=36, n_blocks=8, ffn_scale=2.0, upscaling_factor=scale)
-
-
-def _swinir(scale: int, medium: bool) -> nn.Module:
-    from spandrel.architectures.SwinIR import SwinIR
-
-    if medium:  # classical SR, trained on 48x48 (x2: 64x64) patches
-        kw = dict(embed_dim=180, depths=[6] * 6, num_heads=[6] * 6, upsampler="pixelshuffle")
-        img_size = 48 if scale == 4 else 64
-    else:  # lightweight SR
-        kw = dict(embed_dim=60, depths=[6] * 4, num_heads=[6] * 4, upsampler="pixelshuffledirect")
-        img_size = 64
-    return SwinIR(
-        upscale=scale,
-        img_size=img_size,
-        window_size=8,
-        img_range=1.0,
-        mlp_ratio=2.0,
-        resi_connection="1conv",
-        in_chans=3,
-        **kw,
-    )
-
-
-def _drct(scale: int) -> nn.Module:
-    from spandrel.architectures.DRCT import DRCT
-
-    return DRCT(
-        upscale=scale,
-        img_size=64,
-        window_size=16,
-        img_range=1.0,
-        embed_dim=180,
-        depths=(6,) * 6,
-        num_heads=(6,) * 6,
-        mlp_ratio=2.0,
-        gc=32,
-        upsampler="pixelshuffle",
-        resi_connection="1conv",
-    )
+# built-in configurations (official hyper-parameters, random weights), from the architecture
+# profiles (adapt/archs/)
 
 
 def _builtins() -> dict[str, Callable[[], nn.Module]]:
     table: dict[str, Callable[[], nn.Module]] = {}
-    for s in (2, 4):
-        table[f"edsr-baseline-x{s}"] = lambda s=s: _edsr(s, 16, 64, 1.0)
-        table[f"edsr-x{s}"] = lambda s=s: _edsr(s, 32, 256, 0.1)
-        table[f"safmn-x{s}"] = lambda s=s: _safmn(s)
-        table[f"swinir-light-x{s}"] = lambda s=s: _swinir(s, medium=False)
-        table[f"swinir-m-x{s}"] = lambda s=s: _swinir(s, medium=True)
-        table[f"drct-x{s}"] = lambda s=s: _drct(s)
+    for scale in (2, 4):
+        for profile in archs.PROFILES.values():
+            for config in profile.builtins:
+                if scale in config.scales:
+                    table[f"{config.name}-x{scale}"] = partial(
+                        profile.construct, config.cls, **config.kwargs(scale)
+                    )
     return table
 
 
@@ -345,13 +264,20 @@ def architecture_module(model: nn.Module) -> nn.Module:
     return model.net if isinstance(model, CalledModel) else model
 
 
-def _custom_call(desc) -> Callable | None:
-    """spandrel's call function when it is not the plain `model(image)` (that default is a
-    lambda defined in ImageModelDescriptor.__init__)."""
-    call = getattr(desc, "_call_fn", None)
-    if call is None or call.__qualname__.startswith("ImageModelDescriptor."):
-        return None
-    return call
+def spandrel_call_function(desc) -> Callable[[nn.Module, torch.Tensor], torch.Tensor]:
+    """The function spandrel runs a model through (`descriptor(image)` calls it).
+
+    spandrel keeps it in the private `_call_fn` and has no public way to read it; this is the
+    one place adaptsr reads it (tests/test_archs.py fails if spandrel renames it). Which
+    architectures need it is a profile fact (`ArchProfile.call`), not guessed from the function.
+    """
+    return desc._call_fn
+
+
+def _needs_call_function(arch: str) -> bool:
+    profile = archs.find(arch)
+    # An architecture without a profile (a newer spandrel) runs as spandrel would run it.
+    return profile is None or bool(profile.call)
 
 
 def model_from_state_dict(state_dict: dict, name: str = "<state dict>") -> nn.Module:
@@ -372,9 +298,8 @@ def model_from_state_dict(state_dict: dict, name: str = "<state dict>") -> nn.Mo
     if not isinstance(desc, ImageModelDescriptor):
         raise UserError(f"{name} is a {desc.architecture.name} model, not a super-resolution model")
     model = desc.model.eval()
-    call = _custom_call(desc)
-    if call is not None:
-        model = CalledModel(model, call).eval()
+    if _needs_call_function(str(desc.architecture.id)):
+        model = CalledModel(model, spandrel_call_function(desc)).eval()
     model.adaptsr_info = _info_from_descriptor(desc, name)
     return model
 

@@ -10,6 +10,9 @@ more: its re-parameterized conv is fused before tracing instead of during it; Se
 mixture of experts runs every expert with zero weights for the unselected). They are active
 only inside `export_rewrites(model)` and change no weights; the parity checks compare the
 exported graph with the original, unpatched PyTorch model.
+
+Which classes get which rewrite is a fact of each architecture's profile (adapt/archs/,
+`ArchProfile.export_rewrites`, by module path and class name); this module holds the code.
 """
 
 from __future__ import annotations
@@ -17,21 +20,15 @@ from __future__ import annotations
 import contextlib
 import sys
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from spandrel.architectures.__arch_helpers.padding import pad_to_multiple
 from torch import nn
 
-# spandrel modules whose SwinTransformerBlock shares SwinIR's forward (norm1, shifted-window
-# attention, norm2 + MLP, both residual) and whose mask is the 3x3-region shifted-window mask.
-_BLOCK_MODULES = (
-    "spandrel.architectures.SwinIR.__arch.SwinIR",
-    "spandrel.architectures.DRCT.__arch.drct_arch",
-)
-_SPAN_MODULE = "spandrel.architectures.SPAN.__arch.span"
-_HAT_MODULE = "spandrel.architectures.HAT.__arch.HAT"
-_SEEMORE_MODULE = "spandrel.architectures.SeemoRe.__arch.seemore_arch"
+from adaptsr.adapt import archs
 
 
 def _partition(x: torch.Tensor, ws: int) -> torch.Tensor:
@@ -131,82 +128,122 @@ def _moe_forward(self, inputs: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _arch(model: nn.Module) -> str:
+def _pads_to_window(model: nn.Module) -> bool:
     info = getattr(model, "adaptsr_info", None)
-    return info.arch if info is not None else type(model).__name__
+    profile = archs.find(info.arch if info is not None else type(model).__name__)
+    return profile is not None and profile.export_pads_to_window
 
 
 def size_requirements(model: nn.Module) -> tuple[int, int]:
     """(minimum, multiple_of) of the exported graph's input height/width.
 
-    DRCT pads inside the exported graph, so it accepts any size whose reflect padding fits
-    (at least one window); everything else keeps the model's own requirements.
+    An architecture whose export pads inside the graph (DRCT) accepts any size whose reflect
+    padding fits (at least one window); everything else keeps the model's own requirements.
     """
     info = model.adaptsr_info
-    if _arch(model) == "DRCT":
+    if _pads_to_window(model):
         return max(info.min_size, model.window_size), 1
     return info.min_size, info.multiple_of
 
 
 def reference_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """What the exported graph must compute, with the original (unpatched) modules."""
-    if _arch(model) == "DRCT":
-        from spandrel.architectures.__arch_helpers.padding import pad_to_multiple
-
+    if _pads_to_window(model):
         h, w = x.shape[-2:]
         y = model(pad_to_multiple(x, model.window_size, mode="reflect"))
         return y[:, :, : h * model.upscale, : w * model.upscale]
     return model(x)
 
 
+@dataclass
+class _Patches:
+    """What export_rewrites changed, to undo it; `names` says what was rewritten."""
+
+    instances: list[tuple[nn.Module, str]] = field(default_factory=list)
+    modules: list[tuple[object, str, object]] = field(default_factory=list)  # (module, name, old)
+    names: list[str] = field(default_factory=list)
+
+    def method(self, module: nn.Module, attr: str, fn) -> None:
+        setattr(module, attr, types.MethodType(fn, module))
+        self.instances.append((module, attr))
+
+    def function(self, pymodule: object, attr: str, fn) -> None:
+        self.modules.append((pymodule, attr, getattr(pymodule, attr)))
+        setattr(pymodule, attr, fn)
+
+    def undo(self) -> None:
+        for module, attr in self.instances:
+            delattr(module, attr)
+        for pymodule, attr, original in self.modules:
+            setattr(pymodule, attr, original)
+
+
+def _fused_conv(p: _Patches, name: str, module: nn.Module) -> None:
+    if not module.training:
+        with torch.no_grad():
+            module.update_params()  # what its eval forward would do first
+        p.method(module, "forward", _conv3xc_forward)
+        p.names.append(f"{name}: re-parameterized conv fused before tracing")
+
+
+def _hat_mask(p: _Patches, name: str, module: nn.Module) -> None:
+    p.method(module, "calculate_mask", _hat_calculate_mask)
+    p.method(module, "check_image_size", _swinir_check_image_size)
+    p.function(sys.modules[type(module).__module__], "window_reverse", _reverse)
+    p.names.append(f"{name or 'model'}: traceable mask, padding and window reverse")
+
+
+def _dense_experts(p: _Patches, name: str, module: nn.Module) -> None:
+    if not module.training:
+        p.method(module, "forward", _moe_forward)
+        p.names.append(f"{name}: every expert, weighted (zero when not selected)")
+
+
+def _swin_block(p: _Patches, name: str, module: nn.Module) -> None:
+    p.method(module, "forward", _block_forward)
+    p.names.append(f"{name}: traceable shifted-window mask")
+
+
+def _swinir_pad(p: _Patches, name: str, module: nn.Module) -> None:
+    p.method(module, "check_image_size", _swinir_check_image_size)
+    p.names.append(f"{name or 'model'}: traceable pad to window multiple")
+
+
+def _drct_pad_crop(p: _Patches, name: str, module: nn.Module) -> None:
+    p.method(module, "forward", _drct_forward)
+    p.names.append(f"{name or 'model'}: pad to window multiple and crop")
+
+
+# The rewrites a profile may name (ExportRewrite.rewrite).
+REWRITES: dict[str, Callable[[_Patches, str, nn.Module], None]] = {
+    "fused_conv": _fused_conv,
+    "hat_mask": _hat_mask,
+    "dense_experts": _dense_experts,
+    "swin_block": _swin_block,
+    "swinir_pad": _swinir_pad,
+    "drct_pad_crop": _drct_pad_crop,
+}
+
+
+def rewrite_table() -> dict[tuple[str, str], str]:
+    """(Python module, class name) -> rewrite name, from every architecture profile."""
+    return {
+        (r.module, r.cls): r.rewrite
+        for profile in archs.PROFILES.values()
+        for r in profile.export_rewrites
+    }
+
+
 @contextlib.contextmanager
 def export_rewrites(model: nn.Module) -> Iterator[list[str]]:
     """Patch the model's instances for tracing; yields the names of what was rewritten."""
-    patched: list[tuple[nn.Module, str]] = []
-    module_patches: list[tuple[object, str, object]] = []  # (python module, name, original)
-    names: list[str] = []
-
-    def patch(module: nn.Module, attr: str, fn) -> None:
-        setattr(module, attr, types.MethodType(fn, module))
-        patched.append((module, attr))
-
+    table = rewrite_table()
+    patches = _Patches()
     try:
         for name, module in model.named_modules():
-            kind = type(module).__name__
-            if type(module).__module__ == _SPAN_MODULE and kind == "Conv3XC":
-                if not module.training:
-                    with torch.no_grad():
-                        module.update_params()  # what its eval forward would do first
-                    patch(module, "forward", _conv3xc_forward)
-                    names.append(f"{name}: re-parameterized conv fused before tracing")
-                continue
-            if type(module).__module__ == _HAT_MODULE and kind == "HAT":
-                patch(module, "calculate_mask", _hat_calculate_mask)
-                patch(module, "check_image_size", _swinir_check_image_size)
-                hat = sys.modules[_HAT_MODULE]
-                module_patches.append((hat, "window_reverse", hat.window_reverse))
-                hat.window_reverse = _reverse
-                names.append(f"{name or 'model'}: traceable mask, padding and window reverse")
-                continue
-            if type(module).__module__ == _SEEMORE_MODULE and kind == "MoELayer":
-                if not module.training:
-                    patch(module, "forward", _moe_forward)
-                    names.append(f"{name}: every expert, weighted (zero when not selected)")
-                continue
-            if type(module).__module__ not in _BLOCK_MODULES:
-                continue
-            if kind == "SwinTransformerBlock":
-                patch(module, "forward", _block_forward)
-                names.append(f"{name}: traceable shifted-window mask")
-            elif kind == "SwinIR":
-                patch(module, "check_image_size", _swinir_check_image_size)
-                names.append(f"{name or 'model'}: traceable pad to window multiple")
-            elif kind == "DRCT":
-                patch(module, "forward", _drct_forward)
-                names.append(f"{name or 'model'}: pad to window multiple and crop")
-        yield names
+            rewrite = table.get((type(module).__module__, type(module).__name__))
+            if rewrite is not None:
+                REWRITES[rewrite](patches, name, module)
+        yield patches.names
     finally:
-        for module, attr in patched:
-            delattr(module, attr)
-        for pymodule, attr, original in module_patches:
-            setattr(pymodule, attr, original)
+        patches.undo()

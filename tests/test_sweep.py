@@ -2,7 +2,7 @@
 
 Load, sites, inject, a training step and merge run for every architecture; the ONNX stages run
 for ONNX_SUBSET only (export is the slow part; the full sweep is
-`python -m adaptsr.export.archcheck --out docs/architectures.md`)."""
+`python -m adaptsr.export.sweep_export --out docs/architectures.md`)."""
 
 import json
 from pathlib import Path
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from adaptsr.adapt.archcheck import ADAPT_STAGES, install_extra
-from adaptsr.export import archcheck
+from adaptsr.adapt.sweep import ADAPT_STAGES, install_extra
+from adaptsr.export import sweep_export
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "docs" / "architectures.md"
@@ -26,18 +26,18 @@ def _committed() -> dict:
 
 def test_table_is_generated_from_its_json():
     payload = _committed()
-    rows = archcheck.rows_from_json(payload)
-    assert archcheck.counts(rows) == payload["counts"]
+    rows = sweep_export.rows_from_json(payload)
+    assert sweep_export.counts(rows) == payload["counts"]
     meta = {k: payload[k] for k in ("date", "versions")}
-    assert TABLE.read_text() == archcheck.markdown(rows, payload["counts"], meta)
+    assert TABLE.read_text() == sweep_export.markdown(rows, payload["counts"], meta)
 
 
 def test_update_replaces_only_the_swept_rows():
-    previous = archcheck.rows_from_json(_committed())
-    fresh = archcheck.rows_from_json(_committed())[:2]
+    previous = sweep_export.rows_from_json(_committed())
+    fresh = sweep_export.rows_from_json(_committed())[:2]
     fresh[0].stages["merge"] = ("FAIL", "changed")
     fresh[1].name = "NewArch"
-    rows = archcheck.updated(previous, fresh)
+    rows = sweep_export.updated(previous, fresh)
     assert [r.name for r in rows] == [r.name for r in previous] + ["NewArch"]
     assert rows[0].stages["merge"] == ("FAIL", "changed")
     assert [r.to_dict() for r in rows[1:-1]] == [r.to_dict() for r in previous[1:]]
@@ -48,7 +48,7 @@ def test_sweep_matches_the_committed_table():
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        rows = archcheck.run(onnx_for=ONNX_SUBSET)
+        rows = sweep_export.run(onnx_for=ONNX_SUBSET)
     finally:
         torch.set_num_threads(previous)
     committed = {a["name"]: a for a in _committed()["architectures"]}
@@ -57,7 +57,7 @@ def test_sweep_matches_the_committed_table():
     assert {r.name for r in rows} == set(committed), "architectures added or gone: rerun the sweep"
     changed = []
     for row in rows:
-        stages = ADAPT_STAGES + (archcheck.ONNX_STAGES if row.name in ONNX_SUBSET else ())
+        stages = ADAPT_STAGES + (sweep_export.ONNX_STAGES if row.name in ONNX_SUBSET else ())
         for stage in stages:
             want = committed[row.name]["stages"][stage]["status"]
             got, why = row.stages[stage]
