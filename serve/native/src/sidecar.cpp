@@ -22,24 +22,13 @@ std::string join(const std::vector<int>& parts, size_t count) {
 
 bool whole(double v) { return std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 1e9; }
 
+// "8.7": the one spelling `adapt export trt` writes (adaptsr.core.contracts.EngineSidecar).
 std::optional<std::pair<int, int>> capability(const Json& v) {
-    if (v.is_string()) {
-        auto parts = parse_version(v.text);
-        if (parts.size() == 2) return std::make_pair(parts[0], parts[1]);
-    } else if (v.is_array() && v.items.size() == 2 && v.items[0].is_number() && v.items[1].is_number() &&
-               whole(v.items[0].number) && whole(v.items[1].number)) {
-        return std::make_pair(static_cast<int>(v.items[0].number), static_cast<int>(v.items[1].number));
-    } else if (v.is_object()) {
-        const Json* major = v.find("major");
-        const Json* minor = v.find("minor");
-        if (major && minor && major->is_number() && minor->is_number() && whole(major->number) &&
-            whole(minor->number))
-            return std::make_pair(static_cast<int>(major->number), static_cast<int>(minor->number));
-    } else if (v.is_number() && v.number > 0 && v.number < 100) {  // 8.7: one decimal digit
-        int tenths = static_cast<int>(std::lround(v.number * 10));
-        return std::make_pair(tenths / 10, tenths % 10);
-    }
-    return std::nullopt;
+    if (!v.is_string()) return std::nullopt;
+    auto parts = parse_version(v.text);
+    if (parts.size() != 2 || v.text != std::to_string(parts[0]) + "." + std::to_string(parts[1]))
+        return std::nullopt;
+    return std::make_pair(parts[0], parts[1]);
 }
 
 int positive(const Json* v, const char* key, const fs::path& where) {
@@ -100,16 +89,11 @@ Sidecar parse_sidecar(const std::string& text, const fs::path& where) {
         if (v->is_string() && !parse_version(v->text).empty()) s.tensorrt_version = v->text;
         else s.notes.push_back("tensorrt_version is not a version string");
     }
-    const Json* gpu = root.find("gpu");
-    const Json* cc = root.find("compute_capability");
-    if (!cc && gpu && gpu->is_object()) cc = gpu->find("compute_capability");
-    if (cc) {
+    if (const Json* cc = root.find("compute_capability")) {
         s.compute_capability = capability(*cc);
-        if (!s.compute_capability) s.notes.push_back("compute_capability is not like \"8.7\" or [8, 7]");
+        if (!s.compute_capability) s.notes.push_back("compute_capability is not a string like \"8.7\"");
     }
-    const Json* name = root.find("gpu_name");
-    if (!name && gpu) name = gpu->is_object() ? gpu->find("name") : gpu;
-    if (name && name->is_string()) s.gpu_name = name->text;
+    if (const Json* name = root.find("gpu"); name && name->is_string()) s.gpu_name = name->text;
     if (const Json* v = root.find("precision"); v && v->is_string()) s.precision = v->text;
     const Json* meta = root.find("metadata");
     if (meta && meta->is_object()) {

@@ -1,10 +1,10 @@
-// The engine's JSON sidecar (`<name>.engine.json`, written by `adapt export trt`).
+// The engine's JSON sidecar (`<name>.engine.json`, written by `adapt export trt` from
+// adaptsr.core.contracts.EngineSidecar; tests/write_fixtures.py writes one for test_fixtures).
 //
 // Keys read (all optional; a missing or malformed key is reported and not checked):
 //   tensorrt_version         "10.3.0": the TensorRT that built the engine
-//   compute_capability       "8.7", [8, 7], {"major": 8, "minor": 7} or 8.7; also read from
-//                            gpu.compute_capability when "gpu" is an object
-//   gpu_name (or gpu.name, or gpu when a string): for messages only
+//   compute_capability       "8.7" (the one spelling Python writes; anything else is a note)
+//   gpu                      the GPU's name: for messages only
 //   precision                "fp16"/"fp32": for messages only
 //   metadata.scale           the upscaling factor (checked against the engine's shapes)
 //   metadata.size_requirements  JSON text {"min_size": N, "multiple_of": M}, as in the ONNX

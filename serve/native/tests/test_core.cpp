@@ -59,13 +59,15 @@ void test_sidecar() {
     CHECK(s.present && s.tensorrt_version == std::string("10.3.0") && s.precision == std::string("fp16"));
     CHECK(s.scale == 4 && s.min_size == 8 && s.multiple_of == 4);
     CHECK(!s.compute_capability && s.notes.empty());
-    // compute capability spelled every way it may be, top level or under "gpu"
-    for (const char* cc : {R"("8.7")", "[8, 7]", R"({"major": 8, "minor": 7})", "8.7"}) {
-        Sidecar t = parse_sidecar(std::string(R"({"compute_capability": )") + cc + "}", "x.json");
-        CHECK_MSG(t.compute_capability == std::make_pair(8, 7), cc);
+    // compute capability: the one spelling Python writes, "8.7"; any other is a note, not a check
+    Sidecar t = parse_sidecar(R"({"compute_capability": "8.7", "gpu": "Orin"})", "x.json");
+    CHECK(t.compute_capability == std::make_pair(8, 7) && t.gpu_name == std::string("Orin"));
+    for (const char* cc : {"[8, 7]", R"({"major": 8, "minor": 7})", "8.7", R"("8.7.1")", R"("08.7")"}) {
+        Sidecar u = parse_sidecar(std::string(R"({"compute_capability": )") + cc + "}", "x.json");
+        CHECK_MSG(!u.compute_capability && u.notes.size() == 1, cc);
     }
     Sidecar g = parse_sidecar(R"({"gpu": {"name": "Orin", "compute_capability": "8.7"}})", "x.json");
-    CHECK(g.compute_capability == std::make_pair(8, 7) && g.gpu_name == std::string("Orin"));
+    CHECK(!g.compute_capability && !g.gpu_name);
     Sidecar odd = parse_sidecar(R"({"compute_capability": "eight", "tensorrt_version": 10})", "x.json");
     CHECK(!odd.compute_capability && !odd.tensorrt_version && odd.notes.size() == 2);
     CHECK_THROWS(UserError, parse_sidecar("{", "x.json"), "cannot read x.json: not JSON");
@@ -87,8 +89,8 @@ void test_sidecar() {
     Sidecar other_trt = parse_sidecar(R"({"tensorrt_version": "10.7.0", "compute_capability": "8.7"})", "j");
     CHECK_THROWS(UserError, check_sidecar(other_trt, "m.engine", orin),
                  "m.engine was built with TensorRT 10.7.0, this is TensorRT 10.3.0");
-    Sidecar other_gpu = parse_sidecar(R"({"tensorrt_version": "10.3", "gpu": {"name": "RTX 4090",
-        "compute_capability": [8, 9]}})", "j");
+    Sidecar other_gpu = parse_sidecar(R"({"tensorrt_version": "10.3", "gpu": "RTX 4090",
+        "compute_capability": "8.9"})", "j");
     CHECK_THROWS(UserError, check_sidecar(other_gpu, "m.engine", orin),
                  "built for compute capability 8.9 (RTX 4090), this GPU is 8.7 (Orin)");
     Sidecar old = parse_sidecar(R"({"tensorrt_version": "10.3.0"})", "m.engine.json");

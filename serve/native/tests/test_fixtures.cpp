@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <unistd.h>
 #include <sstream>
 #include <string>
@@ -10,6 +11,7 @@
 
 #include "check.hpp"
 #include "image.hpp"
+#include "sidecar.hpp"
 #include "tiling.hpp"
 #include "upscale.hpp"
 
@@ -192,6 +194,32 @@ int image_cases(const fs::path& dir) {
     return cases;
 }
 
+// The sidecar Python writes (EngineSidecar.to_json) read by the native reader: every key it
+// uses found, with the value Python meant, and nothing noted as malformed.
+int sidecar_cases(const fs::path& dir) {
+    std::ifstream in(dir / "sidecar.txt");
+    CHECK_MSG(in.good(), "no sidecar.txt in " + dir.string());
+    std::map<std::string, std::string> want;
+    std::string line;
+    while (std::getline(in, line)) {
+        const auto space = line.find(' ');
+        if (space != std::string::npos) want[line.substr(0, space)] = line.substr(space + 1);
+    }
+    const Sidecar s = read_sidecar(dir / "m.engine");
+    CHECK_MSG(s.present && s.notes.empty(), "the Python sidecar has malformed keys");
+    CHECK(s.tensorrt_version == want["tensorrt_version"]);
+    std::istringstream cc(want["compute_capability"]);
+    int major = 0, minor = 0;
+    cc >> major >> minor;
+    CHECK_MSG(s.compute_capability == std::make_pair(major, minor), "compute capability");
+    CHECK(s.gpu_name == want["gpu"] && s.precision == want["precision"]);
+    CHECK(s.scale == std::stoi(want["scale"]));
+    CHECK(s.min_size == std::stoi(want["min_size"]) && s.multiple_of == std::stoi(want["multiple_of"]));
+    const Platform same{parse_version(want["tensorrt_version"]), {major, minor}, want["gpu"]};
+    CHECK_MSG(check_sidecar(s, "m.engine", same).empty(), "warnings for the engine's own machine");
+    return 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -200,15 +228,18 @@ int main(int argc, char** argv) {
         return 2;
     }
     const fs::path dir = argv[1];
-    int tiling = 0, images = 0;
+    int tiling = 0, images = 0, sidecars = 0;
     try {
         tiling = tiling_cases(dir);
         images = image_cases(dir);
+        sidecars = sidecar_cases(dir);
     } catch (const std::exception& e) {
         check::fail(__FILE__, __LINE__, std::string("unexpected exception: ") + e.what());
     }
-    std::printf("compared %d tiling cases and %d image cases with the Python implementation\n", tiling, images);
+    std::printf("compared %d tiling cases, %d image cases and %d sidecar with the Python implementation\n", tiling,
+                images, sidecars);
     CHECK(tiling >= 20);
     CHECK(images >= 30);
+    CHECK(sidecars == 1);
     return check::result("test_fixtures");
 }

@@ -13,10 +13,14 @@ against a stale copy. Formats (little-endian raw arrays, one text manifest per t
   FILE.alpha.f32 holding what `adaptsr.core.images.read_image` returns; `upscale FILE.png SCALE
   MIN MULT TILE OUT.png` for the whole upscale path (toy model, gray, bicubic alpha, bit depth),
   with OUT.png.rgb.f32 and OUT.png.alpha.f32 holding the result before it is encoded.
+- m.engine.json: an engine sidecar as `adapt export trt` writes it (EngineSidecar.to_json), and
+  sidecar.txt what the native reader must find in it: `tensorrt_version V`, `compute_capability
+  MAJOR MINOR`, `gpu NAME`, `precision P`, `scale S`, `min_size N`, `multiple_of M`.
 """
 
 from __future__ import annotations
 
+import json
 import struct
 import sys
 import zlib
@@ -24,10 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from adaptsr.core.contracts import EngineProfile, EngineSidecar
 from adaptsr.core.errors import UserError
 from adaptsr.core.images import Image, read_image, write_image
-from adaptsr.serve.upscale import upscale_image
 from adaptsr.core.tiling import SizeRule, axis_weights, plan_tiles, tiled_upscale
+from adaptsr.serve.upscale import upscale_image
 
 # name, (height, width), rule, tile, overlap, scale, batch
 TILING_CASES = [
@@ -191,6 +196,44 @@ def write_images(out: Path) -> None:
     (out / "images.txt").write_text("\n".join(lines) + "\n")
 
 
+def write_sidecar(out: Path) -> None:
+    requirements = {"min_size": 24, "multiple_of": 8, "shape": "dynamic"}
+    sidecar = EngineSidecar(
+        engine="m.engine",
+        onnx="m.onnx",
+        onnx_sha256="0" * 64,
+        onnx_input=["batch", 3, "height", "width"],
+        tensorrt_version="10.13.0.35",
+        gpu="NVIDIA Jetson AGX Orin",
+        compute_capability="8.7",
+        precision="fp16",
+        onnx_precision="fp16",
+        route="strongly-typed",
+        strongly_typed=True,
+        fp32_constrained_layers=0,
+        refittable=True,
+        profile=EngineProfile("input", (1, 3, 24, 24), (2, 3, 256, 256), (4, 3, 512, 512)),
+        adapter_fingerprint="abc123",
+        base_fingerprint="def456",
+        build_seconds=12.5,
+        built_at="2026-12-05T10:00:00+00:00",
+        build_command="adapt export trt --onnx m.onnx --out m.engine --fp16",
+        metadata={"scale": "3", "size_requirements": json.dumps(requirements)},
+    )
+    (out / "m.engine.json").write_text(json.dumps(sidecar.to_json(), indent=2) + "\n")
+    major, minor = sidecar.compute_capability.split(".")
+    lines = [
+        f"tensorrt_version {sidecar.tensorrt_version}",
+        f"compute_capability {major} {minor}",
+        f"gpu {sidecar.gpu}",
+        f"precision {sidecar.precision}",
+        f"scale {sidecar.metadata['scale']}",
+        f"min_size {requirements['min_size']}",
+        f"multiple_of {requirements['multiple_of']}",
+    ]
+    (out / "sidecar.txt").write_text("\n".join(lines) + "\n")
+
+
 def main() -> int:
     if len(sys.argv) != 2:
         print("usage: write_fixtures.py OUT_DIR", file=sys.stderr)
@@ -202,6 +245,7 @@ def main() -> int:
             old.unlink()
     write_tiling(out)
     write_images(out)
+    write_sidecar(out)
     return 0
 
 
