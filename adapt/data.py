@@ -428,14 +428,15 @@ class BatchPlan(torch.utils.data.Sampler):
 
 
 def loader(
-    dataset: CropDataset, plan: BatchPlan, workers: int, pin: bool
+    dataset: CropDataset, plan: BatchPlan, workers: int, pin: bool, collate=None
 ) -> torch.utils.data.DataLoader:
+    """Batches of `dataset` in `plan`'s order; `collate` replaces the default collation."""
     # A private generator: the loader must not draw from the global torch RNG, or a resumed run
     # would see different random numbers than an uninterrupted one.
     return torch.utils.data.DataLoader(
         dataset,
         batch_sampler=plan,
-        collate_fn=collate_mixed if dataset.mixed else None,
+        collate_fn=collate or (collate_mixed if dataset.mixed else None),
         num_workers=workers,
         pin_memory=pin,
         generator=torch.Generator(),

@@ -24,7 +24,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from adaptsr.adapt.allocation_settings import AllocationSettings
 from adaptsr.adapt.choices import DEGRADATIONS, MAX_SEEDS, SCORES
+from adaptsr.adapt.train import TrainConfig
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import atomic_output, parse_json
 
@@ -95,14 +97,19 @@ class StudySettings:
     batch: int = 8
     patch: int = 128
     degradation: str = "camera"  # for HR-only training (and validation) folders
-    score_batches: int = 16  # rank-aware runs: batches of training crops the scores average
+    # rank-aware runs: how they score and allocate (a run spec's budget and score win);
+    # None: study_allocation's defaults (scoring crops as the training crops)
+    allocation: AllocationSettings | None = None
     val_every: int = 0  # 0: iters / 5
     device: str = "auto"
     workers: int = 0
 
     def checked(self) -> StudySettings:
         s = replace(self, data=list(self.data), runs=list(self.runs))
-        for name in ("seeds", "iters", "batch", "patch", "score_batches"):
+        if s.allocation is None:
+            s.allocation = study_allocation({}, s.batch, s.patch)
+        s.allocation = s.allocation.checked()
+        for name in ("seeds", "iters", "batch", "patch"):
             if getattr(s, name) < 1:
                 raise UserError(f"--{name} must be at least 1, got {getattr(s, name)}")
         if s.seeds > MAX_SEEDS:
@@ -118,12 +125,35 @@ class StudySettings:
         parse_specs(",".join(s.runs))
         return s
 
+    def flat(self) -> dict:
+        """The settings as study.json and study-settings.json hold them: score_batches in its
+        old place, then the allocation settings that differ from study_allocation's defaults."""
+        allocation = self.allocation or study_allocation({}, self.batch, self.patch)
+        implied = study_allocation({}, self.batch, self.patch)
+        d = {}
+        for key, value in asdict(self).items():
+            if key != "allocation":
+                d[key] = value
+                continue
+            d["score_batches"] = allocation.score_batches
+            for name in AllocationSettings.names():
+                if name != "score_batches" and getattr(allocation, name) != getattr(implied, name):
+                    d[name] = getattr(allocation, name)
+        return d
+
     def comparable(self) -> dict:
         """Settings that change the numbers (runs, seeds, device and workers may change)."""
-        d = asdict(self)
+        d = self.flat()
         for key in ("runs", "seeds", "device", "workers"):
             d.pop(key)
         return d
+
+
+def study_allocation(given: dict, batch: int, patch: int) -> AllocationSettings:
+    """A study's allocation settings: those `given` (None: not given), the scoring crops
+    otherwise the study's own training crops (--batch, --patch), the rest their defaults."""
+    values = {k: v for k, v in given.items() if v is not None}
+    return AllocationSettings.from_values({"score_batch": batch, "score_patch": patch, **values})
 
 
 @dataclass
@@ -147,20 +177,11 @@ class RunOutcome:
 # running
 
 
-def train_config(settings: StudySettings, spec: RunSpec, seed: int):
-    from adaptsr.adapt.train import TrainConfig
-
+def train_config(settings: StudySettings, spec: RunSpec, seed: int) -> TrainConfig:
     kw: dict = {}
     if spec.mode == "lora" and spec.rank_aware:
-        kw = {
-            "rank_aware": True,
-            "budget": spec.budget,
-            "score_batches": settings.score_batches,
-            "score_batch": settings.batch,
-            "score_patch": settings.patch,
-        }
-        if spec.score:
-            kw["score"] = spec.score
+        chosen = {"budget": spec.budget, **({"score": spec.score} if spec.score else {})}
+        kw = {"rank_aware": True, "allocation": replace(settings.allocation, **chosen)}
     elif spec.mode == "lora":
         kw = {"rank": spec.rank}
     return TrainConfig(
@@ -446,7 +467,7 @@ def summarise(settings, specs, base: dict, outcomes: list[RunOutcome]) -> dict:
         ok = full is not None and full["gain_db"] > 0
         r["share_of_full_gain"] = r["gain_db"] / full["gain_db"] if ok else None
     return {
-        "settings": asdict(settings),
+        "settings": settings.flat(),
         "base": base,
         "runs": rows,
     }

@@ -58,7 +58,7 @@ def _settings(setup, **kw):
         batch=2,
         patch=32,
         degradation="bicubic",
-        score_batches=2,
+        allocation=study.study_allocation({"score_batches": 2}, batch=2, patch=32),
         device="cpu",
     )
     return study.StudySettings(**{**base, **kw})

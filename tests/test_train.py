@@ -1,6 +1,7 @@
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 from adaptsr.adapt import train as training
+from adaptsr.adapt.allocation_settings import AllocationSettings
 from adaptsr.adapt.lora import lora_sites, read_adapter
 from adaptsr.adapt.models import load_model
 from adaptsr.adapt.train import model as train_model
@@ -70,7 +72,8 @@ def _config(setup, **kw):
         log_every=1,
         val_every=0,
     )
-    return training.TrainConfig(**{**base, **kw})
+    allocation = {k: kw.pop(k) for k in list(kw) if k in AllocationSettings.names()}
+    return training.TrainConfig(**{**base, **kw}, allocation=AllocationSettings(**allocation))
 
 
 def _losses(run_dir):
@@ -145,7 +148,16 @@ def test_sigint_then_kill9_then_resume_matches_uninterrupted_run(setup, tmp_path
     args = [f"--{k.replace('_', '-')}={v}" for k, v in cfg.to_dict().items() if k in _FLAGS]
 
     def start(extra):
-        cmd = [sys.executable, "-m", "adaptsr.cli.app", "train", "--out", str(run), "--quiet", *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "adaptsr.cli.app",
+            "train",
+            "--out",
+            str(run),
+            "--quiet",
+            *extra,
+        ]
         return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def wait_for(proc, iteration):
@@ -611,7 +623,24 @@ def test_rank_aware_options_are_checked(setup):
             _config(setup, **kw).resolved()
     values = {"score": "activation", "r_min": 0, "score_batch": 4, "rank_aware": True}
     cfg = training.config_from_dict({**values, "budget": "r2", "model": "m"})
-    assert cfg.resolved().score == "activation"
+    assert cfg.resolved().allocation.score == "activation"
+    assert cfg.allocation == AllocationSettings(
+        budget="r2", score="activation", r_min=0, score_batch=4
+    )
+    # the same settings as a nested table; config.json keeps them flat, in their old places
+    nested = {"rank_aware": True, "model": "m", "allocation": {**values, "budget": "r2"}}
+    nested["allocation"].pop("rank_aware")
+    assert training.config_from_dict(nested) == cfg
+    flat = cfg.to_dict()
+    assert "allocation" not in flat and flat["r_min"] == 0 and flat["budget"] == "r2"
+    keys = list(flat)
+    assert keys[keys.index("rank_aware") + 1 : keys.index("alpha")] == [
+        "budget", "score_batches", "score_batch", "score_patch", "score", "normalise",
+        "allocator", "r_min", "r_max",
+    ]  # fmt: skip
+    assert training.config_from_dict(flat) == cfg
+    with pytest.raises(UserError, match="unknown setting 'allocation'"):
+        training.config_from_dict({"allocation": 3})
     with pytest.raises(UserError, match="r_min has the wrong type"):
         training.config_from_dict({"r_min": "0"})
 
@@ -655,3 +684,79 @@ def test_ddp_rank_aware_processes_share_one_allocation(setup, tmp_path):
     for site, rank in allocation["ranks"].items():
         if rank:
             assert tensors[f"{site}.lora_A"].shape[0] == rank
+
+
+def test_trainer_setup_step_and_hooks_in_order(setup, tmp_path):
+    """The Trainer's parts on their own: setup reports nothing, each step reports its own
+    iteration to every hook in order, and a checkpoint is due when save_every says."""
+    from adaptsr.adapt.train.config import prepare_run_dir
+    from adaptsr.adapt.train.distributed import Dist
+
+    class Recorder(training.Callback):
+        def __init__(self, name, calls):
+            self.name, self.calls = name, calls
+
+        def on_step(self, iteration):
+            self.calls.append((self.name, "step", iteration))
+
+        def on_log(self, record):
+            self.calls.append((self.name, "log", record["iter"]))
+
+    calls = []
+    run = tmp_path / "run"
+    prepare_run_dir(run, resume=False, force=False)
+    cfg = _config(setup, iters=4, log_every=2, save_every=3).resolved()
+    hooks = [Recorder("a", calls), Recorder("b", calls)]
+    trainer = training.Trainer(cfg, run, False, False, Dist(), torch.device("cpu"), hooks)
+    assert trainer.setup() is None and calls == [] and trainer.iteration == 0
+    for _ in range(3):
+        trainer.step()
+    assert calls == [
+        ("a", "step", 1), ("b", "step", 1), ("a", "step", 2), ("b", "step", 2),
+        ("a", "log", 2), ("b", "log", 2), ("a", "step", 3), ("b", "step", 3),
+    ]  # fmt: skip
+    assert trainer.iteration == 3 and trainer.last_saved == 3
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["iteration"] == 3
+    trainer.callbacks.close()
+
+
+def test_a_loader_worker_error_is_one_line_naming_the_file(setup, tmp_path):
+    """An image that breaks after the scan fails in a loader process: the error reaching the
+    caller is the worker's own UserError line, not PyTorch's traceback text."""
+    folder = tmp_path / "hr"
+    shutil.copytree(setup[2], folder)
+
+    class BreakImages(training.Callback):
+        def on_start(self, record):  # after the scan, before the first batch is loaded
+            for path in folder.glob("*.png"):
+                path.write_bytes(b"not an image any more")
+
+    cfg = _config(setup, data=[str(folder)], workers=1, iters=2)
+    with pytest.raises(UserError) as caught:
+        training.train(cfg, tmp_path / "run", progress=False, callbacks=[BreakImages()])
+    message = str(caught.value)
+    assert type(caught.value) is UserError and "\n" not in message, message
+    assert re.fullmatch(f"cannot read image {re.escape(str(folder))}/\\d{{3}}\\.png: corrupt or "
+                        "not an image", message), message  # fmt: skip
+
+
+def test_training_batches_carry_a_worker_user_error_whole(tmp_path):
+    from adaptsr.adapt.data import BatchPlan, CropDataset
+    from adaptsr.adapt.train.batches import LoaderFailure, training_batches
+
+    class Failing(CropDataset):
+        def __getitem__(self, key):
+            if key[0] == 1:
+                raise UserError(f"cannot read image {tmp_path}/1.png: gone")
+            return {"hr": torch.full((3, 4, 4), float(key[0]))}
+
+    dataset = Failing([None, None], 4, 1)
+    plan = BatchPlan(2, 1, seed=0, start=0, stop=2)
+    order = [plan.keys(i)[0][0] for i in range(2)]
+    batches = training_batches(dataset, plan, workers=1, pin=False)
+    if order[0] == 0:
+        assert next(batches)["hr"].shape == (1, 3, 4, 4)
+    with pytest.raises(UserError) as caught:
+        next(batches)
+    assert str(caught.value) == f"cannot read image {tmp_path}/1.png: gone"
+    assert LoaderFailure("x").error().args == ("x",)

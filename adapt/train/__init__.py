@@ -19,21 +19,23 @@ run's bit for bit. Under torchrun (WORLD_SIZE > 1) each process trains on its sl
 global batch with DistributedDataParallel (gloo on CPU, nccl on CUDA); rank 0 writes the files.
 
 Modules: config (settings, resume rules, run folder), state (TrainState: checkpoints), loop
-(the step loop), callbacks (log, TensorBoard, progress bar), model (base model, adapters,
-rank maps, validation), distributed (processes and devices), throughput (the benchmark).
+(Trainer: setup, step, run), callbacks (log, TensorBoard, progress bar), batches (the loader,
+a worker's error carried whole), model (base model, adapters, rank maps, validation),
+distributed (processes and devices), throughput (the benchmark).
 """
 
-from adaptsr.adapt.train.callbacks import Callback
+from adaptsr.adapt.train.callbacks import Callback, Callbacks
 from adaptsr.adapt.train.config import (
     DEFAULT_LR,
     MODES,
     RESUMABLE,
     TrainConfig,
+    command_config,
     config_from_dict,
     read_config_file,
     resume_config,
 )
-from adaptsr.adapt.train.loop import Result, train
+from adaptsr.adapt.train.loop import Result, Trainer, train
 from adaptsr.adapt.train.state import TrainState
 from adaptsr.adapt.train.throughput import bench_defaults, bench_table, benchmark
 
@@ -42,12 +44,15 @@ __all__ = [
     "MODES",
     "RESUMABLE",
     "Callback",
+    "Callbacks",
     "Result",
     "TrainConfig",
     "TrainState",
+    "Trainer",
     "bench_defaults",
     "bench_table",
     "benchmark",
+    "command_config",
     "config_from_dict",
     "read_config_file",
     "resume_config",

@@ -12,7 +12,8 @@ The loop calls, on the main process only:
 - close(): always, last, errors included.
 
 Every record has "iter". The base class's methods do nothing, so a callback defines only the
-ones it needs.
+ones it needs. The loop holds its callbacks as one `Callbacks`, which calls each method on every
+callback in order: a typed call per event, no event named by a string.
 """
 
 from __future__ import annotations
@@ -44,6 +45,37 @@ class Callback:
 
     def close(self) -> None:
         """The loop is over (also after an error)."""
+
+
+class Callbacks(Callback):
+    """Several callbacks as one: each event goes to every callback, in the order given."""
+
+    def __init__(self, callbacks: list[Callback]):
+        self.callbacks = list(callbacks)
+
+    def on_start(self, record: dict) -> None:
+        for callback in self.callbacks:
+            callback.on_start(record)
+
+    def on_step(self, iteration: int) -> None:
+        for callback in self.callbacks:
+            callback.on_step(iteration)
+
+    def on_log(self, record: dict) -> None:
+        for callback in self.callbacks:
+            callback.on_log(record)
+
+    def on_validate(self, record: dict) -> None:
+        for callback in self.callbacks:
+            callback.on_validate(record)
+
+    def on_end(self, record: dict) -> None:
+        for callback in self.callbacks:
+            callback.on_end(record)
+
+    def close(self) -> None:
+        for callback in self.callbacks:
+            callback.close()
 
 
 class JsonlLog(Callback):

@@ -6,6 +6,7 @@ the loop, and with it torch.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -13,22 +14,13 @@ import shutil
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from adaptsr.adapt.choices import (
-    ALLOCATORS,
-    DEFAULT_ALLOCATOR,
-    DEFAULT_BATCH,
-    DEFAULT_BATCHES,
-    DEFAULT_NORMALISE,
-    DEFAULT_PATCH,
-    DEFAULT_R_MAX,
-    DEFAULT_R_MIN,
-    DEFAULT_SCORE,
-    DEGRADATIONS,
-    NORMALISATIONS,
-    SCORES,
-    SEED_MAX,
-)
+from adaptsr.adapt.allocation_settings import AllocationSettings
+from adaptsr.adapt.choices import DEGRADATIONS, SEED_MAX
 from adaptsr.core.errors import UserError
+from adaptsr.core.fileio import check_outputs_not_inputs
+from adaptsr.core.lazy import lazy_import
+
+kernels = lazy_import("adaptsr.kernels")  # imports torch: only when a config is resolved
 
 MODES = ("lora", "full", "pretrain")
 DEFAULT_LR = {"lora": 1e-3, "full": 1e-4, "pretrain": 2e-4}
@@ -51,18 +43,10 @@ RUN_FILES = (
 # settings a resumed run may change: they do not alter the numbers it computes
 RESUMABLE = ("device", "workers", "save_every", "val_every", "log_every", "kernels", "strict")
 RESUMABLE += ("compile", "cuda_graphs")  # speed only (like kernels: the last bits may differ)
-# the options of `adapt allocate` that --rank-aware takes (score_batches predates the others
-# and was always accepted without --rank-aware)
-RANK_AWARE_OPTIONS = (
-    "score",
-    "normalise",
-    "allocator",
-    "r_min",
-    "r_max",
-    "score_batch",
-    "score_patch",
-)
-
+# the allocation settings a run without --rank-aware refuses when changed (score_batches
+# predates the others and was always accepted without --rank-aware)
+RANK_AWARE_OPTIONS = ("score", "normalise", "allocator", "r_min", "r_max", "score_batch")
+RANK_AWARE_OPTIONS += ("score_patch",)
 
 # upper bounds on sizes: far beyond any real run, low enough that nothing tries to build a
 # plan of 10^12 crops or allocate a terabyte before failing
@@ -70,9 +54,6 @@ LIMITS = {
     "batch": 2**16,
     "patch": 2**15,
     "rank": 2**12,
-    "score_batch": 2**16,
-    "score_patch": 2**15,
-    "score_batches": 2**20,
     "workers": 1024,
     "iters": 10**12,
 }
@@ -90,18 +71,9 @@ class TrainConfig:
     mode: str = "lora"
     rank: int = 8
     rank_map: str | None = None
-    rank_aware: bool = False  # ranks from site scores under --budget, as `adapt allocate`
-    budget: str | None = None  # parameters ("886k"), percent of the base ("8%") or "r8"
-    # --rank-aware: `adapt allocate`'s --batches, --batch, --patch, --score, --normalise,
-    # --allocator, --r-min and --r-max, with its defaults
-    score_batches: int = DEFAULT_BATCHES
-    score_batch: int = DEFAULT_BATCH
-    score_patch: int = DEFAULT_PATCH
-    score: str = DEFAULT_SCORE
-    normalise: str = DEFAULT_NORMALISE
-    allocator: str = DEFAULT_ALLOCATOR
-    r_min: int = DEFAULT_R_MIN
-    r_max: int = DEFAULT_R_MAX
+    rank_aware: bool = False  # ranks from site scores under allocation.budget
+    # --rank-aware: `adapt allocate`'s settings, with its defaults
+    allocation: AllocationSettings = field(default_factory=AllocationSettings)
     alpha: float = 1.0
     iters: int = 100_000
     batch: int = 8  # global batch (split across DDP processes)
@@ -131,80 +103,89 @@ class TrainConfig:
             c.degradation = "bicubic" if c.mode == "pretrain" else "realesrgan"
         if not c.model:
             raise UserError("no model: give --model (a checkpoint or a built-in name)")
-        for name in ("iters", "batch", "patch", "rank", "score_batch", "score_patch"):
-            if getattr(c, name) < 1:
-                flag = name.replace("_", "-")
-                raise UserError(f"--{flag} must be at least 1, got {getattr(c, name)}")
-        for name, top in LIMITS.items():  # beyond any machine: refused before lists are built
-            if getattr(c, name) > top:
-                flag = name.replace("_", "-")
-                raise UserError(f"--{flag} {getattr(c, name)} is absurd (at most {top})")
-        if not 0 <= c.seed <= SEED_MAX:
-            raise UserError(f"--seed must be in 0..{SEED_MAX}, got {c.seed}")
-        for name in ("save_every", "val_every", "log_every", "workers", "val_split"):
-            if getattr(c, name) < 0:
-                raise UserError(f"--{name.replace('_', '-')} must be >= 0")
-        if not (c.lr > 0 and math.isfinite(c.lr)):
-            raise UserError(f"--lr must be a positive number, got {c.lr}")
-        from adaptsr.kernels import BACKENDS
-
-        for name, value, choices in (
-            ("degradation", c.degradation, DEGRADATIONS),
-            ("score", c.score, SCORES),
-            ("normalise", c.normalise, NORMALISATIONS),
-            ("allocator", c.allocator, ALLOCATORS),
-        ):
-            if value not in choices:
-                raise UserError(f"unknown {name} {value!r} (choose {', '.join(choices)})")
-        if c.kernels not in BACKENDS:
-            raise UserError(f"unknown kernels {c.kernels!r} (choose {', '.join(BACKENDS)})")
+        _check_numbers(c)
+        c.allocation = c.allocation.checked()
+        if c.degradation not in DEGRADATIONS:
+            choices = ", ".join(DEGRADATIONS)
+            raise UserError(f"unknown degradation {c.degradation!r} (choose {choices})")
+        if c.kernels not in kernels.BACKENDS:
+            raise UserError(f"unknown kernels {c.kernels!r} (choose {', '.join(kernels.BACKENDS)})")
         if c.precision not in ("auto", "bf16", "fp32"):
             raise UserError(f"unknown precision {c.precision!r} (choose auto, bf16, fp32)")
-        if c.mode != "lora" and (c.rank_map or c.rank_aware):
-            raise UserError("--rank-map and --rank-aware apply to --mode lora only")
-        if c.rank_aware and c.rank_map:
-            raise UserError("give --rank-map or --rank-aware, not both")
-        if c.rank_aware and not c.budget:
-            raise UserError("--rank-aware needs --budget (e.g. 886k, 8%, or r8)")
-        if c.budget and not c.rank_aware:
-            raise UserError("--budget applies to --rank-aware")
-        defaults = TrainConfig()
-        changed = [n for n in RANK_AWARE_OPTIONS if getattr(c, n) != getattr(defaults, n)]
-        if changed and not c.rank_aware:
-            raise UserError(f"--{changed[0].replace('_', '-')} applies to --rank-aware")
-        if c.r_min < 0:
-            raise UserError(f"--r-min must be >= 0, got {c.r_min}")
-        if c.r_max < 1:
-            raise UserError(f"--r-max must be at least 1, got {c.r_max}")
-        if c.r_min > c.r_max:
-            raise UserError(f"--r-min {c.r_min} is above --r-max {c.r_max}")
+        _check_rank_options(c)
         if c.val and c.val_split:
             raise UserError("give --val DIR or --val-split N, not both")
-        if c.score_batches < 1:
-            raise UserError("--score-batches must be at least 1")
         return c
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings as config.json spells them: one flat table, the allocation settings in
+        the place they always had."""
+        out = {}
+        for f in fields(self):
+            if f.name == "allocation":
+                out.update(asdict(self.allocation))
+            else:
+                out[f.name] = copy.copy(getattr(self, f.name))
+        return out
+
+
+def _check_numbers(c: TrainConfig) -> None:
+    for name in ("iters", "batch", "patch", "rank"):
+        if getattr(c, name) < 1:
+            raise UserError(f"--{name} must be at least 1, got {getattr(c, name)}")
+    for name, top in LIMITS.items():  # beyond any machine: refused before lists are built
+        if getattr(c, name) > top:
+            raise UserError(f"--{name} {getattr(c, name)} is absurd (at most {top})")
+    if not 0 <= c.seed <= SEED_MAX:
+        raise UserError(f"--seed must be in 0..{SEED_MAX}, got {c.seed}")
+    for name in ("save_every", "val_every", "log_every", "workers", "val_split"):
+        if getattr(c, name) < 0:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 0")
+    if not (c.lr > 0 and math.isfinite(c.lr)):
+        raise UserError(f"--lr must be a positive number, got {c.lr}")
+
+
+def _check_rank_options(c: TrainConfig) -> None:
+    """--rank-map, --rank-aware and the allocation settings fit the mode and each other."""
+    if c.mode != "lora" and (c.rank_map or c.rank_aware):
+        raise UserError("--rank-map and --rank-aware apply to --mode lora only")
+    if c.rank_aware and c.rank_map:
+        raise UserError("give --rank-map or --rank-aware, not both")
+    if c.rank_aware and not c.allocation.budget:
+        raise UserError("--rank-aware needs --budget (e.g. 886k, 8%, or r8)")
+    if c.allocation.budget and not c.rank_aware:
+        raise UserError("--budget applies to --rank-aware")
+    changed = [n for n in c.allocation.changed() if n in RANK_AWARE_OPTIONS]
+    if changed and not c.rank_aware:
+        raise UserError(f"--{changed[0].replace('_', '-')} applies to --rank-aware")
 
 
 def config_from_dict(values: dict, where: str = "config") -> TrainConfig:
-    """A TrainConfig from a mapping with field names (dashes or underscores)."""
-    known = {f.name for f in fields(TrainConfig)}
-    clean = {}
+    """A TrainConfig from a mapping with field names (dashes or underscores); the allocation
+    settings as flat keys (as config.json writes them) or as an `allocation` table."""
+    flat = {}
     for key, value in values.items():
         name = key.replace("-", "_")
-        if name == "run_id":  # a run's config.json names its run: not a setting
-            continue
-        if name not in known:
+        if name == "allocation" and isinstance(value, dict):
+            flat.update({k.replace("-", "_"): v for k, v in value.items()})
+        elif name != "run_id":  # a run's config.json names its run: not a setting
+            flat[name] = value
+    defaults = TrainConfig().to_dict()
+    for key in flat:
+        if key not in defaults:
             raise UserError(f"{where}: unknown setting {key!r}")
-        clean[name] = value
-    if isinstance(clean.get("data"), str):
-        clean["data"] = [clean["data"]]
-    defaults = TrainConfig()
-    for name, value in clean.items():
-        _check_type(name, value, getattr(defaults, name), where)
-    return TrainConfig(**clean)
+    if isinstance(flat.get("data"), str):
+        flat["data"] = [flat["data"]]
+    for name, value in flat.items():
+        _check_type(name, value, defaults[name], where)
+    return with_values(TrainConfig(), flat)
+
+
+def with_values(config: TrainConfig, values: dict) -> TrainConfig:
+    """`config` with the settings of a flat table (config.json's names) replaced."""
+    allocation = {k: v for k, v in values.items() if k in AllocationSettings.names()}
+    rest = {k: v for k, v in values.items() if k not in allocation}
+    return replace(config, **rest, allocation=replace(config.allocation, **allocation))
 
 
 def _check_type(name: str, value, default, where: str) -> None:
@@ -264,16 +245,14 @@ def resume_config(run_dir: Path, overrides: dict) -> TrainConfig:
     if not path.exists():
         raise UserError(f"nothing to resume in {run_dir}: no config.json")
     saved = config_from_dict(read_config_file(path), str(path))
+    current = saved.to_dict()
     for key, value in overrides.items():
-        if getattr(saved, key) == value:
-            continue
-        if key not in RESUMABLE:
+        if current[key] != value and key not in RESUMABLE:
             raise UserError(
                 f"--{key.replace('_', '-')} differs from the run being resumed "
-                f"({getattr(saved, key)!r}); a resumed run keeps its settings"
+                f"({current[key]!r}); a resumed run keeps its settings"
             )
-        setattr(saved, key, value)
-    return saved
+    return with_values(saved, overrides)
 
 
 def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
@@ -304,3 +283,20 @@ def clear_previous_run(run_dir: Path) -> None:
         shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
     except OSError as e:
         raise UserError(f"cannot use {run_dir}: {e.strerror or e}") from e
+
+
+def command_config(
+    given: dict, run_dir: Path, config_file: str | None, resume: bool
+) -> TrainConfig:
+    """The config `adapt train` runs: the run's saved one on --resume (given settings may
+    change only what RESUMABLE allows), else --config's settings under the given ones. A fresh
+    start replaces the run folder's files, so none of them may be an input."""
+    if resume:
+        if config_file:
+            raise UserError("--resume takes the run's saved config; drop --config")
+        return resume_config(run_dir, given)
+    values = read_config_file(config_file) if config_file else {}
+    config = config_from_dict({**values, **given}, config_file or "options")
+    outputs = {f"--out {run_dir} writes {name}:": run_dir / name for name in RUN_FILES}
+    check_outputs_not_inputs(outputs, [config.model, config.rank_map, config_file])
+    return config

@@ -1,4 +1,5 @@
-"""The step loop: `train(config, run_dir)` sets a run up, trains, validates and checkpoints.
+"""The step loop: `train(config, run_dir)` runs a `Trainer`, which sets a run up, trains,
+validates and checkpoints.
 
 What it reports goes to callbacks (adaptsr.adapt.train.callbacks); what it must restore to
 continue goes through TrainState (adaptsr.adapt.train.state).
@@ -12,33 +13,39 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from adaptsr import kernels
+from adaptsr.adapt import data
 from adaptsr.adapt.data import derive_seed
+from adaptsr.adapt.models import model_info
 from adaptsr.adapt.rankmap import write_rank_map
 from adaptsr.adapt.train import graphs
-from adaptsr.adapt.train.callbacks import Callback, JsonlLog, ProgressBar, TensorBoard
+from adaptsr.adapt.train.batches import training_batches
+from adaptsr.adapt.train.callbacks import Callback, Callbacks, JsonlLog, ProgressBar, TensorBoard
 from adaptsr.adapt.train.config import TrainConfig, clear_previous_run, prepare_run_dir
 from adaptsr.adapt.train.distributed import Dist, _any, dist_from_env, resolve_device
 from adaptsr.adapt.train.model import (
     build_base,
     make_scheduler,
     make_trainable,
-    run_allocation,
     save_outputs,
     train_mode,
+    training_ranks,
     validate,
 )
 from adaptsr.adapt.train.state import TrainState, new_run_id, read_run_id, seed_all
 from adaptsr.core.errors import UserError
-from adaptsr.core.fileio import FolderStart, leave_as_found, lock_folder
+from adaptsr.core.fileio import FolderStart, atomic_output, leave_as_found, lock_folder
 
 
 @dataclass
@@ -61,8 +68,6 @@ class _StopFlag:
         self._previous = {}
 
     def __enter__(self):
-        import threading
-
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -90,8 +95,6 @@ def train(
 
     `callbacks` are called on the main process after the log, TensorBoard and progress bar.
     """
-    import torch.distributed as dist
-
     cfg = config.resolved()
     run_dir = Path(run_dir)
     d = dist_from_env()
@@ -108,7 +111,8 @@ def train(
                 prepare_run_dir(run_dir, resume, force)
             if d.world > 1:
                 dist.barrier()
-            return _train(cfg, run_dir, resume, progress, d, device, list(callbacks), folder)
+            trainer = Trainer(cfg, run_dir, resume, progress, d, device, callbacks, folder)
+            return trainer.run()
     finally:
         if own_group:
             dist.destroy_process_group()
@@ -126,212 +130,269 @@ def check_patch(patch: int, info) -> None:
         )
 
 
-def _train(
-    cfg: TrainConfig,
-    run_dir: Path,
-    resume: bool,
-    progress: bool,
-    d: Dist,
-    device,
-    extra: list[Callback],
-    folder: FolderStart,
-) -> Result:
-    from adaptsr import kernels
-    from adaptsr.adapt import data
-    from adaptsr.adapt.models import model_info
+class Trainer:
+    """One run on one process: `setup` checks the inputs and builds the model, data and state
+    (writing the run's first files only once every check passed), `step` trains one
+    iteration (reporting to the callbacks, validating and checkpointing when due), and `run`
+    steps to the end or to a stop signal."""
 
-    graphs.check_device(cfg.cuda_graphs, device)
-    model = build_base(cfg).to(device)
-    info = model_info(model)
-    check_patch(cfg.patch, info)
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        run_dir: Path,
+        resume: bool,
+        progress: bool,
+        d: Dist,
+        device: torch.device,
+        extra: Sequence[Callback] = (),
+        folder: FolderStart | None = None,
+    ):
+        self.cfg, self.run_dir, self.resume, self.progress = cfg, run_dir, resume, progress
+        self.d, self.device, self.extra = d, device, list(extra)
+        self.folder = folder if folder is not None else FolderStart(run_dir)
+        self.say = _printer(d, progress)
+        self.ckpt_path = run_dir / "checkpoint.pt"
+        self.callbacks = Callbacks([])
+        self.last_saved: int | None = None  # the iteration of the last checkpoint written
 
-    found = data.scan(cfg.data, info.scale, cfg.patch, cfg.lr_dir, cfg.hr_dir, cfg.strict)
-    train_entries, val_entries = data.split_validation(found, cfg.val_split)
-    if cfg.val:
-        val_entries = data.validation_entries(cfg.val, info.scale, cfg.strict)
-    say = _printer(d, progress)
-    held = f", {len(val_entries)} for validation" if val_entries else ""
-    say(f"data: {found.summary()}{held}")
+    # -- setup ---------------------------------------------------------------------------------
 
-    if cfg.rank_aware and not resume and found.mixed:
-        raise UserError(
-            "--rank-aware scores one kind of data: score one source with `adapt allocate` "
-            "and train the mix with --rank-map"
+    def setup(self) -> Result | None:
+        """Everything the steps need; a Result when a resumed run has nothing left to do."""
+        cfg, d = self.cfg, self.d
+        graphs.check_device(cfg.cuda_graphs, self.device)
+        self.model = build_base(cfg).to(self.device)
+        self.info = model_info(self.model)
+        check_patch(cfg.patch, self.info)
+        score_entries = self._scan()
+        allocation = training_ranks(
+            self.model, cfg, score_entries, self.found.paired, self.run_dir, self.resume, d,
+            self.device, self.progress,
+        )  # fmt: skip
+        self.params = make_trainable(self.model, cfg, allocation.ranks if allocation else None)
+        train_mode(self.model, cfg)
+        self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr)
+        self.scheduler = make_scheduler(self.optimizer, cfg)
+        seed = derive_seed(cfg.seed, 2, d.rank)
+        self.degrader = data.run_degrader(
+            self.found, cfg.degradation, self.info.scale, seed, self.device
         )
-    score_entries = train_entries
-    if cfg.rank_aware and not resume and cfg.score_patch < cfg.patch:
-        # score the images `adapt allocate` would: those at least the scoring crop (a larger
-        # crop needs no scan: entry_batches drops the training images smaller than it)
-        scored = data.scan(cfg.data, info.scale, cfg.score_patch, cfg.lr_dir, cfg.hr_dir, False)
-        score_entries = data.split_validation(scored, cfg.val_split)[0]
-    allocation = run_allocation(
-        model, cfg, score_entries, found.paired, run_dir, resume, d, device, progress
-    )
-    params = make_trainable(model, cfg, allocation.ranks if allocation else None)
-    train_mode(model, cfg)
+        finished = self._state()
+        if finished is not None:
+            return finished
+        self._loader()
+        self._start_files(allocation)
+        self._callbacks()
+        self.stats = _Stats(self.device, d, self.iteration)
+        return None
 
-    optimizer = torch.optim.Adam(params, lr=cfg.lr)
-    scheduler = make_scheduler(optimizer, cfg)
-    degrader = data.run_degrader(
-        found, cfg.degradation, info.scale, derive_seed(cfg.seed, 2, d.rank), device
-    )
-    state = TrainState(model, cfg.mode, optimizer, scheduler, degrader, d, cfg.seed)
-    state.run_id = read_run_id(run_dir) if resume else new_run_id()
-    ckpt_path = run_dir / "checkpoint.pt"
-    if resume:
-        state.load(ckpt_path)
-        if not state.exact:
-            was = state.saved_world
-            say(f"note: resumed on {d.world} processes (was {was}): not bit-exact")
-        if state.iteration >= cfg.iters:
-            done = f"{run_dir} already finished"
-            return Result(state.iteration, "finished", None, state.best, done)
-    else:
-        seed_all(derive_seed(cfg.seed, 1, d.rank))
-    start = state.iteration
+    def _scan(self) -> list:
+        """The training and validation images; returns the ones a --rank-aware run scores."""
+        cfg, scale = self.cfg, self.info.scale
+        found = data.scan(cfg.data, scale, cfg.patch, cfg.lr_dir, cfg.hr_dir, cfg.strict)
+        self.found = found
+        self.train_entries, self.val_entries = data.split_validation(found, cfg.val_split)
+        if cfg.val:
+            self.val_entries = data.validation_entries(cfg.val, scale, cfg.strict)
+        held = f", {len(self.val_entries)} for validation" if self.val_entries else ""
+        self.say(f"data: {found.summary()}{held}")
+        scoring = cfg.rank_aware and not self.resume
+        if scoring and found.mixed:
+            raise UserError(
+                "--rank-aware scores one kind of data: score one source with `adapt allocate` "
+                "and train the mix with --rank-map"
+            )
+        score_patch = cfg.allocation.score_patch
+        if scoring and score_patch < cfg.patch:
+            # score the images `adapt allocate` would: those at least the scoring crop (a
+            # larger crop needs no scan: entry_batches drops the training images smaller)
+            scored = data.scan(cfg.data, scale, score_patch, cfg.lr_dir, cfg.hr_dir, False)
+            return data.split_validation(scored, cfg.val_split)[0]
+        return self.train_entries
 
-    log = JsonlLog(run_dir / "log.jsonl")
-
-    val_pairs = []
-    if val_entries and d.main:
-        val_pairs = data.validation_pairs(
-            val_entries, info.scale, cfg.degradation, derive_seed(cfg.seed, 5), device
+    def _state(self) -> Result | None:
+        """The TrainState, fresh or read back from the checkpoint."""
+        cfg, d = self.cfg, self.d
+        state = TrainState(
+            self.model, cfg.mode, self.optimizer, self.scheduler, self.degrader, d, cfg.seed
         )
+        self.state = state
+        state.run_id = read_run_id(self.run_dir) if self.resume else new_run_id()
+        if self.resume:
+            state.load(self.ckpt_path)
+            if not state.exact:
+                was = state.saved_world
+                self.say(f"note: resumed on {d.world} processes (was {was}): not bit-exact")
+            if state.iteration >= cfg.iters:
+                done = f"{self.run_dir} already finished"
+                return Result(state.iteration, "finished", None, state.best, done)
+            self.last_saved = state.iteration
+        else:
+            seed_all(derive_seed(cfg.seed, 1, d.rank))
+        self.iteration = state.iteration
+        return None
 
-    net = model
-    if d.world > 1:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    if cfg.compile or cfg.cuda_graphs:
-        net = graphs.CompiledModel(net, cfg.cuda_graphs, say)
-    dataset = data.CropDataset(train_entries, cfg.patch, info.scale, cfg.flips, found.mixed)
-    weights = data.sampling_weights(train_entries, found)
-    plan = data.BatchPlan(len(train_entries), cfg.batch, cfg.seed, start, cfg.iters, d, weights)
-    batches = iter(data.loader(dataset, plan, cfg.workers, device.type == "cuda"))
-    autocast = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
-    autocast = autocast and info.supports_bfloat16
+    def _loader(self) -> None:
+        """Validation pairs, the network the steps run (DDP, compiled) and the batches."""
+        cfg, d, device, info = self.cfg, self.d, self.device, self.info
+        self.val_pairs = []
+        if self.val_entries and d.main:
+            self.val_pairs = data.validation_pairs(
+                self.val_entries, info.scale, cfg.degradation, derive_seed(cfg.seed, 5), device
+            )
+        net = self.model
+        if d.world > 1:
+            ids = [device.index] if device.type == "cuda" else None
+            net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if cfg.compile or cfg.cuda_graphs:
+            net = graphs.CompiledModel(net, cfg.cuda_graphs, self.say)
+        self.net = net
+        entries, found = self.train_entries, self.found
+        dataset = data.CropDataset(entries, cfg.patch, info.scale, cfg.flips, found.mixed)
+        weights = data.sampling_weights(entries, found)
+        start = self.iteration
+        plan = data.BatchPlan(len(entries), cfg.batch, cfg.seed, start, cfg.iters, d, weights)
+        self.batches = training_batches(dataset, plan, cfg.workers, device.type == "cuda")
+        autocast = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+        self.autocast = autocast and info.supports_bfloat16
 
-    if d.main:  # only now, every check above passed: a failed start costs no previous run
-        if not resume:
-            clear_previous_run(run_dir)
-            if allocation is not None:
-                write_rank_map(allocation, run_dir / "rank_map.json", force=True, heatmap=False)
-            _write_json(run_dir / "config.json", {**cfg.to_dict(), "run_id": state.run_id})
-        log.trim(start)
-        folder.keep()
-    if allocation is not None and cfg.rank_aware and not resume:
-        rank_file = run_dir / "rank_map.json"
-        say(f"rank-aware: {len(allocation.adapted)} adapted sites, rank map in {rank_file}")
+    def _start_files(self, allocation) -> None:
+        """Only now, every check above passed: a failed start costs no previous run."""
+        cfg, run_dir = self.cfg, self.run_dir
+        self.log = JsonlLog(run_dir / "log.jsonl")
+        if self.d.main:
+            if not self.resume:
+                clear_previous_run(run_dir)
+                if allocation is not None:
+                    write_rank_map(allocation, run_dir / "rank_map.json", force=True, heatmap=False)
+                _write_json(run_dir / "config.json", {**cfg.to_dict(), "run_id": self.state.run_id})
+            self.log.trim(self.iteration)
+            self.folder.keep()
+        if allocation is not None and cfg.rank_aware and not self.resume:
+            sites = len(allocation.adapted)
+            self.say(f"rank-aware: {sites} adapted sites, rank map in {run_dir / 'rank_map.json'}")
 
-    callbacks: list[Callback] = []
-    if d.main:
-        callbacks.append(log)
-        board = TensorBoard.create(run_dir / "tensorboard")
+    def _callbacks(self) -> None:
+        """The log, TensorBoard and progress bar, then the caller's: main process only."""
+        if not self.d.main:
+            return
+        callbacks: list[Callback] = [self.log]
+        board = TensorBoard.create(self.run_dir / "tensorboard")
         if board is not None:
             callbacks.append(board)
-        if progress:
-            callbacks.append(ProgressBar(cfg.iters))
-        callbacks += extra
+        if self.progress:
+            callbacks.append(ProgressBar(self.cfg.iters))
+        self.callbacks = Callbacks(callbacks + self.extra)
 
-    def report(hook: str, *args) -> None:
-        for callback in callbacks:
-            getattr(callback, hook)(*args)
+    # -- steps ---------------------------------------------------------------------------------
 
-    last_saved = start if resume else None
-    stats = _Stats(device, d, start)
+    def step(self) -> None:
+        """One optimizer step, its reports, and the validation and checkpoint when due."""
+        cfg, device, stats = self.cfg, self.device, self.stats
+        t0 = time.perf_counter()
+        batch = next(self.batches)
+        t1 = time.perf_counter()
+        hr = batch["hr"].to(device, non_blocking=True)
+        if "lr" in batch:
+            lr = batch["lr"].to(device, non_blocking=True)
+        else:
+            with stats.degrading(), torch.no_grad():
+                lr, degraded = data.batch_lr(batch, hr, self.degrader, device)
+            stats.degraded += degraded
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            sr = self.net(lr)
+        loss = F.l1_loss(sr.float(), hr)
+        self.iteration += 1
+        it = self.iteration
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        stats.add(loss.detach(), t1 - t0)  # stays on the device: no host sync per step
+        self.callbacks.on_step(it)
+        if it % max(1, cfg.log_every) == 0 or it == cfg.iters:
+            lr_now = self.optimizer.param_groups[0]["lr"]
+            self.callbacks.on_log({"iter": it, **stats.flush(self._check), "lr": lr_now})
+        due = cfg.val_every and it % cfg.val_every == 0
+        if self.val_pairs and (due or it == cfg.iters):
+            self._validate(it)
+        if (cfg.save_every and it % cfg.save_every == 0) or it == cfg.iters:
+            self.checkpoint(it)
 
-    def check(losses: list[float], first: int) -> None:
+    def _validate(self, it: int) -> None:
+        scores = validate(self.model, self.val_pairs, self.device, self.autocast)
+        state = self.state
+        improved = state.best is None or scores["psnr_y"] > state.best["psnr_y"]
+        if improved:
+            state.best = {"iter": it, **scores}
+            save_outputs(self.model, self.cfg, self.run_dir, suffix="-best")
+        self.callbacks.on_validate({"event": "val", "iter": it, **scores, "best": improved})
+
+    def _check(self, losses: list[float], first: int) -> None:
         """Stop at a non-finite loss (iteration `first` + index); the checkpoints were
         written before it."""
         for i, value in enumerate(losses):
             if not math.isfinite(value):
-                raise _non_finite(f"loss ({value})", first + i, last_saved, ckpt_path)
+                raise _non_finite(f"loss ({value})", first + i, self.last_saved, self.ckpt_path)
 
-    def checkpoint(iteration: int) -> None:
-        nonlocal last_saved
-        stats.read(check)  # no checkpoint after a non-finite loss
-        if not all(bool(torch.isfinite(p).all()) for p in params):
-            raise _non_finite("weights", iteration, last_saved, ckpt_path)
-        state.iteration = iteration
-        state.save(ckpt_path)
-        if d.main:
-            save_outputs(model, cfg, run_dir)
-        last_saved = iteration
+    def checkpoint(self, iteration: int) -> None:
+        self.stats.read(self._check)  # no checkpoint after a non-finite loss
+        if not all(bool(torch.isfinite(p).all()) for p in self.params):
+            raise _non_finite("weights", iteration, self.last_saved, self.ckpt_path)
+        self.state.iteration = iteration
+        self.state.save(self.ckpt_path)
+        if self.d.main:
+            save_outputs(self.model, self.cfg, self.run_dir)
+        self.last_saved = iteration
 
-    it = start
-    status = "finished"
-    try:
-        report(
-            "on_start",
-            {
-                "event": "resume" if resume else "start",
-                "iter": start,
-                "world": d.world,
-                "device": str(device),
-                "trainable": sum(p.numel() for p in params),
-                "images": len(train_entries),
-                "val_images": len(val_entries),
-                "skipped_corrupt": len(found.corrupt),
-                "skipped_small": len(found.too_small),
-            },
-        )
-        with _StopFlag() as stop, kernels.use_backend(cfg.kernels):
-            while it < cfg.iters:
-                t0 = time.perf_counter()
-                try:
-                    batch = next(batches)
-                except UserError as e:  # from a loader worker: keep the original last line
-                    last = str(e).strip().splitlines()[-1]
-                    raise UserError(last.removeprefix("adaptsr.core.errors.UserError: ")) from None
-                t1 = time.perf_counter()
-                hr = batch["hr"].to(device, non_blocking=True)
-                if "lr" in batch:
-                    lr = batch["lr"].to(device, non_blocking=True)
-                else:
-                    with stats.degrading(), torch.no_grad():
-                        lr, degraded = data.batch_lr(batch, hr, degrader, device)
-                    stats.degraded += degraded
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                    sr = net(lr)
-                loss = F.l1_loss(sr.float(), hr)
-                it += 1
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                stats.add(loss.detach(), t1 - t0)  # stays on the device: no host sync per step
-                report("on_step", it)
-                if it % max(1, cfg.log_every) == 0 or it == cfg.iters:
-                    lr_now = optimizer.param_groups[0]["lr"]
-                    report("on_log", {"iter": it, **stats.flush(check), "lr": lr_now})
-                due = cfg.val_every and it % cfg.val_every == 0
-                if val_pairs and (due or it == cfg.iters):
-                    scores = validate(model, val_pairs, device, autocast)
-                    improved = state.best is None or scores["psnr_y"] > state.best["psnr_y"]
-                    if improved:
-                        state.best = {"iter": it, **scores}
-                        save_outputs(model, cfg, run_dir, suffix="-best")
-                    record = {"event": "val", "iter": it, **scores, "best": improved}
-                    report("on_validate", record)
-                if (cfg.save_every and it % cfg.save_every == 0) or it == cfg.iters:
-                    checkpoint(it)
-                if _any(stop.set, d, device) and it < cfg.iters:
-                    if last_saved != it:
-                        checkpoint(it)
-                    status = "interrupted"
-                    break
-        report("on_end", {"event": status if status == "interrupted" else "done", "iter": it})
-    finally:
-        report("close")
-    if status == "interrupted":
-        message = (
-            f"interrupted at iteration {it}: checkpoint saved; continue with "
-            f"`adapt train --out {run_dir} --resume`"
-        )
-        return Result(it, status, None, state.best, message)
-    name = "adapter.safetensors" if cfg.mode == "lora" else "model.safetensors"
-    return Result(it, status, run_dir / name, state.best, f"wrote {run_dir / name}")
+    # -- the run -------------------------------------------------------------------------------
+
+    def run(self) -> Result:
+        """Set up, then step to cfg.iters or to Ctrl-C / SIGTERM (checkpointed first)."""
+        finished = self.setup()
+        if finished is not None:
+            return finished
+        cfg, d = self.cfg, self.d
+        status = "finished"
+        try:
+            self.callbacks.on_start(self._start_record())
+            with _StopFlag() as stop, kernels.use_backend(cfg.kernels):
+                while self.iteration < cfg.iters:
+                    self.step()
+                    if _any(stop.set, d, self.device) and self.iteration < cfg.iters:
+                        if self.last_saved != self.iteration:
+                            self.checkpoint(self.iteration)
+                        status = "interrupted"
+                        break
+            event = status if status == "interrupted" else "done"
+            self.callbacks.on_end({"event": event, "iter": self.iteration})
+        finally:
+            self.callbacks.close()
+        return self._result(status)
+
+    def _start_record(self) -> dict:
+        return {
+            "event": "resume" if self.resume else "start",
+            "iter": self.iteration,
+            "world": self.d.world,
+            "device": str(self.device),
+            "trainable": sum(p.numel() for p in self.params),
+            "images": len(self.train_entries),
+            "val_images": len(self.val_entries),
+            "skipped_corrupt": len(self.found.corrupt),
+            "skipped_small": len(self.found.too_small),
+        }
+
+    def _result(self, status: str) -> Result:
+        it, best, run_dir = self.iteration, self.state.best, self.run_dir
+        if status == "interrupted":
+            message = (
+                f"interrupted at iteration {it}: checkpoint saved; continue with "
+                f"`adapt train --out {run_dir} --resume`"
+            )
+            return Result(it, status, None, best, message)
+        name = "adapter.safetensors" if self.cfg.mode == "lora" else "model.safetensors"
+        return Result(it, status, run_dir / name, best, f"wrote {run_dir / name}")
 
 
 def _non_finite(what: str, it: int, last_saved: int | None, path: Path) -> UserError:
@@ -391,8 +452,6 @@ class _Stats:
             return
         values = torch.stack(self.pending)
         if self.dist.world > 1:
-            import torch.distributed as dist
-
             dist.all_reduce(values)
             values /= self.dist.world
         first = self.iteration - len(self.pending) + 1
@@ -418,8 +477,6 @@ class _Stats:
 
 
 def _write_json(path: Path, values: dict) -> None:
-    from adaptsr.core.fileio import atomic_output
-
     with atomic_output(path, force=True) as tmp:
         tmp.write_text(json.dumps(values, indent=2) + "\n")
 

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from adaptsr.adapt.allocate import allocate_ranks, entry_batches
+from adaptsr.adapt.models import model_info
 from adaptsr.adapt.rankmap import RankAllocation
 from adaptsr.adapt.train.config import SCHEDULES, TrainConfig
 from adaptsr.adapt.train.distributed import Dist, _mean
@@ -77,7 +79,7 @@ def train_mode(model: nn.Module, cfg: TrainConfig) -> nn.Module:
     return adapter_train_mode(model) if cfg.mode == "lora" else model.train()
 
 
-def run_allocation(
+def training_ranks(
     model,
     cfg: TrainConfig,
     entries,
@@ -107,21 +109,19 @@ def rank_aware_allocation(
     """`adapt allocate`'s scores and allocation, with its seeds and the run's options, on the
     training images (validation images held out). Under DDP each process scores its slice of
     every batch and the scores are averaged, so every process injects the same adapters."""
-    from adaptsr.adapt.allocate import allocate_ranks, entry_batches
-    from adaptsr.adapt.models import model_info
-
     info = model_info(model)
-    if cfg.score_batch % d.world:
-        raise UserError(f"--score-batch {cfg.score_batch} is not divisible by {d.world} processes")
+    a = cfg.allocation
+    if a.score_batch % d.world:
+        raise UserError(f"--score-batch {a.score_batch} is not divisible by {d.world} processes")
     batches = None
-    if cfg.score != "random":  # random scores read no data, as in `adapt allocate`
+    if a.score != "random":  # random scores read no data, as in `adapt allocate`
         batches = entry_batches(
             entries,
             paired,
             info.scale,
-            count=cfg.score_batches,
-            batch=cfg.score_batch,
-            patch=cfg.score_patch,
+            count=a.score_batches,
+            batch=a.score_batch,
+            patch=a.score_patch,
             degradation=cfg.degradation,
             seed=cfg.seed,
             device=device,
@@ -137,23 +137,23 @@ def rank_aware_allocation(
         "model": cfg.model,
         "data": data,
         "degradation": cfg.degradation,
-        "batches": cfg.score_batches if batches is not None else 0,
-        "batch": cfg.score_batch,
-        "patch": cfg.score_patch,
+        "batches": a.score_batches if batches is not None else 0,
+        "batch": a.score_batch,
+        "patch": a.score_patch,
         "processes": d.world,
     }
     return allocate_ranks(
         model,
         batches,
-        cfg.budget,
-        score=cfg.score,
-        allocator=cfg.allocator,
-        r_min=cfg.r_min,
-        r_max=cfg.r_max,
-        normalise=cfg.normalise,
+        a.budget,
+        score=a.score,
+        allocator=a.allocator,
+        r_min=a.r_min,
+        r_max=a.r_max,
+        normalise=a.normalise,
         seed=cfg.seed,
         progress=progress and d.main,
-        total=cfg.score_batches,
+        total=a.score_batches,
         settings=settings,
         reduce=lambda scores: _mean(scores, d, device),
     )
