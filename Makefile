@@ -47,7 +47,7 @@ native:
 	cmake --build build/native --parallel
 	cd build/native && ctest --output-on-failure
 
-# The GPU validation run (tools/gpu_check.py; docs/kernels.md). It runs on the GPU machine with
+# The GPU validation run (benchmarks/gpu_check/; docs/kernels.md). It runs on the GPU machine with
 # that machine's python3 (torch + Triton there), not the venv; results go to $(OUT) or
 # gpu-check-out. gpu-check-bundle, run where the package index is reachable, puts the wheels
 # the GPU machine lacks (spandrel and its small pure-Python dependencies) into .whl/.
@@ -55,7 +55,7 @@ GPU_PYTHON ?= python3
 BUNDLE := spandrel==0.4.2 einops safetensors typing_extensions
 
 gpu-check:
-	$(GPU_PYTHON) tools/gpu_check.py --out "$${OUT:-gpu-check-out}"
+	$(GPU_PYTHON) -m benchmarks.gpu_check --out "$${OUT:-gpu-check-out}"
 
 gpu-check-bundle: $(STAMP)
 	$(BIN)/python -m pip download --quiet --no-deps --only-binary :all: --dest .whl $(BUNDLE)

@@ -18,6 +18,7 @@ import numpy as np
 
 from adaptsr.core.errors import UserError
 from adaptsr.core.images import synthetic_image
+from adaptsr.core.tiling import plan_tiles, tiled_upscale
 from adaptsr.serve.backends import Backend
 from adaptsr.serve.timing import (
     MAX_ROUNDS,
@@ -28,7 +29,6 @@ from adaptsr.serve.timing import (
     compare,
     measure,
 )
-from adaptsr.core.tiling import plan_tiles, tiled_upscale
 
 
 class PeakRSS:
