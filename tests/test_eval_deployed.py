@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from adaptsr.adapt.edsr import EDSR
+from adaptsr.adapt.archs import build_small
 from adaptsr.adapt.models import model_from_state_dict, save_model
 from adaptsr.export.onnx import export_onnx
 from adaptsr.core.images import synthetic_image
@@ -25,7 +25,7 @@ def exported(tmp_path_factory):
     """A small x2 EDSR as a checkpoint and as its dynamic ONNX export, and LR/HR pairs."""
     tmp = tmp_path_factory.mktemp("deployed")
     torch.manual_seed(3)
-    net = EDSR(scale=2, n_resblocks=2, n_feats=16, res_scale=1.0)
+    net = build_small("EDSR")  # x2, 2 blocks of 16 features
     model = model_from_state_dict(net.state_dict(), name="small-edsr")
     ckpt = save_model(model, tmp / "edsr.safetensors")
     onnx_path = tmp / "edsr.onnx"

@@ -10,6 +10,7 @@ import onnx
 import pytest
 import torch
 
+from adaptsr.adapt.archs import build_small
 from adaptsr.adapt.lora import adapter_parameters, inject_lora, save_adapter
 from adaptsr.adapt.models import load_model, model_from_state_dict, save_model
 from adaptsr.core.contracts import ExportReport
@@ -19,53 +20,24 @@ from adaptsr.export import parity
 from adaptsr.export.onnx import PARITY_TOL, export_onnx, load_merged, plan, report_path
 from adaptsr.export.rewrites import export_rewrites, reference_forward, shifted_window_mask
 
+# What these tests need beyond each profile's small configuration (adapt/archs/): windows of 8
+# and two blocks (a shifted window) for the rewrites' masks, more width or depth elsewhere.
+BIGGER = {
+    "SAFMN": dict(dim=16),
+    "SwinIR": dict(img_size=32, window_size=8, embed_dim=16, depths=[2]),
+    "DRCT": dict(img_size=32, window_size=8, embed_dim=16, depths=(2,), gc=8),
+    "Compact": dict(num_feat=16, num_conv=4),
+    "RCAN": dict(n_resblocks=2),
+    "HAT": dict(
+        img_size=32, window_size=8, embed_dim=16, depths=(2,), compress_ratio=2, mlp_ratio=4.0
+    ),
+}
+
 
 def small(arch: str, seed: int = 0) -> torch.nn.Module:
     """A tiny, randomly initialised model of `arch`, loaded the way checkpoints are."""
     torch.manual_seed(seed)
-    if arch == "EDSR":
-        from adaptsr.adapt.edsr import EDSR
-
-        m = EDSR(scale=2, n_resblocks=2, n_feats=16, res_scale=1.0)
-    elif arch == "SAFMN":
-        from spandrel.architectures.SAFMN import SAFMN
-
-        m = SAFMN(dim=16, n_blocks=1, ffn_scale=2.0, upscaling_factor=2)
-    elif arch == "SwinIR":
-        from spandrel.architectures.SwinIR import SwinIR
-
-        m = SwinIR(
-            upscale=2, img_size=32, window_size=8, img_range=1.0, mlp_ratio=2.0, embed_dim=16,
-            depths=[2], num_heads=[2], upsampler="pixelshuffledirect", resi_connection="1conv",
-        )  # fmt: skip
-    elif arch == "DRCT":
-        from spandrel.architectures.DRCT import DRCT
-
-        m = DRCT(
-            upscale=2, img_size=32, window_size=8, embed_dim=16, depths=(2,), num_heads=(2,),
-            mlp_ratio=2.0, gc=8, upsampler="pixelshuffle", resi_connection="1conv",
-        )  # fmt: skip
-    elif arch == "Compact":
-        from spandrel.architectures.Compact.__arch.SRVGG import SRVGGNetCompact
-
-        m = SRVGGNetCompact(num_in_ch=3, num_out_ch=3, num_feat=16, num_conv=4, upscale=2)
-    elif arch == "RCAN":
-        from spandrel.architectures.RCAN import RCAN
-
-        m = RCAN(scale=2, n_resgroups=1, n_resblocks=2, n_feats=16, reduction=4)
-    elif arch == "HAT":
-        from spandrel.architectures.HAT import HAT
-
-        m = HAT(
-            img_size=32, embed_dim=16, depths=(2,), num_heads=(2,), window_size=8, upscale=2,
-            upsampler="pixelshuffle", squeeze_factor=4, compress_ratio=2,
-        )  # fmt: skip
-    elif arch == "SPAN":
-        from spandrel.architectures.SPAN import SPAN
-
-        m = SPAN(num_in_ch=3, num_out_ch=3, feature_channels=8, upscale=2)
-    else:
-        raise ValueError(arch)
+    m = build_small(arch, **BIGGER.get(arch, {}))
     model = model_from_state_dict(m.state_dict(), name=f"small-{arch}")
     assert model.adaptsr_info.arch == arch
     return model

@@ -786,13 +786,11 @@ needs_gpu = pytest.mark.skipif(
 def _small_edsr(seed):
     import torch
 
-    from adaptsr.adapt.edsr import EDSR
+    from adaptsr.adapt.archs import build_small
     from adaptsr.adapt.models import model_from_state_dict
 
     torch.manual_seed(seed)
-    return model_from_state_dict(
-        EDSR(scale=2, n_resblocks=2, n_feats=16, res_scale=1.0).state_dict(), name="small-edsr"
-    )
+    return model_from_state_dict(build_small("EDSR").state_dict(), name="small-edsr")
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,12 @@ SERVE_MODULES = ["backends", "backend_bench", "timing", "upscale"]
 
 def tiny_edsr(seed=0):
     """EDSR x2 with 2 blocks of 16 features: receptive field ~8 input pixels."""
-    from adaptsr.adapt.edsr import EDSR
+    from adaptsr.adapt.archs import build_small
     from adaptsr.adapt.models import model_from_state_dict
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = EDSR(scale=2, n_resblocks=2, n_feats=16, res_scale=1.0)
+        model = build_small("EDSR")
     return model_from_state_dict(model.state_dict(), name="tiny-edsr-x2")
 
 

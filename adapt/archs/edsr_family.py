@@ -31,6 +31,7 @@ PROFILES = (
         "EDSR",
         "adaptsr.adapt.edsr",
         "SR",
+        # the tests' tiny EDSR: x2, 2 blocks of 16 features (receptive field ~8 input pixels)
         small=(small("EDSR", scale=2, n_resblocks=2, n_feats=16, res_scale=1.0),),
         # the official hyper-parameters
         builtins=(_edsr("edsr-baseline", 16, 64, 1.0), _edsr("edsr", 32, 256, 0.1)),
