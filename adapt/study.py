@@ -17,20 +17,25 @@ validation folder by adaptsr.adapt.evaluate and the score kept in its folder (ev
 from __future__ import annotations
 
 import json
-import math
 import os
+import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from adaptsr.adapt import data, layouts
 from adaptsr.adapt.allocation_settings import AllocationSettings
 from adaptsr.adapt.choices import DEGRADATIONS, MAX_SEEDS, SCORES
-from adaptsr.adapt.train import TrainConfig
+from adaptsr.adapt.evaluate import evaluate, find_pairs, make_degrade
+from adaptsr.adapt.lora import load_adapter
+from adaptsr.adapt.models import load_model, model_info
+from adaptsr.adapt.study_report import STUDY_FILE, RunOutcome, duration, summarise, write_outputs
+from adaptsr.adapt.train import TrainConfig, train
+from adaptsr.adapt.train.loop import check_patch
 from adaptsr.core.errors import UserError
-from adaptsr.core.fileio import atomic_output, parse_json
+from adaptsr.core.fileio import atomic_output, leave_as_found, parse_json
 
-STUDY_FILE = "study.json"
 SETTINGS_FILE = "study-settings.json"
 EVAL_FILE = "eval.json"  # in a run folder: written once the run is trained and scored
 
@@ -156,23 +161,6 @@ def study_allocation(given: dict, batch: int, patch: int) -> AllocationSettings:
     return AllocationSettings.from_values({"score_batch": batch, "score_patch": patch, **values})
 
 
-@dataclass
-class RunOutcome:
-    spec: str
-    seed: int
-    folder: str
-    trainable: int
-    psnr_y: float
-    ssim_y: float
-    train_seconds: float
-    iters: int
-    curve: list[tuple[int, float]] = field(default_factory=list)  # (iteration, val PSNR-Y)
-
-    @property
-    def it_per_s(self) -> float:
-        return self.iters / self.train_seconds if self.train_seconds > 0 else float("nan")
-
-
 # ---------------------------------------------------------------------------------------------
 # running
 
@@ -247,9 +235,6 @@ def _outcome_from(run_dir: Path, spec: RunSpec, seed: int, scores: dict) -> RunO
 
 def _evaluate_run(settings: StudySettings, adapter: Path | None, full: Path | None) -> dict:
     """Mean PSNR/SSIM-Y of one trained run on the validation folder (no baselines)."""
-    from adaptsr.adapt.evaluate import evaluate
-    from adaptsr.adapt.lora import load_adapter
-    from adaptsr.adapt.models import load_model, model_info
 
     model = load_model(full if full is not None else settings.model)
     if adapter is not None:
@@ -270,8 +255,6 @@ def _evaluate_run(settings: StudySettings, adapter: Path | None, full: Path | No
 
 def validation_pairs(settings: StudySettings, scale: int):
     """The validation pairs: a paired folder as it is, an HR-only one degraded (seed 10000)."""
-    from adaptsr.adapt import layouts
-    from adaptsr.adapt.evaluate import find_pairs, make_degrade
 
     _, items = layouts.detect(settings.val, scale)
     if all(lr is not None for _, lr in items):
@@ -308,7 +291,6 @@ def base_scores(settings: StudySettings, out: Path) -> dict:
 
 def run_one(settings: StudySettings, spec: RunSpec, seed: int, run_dir: Path, progress: bool):
     """Train (or resume, or skip) one run and score it; returns its outcome."""
-    from adaptsr.adapt.train import train
 
     eval_path = run_dir / EVAL_FILE
     if eval_path.is_file():
@@ -361,7 +343,6 @@ def check_settings(settings: StudySettings, out: Path, force: bool) -> None:
 
 def _clear(out: Path) -> None:
     """--force on a study with other settings: remove the study's own files only."""
-    import shutil
 
     for name in (STUDY_FILE, "study.md", "base-eval.json", "params.png", "curves.png"):
         (out / name).unlink(missing_ok=True)
@@ -382,14 +363,10 @@ def run_study(
     specs = parse_specs(",".join(settings.runs))
     out = Path(out)
     check_settings(settings, out, force)
-    from adaptsr.adapt import data
-    from adaptsr.adapt.models import load_model, model_info
-    from adaptsr.adapt.train.loop import check_patch
 
     info = model_info(load_model(settings.model))  # a bad model fails before anything is written
     check_patch(settings.patch, info)  # so do crops the model cannot take and empty folders
     data.scan(settings.data, info.scale, settings.patch, None, None, False)
-    from adaptsr.core.fileio import leave_as_found
 
     with leave_as_found(out) as start:  # bad data or validation folders leave no trace
         out.mkdir(parents=True, exist_ok=True)
@@ -410,7 +387,7 @@ def run_study(
     for i, (spec, seed) in enumerate(jobs):
         run_dir = out / f"{spec.folder}-s{seed}"
         left = (len(jobs) - i) * settings.iters
-        eta = f", about {_duration(left * spent / trained_iters)} left" if trained_iters else ""
+        eta = f", about {duration(left * spent / trained_iters)} left" if trained_iters else ""
         say(f"[{i + 1}/{len(jobs)}] {spec.text} seed {seed} -> {run_dir}{eta}")
         t0 = time.perf_counter()
         done_before = (run_dir / EVAL_FILE).is_file()
@@ -424,147 +401,9 @@ def run_study(
     return report
 
 
-def _duration(seconds: float) -> str:
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{max(1, round(seconds / 60))} min"
-
-
-# ---------------------------------------------------------------------------------------------
-# summary
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return mean, std
-
-
-def summarise(settings, specs, base: dict, outcomes: list[RunOutcome]) -> dict:
-    rows = []
-    for spec in specs:
-        mine = [o for o in outcomes if o.spec == spec.text]
-        psnr, psnr_std = _mean_std([o.psnr_y for o in mine])
-        ssim, ssim_std = _mean_std([o.ssim_y for o in mine])
-        rows.append(
-            {
-                "spec": spec.text,
-                "trainable": mine[0].trainable,
-                "psnr_y": psnr,
-                "psnr_y_std": psnr_std,
-                "ssim_y": ssim,
-                "ssim_y_std": ssim_std,
-                "gain_db": psnr - base["psnr_y"],
-                "train_seconds": sum(o.train_seconds for o in mine) / len(mine),
-                "it_per_s": sum(o.it_per_s for o in mine) / len(mine),
-                "seeds": len(mine),
-                "per_seed": [o.psnr_y for o in mine],
-            }
-        )
-    full = next((r for r in rows if r["spec"] == "full"), None)
-    for r in rows:
-        ok = full is not None and full["gain_db"] > 0
-        r["share_of_full_gain"] = r["gain_db"] / full["gain_db"] if ok else None
-    return {
-        "settings": settings.flat(),
-        "base": base,
-        "runs": rows,
-    }
-
-
-def study_markdown(report: dict) -> str:
-    s, base = report["settings"], report["base"]
-    lines = [
-        "# adapt study",
-        "",
-        f"`{s['model']}` on {', '.join(s['data'])}, validated on {s['val']}; {s['iters']} "
-        f"iterations, batch {s['batch']} of {s['patch']}px HR crops, degradation "
-        f"{s['degradation']} for HR-only folders, {s['seeds']} seed(s) per run.",
-        "",
-        f"Base: {base['psnr_y']:.2f} dB PSNR-Y, {base['ssim_y']:.4f} SSIM-Y.",
-        "",
-        "| run | trainable | PSNR-Y (dB) | SSIM-Y | gain (dB) | share of full's gain | "
-        "train time | it/s |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in report["runs"]:
-        share = "-" if r["share_of_full_gain"] is None else f"{100 * r['share_of_full_gain']:.0f}%"
-        lines.append(
-            f"| {r['spec']} | {r['trainable']:,} | {r['psnr_y']:.2f} ± {r['psnr_y_std']:.3f} | "
-            f"{r['ssim_y']:.4f} ± {r['ssim_y_std']:.4f} | {r['gain_db']:+.2f} | {share} | "
-            f"{_duration(r['train_seconds'])} | {r['it_per_s']:.2f} |"
-        )
-    lines += [
-        "",
-        "± is the standard deviation over seeds.",
-        "",
-        "![PSNR against trainable parameters](params.png)",
-        "",
-        "![validation PSNR against iterations](curves.png)",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def write_outputs(out: Path, report: dict, outcomes: list[RunOutcome]) -> None:
-    _plot_params(out / "params.png", report)
-    _plot_curves(out / "curves.png", report, outcomes)
-    with atomic_output(out / "study.md", force=True) as tmp:
-        tmp.write_text(study_markdown(report))
-    with atomic_output(out / STUDY_FILE, force=True) as tmp:
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-
-
-def _figure():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _plot_params(path: Path, report: dict) -> None:
-    plt = _figure()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in report["runs"]:
-        ax.errorbar(r["trainable"], r["psnr_y"], yerr=r["psnr_y_std"], fmt="o", capsize=3)
-        ax.annotate(r["spec"], (r["trainable"], r["psnr_y"]), textcoords="offset points",
-                    xytext=(5, 5), fontsize=8)  # fmt: skip
-    ax.axhline(report["base"]["psnr_y"], color="gray", linestyle="--", label="base")
-    ax.set_xscale("log")
-    ax.set_xlabel("trainable parameters")
-    ax.set_ylabel("PSNR-Y (dB)")
-    ax.legend()
-    ax.grid(True, alpha=0.3)
-    _save(fig, path)
-
-
-def _plot_curves(path: Path, report: dict, outcomes: list[RunOutcome]) -> None:
-    plt = _figure()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in report["runs"]:
-        curves = [o.curve for o in outcomes if o.spec == r["spec"] and o.curve]
-        if not curves:
-            continue
-        iters = sorted({it for c in curves for it, _ in c})
-        means = []
-        for it in iters:
-            vals = [v for c in curves for i, v in c if i == it]
-            means.append(sum(vals) / len(vals))
-        ax.plot(iters, means, marker=".", label=r["spec"])
-    ax.axhline(report["base"]["psnr_y"], color="gray", linestyle="--", label="base")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("validation PSNR-Y (dB)")
-    ax.legend(fontsize=8)
-    ax.grid(True, alpha=0.3)
-    _save(fig, path)
-
-
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    with atomic_output(path, force=True) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+def study_settings(model: str, data: list[str], runs: list[str], options: dict) -> StudySettings:
+    """The StudySettings of `adapt study`'s parsed options (the allocation options among them,
+    None where not given)."""
+    given = {k: options.pop(k) for k in AllocationSettings.names() if k in options}
+    allocation = study_allocation(given, options["batch"], options["patch"])
+    return StudySettings(model=model, data=data, runs=runs, allocation=allocation, **options)

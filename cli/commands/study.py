@@ -1,6 +1,10 @@
 import click
 
 from adaptsr.adapt.choices import DEFAULT_MODEL, DEGRADATIONS, MAX_SEEDS
+from adaptsr.cli.commands._options import allocation_options
+from adaptsr.core.lazy import lazy_import
+
+study_lib = lazy_import("adaptsr.adapt.study")  # torch: only when the command runs
 
 
 @click.command()
@@ -42,37 +46,24 @@ from adaptsr.adapt.choices import DEFAULT_MODEL, DEGRADATIONS, MAX_SEEDS
     show_default=True,
     help="For HR-only training and validation folders.",
 )
+@allocation_options
 @click.option("--val-every", default=0, type=int, help="Validation interval [iters/5].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--workers", default=0, show_default=True, type=int, help="Data loading processes.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Study folder (DIR).")
 @click.option("--force", is_flag=True, help="Start over in a --out that holds another study.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def study(
-    model, data, val, runs, seeds, iters, batch, patch, degradation, val_every, device, workers,
-    out, force, quiet,
-) -> None:  # fmt: skip
+def study(model, data, runs, out, force, quiet, **options) -> None:
     """Compare training runs on the same data: ranks, rank-aware budgets, full fine-tuning.
 
     Every run is an `adapt train` run in OUT/<spec>-s<seed>/, scored on --val like `adapt
     eval`; a rerun skips finished runs and resumes interrupted ones. Writes OUT/study.md,
     OUT/study.json and the plots params.png (PSNR against trainable parameters) and
-    curves.png (validation PSNR against iterations).
+    curves.png (validation PSNR against iterations). Rank-aware runs score and allocate as
+    the allocation options say (--score-batch and --score-patch: --batch and --patch unless
+    given); a run spec's budget and score win.
     """
-    from adaptsr.adapt.study import StudySettings, run_study
-
-    settings = StudySettings(
-        model=model,
-        data=list(data),
-        val=val,
-        runs=[r for r in runs.split(",") if r.strip()],
-        seeds=seeds,
-        iters=iters,
-        batch=batch,
-        patch=patch,
-        degradation=degradation,
-        val_every=val_every,
-        device=device,
-        workers=workers,
+    settings = study_lib.study_settings(
+        model, list(data), [r for r in runs.split(",") if r.strip()], options
     )
-    run_study(settings, out, force=force, progress=not quiet, say=click.echo)
+    study_lib.run_study(settings, out, force=force, progress=not quiet, say=click.echo)
