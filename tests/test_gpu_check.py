@@ -32,13 +32,12 @@ from benchmarks.lora_layers import LayerCase  # noqa: E402
 
 @pytest.fixture(scope="module")
 def tiny_safmn(tmp_path_factory):
-    from spandrel.architectures.SAFMN import SAFMN
-
+    from adaptsr.adapt.archs import build_small
     from adaptsr.adapt.models import model_from_state_dict, save_model
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("gpu-check") / "tiny.safetensors"
-    net = SAFMN(dim=8, n_blocks=1, ffn_scale=2.0, upscaling_factor=4)
+    net = build_small("SAFMN", upscaling_factor=4)
     save_model(model_from_state_dict(net.state_dict()), path)
     return path
 

@@ -137,15 +137,14 @@ def _losses(run_dir):
 
 @pytest.mark.slow
 def test_mixed_source_run_trains_and_resumes_exactly(sources, tmp_path, monkeypatch, run_cli):
-    from spandrel.architectures.SAFMN import SAFMN
-
+    from adaptsr.adapt.archs import build_small
     from adaptsr.adapt.models import model_from_state_dict, save_model
     from adaptsr.adapt.train import state as train_state
 
     hr, drealsr, v2 = sources
     torch.manual_seed(0)
     model = tmp_path / "tiny.safetensors"
-    net = SAFMN(dim=8, n_blocks=1, upscaling_factor=4)
+    net = build_small("SAFMN", upscaling_factor=4)
     save_model(model_from_state_dict(net.state_dict()), model)
     specs = [f"{hr}:2:bicubic", f"{hr}:1", str(drealsr), f"{v2}:1"]
     copies = {}

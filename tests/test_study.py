@@ -28,13 +28,12 @@ def test_run_specs_parse_and_refuse():
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A tiny SAFMN x4 checkpoint, 6 training and 2 validation textured images."""
-    from spandrel.architectures.SAFMN import SAFMN
-
+    from adaptsr.adapt.archs import build_small
     from adaptsr.adapt.models import model_from_state_dict, save_model
 
     root = tmp_path_factory.mktemp("study")
     torch.manual_seed(0)
-    net = SAFMN(dim=8, n_blocks=1, ffn_scale=2.0, upscaling_factor=4)
+    net = build_small("SAFMN", upscaling_factor=4)
     model = root / "tiny.safetensors"
     save_model(model_from_state_dict(net.state_dict()), model)
     rng = np.random.default_rng(0)

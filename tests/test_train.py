@@ -39,13 +39,12 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A tiny SAFMN x4 checkpoint (5k parameters) and 8 textured 48x48 images."""
-    from spandrel.architectures.SAFMN import SAFMN
-
+    from adaptsr.adapt.archs import build_small
     from adaptsr.adapt.models import model_from_state_dict, save_model
 
     root = tmp_path_factory.mktemp("train")
     torch.manual_seed(0)
-    net = SAFMN(dim=8, n_blocks=1, ffn_scale=2.0, upscaling_factor=4)
+    net = build_small("SAFMN", upscaling_factor=4)
     model = root / "tiny.safetensors"
     save_model(model_from_state_dict(net.state_dict()), model)
     hr = root / "hr"
