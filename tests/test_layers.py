@@ -20,7 +20,15 @@ FOLDERS = ("core", "kernels", "serve", "adapt", "export", "cli")
 CORE, KERNELS, SERVE, ADAPT, EXPORT, FACE = range(6)
 LAYER_NAMES = ("core", "kernels", "serve", "adapt", "export", "face")
 # modules that must never import torch, spandrel or triton (TensorRT machines have none)
-TORCH_FREE_EXPORT = ("fp16", "parity", "structure", "tensorrt", "trt_inspect", "trt_verify")
+TORCH_FREE_EXPORT = (
+    "ab_check",
+    "fp16",
+    "parity",
+    "structure",
+    "tensorrt",
+    "trt_inspect",
+    "trt_verify",
+)
 HEAVY = ("torch", "torchvision", "spandrel", "triton")
 # core reads and writes images and plans tiles: no model runtimes, no plotting
 NOT_IN_CORE = (*HEAVY, "onnx", "onnxruntime", "tensorrt", "polygraphy", "safetensors", "matplotlib")
