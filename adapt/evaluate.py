@@ -31,8 +31,6 @@ from adaptsr.adapt.devices import pick_device
 from adaptsr.adapt.eval_report import (
     COMPARE_ROWS,
     Result,
-    compare_image,
-    compare_labels,
     crops,
     write_compare,
     write_report,
@@ -45,17 +43,6 @@ from adaptsr.core.fileio import check_distinct_outputs, check_outputs_not_inputs
 from adaptsr.core.images import Image, read_image, write_image
 from adaptsr.core.tiling import tiled_upscale
 from adaptsr.serve.backends import Backend
-
-# the report's and the PNG's writers live beside Result; named here for older callers
-__all__ = [
-    "COMPARE_ROWS",
-    "Result",
-    "compare_image",
-    "compare_labels",
-    "write_compare",
-    "write_report",
-    "write_text",
-]
 
 
 @dataclass(frozen=True)
@@ -187,6 +174,33 @@ def score(
     return out
 
 
+def _load_pair(
+    pair: Pair, index: int, scale: int, degrade: Callable | None, strict: bool
+) -> tuple[np.ndarray, np.ndarray, bool] | str:
+    """(HR, LR, whether the HR file is gray), HR cropped to LR x scale; or why the pair is
+    skipped (strict: raised instead). A size that disagrees with the scale is always fatal."""
+    try:
+        hr_image = read_image(pair.hr)
+        lr = read_image(pair.lr).rgb if pair.lr is not None else None
+    except UserError as e:
+        if strict:
+            raise
+        return str(e)
+    hr = hr_image.rgb
+    small = too_small(pair, hr.shape[:2], scale)
+    if small:
+        if strict:
+            raise UserError(small)
+        return small
+    if lr is None:
+        hr = modcrop(hr, scale)
+        return hr, degrade(hr, index), hr_image.gray
+    (lh, lw), (hh, hw) = lr.shape[:2], hr.shape[:2]
+    if not hr_size_for(lw, lh, hw, hh, scale):
+        raise UserError(size_mismatch(pair, (lw, lh), (hw, hh), scale))
+    return hr[: lh * scale, : lw * scale], lr, hr_image.gray
+
+
 def evaluate(
     model,
     pairs: list[Pair],
@@ -225,29 +239,11 @@ def evaluate(
                 raise UserError(f"{path} already exists (use --force to overwrite)")
     bar = tqdm(pairs, desc="eval", unit="img", file=sys.stderr, disable=not progress)
     for index, pair in enumerate(bar):
-        try:
-            hr_image = read_image(pair.hr)
-            hr = hr_image.rgb
-            lr = read_image(pair.lr).rgb if pair.lr is not None else None
-        except UserError as e:
-            if strict:
-                raise
-            result.skipped.append({"name": pair.name, "reason": str(e)})
+        loaded = _load_pair(pair, index, scale, degrade, strict)
+        if isinstance(loaded, str):  # unreadable or too small: why, for the report
+            result.skipped.append({"name": pair.name, "reason": loaded})
             continue
-        small = too_small(pair, hr.shape[:2], scale)
-        if small:
-            if strict:
-                raise UserError(small)
-            result.skipped.append({"name": pair.name, "reason": small})
-            continue
-        if lr is None:
-            hr = modcrop(hr, scale)
-            lr = degrade(hr, index)
-        else:
-            (lh, lw), (hh, hw) = lr.shape[:2], hr.shape[:2]
-            if not hr_size_for(lw, lh, hw, hh, scale):
-                raise UserError(size_mismatch(pair, (lw, lh), (hw, hh), scale))
-            hr = hr[: lh * scale, : lw * scale]
+        hr, lr, gray = loaded
         outputs = {m: run(lr) for m, run in runners.items()}
         if baselines or compare_rows:
             bicubic = bicubic_upscale(lr, scale)
@@ -255,7 +251,7 @@ def evaluate(
                 outputs["bicubic"] = bicubic
         row: dict = {"name": pair.name}
         for method in result.methods:
-            scores = score(outputs[method], hr, scale, perceptual, gray=hr_image.gray)
+            scores = score(outputs[method], hr, scale, perceptual, gray=gray)
             for k, v in scores.items():
                 row[f"{method}_{k}"] = v
         result.rows.append(row)

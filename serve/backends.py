@@ -4,7 +4,8 @@ Every backend takes and returns float32 NCHW numpy arrays in [0, 1] and states i
 the input sizes it accepts (a `SizeRule`). Nothing here imports torch: onnxruntime, tensorrt and
 the CUDA runtime are imported by the backend that needs them, so a TensorRT deployment machine
 runs `adapt upscale --engine` with only TensorRT and numpy. The PyTorch backend implements the
-same interface next to the models (`adaptsr.adapt.backend`); the command line picks one.
+same interface next to the models (`adaptsr.adapt.backend`); `adaptsr.adapt.open.open_model`
+builds whichever a spec names. Backends only run: opening and checking happen once, there.
 """
 
 from __future__ import annotations
