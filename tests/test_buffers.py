@@ -9,6 +9,7 @@ from torch import nn
 
 import adaptsr
 from adaptsr.adapt.allocate import allocate_ranks, score_sites
+from adaptsr.adapt.archs import build_small
 from adaptsr.adapt.lora import adapter_train_mode, base_fingerprint, lora_layers
 from adaptsr.adapt.models import model_from_state_dict, save_model
 from adaptsr.core.errors import UserError
@@ -146,14 +147,8 @@ def _adapters(model):
 
 
 def test_adapter_train_mode_freezes_statistics_and_stochastic_layers():
-    from spandrel.architectures.SPAN import SPAN
-    from spandrel.architectures.SwinIR import SwinIR
-
     torch.manual_seed(0)
-    swin = SwinIR(
-        upscale=2, img_size=16, window_size=4, embed_dim=12, depths=[2], num_heads=[2],
-        mlp_ratio=2.0, upsampler="pixelshuffledirect", drop_rate=0.5, drop_path_rate=0.5,
-    )  # fmt: skip
+    swin = build_small("SwinIR", depths=[2], drop_rate=0.5, drop_path_rate=0.5)
     adapter_train_mode(swin)
     x = torch.rand(1, 3, 8, 8)
     with torch.no_grad():
@@ -161,7 +156,7 @@ def test_adapter_train_mode_freezes_statistics_and_stochastic_layers():
     swin.train()
     with torch.no_grad():
         assert not torch.equal(swin(x), swin(x))  # (the same model is stochastic in train mode)
-    span = SPAN(num_in_ch=3, num_out_ch=3, feature_channels=8, upscale=2)
+    span = build_small("SPAN")
     adapter_train_mode(span)
     assert span.training and span.conv_1.training  # the training-time branches run
     bn = nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3))
@@ -171,10 +166,8 @@ def test_adapter_train_mode_freezes_statistics_and_stochastic_layers():
 
 
 def _span():
-    from spandrel.architectures.SPAN import SPAN
-
     torch.manual_seed(0)
-    net = SPAN(num_in_ch=3, num_out_ch=3, feature_channels=8, upscale=2)
+    net = build_small("SPAN")
     return model_from_state_dict(net.state_dict(), name="SPAN")
 
 
