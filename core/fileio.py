@@ -333,12 +333,28 @@ def leave_as_found(folder: str | os.PathLike) -> Iterator[FolderStart]:
 
 
 LOCK_NAME = ".adaptsr.lock"
+_HELD_LOCKS: set[int] = set()  # descriptors of the folder locks this process holds
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child (data-loading workers), close the copies of the parent's lock
+    descriptors: a flock lives as long as any copy is open, so an orphaned worker would keep
+    the folder locked after its parent was killed."""
+    for fd in _HELD_LOCKS:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD_LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX, where flock is
+    os.register_at_fork(after_in_child=_drop_inherited_locks)
 
 
 @contextlib.contextmanager
 def lock_folder(folder: str | os.PathLike, what: str = "run") -> Iterator[Path]:
     """Hold an OS lock (flock) on FOLDER/.adaptsr.lock for the block: a second process asking
-    for it gets a one-line UserError. The OS releases it when the holder dies (kill -9 too)."""
+    for it gets a one-line UserError. The OS releases it when the holder dies (kill -9 too),
+    forked children included: they do not inherit it (`_drop_inherited_locks`)."""
     import fcntl
 
     folder = Path(folder)
@@ -359,8 +375,10 @@ def lock_folder(folder: str | os.PathLike, what: str = "run") -> Iterator[Path]:
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _HELD_LOCKS.add(fd)
         yield path
     finally:
+        _HELD_LOCKS.discard(fd)
         os.close(fd)  # closing releases the lock
 
 
