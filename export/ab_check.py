@@ -101,10 +101,11 @@ def check_overhead(
     a, b = open_backend(base), open_backend(candidate)
     layers = None
     if a.kind == "tensorrt":  # engines: their IEngineInspector layers instead of a graph
-        inspect = trt_inspect
-        layers = inspect.compare_layers(
-            inspect.engine_layers(a.engine), inspect.engine_layers(b.engine)
+        a_layers, b_layers = (
+            trt_inspect.engine_layers(a.engine),
+            trt_inspect.engine_layers(b.engine),
         )
+        layers = trt_inspect.compare_layers(a_layers, b_layers)
     latency = compare_backends(a, b, size, rounds, warmup, max_rounds=max_rounds)
     return ABCheck(base, candidate, a.kind, a.device, size, latency, structure, layers)
 

@@ -12,11 +12,11 @@ import torch
 from adaptsr.adapt.backend import TorchBackend
 from adaptsr.adapt.open import open_model
 from adaptsr.core.images import Image, read_image
+from adaptsr.core.tiling import tiled_upscale
 from adaptsr.serve.backends import OnnxBackend
 from adaptsr.serve.upscale import upscale_image
-from adaptsr.core.tiling import tiled_upscale
 
-SERVE_MODULES = ["backends", "backend_bench", "timing", "upscale"]
+SERVE_MODULES = ["backends", "backend_bench", "bench_run", "engine_timing", "timing", "upscale"]
 
 
 def tiny_edsr(seed=0):
