@@ -45,16 +45,10 @@ from adaptsr.adapt.choices import (
     DEFAULT_SCORE,
     DEGRADATIONS,
 )
-from adaptsr.adapt.data import (
-    BatchPlan,
-    CropDataset,
-    degraded_batches,
-    derive_seed,
-    make_degrader,
-    scan,
-)
+from adaptsr.adapt.data import BatchPlan, CropDataset, derive_seed, scan
 from adaptsr.adapt.devices import pick_device
 from adaptsr.adapt.lora import Site, base_parameter_count, lora_sites, resolve_ranks
+from adaptsr.adapt.lr_batches import degraded_batches, make_degrader
 from adaptsr.adapt.models import load_model, model_info
 from adaptsr.adapt.rankmap import RankAllocation, SiteInfo, heatmap_path, write_rank_map
 from adaptsr.adapt.site_scores import SiteScores, score_sites

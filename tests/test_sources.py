@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from adaptsr.adapt import data
+from adaptsr.adapt import data, lr_batches
 from adaptsr.adapt import train as training
 from adaptsr.core.errors import UserError
 
@@ -96,7 +96,7 @@ def test_each_source_gets_its_own_degrader_and_pairs_keep_their_lr():
         def load_state_dict(self, state):
             self.value = state["value"]
 
-    degraders = data.SourceDegraders({0: Fill(0.0), 2: Fill(2.0)})
+    degraders = lr_batches.SourceDegraders({0: Fill(0.0), 2: Fill(2.0)})
     pair_lr = torch.full((3, 2, 2), 1.0)
     batch = data.collate_mixed(
         [
@@ -105,10 +105,10 @@ def test_each_source_gets_its_own_degrader_and_pairs_keep_their_lr():
             {"hr": torch.zeros(3, 8, 8), "source": 0},
         ]
     )
-    lr, degraded = data.batch_lr(batch, batch["hr"], degraders, "cpu")
+    lr, degraded = lr_batches.batch_lr(batch, batch["hr"], degraders, "cpu")
     assert degraded == 2 and lr[:, 0, 0, 0].tolist() == [2.0, 1.0, 0.0]
     state = degraders.state_dict()
-    other = data.SourceDegraders({0: Fill(9.0), 2: Fill(9.0)})
+    other = lr_batches.SourceDegraders({0: Fill(9.0), 2: Fill(9.0)})
     other.load_state_dict(state)
     assert other.state_dict() == state
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from adaptsr import kernels
-from adaptsr.adapt import data
+from adaptsr.adapt import data, lr_batches
 from adaptsr.adapt.data import derive_seed
 from adaptsr.adapt.models import model_info
 from adaptsr.adapt.rankmap import write_rank_map
@@ -174,7 +174,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr)
         self.scheduler = make_scheduler(self.optimizer, cfg)
         seed = derive_seed(cfg.seed, 2, d.rank)
-        self.degrader = data.run_degrader(
+        self.degrader = lr_batches.run_degrader(
             self.found, cfg.degradation, self.info.scale, seed, self.device
         )
         finished = self._state()
@@ -297,7 +297,7 @@ class Trainer:
             lr = batch["lr"].to(device, non_blocking=True)
         else:
             with stats.degrading(), torch.no_grad():
-                lr, degraded = data.batch_lr(batch, hr, self.degrader, device)
+                lr, degraded = lr_batches.batch_lr(batch, hr, self.degrader, device)
             stats.degraded += degraded
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast):
             sr = self.net(lr)
