@@ -18,6 +18,7 @@ batches for validation during training. `psnr_y` and `ssim_y` take either kind o
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import math
 import os
 import tempfile
@@ -25,8 +26,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
+from adaptsr.adapt.devices import pick_device
 from adaptsr.core.errors import UserError
+from adaptsr.core.lazy import lazy_import
+
+# optional perceptual metrics: perceptual_metrics checks that they are installed first
+lpips = lazy_import("lpips")
+piq = lazy_import("piq")
 
 # MATLAB rgb2ycbcr, Y row, for RGB in [0, 1] -> Y in [16, 235]
 Y_WEIGHTS = (65.481, 128.553, 24.966)
@@ -154,8 +163,6 @@ def ssim_y(sr, hr, crop: int = 0, gray: bool = False):
 
 
 def _y_torch(img, crop: int, gray: bool = False):
-    import torch
-
     if img.ndim == 3:
         img = img.unsqueeze(0)
     if img.ndim != 4 or img.shape[1] not in (1, 3):
@@ -182,8 +189,6 @@ def _pair_torch(sr, hr, crop: int, gray: bool):
 
 
 def psnr_y_torch(sr, hr, crop: int = 0, gray: bool = False):
-    import torch
-
     a, b, squeeze = _pair_torch(sr, hr, crop, gray)
     mse = ((a - b) ** 2).mean(dim=(1, 2, 3))
     out = torch.where(mse == 0, torch.full_like(mse, math.inf), 10 * torch.log10(255.0**2 / mse))
@@ -191,9 +196,6 @@ def psnr_y_torch(sr, hr, crop: int = 0, gray: bool = False):
 
 
 def ssim_y_torch(sr, hr, crop: int = 0, gray: bool = False):
-    import torch
-    import torch.nn.functional as F
-
     x, y, squeeze = _pair_torch(sr, hr, crop, gray)
     if min(x.shape[2:]) < SSIM_WINDOW:
         raise UserError(f"SSIM needs at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels")
@@ -245,8 +247,6 @@ def weights_dir() -> Path:
 def local_hub(folder: Path) -> Iterator[None]:
     """Within the block torch.hub (and torchvision) read weights from `folder` and never
     download: a missing file raises UserError instead of reaching the network."""
-    import torch.hub
-
     old_dir, old_download = torch.hub.get_dir(), torch.hub.download_url_to_file
 
     def refuse(url, dst, *args, **kwargs):
@@ -266,8 +266,6 @@ def local_hub(folder: Path) -> Iterator[None]:
 
 
 def _rgb_tensor(img: np.ndarray, crop: int, device):
-    import torch
-
     q = quantize(img) / 255.0
     if crop:
         q = q[crop:-crop, crop:-crop]
@@ -277,12 +275,8 @@ def _rgb_tensor(img: np.ndarray, crop: int, device):
 def _build(name: str, device) -> Callable:
     """The metric as fn(x, y) on (1, 3, H, W) tensors in [0, 1]."""
     if name == "lpips":
-        import lpips
-
         net = lpips.LPIPS(net="alex", version="0.1", verbose=False).eval().to(device)
         return lambda x, y: net(x, y, normalize=True)
-    import piq
-
     return piq.DISTS(reduction="none").eval().to(device)
 
 
@@ -291,12 +285,7 @@ def perceptual_metrics(
 ) -> tuple[dict[str, Callable], list[str]]:
     """{name: fn(sr, hr, crop) -> float} for the metrics whose package and weights are present,
     and one note for each that is not, saying what to install or where to put which file."""
-    import importlib.util
-
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = pick_device(device)
     folder = weights_dir()
     fns: dict[str, Callable] = {}
     notes: list[str] = []

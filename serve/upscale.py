@@ -13,7 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import atomic_output, check_writable
@@ -56,8 +58,6 @@ def upscale_image(
         rgb = np.repeat(rgb.mean(axis=2, keepdims=True), 3, axis=2)
     alpha = None
     if image.alpha is not None:
-        import cv2
-
         h, w = image.alpha.shape
         alpha = cv2.resize(image.alpha, (w * s, h * s), interpolation=cv2.INTER_CUBIC)
         alpha = np.clip(alpha, 0.0, 1.0)
@@ -136,8 +136,6 @@ def out_bytes(bit_depth: int) -> int:
 def _alpha_rows(alpha: np.ndarray, s: int, top: int, rows: int) -> np.ndarray:
     """Output rows top..top+rows of the bicubic x s alpha, from a band of input rows with
     ALPHA_MARGIN rows of context (equal to resizing the whole plane)."""
-    import cv2
-
     h, w = alpha.shape
     y0, y1 = top // s, (top + rows) // s
     a0, a1 = max(0, y0 - ALPHA_MARGIN), min(h, y1 + ALPHA_MARGIN)
@@ -226,8 +224,6 @@ def run_upscale(
     report: Callable[[str], None] | None = None,
 ) -> Summary:
     """Upscale every planned input; per-file failures are collected, not raised."""
-    from tqdm import tqdm
-
     summary = Summary()
     say = report or (lambda text: tqdm.write(text, file=sys.stderr))
     # a bar for several files, on a terminal only (disable=None: off when stderr is not a tty)
