@@ -3,6 +3,10 @@
 Files are processed one by one; a file that cannot be read or written is reported and skipped so
 that the rest of a folder still finishes. Existing outputs are skipped unless `force` is given,
 so rerunning an interrupted folder resumes where it stopped.
+
+A run is checked once, by plan_upscale (inputs, outputs, the model, the tiling options), and
+run_upscale trusts the plan: the tiling options are never checked again, and each distinct
+input size gets its tile layout once.
 """
 
 from __future__ import annotations
@@ -248,19 +252,3 @@ def run_upscale(
     finally:
         bar.close()
     return summary
-
-
-def upscale_files(
-    backend: Backend,
-    inputs: list[str | os.PathLike],
-    out_dir: str | os.PathLike,
-    tile: int | None = None,
-    overlap: int | None = None,
-    batch: int = 1,
-    force: bool = False,
-    progress: bool | None = None,
-    report: Callable[[str], None] | None = None,
-) -> Summary:
-    """Upscale every input image into out_dir with an open backend (plan, then run)."""
-    plan = plan_upscale(inputs, out_dir, lambda: backend, tile, overlap, batch, force)
-    return run_upscale(plan, progress, report)
