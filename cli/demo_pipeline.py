@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from adaptsr.core.contracts import ExportReport
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import atomic_output
 
@@ -225,7 +226,7 @@ def _merge(model: str, adapter: Path):
     return merged, {"max_abs_diff": diff, "adapter": str(adapter)}
 
 
-def _export(cfg: DemoSettings, adapter: Path, path: Path, force: bool) -> dict:
+def _export(cfg: DemoSettings, adapter: Path, path: Path, force: bool) -> ExportReport:
     import adaptsr
     from adaptsr.export.onnx import export_onnx, load_merged
 
@@ -241,13 +242,13 @@ def _export(cfg: DemoSettings, adapter: Path, path: Path, force: bool) -> dict:
     )
 
 
-def _proof_line(export: dict) -> str:
-    zero = export["zero_overhead"]
-    lat = zero["latency"]
+def _proof_line(export: ExportReport) -> str:
+    zero = export.zero_overhead
+    lat = zero.latency
     return (
-        f"graph identical to the base: {zero['structure']['identical']}; latency merged/base "
-        f"{lat['ratio']:.3f} (95% CI {lat['ci_low']:.3f}-{lat['ci_high']:.3f}, {lat['verdict']}); "
-        f"ONNX vs PyTorch max |diff| {export['parity']['max_abs']:.1e}"
+        f"graph identical to the base: {zero.structure.identical}; latency merged/base "
+        f"{lat.ratio:.3f} (95% CI {lat.ci_low:.3f}-{lat.ci_high:.3f}, {lat.verdict}); "
+        f"ONNX vs PyTorch max |diff| {export.parity.max_abs:.1e}"
     )
 
 
@@ -272,11 +273,11 @@ def _evaluate(merged, base, eval_dir: Path, scale: int, cfg, compare: Path, forc
 
 
 def _report(cfg, means, result, allocation, merge_info, export, seconds) -> dict:
-    zero = export["zero_overhead"]
-    lat = zero["latency"]
-    structure_ok = bool(zero["structure"]["identical"])
+    zero = export.zero_overhead
+    lat = zero.latency
+    structure_ok = bool(zero.structure.identical)
     # The identical graph is the proof; the timing can only contradict it (FAIL), not prove it.
-    proven = structure_ok and lat["verdict"] != "FAIL"
+    proven = structure_ok and lat.verdict != "FAIL"
     return {
         "model": cfg.model,
         "device": cfg.device,
@@ -302,13 +303,13 @@ def _report(cfg, means, result, allocation, merge_info, export, seconds) -> dict
         "merge_max_abs_diff": merge_info["max_abs_diff"],
         "zero_overhead": {
             "structure_identical": structure_ok,
-            "latency_ratio": lat["ratio"],
-            "latency_ci": [lat["ci_low"], lat["ci_high"]],
-            "latency_verdict": lat["verdict"],
+            "latency_ratio": lat.ratio,
+            "latency_ci": [lat.ci_low, lat.ci_high],
+            "latency_verdict": lat.verdict,
             "proven": proven,
             "verdict": "PASS" if proven else "FAIL",
         },
-        "onnx_parity_max_abs": export["parity"]["max_abs"],
+        "onnx_parity_max_abs": export.parity.max_abs,
         "seconds": round(seconds, 1),
     }
 
