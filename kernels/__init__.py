@@ -5,9 +5,8 @@ the fused Triton path or the reference path per call, under the backend set here
 "reference" or "triton"). Triton is imported only when the fused path runs.
 
 Modules: dispatch (backend and path choice), fused (the custom ops), triton_lora (the Triton
-kernels), roofline (the cost model that picks a fused design), reference (plain PyTorch),
-compile_check (compiles the kernels for a GPU target without a GPU). Benchmarks live outside
-the package, in benchmarks/.
+kernels), roofline (the cost model that picks a fused design), reference (plain PyTorch).
+Benchmarks and the compile check live outside the package, in benchmarks/.
 """
 
 from adaptsr.kernels.dispatch import (

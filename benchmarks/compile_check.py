@@ -1,5 +1,5 @@
 """Compile the LoRA Triton kernels for a CUDA target without a GPU: `python -m
-adaptsr.kernels.compile_check [--arch 90] [--quick]` (sm_90: H100/H200), with TRITON_INTERPRET
+benchmarks.compile_check [--arch 90] [--quick]` (sm_90: H100/H200), with TRITON_INTERPRET
 unset.
 
 The interpreter that runs the kernels on CPU skips the compiler's type checks, shared-memory
@@ -99,7 +99,7 @@ def _resource_usage(cubin: bytes) -> tuple[int | None, int | None]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m adaptsr.kernels.compile_check")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.compile_check")
     parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability x 10")
     parser.add_argument("--quick", action="store_true", help="bf16 typical configurations only")
     args = parser.parse_args(argv)
