@@ -406,6 +406,17 @@ def _zero_overhead_step(
     return ZeroOverhead(structure, record(LatencyProof, latency, "the latency comparison"))
 
 
+def _shape_record(spec: ExportSpec) -> ExportShape:
+    return ExportShape(
+        dynamic=spec.dynamic,
+        dynamic_batch=spec.dynamic_batch,
+        tile=list(spec.tile) if spec.tile else None,
+        opset=spec.opset,
+        traced_size=list(spec.example),
+        checked_sizes=[list(s) for s in spec.check_sizes],
+    )
+
+
 def export_onnx(
     model: nn.Module,
     out: str | Path,
@@ -478,14 +489,7 @@ def export_onnx(
             fp16=fp16_proof,
             zero_overhead=zero_overhead,
             metadata=props,
-            spec=ExportShape(
-                dynamic=dynamic,
-                dynamic_batch=dynamic_batch,
-                tile=list(tile) if tile else None,
-                opset=opset,
-                traced_size=list(spec.example),
-                checked_sizes=[list(s) for s in spec.check_sizes],
-            ),
+            spec=_shape_record(spec),
         )
         # the model and its report are published together, or neither is
         with atomic_outputs([out, report_path(out)], force) as (tmp_onnx, tmp_json):
