@@ -6,13 +6,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from test_layers import nearest_x2_onnx
 
 from adaptsr.adapt import open as opening
 from adaptsr.adapt.backend import TorchBackend
 from adaptsr.adapt.open import ModelSpec, open_model
 from adaptsr.core.errors import UserError
 from adaptsr.serve.backends import OnnxBackend
-from test_layers import nearest_x2_onnx
 
 
 @pytest.fixture(scope="module")
@@ -110,4 +110,3 @@ def test_opening_an_onnx_file_imports_no_torch(files):
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
-

@@ -3,13 +3,13 @@
 
 import numpy as np
 import pytest
+from test_layers import nearest_x2_onnx
 
 from adaptsr.core import tiling
 from adaptsr.core.errors import UserError
 from adaptsr.core.images import Image, read_image, write_image
 from adaptsr.serve import upscale
 from adaptsr.serve.backends import OnnxBackend
-from test_layers import nearest_x2_onnx
 
 
 @pytest.fixture
