@@ -47,19 +47,12 @@ def model_options(
 ):
     """--model, --adapter, --onnx, --engine (which model runs: adaptsr.adapt.open.ModelSpec),
     each command saying in its own words what the model is for."""
-    options = (
+    return _group(
         click.option("--model", help=model),
         click.option("--adapter", type=click.Path(), help=adapter),
         click.option("--onnx", type=click.Path(), help=onnx),
         click.option("--engine", type=click.Path(), help=engine),
     )
-
-    def apply(command):
-        for option in reversed(options):
-            command = option(command)
-        return command
-
-    return apply
 
 
 # The allocation settings (adaptsr.adapt.allocation_settings.AllocationSettings), spelled the
