@@ -11,6 +11,7 @@ import math
 
 import torch
 from spandrel import (
+    MAIN_REGISTRY,
     Architecture,
     ArchSupport,
     ImageModelDescriptor,
@@ -160,6 +161,4 @@ class EDSRArch(Architecture[EDSR]):
 
 def register() -> None:
     """Add EDSR to spandrel's main registry (idempotent)."""
-    from spandrel import MAIN_REGISTRY
-
     MAIN_REGISTRY.add(ArchSupport.from_architecture(EDSRArch()), ignore_duplicates=True)

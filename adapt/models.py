@@ -7,8 +7,10 @@ travel with the module as `model.adaptsr_info` and are read with `model_info(mod
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import pickletools
 import re
 import zipfile
 from collections.abc import Callable
@@ -16,12 +18,21 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
+import safetensors
+import safetensors.torch
 import torch
+from spandrel import (
+    MAIN_REGISTRY,
+    ImageModelDescriptor,
+    UnsupportedModelError,
+    canonicalize_state_dict,
+)
 from torch import nn
 
 from adaptsr.adapt import archs
+from adaptsr.adapt.edsr import register as register_edsr
 from adaptsr.core.errors import UserError
-from adaptsr.core.fileio import check_readable
+from adaptsr.core.fileio import atomic_output, check_readable
 from adaptsr.core.tiling import SizeRule
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
@@ -114,23 +125,16 @@ def _load_pretrained(name: str) -> nn.Module:
 
 
 def _registry():
-    from spandrel import MAIN_REGISTRY
-
-    from adaptsr.adapt.edsr import register
-
-    register()
+    register_edsr()
     return MAIN_REGISTRY
 
 
 def _read_state_dict(path: Path, allow_torchscript: bool) -> dict:
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         try:
-            return load_file(str(path), device="cpu")
-        except (SafetensorError, OSError, ValueError) as e:
+            return safetensors.torch.load_file(str(path), device="cpu")
+        except (safetensors.SafetensorError, OSError, ValueError) as e:
             raise UserError(f"cannot read {path}: not a valid safetensors file ({e})") from e
     if _is_torchscript(path):
         if not allow_torchscript:
@@ -165,9 +169,6 @@ def torch_load_error(path: Path, e: Exception) -> UserError:
 def _pickle_globals(path: Path, limit: int = 2**26) -> list[str]:
     """The Python names a (plain, non-zip) pickle file imports, read with pickletools without
     running it; [] for a file that is not a whole pickle."""
-    import io
-    import pickletools
-
     try:
         with open(path, "rb") as f:
             data = f.read(limit)
@@ -282,8 +283,6 @@ def _needs_call_function(arch: str) -> bool:
 
 def model_from_state_dict(state_dict: dict, name: str = "<state dict>") -> nn.Module:
     """Detect the architecture of a state dict and build the model (through spandrel)."""
-    from spandrel import ImageModelDescriptor, UnsupportedModelError, canonicalize_state_dict
-
     if not isinstance(state_dict, dict) or not state_dict:
         raise UserError(f"{name} does not hold a state dict")
     state_dict = canonicalize_state_dict(state_dict)
@@ -356,15 +355,11 @@ def model_info(model: nn.Module) -> ModelInfo:
 
 def save_model(model: nn.Module, path: str | os.PathLike, force: bool = False) -> Path:
     """Write the model's state dict as .safetensors or .pth, atomically."""
-    from adaptsr.core.fileio import atomic_output
-
     path = Path(path)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_output(path, force=force) as tmp:
         if path.suffix.lower() == ".safetensors":
-            from safetensors.torch import save_file
-
-            save_file(state, str(tmp), metadata={"format": "pt"})
+            safetensors.torch.save_file(state, str(tmp), metadata={"format": "pt"})
         elif path.suffix.lower() in (".pth", ".pt", ".ckpt"):
             torch.save(state, tmp)
         else:
