@@ -139,16 +139,14 @@ def record(cls: Any, data: Any, where: str | Path) -> Any:
     return _decode_fields(cls, data, str(where))
 
 
-def _versioned(cls: Any, data: Any, where: str | Path, version: int) -> Any:
+def _versioned(cls: Any, data: Any, where: str | Path, version: int, remedy: str) -> Any:
     where = str(where)
     if not isinstance(data, dict):
         raise UserError(f"{where}: expected a JSON object, got {type(data).__name__}")
     found = data.get("version")
     if found != version:
         what = "no key 'version'" if "version" not in data else f"version {_short(found)}"
-        raise UserError(
-            f"{where}: {what}; this adaptsr reads version {version} (rewrite it with this adaptsr)"
-        )
+        raise UserError(f"{where}: {what}; this adaptsr reads version {version} ({remedy})")
     return _decode_fields(cls, data, where)
 
 
@@ -370,7 +368,9 @@ class ExportReport:
 
     @classmethod
     def from_json(cls, data: Any, where: str | Path) -> ExportReport:
-        return _versioned(cls, data, where, EXPORT_REPORT_VERSION)
+        return _versioned(
+            cls, data, where, EXPORT_REPORT_VERSION, "export the model again with this adaptsr"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -488,4 +488,7 @@ class EngineSidecar:
     def from_json(cls, data: Any, where: str | Path) -> EngineSidecar:
         if isinstance(data, dict) and data.get("verify") == {"skipped": "--no-verify"}:
             data = {**data, "verify": None}
-        return _versioned(cls, data, where, ENGINE_SIDECAR_VERSION)
+        # sidecars of earlier releases spelled keys several ways: the engine is rebuilt
+        return _versioned(
+            cls, data, where, ENGINE_SIDECAR_VERSION, "rebuild the engine with `adapt export trt`"
+        )

@@ -94,7 +94,8 @@ def test_engine_sidecar_round_trip_and_one_spelling(engine_sidecar):
 @pytest.mark.parametrize(
     "change, words",
     [
-        (lambda d: d.update(version="1"), ["m.engine.json", 'version "1"']),
+        (lambda d: d.update(version="1"), ["m.engine.json", 'version "1"', "rebuild the engine"]),
+        (lambda d: d.pop("version"), ["no key 'version'", "rebuild the engine"]),
         (lambda d: d.pop("build_command"), ["'build_command' is missing"]),
         (lambda d: d.update(compute_capability=[8, 7]), ["'compute_capability'", "text"]),
         (lambda d: d["profile"].update(min=[1, 3, "16", 16]), ["'profile.min[2]'"]),
