@@ -10,6 +10,7 @@ packages document them. Gray images are written as RGB (three equal channels).
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from adaptsr.core.errors import UserError
+from adaptsr.core.images import Image, write_image
+from adaptsr.core.lazy import lazy_import
+
+# the packages that ship the photos: read only when a photo is
+skimage_data = lazy_import("skimage.data")
+matplotlib_cbook = lazy_import("matplotlib.cbook")
+matplotlib_image = lazy_import("matplotlib.image")
 
 
 @dataclass(frozen=True)
@@ -30,19 +38,14 @@ class Photo:
 
 def _skimage(name: str) -> Callable[[], np.ndarray]:
     def load() -> np.ndarray:
-        import skimage.data
-
-        return getattr(skimage.data, name)()
+        return getattr(skimage_data, name)()
 
     return load
 
 
 def _grace_hopper() -> np.ndarray:
-    import matplotlib.cbook
-    import matplotlib.image
-
-    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
-        return np.asarray(matplotlib.image.imread(f, format="jpg"))
+    with matplotlib_cbook.get_sample_data("grace_hopper.jpg") as f:
+        return np.asarray(matplotlib_image.imread(f, format="jpg"))
 
 
 def _sk(name: str, licence: str) -> Photo:
@@ -93,8 +96,6 @@ def write_photos(
     folder: str | os.PathLike, names: tuple[str, ...] | list[str] = PHOTO_NAMES, force=False
 ) -> list[Path]:
     """Write photos as FOLDER/NAME.png (8-bit RGB); returns their paths in `names` order."""
-    from adaptsr.core.images import Image, write_image
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -106,8 +107,6 @@ def write_photos(
 
 
 def _main(argv=None) -> None:
-    import argparse
-
     ap = argparse.ArgumentParser(
         prog="python -m adaptsr.adapt.photos",
         description="Write the licence-clean photos that installed packages ship, as PNG.",

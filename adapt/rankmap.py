@@ -11,8 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import atomic_output, check_readable, check_writable, parse_json
+from adaptsr.core.lazy import lazy_import
+
+# plotting: only for the heatmap
+matplotlib_agg = lazy_import("matplotlib.backends.backend_agg")
+matplotlib_figure = lazy_import("matplotlib.figure")
 
 if TYPE_CHECKING:  # reading a rank map needs no torch
     from adaptsr.adapt.lora import Site
@@ -259,16 +266,14 @@ def save_heatmap(
     allocation: RankAllocation, path: str | os.PathLike, force: bool = False, title=None
 ) -> Path:
     """Ranks as a blocks x module-kinds heatmap PNG (the paper's Figure 5 layout)."""
-    import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     rows, cols, cells = rank_grid(allocation.sites, allocation.ranks)
     grid = np.full((len(rows), len(cols)), np.nan)
     for (row, col), (_, rank) in cells.items():
         grid[rows.index(row), cols.index(col)] = rank
-    fig = Figure(figsize=(1.6 + 0.55 * len(cols), 1.6 + 0.22 * len(rows)), dpi=120)
-    FigureCanvasAgg(fig)
+    fig = matplotlib_figure.Figure(
+        figsize=(1.6 + 0.55 * len(cols), 1.6 + 0.22 * len(rows)), dpi=120
+    )
+    matplotlib_agg.FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     ax.set_facecolor("#e8e8e8")  # cells without a site
     top = max(1, int(np.nanmax(grid)))

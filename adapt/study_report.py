@@ -9,6 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adaptsr.core.fileio import atomic_output
+from adaptsr.core.lazy import lazy_import
+
+# plotting: only when the plots are drawn
+matplotlib_agg = lazy_import("matplotlib.backends.backend_agg")
+matplotlib_figure = lazy_import("matplotlib.figure")
 
 STUDY_FILE = "study.json"
 
@@ -122,18 +127,15 @@ def write_outputs(out: Path, report: dict, outcomes: list[RunOutcome]) -> None:
         tmp.write_text(json.dumps(report, indent=2) + "\n")
 
 
-def _figure():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+def _axes():
+    """A figure drawn off-screen (no pyplot state, no display needed) and its axes."""
+    fig = matplotlib_figure.Figure(figsize=(6, 4))
+    matplotlib_agg.FigureCanvasAgg(fig)
+    return fig, fig.add_subplot(1, 1, 1)
 
 
 def _plot_params(path: Path, report: dict) -> None:
-    plt = _figure()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _axes()
     for r in report["runs"]:
         ax.errorbar(r["trainable"], r["psnr_y"], yerr=r["psnr_y_std"], fmt="o", capsize=3)
         ax.annotate(r["spec"], (r["trainable"], r["psnr_y"]), textcoords="offset points",
@@ -148,8 +150,7 @@ def _plot_params(path: Path, report: dict) -> None:
 
 
 def _plot_curves(path: Path, report: dict, outcomes: list[RunOutcome]) -> None:
-    plt = _figure()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _axes()
     for r in report["runs"]:
         curves = [o.curve for o in outcomes if o.spec == r["spec"] and o.curve]
         if not curves:
@@ -169,8 +170,5 @@ def _plot_curves(path: Path, report: dict, outcomes: list[RunOutcome]) -> None:
 
 
 def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
     with atomic_output(path, force=True) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
