@@ -14,9 +14,9 @@ larger folder is drawn more often); with a WEIGHT on any source, a sample first 
 with probability WEIGHT / total (1 where none is given), then an image of it uniformly.
 
 Images are read with adaptsr.core.images.read_image (png, jpg, webp, bmp, tif; 8/16-bit; gray
-replicated to RGB, alpha dropped). Folders are scanned once from the file headers: corrupt files,
-images smaller than the crop and LR/HR sizes that disagree with the scale are found before
-training starts.
+replicated to RGB, alpha dropped; upright: EXIF orientation applied). Folders are scanned once
+from the file headers: corrupt files, images smaller than the crop and LR/HR sizes that disagree
+with the scale are found before training starts.
 
 The data order is a pure function of (seed, iteration): sample k of the run is item
 perm_e[k mod N] of epoch e = k div N, with its own crop/augmentation seed. Resuming at iteration
@@ -36,7 +36,7 @@ import torch
 from adaptsr.adapt import layouts
 from adaptsr.adapt.degradations import Degrader
 from adaptsr.core.errors import UserError
-from adaptsr.core.images import check_pixels, read_image
+from adaptsr.core.images import check_header, check_pixels, probe, read_image
 
 
 def derive_seed(*parts: int) -> int:
@@ -128,16 +128,23 @@ class Scan:
 
 
 def header_size(path: Path) -> tuple[int, int] | None:
-    """(height, width) from the header (PIL, no pixel decode); a full decode when PIL cannot
-    parse the format (e.g. 48-bit TIFF); None when the file is unreadable."""
+    """(height, width) as read_image returns it (EXIF orientation applied), from the header (PIL
+    checks the structure without decoding pixels); a full decode when PIL cannot parse the
+    format (e.g. 48-bit TIFF); None when the file is unreadable, above the pixel limit, has
+    several frames or floating-point samples."""
     from PIL import Image as PILImage
 
+    header = probe(path)
+    try:
+        check_header(path, header)
+    except UserError:
+        return None
     try:
         with PILImage.open(path) as im:
             w, h = im.size
             check_pixels(path, h, w)  # above the pixel limit: refused like an unreadable file
             im.verify()  # checks chunk CRCs (PNG) and structure without decoding pixels
-        return h, w
+        return header.upright_size if header is not None else (h, w)
     except Exception:
         pass
     try:
@@ -189,7 +196,8 @@ def scan(
             lr_size = header_size(lr) if lr is not None else None
             if hr_size is None or (lr is not None and lr_size is None):
                 bad = hr if hr_size is None else lr
-                if strict:
+                if strict:  # several frames, floating point, too many pixels: said so
+                    check_header(bad, probe(bad))
                     raise UserError(f"cannot read image {bad}: corrupt or not an image")
                 out.corrupt.append(bad)
                 continue

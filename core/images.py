@@ -2,13 +2,14 @@
 
 Images travel as float32 arrays in [0, 1], height x width x channels, RGB order. Alpha is kept
 apart (the model sees RGB; alpha is upscaled separately and recombined), and the bit depth is
-remembered so that a 16-bit PNG comes out as 16-bit.
+remembered so that a 16-bit PNG comes out as 16-bit. Images are read upright (EXIF orientation
+applied) and written without an orientation tag, so viewers show an output as its input.
+Multi-frame files and floating-point samples are refused (check_header), never cut down.
 """
 
 from __future__ import annotations
 
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,12 @@ import numpy as np
 
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import atomic_output, check_readable
+from adaptsr.core.image_headers import (
+    Header,
+    image_header,  # noqa: F401  (callers read it here too)
+    probe,
+    upright_size,
+)
 from adaptsr.core.image_suffixes import IMAGE_SUFFIXES, is_image_file  # callers read them here too
 
 # Images above this many pixels are refused before decoding (a 69-byte PNG may declare
@@ -44,6 +51,8 @@ def _cv2():
     os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(2**40))
     import cv2
 
+    # its log lines ("[ERROR:0@0.1] ... can't read header") would precede our one-line error
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     return cv2
 
 
@@ -74,108 +83,6 @@ def check_pixels(path: str | os.PathLike, height: int, width: int) -> None:
         )
 
 
-def _png_size(head: bytes) -> tuple[int, int] | None:
-    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and len(head) >= 24:
-        w, h = struct.unpack(">II", head[16:24])
-        return h, w
-    return None
-
-
-def _jpeg_size(f) -> tuple[int, int] | None:
-    f.seek(2)
-    while True:
-        if f.read(1) != b"\xff":
-            return None
-        byte = f.read(1)
-        while byte == b"\xff":  # fill bytes before a marker
-            byte = f.read(1)
-        if not byte:
-            return None
-        marker = byte[0]
-        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
-            continue
-        length = f.read(2)
-        if len(length) < 2:
-            return None
-        (n,) = struct.unpack(">H", length)
-        # start of frame: baseline, progressive, lossless... (not DHT C4, JPG C8, DAC CC)
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            body = f.read(5)
-            if len(body) < 5:
-                return None
-            h, w = struct.unpack(">HH", body[1:5])
-            return h, w
-        if marker == 0xD9 or n < 2:
-            return None
-        f.seek(n - 2, 1)
-
-
-def _webp_size(head: bytes) -> tuple[int, int] | None:
-    if head[:4] != b"RIFF" or head[8:12] != b"WEBP" or len(head) < 30:
-        return None
-    kind = head[12:16]
-    if kind == b"VP8X":
-        w = 1 + int.from_bytes(head[24:27], "little")
-        h = 1 + int.from_bytes(head[27:30], "little")
-        return h, w
-    if kind == b"VP8L" and head[20] == 0x2F:
-        bits = int.from_bytes(head[21:25], "little")
-        return 1 + ((bits >> 14) & 0x3FFF), 1 + (bits & 0x3FFF)
-    if kind == b"VP8 ":
-        w, h = struct.unpack("<HH", head[26:30])
-        return h & 0x3FFF, w & 0x3FFF
-    return None
-
-
-def _bmp_size(head: bytes) -> tuple[int, int] | None:
-    if head[:2] != b"BM" or len(head) < 26:
-        return None
-    (info,) = struct.unpack("<I", head[14:18])
-    if info == 12:  # OS/2 BITMAPCOREHEADER
-        w, h = struct.unpack("<HH", head[18:22])
-        return h, w
-    w, h = struct.unpack("<ii", head[18:26])
-    return abs(h), abs(w)
-
-
-def _tiff_size(f, head: bytes) -> tuple[int, int] | None:
-    order = {b"II": "<", b"MM": ">"}.get(head[:2])
-    if order is None or struct.unpack(order + "H", head[2:4])[0] != 42:
-        return None
-    (offset,) = struct.unpack(order + "I", head[4:8])
-    f.seek(offset)
-    count = f.read(2)
-    if len(count) < 2:
-        return None
-    size: dict[int, int] = {}
-    for _ in range(min(struct.unpack(order + "H", count)[0], 4096)):
-        entry = f.read(12)
-        if len(entry) < 12:
-            return None
-        tag, kind = struct.unpack(order + "HH", entry[:4])
-        if tag in (256, 257):  # ImageWidth, ImageLength: SHORT or LONG
-            fmt = "H" if kind == 3 else "I"
-            size[tag] = struct.unpack(order + fmt, entry[8 : 8 + struct.calcsize(fmt)])[0]
-    if 256 in size and 257 in size:
-        return size[257], size[256]
-    return None
-
-
-def image_header(path: str | os.PathLike) -> tuple[int, int] | None:
-    """(height, width) as the file's header declares them, without decoding a pixel: PNG, JPEG,
-    WebP, BMP and TIFF. None when the header is not one of these or is cut short."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(32)
-            if head[:2] == b"\xff\xd8":
-                return _jpeg_size(f)
-            if head[:2] in (b"II", b"MM"):
-                return _tiff_size(f, head)
-    except (OSError, struct.error):
-        return None
-    return _png_size(head) or _webp_size(head) or _bmp_size(head)
-
-
 def list_images(folder: str | os.PathLike) -> list[Path]:
     """Image files directly inside `folder`, sorted by name."""
     folder = Path(folder)
@@ -186,32 +93,77 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
 
 
-def read_image(path: str | os.PathLike) -> Image:
-    """Read an 8- or 16-bit image (png, jpg, webp, bmp, tif), grayscale or with alpha."""
+def check_header(path: str | os.PathLike, header: Header | None) -> None:
+    """Refuse, before decoding, what the header alone shows adaptsr cannot read faithfully:
+    more pixels than the limit, several frames (all but the first would be lost), floating-point
+    samples (HDR values outside [0, 1] would be clipped and the file come back as 16-bit)."""
+    if header is None:  # not a format we parse: the decoder decides, check_pixels follows
+        return
+    check_pixels(path, header.height, header.width)
+    if header.frames > 1:
+        raise UserError(
+            f"cannot read image {path}: it has {header.frames} frames; adaptsr reads single "
+            "images (save the frame you want as an image of its own)"
+        )
+    if header.float_samples:
+        raise float_samples_error(path)
+
+
+def float_samples_error(path: str | os.PathLike) -> UserError:
+    return UserError(
+        f"cannot read image {path}: it holds floating-point samples (HDR); adaptsr reads 8- and "
+        "16-bit images and writes them back at the same depth (convert it to 16 bits first)"
+    )
+
+
+def apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
+    """`array` (H, W[, C]) turned upright by its EXIF orientation (1..8), as viewers show it."""
+    turns = {
+        2: lambda a: a[:, ::-1],  # mirrored left-right
+        3: lambda a: a[::-1, ::-1],  # upside down
+        4: lambda a: a[::-1],  # mirrored top-bottom
+        5: lambda a: a.swapaxes(0, 1),  # transposed
+        6: lambda a: np.rot90(a, -1),  # stored a quarter turn anticlockwise: turn it clockwise
+        7: lambda a: np.rot90(a.swapaxes(0, 1), 2),  # transposed across the other diagonal
+        8: lambda a: np.rot90(a, 1),
+    }
+    turn = turns.get(orientation)
+    return array if turn is None else np.ascontiguousarray(turn(array))
+
+
+def _decode(path: Path, data: np.ndarray) -> np.ndarray:
+    """OpenCV's decode of the file's bytes, its pixels as stored (BGR, any depth)."""
     cv2 = _cv2()
-    path = check_readable(path, "image")  # missing, a folder, a pipe: one line each
-    size = image_header(path)
-    if size is not None:  # refused before decoding: the header alone may ask for gigabytes
-        check_pixels(path, *size)
-    try:
-        data = np.fromfile(path, dtype=np.uint8)  # imdecode: any path encoding works
-    except OSError as e:
-        raise UserError(f"cannot read image {path}: {e.strerror or e}") from e
     try:
         raw = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     except cv2.error as e:  # the decoder's own refusals (sizes, damaged streams)
         text = str(e).strip().splitlines()[-1] if str(e).strip() else "decoder error"
         raise UserError(f"cannot read image {path}: corrupt or not an image ({text})") from e
-    if raw is not None and raw.ndim >= 2:
-        check_pixels(path, raw.shape[0], raw.shape[1])  # formats whose header we do not parse
-    if raw is None:
+    if raw is None or raw.ndim < 2:
         raise UserError(f"cannot read image {path}: corrupt or not an image")
+    check_pixels(path, raw.shape[0], raw.shape[1])  # formats whose header we do not parse
+    return raw
+
+
+def read_image(path: str | os.PathLike) -> Image:
+    """Read an 8- or 16-bit image (png, jpg, webp, bmp, tif), grayscale or with alpha, upright
+    (its EXIF orientation applied)."""
+    path = check_readable(path, "image")  # missing, a folder, a pipe: one line each
+    header = probe(path)
+    check_header(path, header)  # before reading: the header alone may ask for gigabytes
+    try:
+        data = np.fromfile(path, dtype=np.uint8)  # imdecode: any path encoding works
+    except OSError as e:
+        raise UserError(f"cannot read image {path}: {e.strerror or e}") from e
+    raw = _decode(path, data)
+    if header is not None and header.kind != "tiff":  # OpenCV turns TIFFs itself
+        raw = apply_orientation(raw, header.orientation)
     if raw.dtype == np.uint8:
         bit_depth, scale = 8, 255.0
     elif raw.dtype == np.uint16:
         bit_depth, scale = 16, 65535.0
-    elif raw.dtype == np.float32:
-        bit_depth, scale = 16, 1.0
+    elif raw.dtype.kind == "f":  # a float format whose header we do not parse
+        raise float_samples_error(path)
     else:
         raise UserError(f"cannot read image {path}: unsupported pixel type {raw.dtype}")
     img = raw.astype(np.float32) / scale
@@ -243,6 +195,31 @@ def file_layout(image: Image, suffix: str) -> tuple[int, bool, bool]:
     bit_depth = image.bit_depth if suffix in (".png", ".tif", ".tiff") else 8
     with_alpha = image.alpha is not None and suffix in (".png", ".webp", ".tif", ".tiff")
     return bit_depth, with_alpha, image.gray and not with_alpha
+
+
+# The largest side each format can hold (libjpeg: JPEG_MAX_DIMENSION; WebP: 14-bit sides)
+MAX_SIDE = {".jpg": 65500, ".jpeg": 65500, ".webp": 16383}
+
+
+def check_output_size(path: str | os.PathLike, height: int, width: int) -> None:
+    """Refuse, before the work, an output the format of `path` (or a bare suffix) cannot hold:
+    the encoder would fail only after the whole upscale ran."""
+    suffix = Path(path).suffix.lower() or str(path).lower()
+    limit = MAX_SIDE.get(suffix)
+    if limit is not None and max(height, width) > limit:
+        raise UserError(
+            f"cannot write {path}: its {width}x{height} pixels exceed what {suffix} holds "
+            f"({limit} px a side); write .png or .tif instead"
+        )
+
+
+def check_output_sizes(jobs, scale: int) -> None:
+    """check_output_size for each (input file, output file) of a run, from the input's
+    upright size in its header times `scale` (files whose header is not parsed pass)."""
+    for src, dst in jobs:
+        size = upright_size(src)
+        if size is not None:
+            check_output_size(dst, size[0] * scale, size[1] * scale)
 
 
 def file_pixels(rgb: np.ndarray, alpha: np.ndarray | None, bit_depth: int, gray: bool):

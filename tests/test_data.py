@@ -220,3 +220,32 @@ def test_validation_images_must_fit_the_ssim_window(tmp_path):
         data.validation_entries(folder, scale=4, strict=False)
     _write_hr(tmp_path / "val2", n=2, size=20)
     assert len(data.validation_entries(tmp_path / "val2", scale=4, strict=False)) == 2
+
+
+def test_scan_sizes_are_upright_and_animations_are_unreadable(tmp_path):
+    """A portrait JPEG stored landscape (EXIF Orientation 6) is scanned at the size it is read,
+    so crops stay inside it; an animated PNG is skipped, and named with --strict."""
+    import io
+
+    from PIL import Image as PILImage
+
+    folder = tmp_path / "hr"
+    folder.mkdir()
+    exif = PILImage.Exif()
+    exif[0x0112] = 6
+    PILImage.fromarray(_texture(32, 64, 3)).save(folder / "phone.jpg", exif=exif, quality=95)
+    found = data.scan([folder], scale=4, patch=32)
+    assert (
+        [e.hr_size for e in found.entries] == [(64, 32)] == [read_image(folder / "phone.jpg").size]
+    )
+    crop = data.CropDataset(found.entries, patch=32, scale=4, flips=False)[(0, 7)]["hr"]
+    assert crop.shape == (3, 32, 32)
+
+    frames = [PILImage.fromarray(_texture(48, 48, i)) for i in range(2)]
+    moving = io.BytesIO()
+    frames[0].save(moving, "PNG", save_all=True, append_images=frames[1:])
+    (folder / "moving.png").write_bytes(moving.getvalue())
+    found = data.scan([folder], scale=4, patch=32)
+    assert [p.name for p in found.corrupt] == ["moving.png"] and len(found.entries) == 1
+    with pytest.raises(UserError, match="moving.png: it has 2 frames"):
+        data.scan([folder], scale=4, patch=32, strict=True)
