@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
+import threading
 import warnings
 
 import click
@@ -103,9 +105,6 @@ _NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
 def main(argv: list[str] | None = None) -> None:
-    import signal
-    import threading
-
     stderr = sys.stderr
     sys.stderr = _Stderr(stderr)
     main_thread = threading.current_thread() is threading.main_thread()

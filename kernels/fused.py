@@ -22,11 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from adaptsr.core.lazy import lazy_import
 
-def _triton():
-    from adaptsr.kernels import triton_lora
-
-    return triton_lora
+triton_lora = lazy_import("adaptsr.kernels.triton_lora")  # imports triton: when a kernel runs
 
 
 def _new_like_weight(weight: Tensor) -> Tensor:
@@ -40,7 +38,7 @@ def _new_like_weight(weight: Tensor) -> Tensor:
 @torch.library.custom_op("adaptsr::lora_merge", mutates_args=())
 def lora_merge(weight: Tensor, lora_a: Tensor, lora_b: Tensor, scale: Tensor) -> Tensor:
     """W + B diag(scale) A per kernel tap (scale: (r,) fp32); a new contiguous tensor."""
-    return _triton().merge(weight, lora_a, lora_b, scale)
+    return triton_lora.merge(weight, lora_a, lora_b, scale)
 
 
 @lora_merge.register_fake
@@ -53,7 +51,7 @@ def lora_grads(
     x: Tensor, dy: Tensor, lora_a: Tensor, lora_b: Tensor, scale: Tensor, kernel_size: int
 ) -> tuple[Tensor, Tensor]:
     """(dA, dB) of the s-scaled LoRA branch from x and dL/dy (see `triton_lora.lora_grads`)."""
-    return _triton().lora_grads(x, dy, lora_a, lora_b, scale, kernel_size)
+    return triton_lora.lora_grads(x, dy, lora_a, lora_b, scale, kernel_size)
 
 
 @lora_grads.register_fake
@@ -75,7 +73,7 @@ def lora_linear_op(
     scale: Tensor,
 ) -> tuple[Tensor, Tensor]:
     """(y, W'): y = x W'^T + b with W' = W + B diag(scale) A."""
-    merged = _triton().merge(weight, lora_a, lora_b, scale)
+    merged = triton_lora.merge(weight, lora_a, lora_b, scale)
     return F.linear(x, merged, bias), merged
 
 
@@ -95,7 +93,7 @@ def lora_conv2d_op(
     scale: Tensor,
 ) -> tuple[Tensor, Tensor]:
     """(y, W'): y = W' * x + b, stride 1, padding k // 2, with W' = W + B diag(scale) A."""
-    merged = _triton().merge(weight, lora_a, lora_b, scale)
+    merged = triton_lora.merge(weight, lora_a, lora_b, scale)
     return F.conv2d(x, merged, bias, 1, weight.shape[-1] // 2), merged
 
 
