@@ -209,7 +209,7 @@ def check_output_size(path: str | os.PathLike, height: int, width: int) -> None:
     if limit is not None and max(height, width) > limit:
         raise UserError(
             f"cannot write {path}: its {width}x{height} pixels exceed what {suffix} holds "
-            f"({limit} px a side); write .png or .tif instead"
+            f"({limit} px a side; .png and .tif hold it)"
         )
 
 

@@ -25,6 +25,7 @@ from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import atomic_output, check_writable
 from adaptsr.core.images import (
     Image,
+    check_output_sizes,
     encode_pixels,
     file_layout,
     file_pixels,
@@ -212,6 +213,7 @@ def plan_upscale(
     tiles = choose_tile(backend.rule, tile, overlap)
     check_batch(batch)
     jobs = list(zip(files, outs, strict=True))
+    check_output_sizes(jobs, backend.scale)  # a JPEG or WebP too large for its format
     return UpscalePlan(backend, jobs, out_dir, tiles, batch, force)
 
 

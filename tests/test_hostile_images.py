@@ -164,3 +164,19 @@ def test_written_images_carry_no_orientation(tmp_path):
     for suffix in (".png", ".jpg", ".webp", ".tif"):
         out = write_image(image, tmp_path / f"out{suffix}")
         assert probe(out).orientation == 1 and read_image(out).size == (36, 20), suffix
+
+
+def test_upscale_refuses_a_too_large_webp_before_any_work(tmp_path, run_cli):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    wide = np.zeros((10, 9000, 3), np.uint8)
+    cv2.imwrite(str(folder / "wide.webp"), wide, [cv2.IMWRITE_WEBP_QUALITY, 101])
+    cv2.imwrite(str(folder / "small.png"), wide[:, :20])
+    onnx = tmp_path / "nearest.onnx"
+    nearest_x2_onnx(onnx)
+    out = tmp_path / "out"
+    code, _, err = run_cli("upscale", folder, "--out", out, "--onnx", onnx, "--provider", "cpu")
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "wide.webp: its 18000x20 pixels exceed" in lines[0], err
+    assert not out.exists() or not list(out.iterdir())  # nothing upscaled first
