@@ -1,6 +1,14 @@
+"""Fixtures shared by the test files; stand-ins for TensorRT and the CUDA runtime, and small
+files made the way adaptsr makes them, are in tests/fakes/ (importable as `fakes`: pytest puts
+this folder on sys.path)."""
+
 import os
+import sys
 
 import pytest
+from fakes.tensorrt import GPU, FakeTensorRT
+
+from adaptsr.export import tensorrt as trt_export
 
 # Small thread counts keep the suite predictable on 2-core CI machines.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -15,6 +23,39 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def tiny_edsr():
+    """Make a tiny EDSR x2 as a loaded model: `tiny_edsr(seed=0, **overrides)`, by default the
+    architecture's small configuration (2 blocks of 16 features, receptive field ~8 input
+    pixels), its weights from `seed` without touching torch's global RNG."""
+    import torch
+
+    from adaptsr.adapt.archs import build_small
+    from adaptsr.adapt.models import model_from_state_dict
+
+    def make(seed=0, **overrides):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = build_small("EDSR", **overrides)
+        return model_from_state_dict(net.state_dict(), name="tiny-edsr-x2")
+
+    return make
+
+
+@pytest.fixture
+def fake_trt(monkeypatch):
+    """Install a FakeTensorRT (and a fake GPU) for the duration of a test: `fake_trt(**kwargs)`
+    returns the fake, whose `calls` record what TensorRT was asked."""
+
+    def install(**kwargs):
+        fake = FakeTensorRT(**kwargs)
+        monkeypatch.setitem(sys.modules, "tensorrt", fake)
+        monkeypatch.setattr(trt_export, "gpu_info", lambda: dict(GPU))
+        return fake
+
+    return install
 
 
 @pytest.fixture

@@ -19,6 +19,8 @@ from adaptsr.core.images import synthetic_image
 from adaptsr.export import parity
 from adaptsr.export.onnx import PARITY_TOL, export_onnx, load_merged, plan, report_path
 from adaptsr.export.rewrites import export_rewrites, reference_forward, shifted_window_mask
+from adaptsr.export.tensorrt import profile_shapes, read_onnx_input
+from adaptsr.export.trt_verify import photo_batch
 
 # What these tests need beyond each profile's small configuration (adapt/archs/): windows of 8
 # and two blocks (a shifted window) for the rewrites' masks, more width or depth elsewhere.
@@ -309,3 +311,18 @@ def test_export_error_names_the_cause_the_exporter_quotes():
     )
     plain = _export_error("X", ExportSpec(example=(16, 16)), ValueError("first\nsecond"))
     assert plain == "cannot export X to ONNX: ValueError: first"
+
+
+@pytest.mark.slow
+def test_dynamic_batch_export_runs_tiles_batched(tmp_path):
+    path = tmp_path / "edsr.onnx"
+    report = export_onnx(small("EDSR", 1), path, tile=(16, 16), dynamic_batch=True)
+    assert read_onnx_input(path).dims[0] == "batch" and report.spec.dynamic_batch
+    assert {c.batch for c in report.parity.checks} == {2}  # traced and checked at 2
+    sess = parity.session(path)
+    x = photo_batch((3, 3, 16, 16))
+    batched = parity.run(sess, x)
+    one_by_one = np.concatenate([parity.run(sess, x[i : i + 1]) for i in range(3)])
+    assert batched.shape == (3, 3, 32, 32)
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+    assert profile_shapes(read_onnx_input(path), batch=(1, 4, 8)).max == (8, 3, 16, 16)
