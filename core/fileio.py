@@ -31,18 +31,52 @@ def check_readable(path: str | os.PathLike, what: str) -> Path:
 
 
 def check_writable(path: str | os.PathLike, force: bool = False) -> Path:
-    """Fail early, before any work, if `path` exists (without force) or its folder is unusable."""
+    """Fail early, before any work, if `path` exists (without force), is a symbolic link that
+    leads nowhere, or its folder is unusable (see check_output_folder)."""
     path = Path(path)
+    link = _dead_link(path)
+    if link:
+        raise UserError(f"cannot write {path}: it is {link}")
     if path.exists() and not force:
         raise UserError(f"{path} already exists (use --force to overwrite)")
     if path.is_dir():
         raise UserError(f"{path} is a directory, expected a file path")
-    parent = path.parent if str(path.parent) else Path(".")
-    if parent.exists() and not parent.is_dir():
-        raise UserError(f"cannot write {path}: {parent} is not a directory")
-    if parent.exists() and not os.access(parent, os.W_OK):
-        raise UserError(f"cannot write {path}: {parent} is not writable")
+    check_output_folder(path.parent if str(path.parent) else Path("."), f"cannot write {path}")
     return path
+
+
+def check_output_folder(folder: str | os.PathLike, what: str | None = None) -> Path:
+    """Refuse, before any work, an output folder that is (or lies under) a symbolic link loop,
+    a broken link or a regular file, or that exists without write permission. A folder that
+    does not exist yet is fine: it is created on the first write."""
+    folder = Path(folder)
+    what = what or f"cannot write into {folder}"
+    for place in (folder, *folder.parents):  # nearest first, up to the first existing folder
+        link = _dead_link(place)
+        if link:
+            raise UserError(f"{what}: {place} is {link}")
+        if place.is_dir():
+            if not os.access(place, os.W_OK):  # where the output or its folders go
+                raise UserError(f"{what}: {place} is not writable")
+            return folder
+        if place.exists():
+            raise UserError(f"{what}: {place} is not a directory")
+    return folder
+
+
+def _dead_link(path: Path) -> str | None:
+    """What is wrong with `path` as a symbolic link: a loop, or a link to nothing; None when
+    it is no link or leads somewhere."""
+    if not path.is_symlink():
+        return None
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            return f"a broken symbolic link (to {os.readlink(path)}, which does not exist)"
+    return None
 
 
 # A file being written is `.NAME.partial-PID-RANDOM.SUFFIX` beside its target NAME: recognisable,
@@ -72,6 +106,12 @@ def partial_file(path: Path) -> Path:
     return Path(tmp)
 
 
+def partial_folder(path: Path) -> Path:
+    """A new, empty scratch folder beside `path` for the work that makes it (named like a
+    partial file, so the next write of `path` removes one a killed process left)."""
+    return Path(tempfile.mkdtemp(prefix=f"{_partial_prefix(path)}{os.getpid()}-", dir=path.parent))
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
@@ -85,7 +125,8 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_partials(path: Path) -> list[Path]:
-    """Remove the temporary files of earlier writes of `path` whose process has died."""
+    """Remove the temporary files (and partial_folder folders) of earlier writes of `path`
+    whose process has died."""
     removed = []
     prefix = _partial_prefix(path)
     try:
@@ -98,7 +139,10 @@ def remove_stale_partials(path: Path) -> list[Path]:
         if not pid.isdigit() or _alive(int(pid)):
             continue
         with contextlib.suppress(OSError):
-            entry.unlink()
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
             removed.append(entry)
     return removed
 
@@ -252,6 +296,22 @@ def check_not_input(output: str | os.PathLike, inputs, flag: str = "the output")
             )
 
 
+def check_outside_inputs(output: str | os.PathLike, folders, flag: str = "the output") -> None:
+    """The one rule for outputs among inputs: refuse, whatever --force says, an output (a file
+    or a folder) that is an input folder or lies anywhere inside one. Written there it could
+    replace an input, or be read back as one by the next run (a heatmap or a comparison image
+    among the training images). `folders` may hold files and None entries: only folders count.
+    """
+    out = Path(output)
+    for item in _flat(folders):
+        src = Path(item)
+        if src.is_dir() and (_same(out, src) or _inside(out, src)):
+            raise UserError(
+                f"{flag} {out} is inside the input folder {src}: outputs go outside the inputs "
+                "(choose another path; --force never writes among inputs)"
+            )
+
+
 def _inside(path: Path, folder: Path) -> bool:
     try:
         return path.resolve().is_relative_to(folder.resolve())
@@ -357,7 +417,7 @@ def lock_folder(folder: str | os.PathLike, what: str = "run") -> Iterator[Path]:
     forked children included: they do not inherit it (`_drop_inherited_locks`)."""
     import fcntl
 
-    folder = Path(folder)
+    folder = check_output_folder(folder, f"cannot use {folder}")
     path = folder / LOCK_NAME
     try:
         folder.mkdir(parents=True, exist_ok=True)

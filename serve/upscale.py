@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from adaptsr.core.errors import UserError
-from adaptsr.core.fileio import atomic_output, check_writable
+from adaptsr.core.fileio import atomic_output, check_output_folder, check_writable
 from adaptsr.core.images import (
     Image,
     check_output_sizes,
@@ -209,6 +209,7 @@ def plan_upscale(
     files = collect_inputs(inputs)
     out_dir = Path(out_dir)
     outs = output_paths(files, out_dir)
+    check_output_folder(out_dir, f"--out {out_dir}")  # a link loop, a broken link, under a file
     backend = open_backend()
     tiles = choose_tile(backend.rule, tile, overlap)
     check_batch(batch)

@@ -45,7 +45,13 @@ from adaptsr.adapt.train.model import (
 )
 from adaptsr.adapt.train.state import TrainState, new_run_id, read_run_id, seed_all
 from adaptsr.core.errors import UserError
-from adaptsr.core.fileio import FolderStart, atomic_output, leave_as_found, lock_folder
+from adaptsr.core.fileio import (
+    FolderStart,
+    atomic_output,
+    check_outside_inputs,
+    leave_as_found,
+    lock_folder,
+)
 
 
 @dataclass
@@ -97,6 +103,8 @@ def train(
     """
     cfg = config.resolved()
     run_dir = Path(run_dir)
+    folders = [data.parse_source(s).path for s in cfg.data] + [cfg.lr_dir, cfg.hr_dir, cfg.val]
+    check_outside_inputs(run_dir, folders, "--out")  # its files would be read as training data
     d = dist_from_env()
     device = resolve_device(cfg.device, d)
     own_group = d.world > 1 and not dist.is_initialized()
