@@ -1,6 +1,6 @@
-"""Fixtures shared by the test files; stand-ins for TensorRT and the CUDA runtime, and small
-files made the way adaptsr makes them, are in tests/fakes/ (importable as `fakes`: pytest puts
-this folder on sys.path)."""
+"""Fixtures shared by the test files. Stand-ins for TensorRT and the CUDA runtime, tiny models
+and small files made the way adaptsr makes them are in tests/fakes/ (importable as `fakes`:
+pytest puts this folder on sys.path)."""
 
 import os
 import sys
@@ -23,25 +23,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="session")
-def tiny_edsr():
-    """Make a tiny EDSR x2 as a loaded model: `tiny_edsr(seed=0, **overrides)`, by default the
-    architecture's small configuration (2 blocks of 16 features, receptive field ~8 input
-    pixels), its weights from `seed` without touching torch's global RNG."""
-    import torch
-
-    from adaptsr.adapt.archs import build_small
-    from adaptsr.adapt.models import model_from_state_dict
-
-    def make(seed=0, **overrides):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net = build_small("EDSR", **overrides)
-        return model_from_state_dict(net.state_dict(), name="tiny-edsr-x2")
-
-    return make
 
 
 @pytest.fixture

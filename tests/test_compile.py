@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 import os
 
-import cv2
 import numpy as np
 import pytest
 import torch
+from fakes.images import write_textured_pngs
+from fakes.models import save_tiny_safmn
 
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernels first load (see test_kernels)
 
@@ -85,20 +86,9 @@ def test_fused_ops_compile_with_inductor():
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """A tiny SAFMN x4 checkpoint and 6 textured 48x48 images."""
-    from adaptsr.adapt.archs import build_small
-    from adaptsr.adapt.models import model_from_state_dict, save_model
-
     root = tmp_path_factory.mktemp("compile")
-    torch.manual_seed(0)
-    net = build_small("SAFMN", upscaling_factor=4)
-    model = root / "tiny.safetensors"
-    save_model(model_from_state_dict(net.state_dict()), model)
-    hr = root / "hr"
-    hr.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        small = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
-        cv2.imwrite(str(hr / f"{i:03d}.png"), cv2.resize(small, (48, 48)))
+    model = save_tiny_safmn(root / "tiny.safetensors")
+    hr = write_textured_pngs(root / "hr", 6, np.random.default_rng(0))
     return model, hr
 
 

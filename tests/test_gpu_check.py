@@ -13,12 +13,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))  # benchmarks/ is not installed: it is imported from the tree
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernels first load (test_kernels)
+
+from fakes.models import save_tiny_safmn  # noqa: E402
 
 from benchmarks.gpu_check import (  # noqa: E402
     environment,
@@ -32,14 +33,7 @@ from benchmarks.lora_layers import LayerCase  # noqa: E402
 
 @pytest.fixture(scope="module")
 def tiny_safmn(tmp_path_factory):
-    from adaptsr.adapt.archs import build_small
-    from adaptsr.adapt.models import model_from_state_dict, save_model
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("gpu-check") / "tiny.safetensors"
-    net = build_small("SAFMN", upscaling_factor=4)
-    save_model(model_from_state_dict(net.state_dict()), path)
-    return path
+    return save_tiny_safmn(tmp_path_factory.mktemp("gpu-check") / "tiny.safetensors")
 
 
 @pytest.mark.slow

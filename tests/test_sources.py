@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from fakes.models import save_tiny_safmn
 
 from adaptsr.adapt import data, lr_batches
 from adaptsr.adapt import train as training
@@ -137,15 +138,10 @@ def _losses(run_dir):
 
 @pytest.mark.slow
 def test_mixed_source_run_trains_and_resumes_exactly(sources, tmp_path, monkeypatch, run_cli):
-    from adaptsr.adapt.archs import build_small
-    from adaptsr.adapt.models import model_from_state_dict, save_model
     from adaptsr.adapt.train import state as train_state
 
     hr, drealsr, v2 = sources
-    torch.manual_seed(0)
-    model = tmp_path / "tiny.safetensors"
-    net = build_small("SAFMN", upscaling_factor=4)
-    save_model(model_from_state_dict(net.state_dict()), model)
+    model = save_tiny_safmn(tmp_path / "tiny.safetensors")
     specs = [f"{hr}:2:bicubic", f"{hr}:1", str(drealsr), f"{v2}:1"]
     copies = {}
     write = train_state.write_checkpoint

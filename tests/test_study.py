@@ -1,10 +1,10 @@
 import json
 import statistics
 
-import cv2
 import numpy as np
 import pytest
-import torch
+from fakes.images import write_textured_pngs
+from fakes.models import save_tiny_safmn
 
 from adaptsr.adapt import study
 from adaptsr.core.errors import UserError
@@ -28,20 +28,11 @@ def test_run_specs_parse_and_refuse():
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A tiny SAFMN x4 checkpoint, 6 training and 2 validation textured images."""
-    from adaptsr.adapt.archs import build_small
-    from adaptsr.adapt.models import model_from_state_dict, save_model
-
     root = tmp_path_factory.mktemp("study")
-    torch.manual_seed(0)
-    net = build_small("SAFMN", upscaling_factor=4)
-    model = root / "tiny.safetensors"
-    save_model(model_from_state_dict(net.state_dict()), model)
+    model = save_tiny_safmn(root / "tiny.safetensors")
     rng = np.random.default_rng(0)
     for folder, count in (("train", 6), ("val", 2)):
-        (root / folder).mkdir()
-        for i in range(count):
-            small = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
-            cv2.imwrite(str(root / folder / f"{i:03d}.png"), cv2.resize(small, (48, 48)))
+        write_textured_pngs(root / folder, count, rng)
     return root, model
 
 

@@ -12,6 +12,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from fakes.images import write_textured_pngs
+from fakes.models import save_tiny_safmn
 
 from adaptsr.adapt import train as training
 from adaptsr.adapt.allocation_settings import AllocationSettings
@@ -39,20 +41,9 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A tiny SAFMN x4 checkpoint (5k parameters) and 8 textured 48x48 images."""
-    from adaptsr.adapt.archs import build_small
-    from adaptsr.adapt.models import model_from_state_dict, save_model
-
     root = tmp_path_factory.mktemp("train")
-    torch.manual_seed(0)
-    net = build_small("SAFMN", upscaling_factor=4)
-    model = root / "tiny.safetensors"
-    save_model(model_from_state_dict(net.state_dict()), model)
-    hr = root / "hr"
-    hr.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        small = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
-        cv2.imwrite(str(hr / f"{i:03d}.png"), cv2.resize(small, (48, 48)))
+    model = save_tiny_safmn(root / "tiny.safetensors")
+    hr = write_textured_pngs(root / "hr", 8, np.random.default_rng(0))
     return root, model, hr
 
 

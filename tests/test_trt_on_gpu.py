@@ -5,6 +5,7 @@ import json
 import subprocess
 
 import pytest
+from fakes.models import tiny_edsr
 
 from adaptsr.core.artifacts import engine_info_path
 from adaptsr.export import parity
@@ -33,7 +34,7 @@ needs_gpu = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory, tiny_edsr):
+def exports(tmp_path_factory):
     """Two weight sets of one architecture (what two adapters merged into one base are), each
     exported fp32 and fp16 with dynamic size and batch."""
     tmp = tmp_path_factory.mktemp("trt")
