@@ -2,6 +2,7 @@ import copy
 import json
 import math
 
+import fakes.models
 import numpy as np
 import pytest
 import torch
@@ -72,11 +73,7 @@ def tiny_batches(n=4, b=2, size=6, seed=0):
 
 
 def tiny_edsr():
-    from adaptsr.adapt.edsr import EDSR
-
-    torch.manual_seed(0)
-    net = EDSR(scale=2, n_resblocks=1, n_feats=8)
-    return model_from_state_dict(net.state_dict(), name="tiny-edsr")
+    return fakes.models.tiny_edsr(n_resblocks=1, n_feats=8)  # one block of 8 features
 
 
 def write_png(path, array):

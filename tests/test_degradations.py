@@ -20,13 +20,8 @@ special = pytest.importorskip("scipy.special")
 ndimage = pytest.importorskip("scipy.ndimage")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Many small ops: one thread avoids OpenMP oversubscription on busy 2-core machines.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Many small ops: one thread avoids OpenMP oversubscription on busy 2-core machines.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------- MATLAB imresize

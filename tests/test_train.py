@@ -24,15 +24,9 @@ from adaptsr.adapt.train import state as train_state
 from adaptsr.adapt.train import throughput
 from adaptsr.core.errors import UserError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: tiny convs on a busy 2-core machine run several times faster, and
-    the subprocesses below use the same count, which bit-exact comparisons need."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# One intra-op thread: tiny convs on a busy 2-core machine run several times faster, and the
+# subprocesses below use the same count, which bit-exact comparisons need.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
