@@ -12,6 +12,7 @@ import pytest
 import torch
 from fakes.images import write_textured_pngs
 from fakes.models import save_tiny_safmn
+from fakes.training import tiny_train_config
 
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernels first load (see test_kernels)
 
@@ -94,9 +95,7 @@ def data(tmp_path_factory):
 
 def config(data, **kw):
     model, hr = data
-    base = dict(model=str(model), data=[str(hr)], iters=4, batch=2, patch=32, workers=0)
-    base.update(device="cpu", degradation="bicubic", save_every=0, log_every=1, val_every=0)
-    return training.TrainConfig(**{**base, **kw})
+    return tiny_train_config(model, [str(hr)], **{"iters": 4, "save_every": 0, **kw})
 
 
 def losses(run_dir):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from fakes.models import save_tiny_safmn
+from fakes.training import logged_losses, tiny_train_config
 
 from adaptsr.adapt import data, lr_batches
 from adaptsr.adapt import train as training
@@ -114,28 +115,6 @@ def test_each_source_gets_its_own_degrader_and_pairs_keep_their_lr():
     assert other.state_dict() == state
 
 
-def _config(model, data_specs, **kw):
-    base = dict(
-        model=str(model),
-        data=data_specs,
-        iters=4,
-        batch=4,
-        patch=32,
-        workers=0,
-        device="cpu",
-        degradation="realesrgan",
-        save_every=2,
-        log_every=1,
-        val_every=0,
-    )
-    return training.TrainConfig(**{**base, **kw})
-
-
-def _losses(run_dir):
-    lines = (run_dir / "log.jsonl").read_text().splitlines()
-    return {r["iter"]: r["loss"] for r in map(json.loads, lines) if "loss" in r}
-
-
 @pytest.mark.slow
 def test_mixed_source_run_trains_and_resumes_exactly(sources, tmp_path, monkeypatch, run_cli):
     from adaptsr.adapt.train import state as train_state
@@ -152,7 +131,8 @@ def test_mixed_source_run_trains_and_resumes_exactly(sources, tmp_path, monkeypa
 
     monkeypatch.setattr(train_state, "write_checkpoint", keep_copy)
     a = tmp_path / "a"
-    result = training.train(_config(model, specs), a, progress=False)
+    result = cfg = tiny_train_config(model, specs, iters=4, batch=4, degradation="realesrgan")
+    result = training.train(cfg, a, progress=False)
     monkeypatch.setattr(train_state, "write_checkpoint", write)
     assert result.status == "finished" and (a / "adapter.safetensors").exists()
     logged = [json.loads(x) for x in (a / "log.jsonl").read_text().splitlines()]
@@ -162,7 +142,7 @@ def test_mixed_source_run_trains_and_resumes_exactly(sources, tmp_path, monkeypa
     shutil.copy(a / "config.json", b / "config.json")
     (b / "checkpoint.pt").write_bytes(copies[2])
     training.train(training.resume_config(b, {}), b, resume=True, progress=False)
-    assert _losses(b) == {3: _losses(a)[3], 4: _losses(a)[4]}
+    assert logged_losses(b) == {3: logged_losses(a)[3], 4: logged_losses(a)[4]}
     # the command line takes the same specs
     code, out, err = run_cli(
         "train", "--model", model, "--out", tmp_path / "cli", "--iters", "1", "--batch", "2",

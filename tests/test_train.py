@@ -14,6 +14,7 @@ import pytest
 import torch
 from fakes.images import write_textured_pngs
 from fakes.models import save_tiny_safmn
+from fakes.training import logged_losses, tiny_train_config
 
 from adaptsr.adapt import train as training
 from adaptsr.adapt.allocation_settings import AllocationSettings
@@ -43,30 +44,7 @@ def setup(tmp_path_factory):
 
 def _config(setup, **kw):
     _, model, hr = setup
-    base = dict(
-        model=str(model),
-        data=[str(hr)],
-        iters=6,
-        batch=2,
-        patch=32,
-        workers=0,
-        device="cpu",
-        degradation="bicubic",
-        save_every=2,
-        log_every=1,
-        val_every=0,
-    )
-    allocation = {k: kw.pop(k) for k in list(kw) if k in AllocationSettings.names()}
-    return training.TrainConfig(**{**base, **kw}, allocation=AllocationSettings(**allocation))
-
-
-def _losses(run_dir):
-    out = {}
-    for line in (run_dir / "log.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if "loss" in record:
-            out[record["iter"]] = record["loss"]
-    return out
+    return tiny_train_config(model, [str(hr)], **kw)
 
 
 def test_schedules_follow_the_paper():
@@ -117,7 +95,7 @@ def test_resume_from_a_checkpoint_replays_exactly(setup, tmp_path, monkeypatch):
     shutil.copy(a / "config.json", b / "config.json")
     (b / "checkpoint.pt").write_bytes(copies[2])
     training.train(training.resume_config(b, {}), b, resume=True, progress=False)
-    assert _losses(b) == {3: _losses(a)[3], 4: _losses(a)[4]}
+    assert logged_losses(b) == {3: logged_losses(a)[3], 4: logged_losses(a)[4]}
 
 
 @pytest.mark.slow
@@ -125,7 +103,7 @@ def test_sigint_then_kill9_then_resume_matches_uninterrupted_run(setup, tmp_path
     cfg = _config(setup, iters=24, save_every=3)
     ref = tmp_path / "ref"
     training.train(cfg, ref, progress=False)
-    expected = _losses(ref)
+    expected = logged_losses(ref)
     assert len(expected) == 24
 
     run = tmp_path / "run"
@@ -170,7 +148,7 @@ def test_sigint_then_kill9_then_resume_matches_uninterrupted_run(setup, tmp_path
 
     result = training.train(training.resume_config(run, {}), run, resume=True, progress=False)
     assert result.status == "finished"
-    assert _losses(run) == expected  # bit-identical on the CPU
+    assert logged_losses(run) == expected  # bit-identical on the CPU
 
 
 _FLAGS = ("model", "iters", "batch", "patch", "workers", "device", "degradation", "save_every")
@@ -190,7 +168,7 @@ def test_ddp_two_processes_match_one_process(setup, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     start = json.loads((ddp / "log.jsonl").read_text().splitlines()[0])
     assert start["world"] == 2
-    one, two = _losses(single), _losses(ddp)
+    one, two = logged_losses(single), logged_losses(ddp)
     assert sorted(two) == [1, 2, 3]
     for i in one:
         assert two[i] == pytest.approx(one[i], rel=1e-5, abs=1e-6)
@@ -515,7 +493,7 @@ def test_callbacks_see_every_event_in_order(setup, tmp_path):
     seen = Recorder()
     cfg = _config(setup, iters=3, log_every=2, val_split=1, val_every=2)
     training.train(cfg, tmp_path / "run", progress=False, callbacks=[seen])
-    losses = _losses(tmp_path / "run")
+    losses = logged_losses(tmp_path / "run")
     assert sorted(losses) == [2, 3]
     assert seen.calls == [
         ("start", 0), ("step", 1), ("step", 2), ("log", 2, losses[2]), ("val", 2, True),

@@ -1,0 +1,32 @@
+"""Training runs small enough for the tests: a few CPU iterations on tiny files."""
+
+import json
+
+from adaptsr.adapt import train as training
+from adaptsr.adapt.allocation_settings import AllocationSettings
+
+
+def tiny_train_config(model, data, **changes) -> training.TrainConfig:
+    """Six iterations of batch 2 on 32x32 patches, on the CPU in this process, a checkpoint
+    every 2; `changes` replace fields, allocation settings by their own names."""
+    base = dict(
+        model=str(model),
+        data=data,
+        iters=6,
+        batch=2,
+        patch=32,
+        workers=0,
+        device="cpu",
+        degradation="bicubic",
+        save_every=2,
+        log_every=1,
+        val_every=0,
+    )
+    allocation = {k: changes.pop(k) for k in list(changes) if k in AllocationSettings.names()}
+    return training.TrainConfig(**{**base, **changes}, allocation=AllocationSettings(**allocation))
+
+
+def logged_losses(run_dir) -> dict[int, float]:
+    """Iteration -> loss, from the run's log.jsonl."""
+    lines = (run_dir / "log.jsonl").read_text().splitlines()
+    return {r["iter"]: r["loss"] for r in map(json.loads, lines) if "loss" in r}
