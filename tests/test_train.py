@@ -44,7 +44,7 @@ def setup(tmp_path_factory):
 
 def _config(setup, **kw):
     _, model, hr = setup
-    return tiny_train_config(model, [str(hr)], **kw)
+    return tiny_train_config(model, **{"data": [str(hr)], **kw})
 
 
 def test_schedules_follow_the_paper():
