@@ -1,12 +1,15 @@
+"""Rank allocation (adaptsr.adapt.allocate): the allocators' properties, budgets, image batches
+and `adapt allocate`."""
+
 import copy
 import json
-import math
 
 import fakes.models
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from fakes.models import tiny_batches
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -20,56 +23,10 @@ from adaptsr.adapt.allocate import (
     parse_budget,
 )
 from adaptsr.adapt.lora import Site, lora_sites
-from adaptsr.adapt.models import model_from_state_dict
 from adaptsr.adapt.rankmap import (
-    RANK_MAP_FORMAT,
-    RankAllocation,
-    rank_grid,
     read_rank_map,
-    site_column,
-    site_row,
-    summary_table,
-    write_rank_map,
 )
-from adaptsr.adapt.site_scores import score_sites, spearman
 from adaptsr.core.errors import UserError
-
-
-class Tiny(nn.Module):
-    """A x2 SR net with a conv, a fused-qkv attention and an MLP (every kind of site)."""
-
-    def __init__(self, c=8, scale=2):
-        super().__init__()
-        self.c = c
-        self.head = nn.Conv2d(3, c, 3, padding=1)
-        self.attn = nn.Module()
-        self.attn.qkv = nn.Linear(c, 3 * c)
-        self.attn.proj = nn.Linear(c, c)
-        self.mlp = nn.Module()
-        self.mlp.fc1 = nn.Linear(c, 2 * c)
-        self.mlp.fc2 = nn.Linear(2 * c, c)
-        self.tail = nn.Conv2d(c, 3 * scale * scale, 3, padding=1)
-        self.up = nn.PixelShuffle(scale)
-
-    def forward(self, x):
-        f = self.head(x)
-        t = f.flatten(2).transpose(1, 2)
-        q, k, v = self.attn.qkv(t).chunk(3, dim=-1)
-        a = torch.softmax(q @ k.transpose(1, 2) / self.c**0.5, dim=-1) @ v
-        t = t + self.attn.proj(a)
-        t = t + self.mlp.fc2(F.gelu(self.mlp.fc1(t)))
-        return self.up(self.tail(t.transpose(1, 2).reshape(f.shape)))
-
-
-def tiny_batches(n=4, b=2, size=6, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return [
-        (
-            torch.rand(b, 3, size, size, generator=g),
-            torch.rand(b, 3, 2 * size, 2 * size, generator=g),
-        )
-        for _ in range(n)
-    ]
 
 
 def tiny_edsr():
@@ -90,125 +47,6 @@ def make_images(folder, n=3, size=40, seed=0):
         img = np.kron(base, np.ones((8, 8, 1))) + 0.1 * rng.random((size, size, 3))
         write_png(folder / f"img{i}.png", img)
     return folder
-
-
-# ---------------------------------------------------------------------------------------------
-# scores
-
-
-def manual_grad_norms(model, batches):
-    """Per batch, ||dL/dW|| of every site, in fp64 with plain .backward() on all parameters."""
-    ref = Tiny()
-    ref.load_state_dict(model.state_dict())
-    ref.double()
-    rows = []
-    for lr, hr in batches:
-        ref.zero_grad()
-        F.l1_loss(ref(lr.double()), hr.double()).backward()
-        g_qkv = ref.attn.qkv.weight.grad
-        c = ref.c
-        rows.append(
-            {
-                "head": ref.head.weight.grad.norm().item(),
-                "attn.qkv.q": g_qkv[:c].norm().item(),
-                "attn.qkv.k": g_qkv[c : 2 * c].norm().item(),
-                "attn.qkv.v": g_qkv[2 * c :].norm().item(),
-                "attn.proj": ref.attn.proj.weight.grad.norm().item(),
-                "mlp.fc1": ref.mlp.fc1.weight.grad.norm().item(),
-                "mlp.fc2": ref.mlp.fc2.weight.grad.norm().item(),
-                "tail": ref.tail.weight.grad.norm().item(),
-            }
-        )
-    return rows
-
-
-def test_grad_and_fisher_scores_match_manual_autograd():
-    torch.manual_seed(0)
-    model = Tiny()
-    batches = tiny_batches()
-    rows = manual_grad_norms(model, batches)
-    names = [s.name for s in lora_sites(model)]
-    assert sorted(names) == sorted(rows[0])
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    model.train()
-    grad = score_sites(model, batches, "grad")
-    fisher = score_sites(model, batches, "fisher")
-    size = score_sites(model, batches, "grad", normalise="size")
-    for n in names:
-        expected = sum(r[n] for r in rows) / len(rows)
-        assert grad.scores[n] == pytest.approx(expected, rel=1e-4)
-        assert fisher.scores[n] == pytest.approx(sum(r[n] ** 2 for r in rows) / len(rows), rel=1e-4)
-    sites = {s.name: s for s in lora_sites(model)}
-    assert size.scores["attn.qkv.q"] == pytest.approx(
-        grad.scores["attn.qkv.q"] / math.sqrt(8 * 8), rel=1e-9
-    )
-    assert sites["attn.qkv.q"].base_params == 64
-    # q, k and v really are scored separately
-    assert len({grad.scores[f"attn.qkv.{p}"] for p in "qkv"}) == 3
-    # the model is left as it was: weights, flags, mode, no .grad
-    assert model.training
-    assert all(p.requires_grad and p.grad is None for p in model.parameters())
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
-    # stability: the reported rho is Spearman between even and odd batches
-    even = [sum(r[n] for r in rows[0::2]) / 2 for n in names]
-    odd = [sum(r[n] for r in rows[1::2]) / 2 for n in names]
-    assert grad.rho == pytest.approx(spearman(even, odd))
-
-
-def test_activation_scores_are_input_norms():
-    torch.manual_seed(1)
-    model = Tiny()
-    batches = tiny_batches(n=2, b=3)
-    got = score_sites(model, batches, "activation")
-    rms = score_sites(model, batches, "activation", normalise="size")
-    head = [lr.double().norm().item() / math.sqrt(len(lr)) for lr, _ in batches]
-    assert got.scores["head"] == pytest.approx(sum(head) / 2, rel=1e-6)
-    assert rms.scores["head"] == pytest.approx(
-        sum(lr.double().pow(2).mean().sqrt().item() for lr, _ in batches) / 2, rel=1e-6
-    )
-    # q, k and v share their input
-    assert got.scores["attn.qkv.q"] == got.scores["attn.qkv.k"] == got.scores["attn.qkv.v"]
-    with torch.no_grad():  # fc2's input, computed independently
-        lr = batches[0][0]
-        t = model.head(lr).flatten(2).transpose(1, 2)
-        q, k, v = model.attn.qkv(t).chunk(3, dim=-1)
-        t = t + model.attn.proj(torch.softmax(q @ k.transpose(1, 2) / 8**0.5, -1) @ v)
-        x = F.gelu(model.mlp.fc1(t))
-    assert got.per_batch[0]["mlp.fc2"] == pytest.approx(x.norm().item() / math.sqrt(3), rel=1e-5)
-
-
-def test_random_scores_seeded_and_need_no_data():
-    model = Tiny()
-    a = score_sites(model, None, "random", seed=3)
-    assert a.scores == score_sites(model, None, "random", seed=3).scores
-    assert a.scores != score_sites(model, None, "random", seed=4).scores
-    with pytest.raises(UserError, match="need data"):
-        score_sites(model, None, "grad")
-    with pytest.raises(UserError, match="no batches"):
-        score_sites(model, [], "grad")
-
-
-def test_scores_on_a_real_sr_model_and_shape_mismatch():
-    model = tiny_edsr()
-    res = score_sites(model, tiny_batches(n=2, size=8), "grad")
-    assert set(res.scores) == {s.name for s in lora_sites(model)}
-    assert all(v > 0 for v in res.scores.values())
-    wrong = [(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))]
-    with pytest.raises(UserError, match="does not match"):
-        score_sites(model, wrong, "grad")
-
-
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4)), min_size=2, max_size=12))
-def test_spearman_matches_scipy(pairs):
-    from scipy.stats import spearmanr
-
-    a, b = [float(x) for x, _ in pairs], [float(y) for _, y in pairs]
-    got = spearman(a, b)
-    if len(set(a)) == 1 or len(set(b)) == 1:
-        assert got is None
-    else:
-        assert got == pytest.approx(spearmanr(a, b).statistic, abs=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,113 +190,6 @@ def test_swinir_m_r8_budget_matches_uniform_injection(swinir_m):
     budget, _ = parse_budget("r8", swinir_m)
     injected = adaptsr.inject_lora(copy.deepcopy(swinir_m), 8)
     assert budget == adaptsr.lora_report(injected)["total"]
-
-
-# ---------------------------------------------------------------------------------------------
-# outputs
-
-
-def small_swinir():
-    from spandrel.architectures.SwinIR import SwinIR
-
-    torch.manual_seed(0)
-    net = SwinIR(
-        upscale=2,
-        img_size=16,
-        window_size=4,
-        embed_dim=12,
-        depths=[2, 2],
-        num_heads=[2, 2],
-        mlp_ratio=2.0,
-        upsampler="pixelshuffledirect",
-        img_range=1.0,
-    )
-    return model_from_state_dict(net.state_dict(), name="small-swinir")
-
-
-def test_heatmap_grid_layout():
-    model = small_swinir()
-    sites = lora_sites(model)
-    ranks = {s.name: i % 5 for i, s in enumerate(sites)}
-    rows, cols, cells = rank_grid(sites, ranks)
-    assert cols == ["conv", "q", "k", "v", "o", "fc1", "fc2"]
-    assert "layers.1.residual_group.blocks.1" in rows and "layers.1" in rows
-    assert "conv_first" in rows
-    assert sorted(site for site, _ in cells.values()) == sorted(s.name for s in sites)
-    for (row, col), (name, rank) in cells.items():
-        site = next(s for s in sites if s.name == name)
-        assert row == site_row(site) and col.split("#")[0] == site_column(site)
-        assert rank == ranks[name]
-    q = next(s for s in sites if s.name == "layers.0.residual_group.blocks.1.attn.qkv.q")
-    assert cells[("layers.0.residual_group.blocks.1", "q")][0] == q.name
-    edsr_rows, edsr_cols, _ = rank_grid(lora_sites(tiny_edsr()), {})
-    assert "body.0" in edsr_rows and edsr_cols == ["conv", "conv#2"]
-
-
-def test_rank_map_file_heatmap_and_inject(tmp_path):
-    model = small_swinir()
-    alloc = allocate_ranks(
-        model, None, "r2", score="random", allocator="marginal", r_min=0, settings={"model": "x"}
-    )
-    path, png = write_rank_map(alloc, tmp_path / "ranks.json")
-    assert png == tmp_path / "ranks.png"
-    data = json.loads(path.read_text())
-    assert data["ranks"] == alloc.ranks and data["used_params"] == alloc.used
-    assert data["budget"]["params"] == alloc.budget and data["settings"]["allocator"] == "marginal"
-    assert set(data["scores"]) == set(data["ranks"]) == set(data["sites"])
-    import cv2
-
-    image = cv2.imread(str(png))
-    assert image is not None and image.shape[0] > 100 and image.std() > 10  # a real picture
-    with pytest.raises(UserError, match="already exists"):
-        write_rank_map(alloc, path)
-    adaptsr.inject_lora(model, read_rank_map(path))
-    assert adaptsr.lora_report(model)["total"] == alloc.used
-    text = summary_table(alloc)
-    assert "total:" in text and f"{alloc.used:,}" in text
-
-
-def test_read_rank_map_errors(tmp_path):
-    bad = tmp_path / "bad.json"
-    bad.write_text("{not json")
-    with pytest.raises(UserError, match="cannot read"):
-        read_rank_map(bad)
-    bad.write_text(json.dumps({"ranks": {"a": -1}}))
-    with pytest.raises(UserError, match="whole number"):
-        read_rank_map(bad)
-    bad.write_text(json.dumps({"scores": {}}))
-    with pytest.raises(UserError, match="'ranks'"):
-        read_rank_map(bad)
-
-
-def test_rank_allocation_is_the_one_schema(tmp_path):
-    from dataclasses import replace
-
-    alloc = allocate_ranks(small_swinir(), None, "r2", score="random", settings={"model": "x"})
-    assert RankAllocation.from_dict(alloc.to_dict()) == replace(alloc, warnings=[])
-    path, _ = write_rank_map(alloc, tmp_path / "full.json", heatmap=False)
-    assert RankAllocation.read(path) == replace(alloc, warnings=[])
-    assert not (tmp_path / "full.png").exists()
-    # hand-written: only ranks; every other field is there, empty
-    hand = RankAllocation.from_dict({"ranks": {"a": 2, "b": 0}}, "hand.json")
-    assert hand.adapted == {"a": 2} and hand.sites == [] and hand.budget is None
-    data = hand.to_dict()
-    assert set(data) == set(alloc.to_dict()) and data["format"] == RANK_MAP_FORMAT
-    empty = (data["scores"], data["sites"], data["budget"], data["used_params"], data["source"])
-    assert empty == ({}, {}, None, None, None)
-    assert RankAllocation.from_dict(data) == hand
-    with pytest.raises(UserError, match="without site details has no heatmap"):
-        write_rank_map(hand, tmp_path / "hand.json")
-    for bad, message in [
-        ({"format": "other-1", "ranks": {"a": 1}}, "unknown format 'other-1'"),
-        ({"ranks": {"a": 1}, "scores": {"a": "high"}}, "'scores' has the wrong type"),
-        ({"ranks": {"a": 1}, "budget": {"params": -5}}, "'budget' has the wrong type"),
-        ({"ranks": {"a": 1}, "sites": {"a": {"kind": "conv"}}}, "'sites' has the wrong type"),
-        ({"ranks": {"a": 1.5}}, "rank of a must be a whole number"),
-        ([1, 2], "no rank map under the key 'ranks'"),
-    ]:
-        with pytest.raises(UserError, match=message):
-            RankAllocation.from_dict(bad, "m.json")
 
 
 def test_reduce_sets_the_scores_that_are_allocated():

@@ -2,6 +2,8 @@
 (adapt/archs/), seeded without touching torch's global RNG, loaded the way checkpoints are."""
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from adaptsr.adapt.archs import build_small
 from adaptsr.adapt.models import model_from_state_dict, save_model
@@ -24,3 +26,41 @@ def save_tiny_safmn(path, seed=0):
     net = _seeded("SAFMN", seed, {"upscaling_factor": 4})
     save_model(model_from_state_dict(net.state_dict()), path)
     return path
+
+
+class Tiny(nn.Module):
+    """A x2 SR net with a conv, a fused-qkv attention and an MLP (every kind of site)."""
+
+    def __init__(self, c=8, scale=2):
+        super().__init__()
+        self.c = c
+        self.head = nn.Conv2d(3, c, 3, padding=1)
+        self.attn = nn.Module()
+        self.attn.qkv = nn.Linear(c, 3 * c)
+        self.attn.proj = nn.Linear(c, c)
+        self.mlp = nn.Module()
+        self.mlp.fc1 = nn.Linear(c, 2 * c)
+        self.mlp.fc2 = nn.Linear(2 * c, c)
+        self.tail = nn.Conv2d(c, 3 * scale * scale, 3, padding=1)
+        self.up = nn.PixelShuffle(scale)
+
+    def forward(self, x):
+        f = self.head(x)
+        t = f.flatten(2).transpose(1, 2)
+        q, k, v = self.attn.qkv(t).chunk(3, dim=-1)
+        a = torch.softmax(q @ k.transpose(1, 2) / self.c**0.5, dim=-1) @ v
+        t = t + self.attn.proj(a)
+        t = t + self.mlp.fc2(F.gelu(self.mlp.fc1(t)))
+        return self.up(self.tail(t.transpose(1, 2).reshape(f.shape)))
+
+
+def tiny_batches(n=4, b=2, size=6, seed=0):
+    """`n` seeded (LR, HR) batches of random x2 pairs for Tiny."""
+    g = torch.Generator().manual_seed(seed)
+    return [
+        (
+            torch.rand(b, 3, size, size, generator=g),
+            torch.rand(b, 3, 2 * size, 2 * size, generator=g),
+        )
+        for _ in range(n)
+    ]
