@@ -9,7 +9,8 @@
 
 RUN_DIR holds config.json (the resolved configuration), log.jsonl (one JSON object per line),
 checkpoint.pt (trainable weights, optimizer, scheduler, RNG and degrader states, iteration;
-replaced atomically), rank_map.json for --rank-map and --rank-aware runs, and the outputs:
+replaced atomically), data.json (the training images it started on: --resume refuses changed data
+without --resume-changed-data), rank_map.json for --rank-map and --rank-aware runs, and the outputs:
 adapter.safetensors or model.safetensors, and the best one by validation PSNR as
 adapter-best.safetensors / model-best.safetensors.
 
@@ -21,7 +22,8 @@ global batch with DistributedDataParallel (gloo on CPU, nccl on CUDA); rank 0 wr
 Modules: config (settings, resume rules, run folder), state (TrainState: checkpoints), loop
 (Trainer: setup, step, run), callbacks (log, TensorBoard, progress bar), batches (the loader,
 a worker's error carried whole), model (base model, adapters, rank maps, validation),
-distributed (processes and devices), throughput (the benchmark).
+distributed (processes and devices), throughput (the benchmark), data_record (data.json),
+step_stats (loss and timings of a logging interval).
 """
 
 from adaptsr.adapt.train.callbacks import Callback, Callbacks

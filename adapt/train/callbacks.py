@@ -84,23 +84,28 @@ class JsonlLog(Callback):
     def __init__(self, path: Path):
         self.path = path
 
-    def trim(self, iteration: int) -> None:
+    def trim(self, iteration: int) -> int:
         """Drop lines written after the checkpoint being resumed (and a line cut short by a
-        kill), so the log reads as if the run had never stopped."""
+        kill), so the log reads as if the run had never stopped. Damaged lines (not UTF-8,
+        not JSON, not a record with an iteration) are dropped too; returns how many."""
         if not self.path.exists():
-            return
-        keep = []
-        for line in self.path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except (ValueError, RecursionError):  # a line cut short or damaged: dropped
-                continue
-            step = record.get("iter", 0) if isinstance(record, dict) else None
-            if isinstance(step, (int, float)) and step <= iteration:
-                keep.append(line)
+            return 0
+        try:
+            text = self.path.read_bytes()
+        except OSError as e:
+            raise UserError(f"cannot read {self.path}: {e.strerror or e}") from e
+        *lines, last = text.split(b"\n")  # `last`: empty, or a line cut short by a kill
+        keep, damaged = [], 0
+        for line in lines:
+            step = _iteration(line)
+            if step is None:
+                damaged += 1
+            elif step <= iteration:
+                keep.append(line.decode())
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         tmp.write_text("".join(f"{line}\n" for line in keep))
         os.replace(tmp, self.path)
+        return damaged
 
     def write(self, record: dict) -> None:
         record = {**record, "time": round(time.time(), 3)}
@@ -111,6 +116,16 @@ class JsonlLog(Callback):
             raise UserError(f"cannot write {self.path}: {e.strerror or e}") from e
 
     on_start = on_log = on_validate = on_end = write
+
+
+def _iteration(line: bytes) -> int | float | None:
+    """The iteration of one log line; None for a damaged line."""
+    try:
+        record = json.loads(line.decode())
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    step = record.get("iter", 0) if isinstance(record, dict) else None
+    return step if isinstance(step, (int, float)) and not isinstance(step, bool) else None
 
 
 class TensorBoard(Callback):

@@ -39,6 +39,7 @@ RUN_FILES = (
     "model.safetensors",
     "model-best.safetensors",
     "rank_map.json",
+    "data.json",  # data_record.DATA_RECORD
 )
 # settings a resumed run may change: they do not alter the numbers it computes
 RESUMABLE = ("device", "workers", "save_every", "val_every", "log_every", "kernels", "strict")

@@ -29,7 +29,7 @@ from adaptsr.adapt import data, lr_batches
 from adaptsr.adapt.data import derive_seed
 from adaptsr.adapt.models import model_info
 from adaptsr.adapt.rankmap import write_rank_map
-from adaptsr.adapt.train import graphs
+from adaptsr.adapt.train import data_record, graphs
 from adaptsr.adapt.train.batches import training_batches
 from adaptsr.adapt.train.callbacks import Callback, Callbacks, JsonlLog, ProgressBar, TensorBoard
 from adaptsr.adapt.train.config import TrainConfig, clear_previous_run, prepare_run_dir
@@ -44,6 +44,7 @@ from adaptsr.adapt.train.model import (
     validate,
 )
 from adaptsr.adapt.train.state import TrainState, new_run_id, read_run_id, seed_all
+from adaptsr.adapt.train.step_stats import StepStats
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import (
     FolderStart,
@@ -96,13 +97,17 @@ def train(
     force: bool = False,
     progress: bool = True,
     callbacks: Sequence[Callback] = (),
+    resume_changed_data: bool = False,
 ) -> Result:
-    """Train as configured, writing into run_dir; resume continues from its checkpoint.
+    """Train as configured, writing into run_dir; resume continues from its checkpoint, and
+    refuses training data changed since the run started unless `resume_changed_data`.
 
     `callbacks` are called on the main process after the log, TensorBoard and progress bar.
     """
     cfg = config.resolved()
     run_dir = Path(run_dir)
+    if resume_changed_data and not resume:
+        raise UserError(f"{data_record.ACCEPT_FLAG} goes with --resume")
     folders = [data.parse_source(s).path for s in cfg.data] + [cfg.lr_dir, cfg.hr_dir, cfg.val]
     check_outside_inputs(run_dir, folders, "--out")  # its files would be read as training data
     d = dist_from_env()
@@ -120,6 +125,7 @@ def train(
             if d.world > 1:
                 dist.barrier()
             trainer = Trainer(cfg, run_dir, resume, progress, d, device, callbacks, folder)
+            trainer.accept_changed_data = resume_changed_data
             return trainer.run()
     finally:
         if own_group:
@@ -162,6 +168,7 @@ class Trainer:
         self.ckpt_path = run_dir / "checkpoint.pt"
         self.callbacks = Callbacks([])
         self.last_saved: int | None = None  # the iteration of the last checkpoint written
+        self.accept_changed_data = False  # --resume-changed-data
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -173,6 +180,10 @@ class Trainer:
         self.info = model_info(self.model)
         check_patch(cfg.patch, self.info)
         score_entries = self._scan()
+        self.data_files = data_record.fingerprint(self.found, self.val_entries)
+        self.record_data = not self.resume or data_record.check_resumed_data(
+            self.run_dir, self.data_files, self.accept_changed_data, self.say
+        )
         allocation = training_ranks(
             self.model, cfg, score_entries, self.found.paired, self.run_dir, self.resume, d,
             self.device, self.progress,
@@ -191,7 +202,7 @@ class Trainer:
         self._loader()
         self._start_files(allocation)
         self._callbacks()
-        self.stats = _Stats(self.device, d, self.iteration)
+        self.stats = StepStats(self.device, d, self.iteration)
         return None
 
     def _scan(self) -> list:
@@ -274,7 +285,11 @@ class Trainer:
                 if allocation is not None:
                     write_rank_map(allocation, run_dir / "rank_map.json", force=True, heatmap=False)
                 _write_json(run_dir / "config.json", {**cfg.to_dict(), "run_id": self.state.run_id})
-            self.log.trim(self.iteration)
+            if self.record_data:
+                data_record.write_record(run_dir, self.data_files)
+            damaged = self.log.trim(self.iteration)
+            if damaged:
+                self.say(f"note: {self.log.path}: left out {damaged} damaged line(s)")
             self.folder.keep()
         if allocation is not None and cfg.rank_aware and not self.resume:
             sites = len(allocation.adapted)
@@ -414,76 +429,6 @@ def _non_finite(what: str, it: int, last_saved: int | None, path: Path) -> UserE
     )
 
 
-class _Stats:
-    """Loss and data-path timings over one logging interval.
-
-    The losses stay on the device as they come (and the degradation is timed with CUDA
-    events), so a step never waits for the GPU: they are copied to the host in one transfer
-    when read, at a log interval or before a checkpoint.
-    """
-
-    def __init__(self, device: torch.device, d: Dist, start: int):
-        self.device, self.dist = device, d
-        self.events = device.type == "cuda"
-        self.iteration = start  # of the last loss added
-        self.reset()
-
-    def reset(self):
-        self.pending, self.losses, self.wait, self.degrade, self.degraded = [], [], 0.0, 0.0, 0
-        self.marks = []
-        self.t0 = time.perf_counter()
-
-    def add(self, loss: torch.Tensor, wait: float):
-        self.pending.append(loss)
-        self.wait += wait
-        self.iteration += 1
-
-    @contextlib.contextmanager
-    def degrading(self):
-        """Time one degradation: CUDA events on the GPU, the wall clock elsewhere (the caller
-        adds the number of images degraded to `degraded`)."""
-        if self.events:
-            start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
-            start.record()
-            yield
-            end.record()
-            self.marks.append((start, end))
-        else:
-            t = time.perf_counter()
-            yield
-            self.degrade += time.perf_counter() - t
-
-    def read(self, check) -> None:
-        """Bring the pending losses to the host (the mean over processes under DDP) and give
-        them to `check(losses, first_iteration)`."""
-        if not self.pending:
-            return
-        values = torch.stack(self.pending)
-        if self.dist.world > 1:
-            dist.all_reduce(values)
-            values /= self.dist.world
-        first = self.iteration - len(self.pending) + 1
-        self.pending = []
-        host = values.tolist()  # the one host sync of the interval
-        self.losses += host
-        check(host, first)
-
-    def flush(self, check) -> dict:
-        self.read(check)
-        n = len(self.losses)
-        elapsed = time.perf_counter() - self.t0
-        degrade = self.degrade + sum(s.elapsed_time(e) for s, e in self.marks) / 1000
-        record = {
-            "loss": sum(self.losses) / n,
-            "it_s": n / elapsed if elapsed > 0 else None,
-            "data_wait_s": self.wait / n,
-        }
-        if self.degraded and degrade > 0:
-            record["degrade_per_s"] = self.degraded / degrade
-        self.reset()
-        return record
-
-
 def _write_json(path: Path, values: dict) -> None:
     with atomic_output(path, force=True) as tmp:
         tmp.write_text(json.dumps(values, indent=2) + "\n")
@@ -495,3 +440,6 @@ def _printer(d: Dist, enabled: bool):
             print(text, file=sys.stderr)
 
     return say
+
+
+_Stats = StepStats  # the name tests patch

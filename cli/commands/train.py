@@ -78,11 +78,16 @@ bench_report = lazy_import("adaptsr.adapt.train.bench_report")
 @click.option("--strict/--no-strict", default=None, help="Unreadable or small images: error.")
 @click.option("--flips/--no-flips", default=None, help="Random flips and rotations (default on).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
+@click.option(
+    "--resume-changed-data",
+    is_flag=True,
+    help="With --resume: continue although the training images changed since the run started.",
+)
 @click.option("--force", is_flag=True, help="Start over in a --out that holds a run.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @max_pixels_option
 @click.option("--bench", is_flag=True, help="Measure it/s and peak memory instead of training.")
-def train(out, config_file, resume, force, quiet, bench, **options) -> None:
+def train(out, config_file, resume, resume_changed_data, force, quiet, bench, **options) -> None:
     """Train LoRA adapters (default), fine-tune all weights, or pretrain on bicubic data.
 
     Writes RUN_DIR (--out): config.json, log.jsonl, checkpoint.pt and adapter.safetensors (lora)
@@ -99,7 +104,10 @@ def train(out, config_file, resume, force, quiet, bench, **options) -> None:
         click.echo(f"wrote {report.path}")
         return
     config = training.command_config(given, Path(out), config_file, resume)
-    result = training.train(config, out, resume=resume, force=force, progress=not quiet)
+    result = training.train(
+        config, out, resume=resume, force=force, progress=not quiet,
+        resume_changed_data=resume_changed_data,
+    )  # fmt: skip
     if result.best:
         click.echo(
             f"best validation: {result.best['psnr_y']:.4f} dB PSNR-Y, "
