@@ -16,7 +16,7 @@ from adaptsr.core.lazy import lazy_import
 from adaptsr.export.structure import compare_structure
 from adaptsr.serve.backend_bench import compare_backends
 from adaptsr.serve.backends import Backend
-from adaptsr.serve.timing import Comparison
+from adaptsr.serve.timing import Comparison, latency_line
 
 onnx = lazy_import("onnx")
 trt_inspect = lazy_import("adaptsr.export.trt_inspect")  # TensorRT
@@ -66,8 +66,10 @@ class ABCheck:
         return f"{s.first_difference}: FAIL"
 
     def text(self) -> str:
+        """What was proven (the graph or engine layers) and what was only measured (latency),
+        labelled as serve.timing's rule says."""
         r = self.latency
-        more = f"; about {r.rounds_needed} rounds would decide" if r.rounds_needed else ""
+        proven = self.structure is not None or self.layers is not None
         timed = "timed: GPU compute time (CUDA events around execute_async_v3)\n"
         return (
             (timed if self.kind == "tensorrt" else "")
@@ -75,9 +77,8 @@ class ABCheck:
             f"{r.rounds} alternating rounds\n"
             f"base       {r.base.median_ms:10.2f} ms median  {self.base}\n"
             f"candidate  {r.candidate.median_ms:10.2f} ms median  {self.candidate}\n"
-            f"graph: {self.graph_line()}\n"
-            f"latency: ratio {r.ratio:.4f} (95% CI {r.ci_low:.4f} - {r.ci_high:.4f}), "
-            f"tolerance {r.tolerance:.0%}: {r.verdict}{more}"
+            f"graph, {'proven' if proven else 'not proven'}: {self.graph_line()}\n"
+            f"{latency_line(r)}"
         )
 
 

@@ -14,16 +14,22 @@ import contextlib
 import io
 import json
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
+import onnx
+import onnxscript.optimizer
+import onnxslim
 import torch
 from torch import nn
+from torch.export import Dim
+from tqdm import tqdm
 
+from adaptsr.adapt.adapter_file import AdapterFile
+from adaptsr.adapt.lora import merge_lora
+from adaptsr.adapt.models import load_model
 from adaptsr.core.artifacts import (
     MAX_BATCH,
     MAX_SIDE,
@@ -32,33 +38,36 @@ from adaptsr.core.artifacts import (
     META_SIZE_REQUIREMENTS,
 )
 from adaptsr.core.contracts import (
-    ArithmeticCheck,
     ExportReport,
     ExportShape,
-    Fp16Arithmetic,
-    Fp16Proof,
     LatencyProof,
     Parity,
     ParityCheck,
-    PsnrCheck,
     StructureProof,
     ZeroOverhead,
     record,
 )
 from adaptsr.core.errors import UserError
+from adaptsr.core.fileio import atomic_outputs
 from adaptsr.core.images import synthetic_image
 from adaptsr.core.tiling import round_up
-from adaptsr.export import parity
+from adaptsr.core.version import __version__
+from adaptsr.export import parity, translations
+from adaptsr.export.fp16 import convert_to_fp16
+from adaptsr.export.fp16_proof import fp16_step
+from adaptsr.export.plan import (
+    MIN_OPSET,
+    ExportPlan,
+    check_shape_options,
+    plan_export,
+    report_path,  # noqa: F401  (callers name the report through this module too)
+    scratch_folder,
+)
 from adaptsr.export.rewrites import export_rewrites, reference_forward, size_requirements
+from adaptsr.export.structure import compare_latency, compare_structure
 from adaptsr.serve.timing import MAX_ROUNDS
 
-if TYPE_CHECKING:  # adapt is imported when a merged model is loaded
-    from adaptsr.adapt.adapter_file import AdapterFile
-
-MIN_OPSET = 18
 PARITY_TOL = 1e-4  # max abs error, fp32
-FP16_MIN_PSNR = 50.0  # dB, fp16 output vs fp32 output (ONNX Runtime: storage rounding)
-FP16_ARITH_MIN_PSNR = 45.0  # dB, the same computed in fp16 arithmetic
 
 
 @dataclass
@@ -77,22 +86,25 @@ class ExportSpec:
 def plan(
     model: nn.Module, dynamic: bool, tile: tuple[int, int] | None, opset: int = MIN_OPSET
 ) -> ExportSpec:
-    """Validate the requested shapes against the model's size requirements; choose the traced
-    size and the sizes the parity check runs at."""
-    if opset < MIN_OPSET:
-        raise UserError(f"opset {opset} is too old: the dynamo exporter needs {MIN_OPSET} or newer")
-    import onnx
+    """The shape options checked (export.plan), then against the model's size requirements."""
+    check_shape_options(dynamic, tile, opset)
+    return model_shapes(model, ExportPlan(Path("model.onnx"), dynamic, tile, opset))
 
-    newest = onnx.defs.onnx_opset_version()
-    if opset > newest:
-        raise UserError(f"opset {opset} is newer than the installed onnx knows (at most {newest})")
-    if dynamic and tile:
-        raise UserError("choose either --dynamic or --tile H W, not both")
-    if not dynamic and not tile:
-        raise UserError("choose the input shape: --dynamic (any height/width) or --tile H W")
+
+def model_shapes(model: nn.Module, export: ExportPlan) -> ExportSpec:
+    """Check the planned shapes against the model's size requirements; choose the traced size
+    and the sizes the parity check runs at."""
+    dynamic, tile = export.dynamic, export.tile
     min_size, multiple = size_requirements(model)
-    spec = ExportSpec(dynamic=dynamic, tile=tile, opset=opset, min_size=max(min_size, 1))
-    spec.multiple_of = multiple
+    spec = ExportSpec(
+        dynamic=dynamic,
+        tile=tile,
+        opset=export.opset,
+        fp16=export.fp16,
+        dynamic_batch=export.dynamic_batch,
+        min_size=max(min_size, 1),
+        multiple_of=multiple,
+    )
     arch = model.adaptsr_info.arch
     if tile:
         h, w = tile
@@ -124,7 +136,6 @@ def latency_size(spec: ExportSpec) -> tuple[int, int]:
 
 
 def _dynamic_shapes(spec: ExportSpec):
-    from torch.export import Dim
 
     dims: dict = {0: Dim("batch", min=1, max=MAX_BATCH)} if spec.dynamic_batch else {}
     if not spec.dynamic:
@@ -178,12 +189,6 @@ def _export_error(arch: str, spec: ExportSpec, e: Exception) -> str:
 
 def export_graph(model: nn.Module, spec: ExportSpec):
     """Trace to ONNX (dynamo), fold constants, check. Returns (onnx.ModelProto, rewrites)."""
-    import onnx
-    import onnxscript.optimizer
-    import onnxslim
-
-    from adaptsr.export import translations
-
     x = torch.rand(trace_batch(spec), model.adaptsr_info.in_channels, *spec.example)
     try:
         with _quiet(), export_rewrites(model) as rewrites, torch.no_grad():
@@ -256,57 +261,8 @@ def check_parity(model: nn.Module, onnx_path: Path, spec: ExportSpec) -> Parity:
     )
 
 
-def check_fp16(fp16_path: Path, fp32_path: Path, spec: ExportSpec, converted) -> Fp16Proof:
-    """PSNR of the fp16 graph's output against the fp32 graph's, on photo-like images: in ONNX
-    Runtime (fp16 storage and weight rounding), and computed in fp16 arithmetic by onnx's
-    reference evaluator (overflow included), naming the first node that overflows. `converted`
-    is export.fp16's report of the conversion."""
-    import onnx
-
-    from adaptsr.export.fp16 import run_in_fp16
-
-    s16, s32 = parity.session(fp16_path), parity.session(fp32_path)
-    half = onnx.load(str(fp16_path))
-    rows, arith = [], []
-    overflow = None
-    for i, (h, w) in enumerate(spec.check_sizes):
-        x = synthetic_image(h, w, seed=100 + i)[None]
-        want = parity.run(s32, x)
-        rows.append(PsnrCheck([h, w], parity.psnr(parity.run(s16, x), want)))
-        got, first_bad = run_in_fp16(half, x)
-        arith.append(ArithmeticCheck([h, w], parity.psnr(got, want), first_bad))
-        overflow = overflow or first_bad
-    worst = min(r.psnr_db for r in rows)
-    worst_arith = min(r.psnr_db for r in arith)
-    return Fp16Proof(
-        fp32_islands=dict(converted.fp32_nodes),
-        fp16_nodes=converted.fp16_nodes,
-        casts_inserted=converted.casts,
-        clipped_weights=converted.clipped_weights,
-        runtime="onnxruntime CPUExecutionProvider",
-        note="ORT on CPU runs fp16 nodes that lack CPU fp16 kernels in fp32 (it inserts "
-        "casts), so this bounds the fp16 storage and weight rounding, not fp16 arithmetic",
-        min_psnr_db=worst,
-        threshold_db=FP16_MIN_PSNR,
-        checks=rows,
-        arithmetic=Fp16Arithmetic(
-            runtime="onnx.reference (numpy, every op in its tensors' dtype)",
-            min_psnr_db=worst_arith,
-            threshold_db=FP16_ARITH_MIN_PSNR,
-            first_overflow=overflow,
-            checks=arith,
-            passed=overflow is None and worst_arith >= FP16_ARITH_MIN_PSNR,
-        ),
-        passed=worst >= FP16_MIN_PSNR,
-    )
-
-
 def load_merged(model_spec: str, adapter_path: str | Path) -> tuple[nn.Module, AdapterFile]:
     """Load the base, apply the adapter file (read once; refused for another base), merge."""
-    from adaptsr.adapt.adapter_file import AdapterFile
-    from adaptsr.adapt.lora import merge_lora
-    from adaptsr.adapt.models import load_model
-
     model = load_model(model_spec)
     adapter = AdapterFile.read(adapter_path)
     adapter.apply(model)
@@ -315,7 +271,6 @@ def load_merged(model_spec: str, adapter_path: str | Path) -> tuple[nn.Module, A
 
 
 def metadata(model: nn.Module, spec: ExportSpec, adapter: AdapterFile | None) -> dict[str, str]:
-    from adaptsr.core.version import __version__
 
     info = model.adaptsr_info
     shape = "dynamic" if spec.dynamic else f"{spec.tile[0]}x{spec.tile[1]}"
@@ -342,55 +297,15 @@ def _set_metadata(proto, props: dict[str, str]) -> None:
         entry.key, entry.value = k, v
 
 
-def report_path(onnx_path: str | Path) -> Path:
-    return Path(onnx_path).with_suffix(".report.json")
-
-
 def _progress(enabled: bool):
-    from tqdm import tqdm
 
     return tqdm(total=0, bar_format="{desc}", disable=not enabled, leave=False)
-
-
-def _fp16_step(proto, fp32_path: Path, tmp: Path, spec: ExportSpec):
-    """The fp16 graph and its proof; refused (nothing written) when it overflows or loses
-    too much."""
-    import onnx
-
-    from adaptsr.export.fp16 import convert_to_fp16
-
-    final, converted = convert_to_fp16(proto)
-    fp16_path = tmp / "model.fp16.onnx"
-    onnx.save(final, fp16_path)
-    proof = check_fp16(fp16_path, fp32_path, spec, converted)
-    arith = proof.arithmetic
-    if arith.first_overflow:  # first: it names the node, the PSNRs only follow
-        raise UserError(
-            "the fp16 graph overflows in fp16 arithmetic, first at "
-            f"{arith.first_overflow}: not written (export without --fp16)"
-        )
-    if not proof.passed:
-        raise UserError(
-            f"fp16 output PSNR {proof.min_psnr_db:.1f} dB against fp32 is "
-            f"below {FP16_MIN_PSNR:g} dB: not written"
-        )
-    if not arith.passed:
-        raise UserError(
-            f"fp16 arithmetic gives {arith.min_psnr_db:.1f} dB PSNR against fp32, below "
-            f"{FP16_ARITH_MIN_PSNR:g} dB: not written"
-        )
-    return final, proof
 
 
 def _zero_overhead_step(
     final, base: nn.Module, tmp: Path, spec: ExportSpec, rounds: int, max_rounds: int
 ) -> ZeroOverhead:
     """The merged graph against the base model's export: node for node, then timed."""
-    import onnx
-
-    from adaptsr.export.fp16 import convert_to_fp16
-    from adaptsr.export.structure import compare_latency, compare_structure
-
     base_proto, _ = export_graph(base, spec)
     if spec.fp16:
         base_proto, _ = convert_to_fp16(base_proto)
@@ -438,26 +353,38 @@ def export_onnx(
     Writes the ONNX file and `<out>.report.json`, or nothing at all when a check fails.
     Returns the report.
     """
-    import onnx
-
-    from adaptsr.core.fileio import atomic_outputs, check_writable
-
-    out = Path(out)
-    if out.suffix.lower() != ".onnx":
-        raise UserError(f"{out}: choose a .onnx file name")
-    check_writable(out, force)
-    check_writable(report_path(out), force)
+    export = plan_export(
+        out, dynamic=dynamic, tile=tile, opset=opset, fp16=fp16, dynamic_batch=dynamic_batch,
+        latency_rounds=latency_rounds, latency_max_rounds=latency_max_rounds, force=force,
+    )  # fmt: skip
     if adapter is not None and base is None:
         raise UserError("a merged export needs the base model for the zero-overhead proof")
-    spec = plan(model, dynamic, tile, opset)
-    spec.fp16 = fp16
-    spec.dynamic_batch = dynamic_batch
+    return _run(export, model_shapes(model, export), model, adapter, base, progress)
+
+
+def run_export(export: ExportPlan, progress: bool = False) -> ExportReport:
+    """Run a plan of `plan_export` that names its model (and adapter): open the base, check the
+    shapes against it, merge the adapter, export. The plan's checks are not made again."""
+    base = load_model(export.model)
+    spec = model_shapes(base, export)  # shape errors before the adapter is read
+    if export.adapter is None:
+        return _run(export, spec, base, None, None, progress)
+    merged, adapter = load_merged(export.model, export.adapter)
+    return _run(export, spec, merged, adapter, base, progress)
+
+
+def _run(
+    export: ExportPlan,
+    spec: ExportSpec,
+    model: nn.Module,
+    adapter: AdapterFile | None,
+    base: nn.Module | None,
+    progress: bool,
+) -> ExportReport:
+    """The export pipeline of a checked plan; publishes the model and its report together."""
+    out = export.out
     fp16_proof, zero_overhead = None, None
-    with (
-        tempfile.TemporaryDirectory(prefix="adaptsr-export-") as tmpdir,
-        _progress(progress) as bar,
-    ):
-        tmp = Path(tmpdir)
+    with scratch_folder(out) as tmp, _progress(progress) as bar:
         bar.set_description_str("exporting with torch.onnx (dynamo)")
         proto, rewrites = export_graph(model, spec)
         fp32_path = tmp / "model.fp32.onnx"
@@ -465,19 +392,19 @@ def export_onnx(
         bar.set_description_str("checking parity in ONNX Runtime")
         parity_proof = check_parity(model, fp32_path, spec)
         if not parity_proof.passed:
-            hint = " (a dynamic export: try --tile H W)" if dynamic else ""
+            hint = " (a dynamic export: try --tile H W)" if spec.dynamic else ""
             raise UserError(
                 f"ONNX Runtime output differs from PyTorch by {parity_proof.max_abs:.3g} "
                 f"(max abs; allowed {PARITY_TOL:g}){hint}: not written"
             )
         final = proto
-        if fp16:
+        if spec.fp16:
             bar.set_description_str("converting to fp16")
-            final, fp16_proof = _fp16_step(proto, fp32_path, tmp, spec)
+            final, fp16_proof = fp16_step(proto, fp32_path, tmp, spec.check_sizes)
         if adapter is not None:
             bar.set_description_str("exporting the base model and timing merged vs base")
             zero_overhead = _zero_overhead_step(
-                final, base, tmp, spec, latency_rounds, latency_max_rounds
+                final, base, tmp, spec, export.latency_rounds, export.latency_max_rounds
             )
         props = metadata(model, spec, adapter)
         _set_metadata(final, props)
@@ -492,7 +419,7 @@ def export_onnx(
             spec=_shape_record(spec),
         )
         # the model and its report are published together, or neither is
-        with atomic_outputs([out, report_path(out)], force) as (tmp_onnx, tmp_json):
+        with atomic_outputs([out, export.report], export.force) as (tmp_onnx, tmp_json):
             onnx.save(final, tmp_onnx)
             tmp_json.write_text(json.dumps(report.to_json(), indent=2) + "\n")
     return report

@@ -84,7 +84,7 @@ def test_two_engines_are_compared_layer_by_layer(monkeypatch):
     assert same.passed and same.structure is None and same.layers["structure_identical"]
     text = same.text().splitlines()
     assert text[0] == "timed: GPU compute time (CUDA events around execute_async_v3)"
-    assert text[4] == "graph: engine layers identical (1 layers): PASS"
+    assert text[4] == "graph, proven: engine layers identical (1 layers): PASS"
     assert same.to_json()["layers"]["layers"] == [1, 1]
     other = ab_check.check_overhead("a.plan", "other.plan", open_backend, (16, 16), rounds=8)
     assert not other.passed  # the timing passed, the layers did not

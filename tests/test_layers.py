@@ -23,10 +23,13 @@ LAYER_NAMES = ("core", "kernels", "serve", "adapt", "export", "face")
 TORCH_FREE_EXPORT = (
     "ab_check",
     "fp16",
+    "fp16_proof",
     "parity",
+    "plan",
     "structure",
     "tensorrt",
     "trt_inspect",
+    "trt_plan",
     "trt_verify",
 )
 HEAVY = ("torch", "torchvision", "spandrel", "triton")

@@ -460,9 +460,9 @@ def test_bench_base_candidate_comparison(run_cli, artifacts, tmp_path):
     other = _export(model_from_state_dict(one_block.state_dict()), tmp_path / "other.onnx")
     code, out, _ = run_cli("bench", "--base", artifacts["bare"], "--candidate", other, *args)
     assert code == 1
-    graph = next(line for line in out.splitlines() if line.startswith("graph:"))
+    graph = next(line for line in out.splitlines() if line.startswith("graph, proven:"))
     assert graph.endswith(": FAIL") and "#" in graph, out
-    assert any(line.startswith("latency: ratio") for line in out.splitlines())
+    assert any(line.startswith("latency, measured: ratio") for line in out.splitlines())
 
 
 def test_bench_bad_input_is_one_clear_line(run_cli, artifacts):

@@ -1,6 +1,16 @@
-"""`adapt export onnx` and `adapt export trt` (torch is imported only by `onnx`)."""
+"""`adapt export onnx` and `adapt export trt`: parse, plan (every check, once), run, print.
+Torch is imported only by `onnx`."""
 
 import click
+
+from adaptsr.core.contracts import EngineSidecar, ExportReport
+from adaptsr.core.lazy import lazy_import
+from adaptsr.export.plan import plan_export
+from adaptsr.export.trt_plan import plan_engine
+from adaptsr.serve.timing import overhead_lines
+
+onnx_export = lazy_import("adaptsr.export.onnx")  # torch
+engines = lazy_import("adaptsr.export.tensorrt")
 
 
 @click.group()
@@ -42,70 +52,45 @@ def onnx_cmd(
     """Export a base model, or a base with its adapter merged, to ONNX.
 
     Checks parity with PyTorch in ONNX Runtime (fails above 1e-4), and for a merged model proves
-    zero overhead against the base export (graph structure and latency) in OUT's .report.json.
+    zero overhead against the base export (graph identity; the latency is measured beside it)
+    in OUT's .report.json.
     """
-    from adaptsr.adapt.models import load_model
-    from adaptsr.export.onnx import export_onnx, load_merged, plan, report_path
-    from adaptsr.core.fileio import check_outputs_not_inputs, check_writable
-
     if merged != bool(adapter):  # adapters only ever export merged: say so on the command line
         raise click.UsageError(
             "--merged needs --adapter A.safetensors"
             if merged
             else "an adapter exports merged into the weights: add --merged"
         )
-    check_outputs_not_inputs({"--out": out, "the report": report_path(out)}, [model_spec, adapter])
-    check_writable(out, force)
-    check_writable(report_path(out), force)
-    base = load_model(model_spec)
-    tile_hw = tuple(tile) if tile else None
-    plan(base, dynamic, tile_hw, opset)  # shape errors before the slow part
-    model, info = load_merged(model_spec, adapter) if adapter else (base, None)
-    report = export_onnx(
-        model,
-        out,
-        dynamic=dynamic,
-        tile=tile_hw,
-        opset=opset,
-        fp16=fp16,
-        dynamic_batch=dynamic_batch,
-        adapter=info,
-        base=base if adapter else None,
-        latency_rounds=latency_rounds,
-        latency_max_rounds=latency_max_rounds,
-        force=force,
-        progress=True,
-    )
+    plan = plan_export(
+        out, model=model_spec, adapter=adapter, dynamic=dynamic, tile=tile, opset=opset,
+        fp16=fp16, dynamic_batch=dynamic_batch, latency_rounds=latency_rounds,
+        latency_max_rounds=latency_max_rounds, force=force,
+    )  # fmt: skip
+    report = onnx_export.run_export(plan, progress=True)
+    for line in export_lines(report):
+        click.echo(line)
+    click.echo(f"report: {plan.report}")
+
+
+def export_lines(report: ExportReport) -> list[str]:
+    """What `adapt export onnx` says about the model it wrote."""
     p = report.parity
-    click.echo(f"wrote {out} ({report.metadata['precision']}, {report.architecture})")
-    click.echo(
+    lines = [
+        f"wrote {report.onnx} ({report.metadata['precision']}, {report.architecture})",
         f"parity vs PyTorch: max abs {p.max_abs:.2e}, mean abs {p.mean_abs:.2e} "
-        f"over {len(p.checks)} checks: PASS"
-    )
+        f"over {len(p.checks)} checks: PASS",
+    ]
     if report.fp16 is not None:
         f16 = report.fp16
-        click.echo(
+        lines.append(
             f"fp16 vs fp32: min PSNR {f16.min_psnr_db:.1f} dB in ONNX Runtime, "
             f"{f16.arithmetic.min_psnr_db:.1f} dB in fp16 arithmetic, no overflow: PASS"
         )
     if report.zero_overhead is not None:
         s, lat = report.zero_overhead.structure, report.zero_overhead.latency
-        click.echo(
-            f"zero overhead, structure: {s.nodes[0]} nodes, {s.params[0]:,} parameters, "
-            f"the base graph node for node: {s.verdict}"
-        )
-        more = f"; about {lat.rounds_needed} rounds would decide" if lat.rounds_needed else ""
-        click.echo(
-            f"zero overhead, latency: merged/base {lat.ratio:.3f} "
-            f"(95% CI {lat.ci_low:.3f}-{lat.ci_high:.3f}, {lat.rounds} rounds, "
-            f"tolerance {lat.tolerance:.0%}): {lat.verdict}{more}"
-        )
-        if lat.verdict != "PASS":
-            click.echo(
-                "  (the graphs are identical, so a latency difference is timing noise: rerun "
-                "on an idle machine or with more --latency-rounds)"
-            )
-    click.echo(f"report: {report_path(out)}")
+        graph = f"{s.nodes[0]} nodes, {s.params[0]:,} parameters, the base graph node for node"
+        lines += overhead_lines(graph, s.identical, lat, "merged/base")
+    return lines
 
 
 @export.command("trt")
@@ -173,65 +158,38 @@ def trt_cmd(
     The sidecar OUT.engine.json records TensorRT version, GPU, ONNX checksum, profile, precision
     route and the verification PSNR; engines are refused on another TensorRT or GPU.
     """
-    from adaptsr.core.artifacts import engine_info_path
-    from adaptsr.core.errors import UserError
-    from adaptsr.export.tensorrt import build_engine, parse_batch, parse_hw, refit_engine
-    from adaptsr.core.fileio import check_outputs_not_inputs
+    plan = plan_engine(
+        onnx_path, out, refit_from=refit_from, fp16=fp16, route=route, min_shape=min_shape,
+        opt_shape=opt_shape, max_shape=max_shape, batch_range=batch_range,
+        workspace_gib=workspace, timing_cache=timing_cache, refittable=refittable,
+        base_onnx=base_onnx, verify=verify, reference=reference, min_psnr=min_psnr, force=force,
+    )  # fmt: skip
+    info = engines.run_engine(plan)
+    for line in engine_lines(info, out, onnx_path, refit_from):
+        click.echo(line)
+    click.echo(f"info: {plan.info}")
 
-    inputs = [p for p in (onnx_path, refit_from, base_onnx, reference) if p]
-    check_outputs_not_inputs({"--out": out, "the info file": engine_info_path(out)}, inputs)
 
+def engine_lines(info: EngineSidecar, out, onnx_path, refit_from) -> list[str]:
+    """What `adapt export trt` says about the engine it wrote."""
     if refit_from:
-        given = [
-            flag
-            for flag, v in (
-                ("--fp16", fp16), ("--min-shape", min_shape), ("--opt-shape", opt_shape),
-                ("--max-shape", max_shape), ("--batch-range", batch_range),
-                ("--refittable", refittable), ("--base-onnx", base_onnx),
-                ("--timing-cache", timing_cache),
-            )
-            if v
-        ]  # fmt: skip
-        if given or route != "strongly-typed":
-            drop = ", ".join(given or ["--route"])
-            raise UserError(f"--refit-from keeps the engine's build settings: drop {drop}")
-        info = refit_engine(
-            refit_from, onnx_path, out, verify=verify, reference=reference, min_psnr=min_psnr,
-            force=force,
-        )  # fmt: skip
-        click.echo(f"wrote {out}: {refit_from} refitted with the weights of {onnx_path} "
-                   f"in {info.refit_seconds:.2f} s")  # fmt: skip
+        lines = [
+            f"wrote {out}: {refit_from} refitted with the weights of {onnx_path} "
+            f"in {info.refit_seconds:.2f} s"
+        ]
     else:
-        info = build_engine(
-            onnx_path,
-            out,
-            fp16=fp16,
-            route=route,
-            min_hw=parse_hw(min_shape),
-            opt_hw=parse_hw(opt_shape),
-            max_hw=parse_hw(max_shape),
-            batch=parse_batch(batch_range),
-            workspace_gib=workspace,
-            timing_cache=timing_cache,
-            refittable=refittable,
-            verify=verify,
-            reference=reference,
-            min_psnr=min_psnr,
-            base_onnx=base_onnx,
-            force=force,
-        )
         prof = info.profile
-        click.echo(
+        lines = [
             f"wrote {out} (TensorRT {info.tensorrt_version}, {info.gpu}, "
             f"{info.precision}, {info.route}, profile min {list(prof.min)} opt {list(prof.opt)} "
             f"max {list(prof.max)}, built in {info.build_seconds:.1f} s)"
-        )
+        ]
     v = info.verify
     if v is None:
-        click.echo("verify: skipped (--no-verify)")
+        lines.append("verify: skipped (--no-verify)")
     else:
         worst = min(v.checks, key=lambda r: r.psnr_db)
-        click.echo(
+        lines.append(
             f"verify vs ONNX Runtime fp32: min PSNR {v.min_psnr_db:.1f} dB "
             f"(at {worst.shape}), max abs {v.max_abs:.2e} "
             f"over {len(v.checks)} shape(s): PASS"
@@ -239,8 +197,8 @@ def trt_cmd(
     if info.zero_overhead is not None:
         z = info.zero_overhead
         tactics = "same tactics" if z.tactics_identical else "tactics differ"
-        click.echo(
+        lines.append(
             f"zero overhead, engine layers: {z.layers[1]} layers, the base engine's layer for "
             f"layer ({tactics}): {z.verdict}"
         )
-    click.echo(f"info: {engine_info_path(out)}")
+    return lines

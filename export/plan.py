@@ -1,0 +1,116 @@
+"""The plan of an ONNX export: every check that needs no model, made once before any work.
+
+`plan_export` refuses what cannot be exported (outputs that exist without --force, that are
+inputs or sit in an unusable folder, a name that is not .onnx, an opset out of range, no shape or
+two); `adaptsr.export.onnx` runs an `ExportPlan` without checking it again. The checks against
+the model's own size rules need the model and run once when it is opened. No torch here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from adaptsr.core.errors import UserError
+from adaptsr.core.fileio import (
+    check_outputs_not_inputs,
+    check_writable,
+    describe_os_error,
+    partial_folder,
+    remove_stale_partials,
+)
+from adaptsr.core.lazy import lazy_import
+from adaptsr.serve.timing import MAX_ROUNDS
+
+onnx = lazy_import("onnx")
+
+MIN_OPSET = 18  # the dynamo exporter's oldest
+
+
+def report_path(onnx_path: str | Path) -> Path:
+    """The export report of `onnx_path`: NAME.onnx -> NAME.report.json (the one spelling)."""
+    return Path(onnx_path).with_suffix(".report.json")
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    """A checked export: where it writes, the graph's shape options and the proof's rounds.
+    `model` and `adapter` name what the command opens (None when the caller holds the model)."""
+
+    out: Path
+    dynamic: bool
+    tile: tuple[int, int] | None
+    opset: int = MIN_OPSET
+    fp16: bool = False
+    dynamic_batch: bool = False
+    latency_rounds: int = 30
+    latency_max_rounds: int = MAX_ROUNDS
+    force: bool = False
+    model: str | None = None
+    adapter: str | None = None
+
+    @property
+    def report(self) -> Path:
+        return report_path(self.out)
+
+
+def check_shape_options(dynamic: bool, tile: tuple[int, int] | None, opset: int) -> None:
+    """The opset range and exactly one of --dynamic and --tile."""
+    if opset < MIN_OPSET:
+        raise UserError(f"opset {opset} is too old: the dynamo exporter needs {MIN_OPSET} or newer")
+    newest = onnx.defs.onnx_opset_version()
+    if opset > newest:
+        raise UserError(f"opset {opset} is newer than the installed onnx knows (at most {newest})")
+    if dynamic and tile:
+        raise UserError("choose either --dynamic or --tile H W, not both")
+    if not dynamic and not tile:
+        raise UserError("choose the input shape: --dynamic (any height/width) or --tile H W")
+
+
+def plan_export(
+    out: str | Path,
+    *,
+    model: str | None = None,
+    adapter: str | None = None,
+    dynamic: bool = False,
+    tile: tuple[int, int] | None = None,
+    opset: int = MIN_OPSET,
+    fp16: bool = False,
+    dynamic_batch: bool = False,
+    latency_rounds: int = 30,
+    latency_max_rounds: int = MAX_ROUNDS,
+    force: bool = False,
+) -> ExportPlan:
+    """Every check of an export that needs no model, in the order a user meets them."""
+    out = Path(out)
+    check_outputs_not_inputs({"--out": out, "the report": report_path(out)}, [model, adapter])
+    check_writable(out, force)
+    check_writable(report_path(out), force)
+    if out.suffix.lower() != ".onnx":
+        raise UserError(f"{out}: choose a .onnx file name")
+    tile = (int(tile[0]), int(tile[1])) if tile else None
+    check_shape_options(dynamic, tile, opset)
+    return ExportPlan(
+        out, dynamic, tile, opset, fp16, dynamic_batch, latency_rounds, latency_max_rounds,
+        force, model, adapter,
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def scratch_folder(out: Path) -> Iterator[Path]:
+    """A folder beside `out` for the export's intermediate graphs (as large as the model), named
+    as core.fileio names partial files: removed at the end, and one that a killed export left is
+    removed by the next export to `out` (not left in the system's temporary folder)."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(out)
+        folder = partial_folder(out)
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {describe_os_error(e)}") from e
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
