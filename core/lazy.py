@@ -9,6 +9,7 @@ it is first used (tests/test_layers.py reads these calls as imports).
 from __future__ import annotations
 
 import importlib
+import sys
 from types import ModuleType
 from typing import Any
 
@@ -27,28 +28,31 @@ _PROVIDERS = {
 
 
 class LazyModule:
-    """Stands for a module until an attribute is read; then it is the module."""
+    """Stands for a module until an attribute is read; then it reads the module's attribute.
+
+    Nothing is cached here: `sys.modules` is the one record of what was imported, so a module
+    replaced there (a test's stand-in for TensorRT) is what the next access sees."""
 
     def __init__(self, name: str):
         self._name = name
-        self._module: ModuleType | None = None
 
     def _load(self) -> ModuleType:
-        if self._module is None:
-            try:
-                self._module = importlib.import_module(self._name)
-            except ModuleNotFoundError as e:
-                top = (e.name or "").split(".")[0]
-                if top not in _PROVIDERS:
-                    raise  # not an optional dependency: a packaging bug, not the user's
-                raise UserError(f"this needs {_PROVIDERS[top]}, which is not installed") from e
-        return self._module
+        module = sys.modules.get(self._name)
+        if module is not None:
+            return module
+        try:
+            return importlib.import_module(self._name)
+        except ModuleNotFoundError as e:
+            top = (e.name or "").split(".")[0]
+            if top not in _PROVIDERS:
+                raise  # not an optional dependency: a packaging bug, not the user's
+            raise UserError(f"this needs {_PROVIDERS[top]}, which is not installed") from e
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self._load(), attr)
 
     def __repr__(self) -> str:
-        state = "loaded" if self._module is not None else "not loaded yet"
+        state = "imported" if self._name in sys.modules else "not imported yet"
         return f"<lazy module {self._name!r} ({state})>"
 
 

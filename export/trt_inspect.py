@@ -12,6 +12,14 @@ engine does exactly the work of the base engine.
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
+
+from adaptsr.core.lazy import lazy_import
+
+if TYPE_CHECKING:  # the type checker reads tensorrt-stubs
+    import tensorrt as trt
+else:
+    trt = lazy_import("tensorrt")
 
 # Keys that name things rather than describe the computation.
 NAME_KEYS = ("Name", "Metadata", "Origin")
@@ -20,8 +28,6 @@ TACTIC_KEYS = ("TacticName", "TacticValue", "Tactic")
 
 def engine_layers(engine) -> list[dict]:
     """The per-layer information of a deserialized engine (built with DETAILED verbosity)."""
-    import tensorrt as trt
-
     inspector = engine.create_engine_inspector()
     text = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
     return parse_layers(text)

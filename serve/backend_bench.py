@@ -19,6 +19,7 @@ import numpy as np
 from adaptsr.core.errors import UserError
 from adaptsr.core.images import synthetic_image
 from adaptsr.core.tiling import plan_tiles, tiled_upscale
+from adaptsr.serve import engine_timing
 from adaptsr.serve.backends import Backend
 from adaptsr.serve.timing import (
     MAX_ROUNDS,
@@ -206,12 +207,10 @@ def compare_backends(
                 f"--size {height} {width} is not accepted by {b.name} ({b.rule.describe()})"
             )
     if base.kind == "tensorrt":  # GPU compute time from CUDA events, copies excluded
-        from adaptsr.serve.engine_timing import compute_clock
-
         shape = (base.fixed_batch or 1, 3, height, width)
         return compare(
-            compute_clock(base, shape),
-            compute_clock(candidate, shape),
+            engine_timing.compute_clock(base, shape),
+            engine_timing.compute_clock(candidate, shape),
             rounds=rounds,
             warmup=warmup,
             tolerance=tolerance,

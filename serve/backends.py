@@ -11,6 +11,7 @@ builds whichever a spec names. Backends only run: opening and checking happen on
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,7 +25,16 @@ from adaptsr.core.artifacts import (
 )
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import check_readable
+from adaptsr.core.lazy import lazy_import
 from adaptsr.core.tiling import SizeRule, round_up
+from adaptsr.serve import cudart
+
+# the runtimes: imported by the backend that runs on them (import_tensorrt checks TensorRT)
+ort = lazy_import("onnxruntime")
+if TYPE_CHECKING:  # the type checker reads tensorrt-stubs
+    import tensorrt as trt
+else:
+    trt = lazy_import("tensorrt")
 
 
 class Backend:
@@ -130,8 +140,6 @@ class OnnxBackend(Backend):
     kind = "onnx"
 
     def __init__(self, path: str | os.PathLike, provider: str = "auto"):
-        import onnxruntime as ort
-
         path = check_readable(path, "ONNX file")
         providers = choose_providers(provider, ort.get_available_providers())
         opts = ort.SessionOptions()
@@ -248,10 +256,6 @@ class TensorRTBackend(Backend):
     def __init__(self, path: str | os.PathLike):
         path = check_readable(path, "engine file")
         import_tensorrt()
-        import tensorrt as trt
-
-        from adaptsr.serve import cudart
-
         self.info = read_engine_info(path)
         gpu = cudart.device_info()
         if self.info is not None:
@@ -311,8 +315,6 @@ class TensorRTBackend(Backend):
         return h_in, h_out
 
     def upload(self, h_in: np.ndarray) -> None:
-        from adaptsr.serve import cudart
-
         cudart.copy_to_device(self.d_input.ptr, h_in, self.stream)
 
     def enqueue(self) -> None:
@@ -320,8 +322,6 @@ class TensorRTBackend(Backend):
             raise UserError(f"TensorRT execution failed in {self.name}")
 
     def download(self, h_out: np.ndarray) -> None:
-        from adaptsr.serve import cudart
-
         cudart.copy_to_host(h_out, self.d_output.ptr, self.stream)
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:

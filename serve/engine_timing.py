@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from adaptsr.core.images import synthetic_image
+from adaptsr.serve import cudart
 from adaptsr.serve.timing import Latency, latency
 
 
@@ -46,8 +47,6 @@ class _Steps:
     """One engine bound to one input shape: events around each step, optional CUDA graph."""
 
     def __init__(self, backend, shape: tuple[int, ...], cuda_graph: bool):
-        from adaptsr.serve import cudart
-
         self.backend = backend
         self.h_in, self.h_out = backend.prepare(shape)
         self.h_in[...] = _input(shape)
