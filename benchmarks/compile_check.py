@@ -18,6 +18,14 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
+from adaptsr.core.lazy import lazy_import
+
+# Triton reads TRITON_INTERPRET when it is first imported: imported when a kernel is compiled
+triton = lazy_import("triton")
+triton_backends = lazy_import("triton.backends.compiler")
+triton_compiler = lazy_import("triton.compiler")
+triton_lora = lazy_import("adaptsr.kernels.triton_lora")
+
 SMEM_LIMIT = 227 * 1024  # bytes of shared memory one block may use on sm_90
 
 
@@ -41,8 +49,7 @@ def _signature(fn, pointers: dict[str, str], constexprs: dict):
 def configs(dtype: str = "bf16"):
     """(kernel function, pointer types, constexprs, launch options) at the block sizes the
     wrappers pick for typical layers (r = 8 padded to 16) and for the widest ones."""
-    from adaptsr.kernels import triton_lora as T
-
+    T = triton_lora
     t = "*" + dtype
     prec = "ieee" if dtype == "fp32" else "tf32"
     bp_one = 32 if dtype == "fp32" else 64
@@ -67,14 +74,14 @@ def configs(dtype: str = "bf16"):
 
 
 def compile_kernel(fn, pointers, constexprs, options, arch: int = 90) -> Compiled:
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
     signature = _signature(fn, pointers, constexprs)
     index = {name: i for i, name in enumerate(fn.arg_names)}
-    source = ASTSource(fn, signature, constexprs={(index[k],): v for k, v in constexprs.items()})
-    compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
+    source = triton_compiler.ASTSource(
+        fn, signature, constexprs={(index[k],): v for k, v in constexprs.items()}
+    )
+    compiled = triton.compile(
+        source, target=triton_backends.GPUTarget("cuda", arch, 32), options=options
+    )
     registers, spills = _resource_usage(compiled.asm["cubin"])
     config = ", ".join(f"{k}={v}" for k, v in {**constexprs, **options}.items())
     return Compiled(fn.__name__, config, compiled.metadata.shared, registers, spills)
@@ -82,8 +89,6 @@ def compile_kernel(fn, pointers, constexprs, options, arch: int = 90) -> Compile
 
 def _resource_usage(cubin: bytes) -> tuple[int | None, int | None]:
     """(registers, stack bytes per thread) from cuobjdump, or (None, None) without it."""
-    import triton
-
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     if not os.path.exists(tool):
         return None, None

@@ -31,7 +31,12 @@ import torch.nn.functional as F
 from adaptsr import kernels
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import atomic_output, check_writable
+from adaptsr.core.lazy import lazy_import
 from adaptsr.kernels import reference, roofline
+
+# Triton reads TRITON_INTERPRET when it is first imported: imported when a kernel first runs
+triton = lazy_import("triton")
+triton_lora = lazy_import("adaptsr.kernels.triton_lora")
 
 RANKS = (1, 4, 8, 16)
 BATCH, PATCH = 8, 64
@@ -154,9 +159,6 @@ def rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
 @contextlib.contextmanager
 def fused_design(one_pass: bool | None):
     """Force the fused backward's design (None: the cost model picks per call)."""
-    # here, not at the top: Triton reads TRITON_INTERPRET when the kernels module first loads
-    from adaptsr.kernels import triton_lora
-
     previous = triton_lora.design_override
     triton_lora.design_override = one_pass
     try:
@@ -347,8 +349,6 @@ def main(argv=None) -> int:
     except (UserError, AttributeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    import triton
-
     device = torch.device("cuda")
     # one setting for every variant; off by default, so that fp32 rows are checked exactly
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
