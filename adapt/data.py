@@ -26,14 +26,17 @@ i therefore needs no saved sampler state, and DDP ranks take disjoint slices of 
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image as PILImage
 
 from adaptsr.adapt import layouts
+from adaptsr.adapt.choices import DEGRADATIONS
 from adaptsr.adapt.degradations import Degrader
 from adaptsr.core.errors import UserError
 from adaptsr.core.images import check_header, check_pixels, probe, read_image
@@ -67,8 +70,6 @@ class Source:
 def parse_source(spec: str | os.PathLike) -> Source:
     """`DIR`, `DIR:WEIGHT`, `DIR:DEGRADATION` or `DIR:WEIGHT:DEGRADATION` (a folder whose name
     itself ends in such a part is given as `DIR:1`)."""
-    from adaptsr.adapt.choices import DEGRADATIONS
-
     text = str(spec)
     path, weight, kind = text, None, None
     head, sep, tail = path.rpartition(":")
@@ -132,8 +133,6 @@ def header_size(path: Path) -> tuple[int, int] | None:
     checks the structure without decoding pixels); a full decode when PIL cannot parse the
     format (e.g. 48-bit TIFF); None when the file is unreadable, above the pixel limit, has
     several frames or floating-point samples."""
-    from PIL import Image as PILImage
-
     header = probe(path)
     try:
         check_header(path, header)
@@ -397,8 +396,6 @@ def loader(
 def _ignore_sigint(worker_id: int) -> None:
     # Ctrl-C reaches the whole process group; the main process saves a checkpoint and stops,
     # which needs the workers alive until then.
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 

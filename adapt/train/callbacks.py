@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
 from adaptsr.core.errors import UserError
 
 
@@ -170,8 +172,6 @@ class ProgressBar(Callback):
         self.bar = None
 
     def on_start(self, record: dict) -> None:
-        from tqdm import tqdm
-
         self.bar = tqdm(
             total=self.total, initial=record["iter"], unit="it", dynamic_ncols=True, file=sys.stderr
         )

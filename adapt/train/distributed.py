@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
 from adaptsr.adapt.devices import pick_device
 
@@ -44,7 +45,6 @@ def _gather(obj, d: Dist) -> list:
     """`obj` of every process, in rank order, on every process."""
     if d.world == 1:
         return [obj]
-    import torch.distributed as dist
 
     out = [None] * d.world
     dist.all_gather_object(out, obj)
@@ -55,7 +55,6 @@ def _any(flag: bool, d: Dist, device: torch.device) -> bool:
     """True on every process when any process saw Ctrl-C, so all stop at the same iteration."""
     if d.world == 1:
         return flag
-    import torch.distributed as dist
 
     t = torch.tensor([int(flag)], device=device)  # on the device: nccl reduces no CPU tensors
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
@@ -66,7 +65,6 @@ def _mean(values: dict[str, float], d: Dist, device: torch.device) -> dict[str, 
     """{name: value} averaged over all processes (every process holds the same names)."""
     if d.world == 1:
         return dict(values)
-    import torch.distributed as dist
 
     names = sorted(values)
     t = torch.tensor([values[n] for n in names], dtype=torch.float64, device=device)

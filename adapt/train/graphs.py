@@ -21,6 +21,9 @@ from __future__ import annotations
 import torch
 
 from adaptsr.core.errors import UserError
+from adaptsr.core.lazy import lazy_import
+
+dynamo_utils = lazy_import("torch._dynamo.utils")  # loads the compiler: only when it runs
 
 COMPILE_MODE = "default"
 GRAPHS_MODE = "reduce-overhead"
@@ -59,9 +62,7 @@ class CompiledModel:
         return self.compiled(x)
 
     def _trial(self, x) -> None:
-        from torch._dynamo.utils import counters
-
-        skips = counters["inductor"]["cudagraph_skips"]
+        skips = dynamo_utils.counters["inductor"]["cudagraph_skips"]
         devices = [x.device] if x.device.type == "cuda" else []
         try:
             with torch.random.fork_rng(devices=devices):
@@ -75,7 +76,7 @@ class CompiledModel:
             self.say(f"note: cannot compile the model ({reason[:200]}); training without it")
             self.compiled = None
             return
-        if self.cuda_graphs and counters["inductor"]["cudagraph_skips"] > skips:
+        if self.cuda_graphs and dynamo_utils.counters["inductor"]["cudagraph_skips"] > skips:
             self.say(
                 "note: part of the model cannot be captured in CUDA graphs; that part runs "
                 "compiled without them (TORCH_LOGS=perf_hints says why)"

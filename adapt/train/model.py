@@ -11,26 +11,30 @@ import numpy as np
 import torch
 from torch import nn
 
+from adaptsr.adapt import lora
+from adaptsr.adapt.adapter_file import save_adapter
 from adaptsr.adapt.allocate import allocate_ranks, entry_batches
-from adaptsr.adapt.models import model_info
+from adaptsr.adapt.lora import adapter_train_mode
+from adaptsr.adapt.metrics import psnr_y, ssim_y
+from adaptsr.adapt.models import (
+    BUILTIN_MODELS,
+    PRETRAINED,
+    architecture_module,
+    build_model,
+    load_model,
+    model_from_state_dict,
+    model_info,
+    save_model,
+)
 from adaptsr.adapt.rankmap import RankAllocation
 from adaptsr.adapt.train.config import SCHEDULES, TrainConfig
 from adaptsr.adapt.train.distributed import Dist, _mean
 from adaptsr.core.errors import UserError
+from adaptsr.core.tiling import tiled_upscale
 
 
 def build_base(cfg: TrainConfig) -> nn.Module:
     """The base model on the CPU; re-initialised for pretraining."""
-    from adaptsr.adapt.models import (
-        BUILTIN_MODELS,
-        PRETRAINED,
-        architecture_module,
-        build_model,
-        load_model,
-        model_from_state_dict,
-        model_info,
-    )
-
     torch.manual_seed(cfg.seed)
     if cfg.mode == "pretrain" and (cfg.model in BUILTIN_MODELS or cfg.model in PRETRAINED):
         return build_model(cfg.model, seed=cfg.seed)  # the architecture's own initialisation
@@ -52,7 +56,6 @@ def build_base(cfg: TrainConfig) -> nn.Module:
 
 def make_trainable(model: nn.Module, cfg: TrainConfig, ranks=None) -> list[nn.Parameter]:
     """Inject adapters (lora: `ranks`, else the rank map or uniform rank) or unfreeze all."""
-    from adaptsr.adapt import lora
 
     if cfg.mode != "lora":
         model.requires_grad_(True)
@@ -74,7 +77,6 @@ def build_trainable(cfg: TrainConfig, device: torch.device) -> tuple[nn.Module, 
 def train_mode(model: nn.Module, cfg: TrainConfig) -> nn.Module:
     """LoRA: the frozen base keeps its running statistics and runs no dropout or drop-path
     (docs/training.md); full fine-tuning and pretraining: plain train mode."""
-    from adaptsr.adapt.lora import adapter_train_mode
 
     return adapter_train_mode(model) if cfg.mode == "lora" else model.train()
 
@@ -167,8 +169,6 @@ def make_scheduler(optimizer, cfg: TrainConfig):
 
 def save_outputs(model: nn.Module, cfg: TrainConfig, run_dir: Path, suffix: str = "") -> Path:
     """adapter[-best].safetensors (lora) or model[-best].safetensors (full, pretrain)."""
-    from adaptsr.adapt.lora import save_adapter
-    from adaptsr.adapt.models import save_model
 
     if cfg.mode == "lora":
         return save_adapter(model, run_dir / f"adapter{suffix}.safetensors", force=True)
@@ -178,9 +178,6 @@ def save_outputs(model: nn.Module, cfg: TrainConfig, run_dir: Path, suffix: str 
 @torch.no_grad()
 def validate(model: nn.Module, pairs: list, device: torch.device, autocast: bool) -> dict:
     """Mean Y-channel PSNR/SSIM (border of `scale` pixels cropped) over the validation pairs."""
-    from adaptsr.adapt.metrics import psnr_y, ssim_y
-    from adaptsr.adapt.models import model_info
-    from adaptsr.core.tiling import tiled_upscale
 
     info = model_info(model)
     rule = info.size_rule()

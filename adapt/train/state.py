@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import random
 import secrets
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from adaptsr.adapt.data import derive_seed
+from adaptsr.adapt.models import torch_load_error
 from adaptsr.adapt.train.distributed import Dist, _gather
 from adaptsr.core.errors import UserError
 
@@ -35,8 +37,6 @@ def new_run_id() -> str:
 
 def read_run_id(run_dir: Path) -> str | None:
     """The run id in RUN_DIR/config.json (None for runs made before run ids)."""
-    import json
-
     try:
         value = json.loads((run_dir / "config.json").read_text()).get("run_id")
     except (OSError, ValueError, AttributeError):
@@ -106,8 +106,6 @@ def _disk_full(folder: Path) -> bool:
 
 
 def read_checkpoint(path: Path) -> dict:
-    from adaptsr.adapt.models import torch_load_error
-
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:

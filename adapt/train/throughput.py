@@ -4,14 +4,22 @@ model and mode, each in a fresh process, on pre-degraded batches.
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import resource
 import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from adaptsr import kernels
+from adaptsr.adapt.degradations import Degrader
+from adaptsr.adapt.models import model_info
 from adaptsr.adapt.train.config import TrainConfig
 from adaptsr.adapt.train.distributed import Dist, resolve_device
+from adaptsr.adapt.train.graphs import CompiledModel, check_device
 from adaptsr.adapt.train.model import build_trainable
 from adaptsr.core.errors import UserError
 
@@ -46,9 +54,6 @@ def benchmark(
     training loop does per iteration on a pre-degraded batch: forward (bf16 autocast on CUDA),
     L1 loss, backward, Adam step.
     """
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
     rows = []
     for model in models:
         for mode in modes:
@@ -84,15 +89,7 @@ def _bench_one(
     compile=False,
     cuda_graphs=False,
 ) -> dict:
-    import resource
-    import warnings
-
     warnings.filterwarnings("ignore", category=UserWarning)  # architectures' deprecation notes
-
-    from adaptsr import kernels
-    from adaptsr.adapt.degradations import Degrader
-    from adaptsr.adapt.models import model_info
-    from adaptsr.adapt.train.graphs import CompiledModel, check_device
 
     cfg = TrainConfig(
         model=spec, mode=mode, rank=rank, batch=batch, patch=patch, kernels=kernel_backend
