@@ -20,6 +20,7 @@ the method is for: one device whose LR images a bicubic-trained model has never 
 
 from __future__ import annotations
 
+import argparse
 import math
 import time
 
@@ -349,8 +350,6 @@ def degradations_per_second(
 
 
 def _main(argv=None) -> None:
-    import argparse
-
     ap = argparse.ArgumentParser(
         prog="python -m adaptsr.adapt.degradations",
         description="Measure degradation throughput (samples per second).",

@@ -4,6 +4,7 @@ import click
 
 from adaptsr.adapt.allocation_settings import AllocationSettings
 from adaptsr.adapt.choices import ALLOCATORS, NORMALISATIONS, SCORES
+from adaptsr.core.images import set_max_pixels
 
 device_option = click.option(
     "--device",
@@ -23,8 +24,6 @@ provider_option = click.option(
 
 def _set_max_pixels(ctx, param, value):
     if value is not None:
-        from adaptsr.core.images import set_max_pixels
-
         set_max_pixels(value)
 
 
