@@ -5,13 +5,17 @@ paired layout (`--hr DIR` alone: RealSR-style `NAME_HR.png` beside `NAME_LR4.png
 root), or from HR images alone, degraded on the fly with a named, seeded degradation. The
 layouts and their naming rules are those of adaptsr.adapt.layouts, shared with training.
 
-Every number is computed by adaptsr.adapt.metrics on the 8-bit rounded output (the field's
-convention). With a base model beside the evaluated one (an adapter was given) both are scored,
-and so is bicubic upsampling of the LR image, so a table shows what the adaptation bought.
+Every number is computed by adaptsr.serve.metrics (numpy) on the 8-bit rounded output (the
+field's convention). With a base model beside the evaluated one (an adapter was given) both are
+scored, and so is bicubic upsampling of the LR image, so a table shows what the adaptation bought.
+
+Scoring an ONNX file or an engine needs no torch, as on a deployment machine: torch is imported
+only for a PyTorch model, degradations and the perceptual metrics (LPIPS, DISTS).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from collections.abc import Callable
@@ -20,14 +24,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from adaptsr.adapt import layouts, metrics
-from adaptsr.adapt.backend import TorchBackend
-from adaptsr.adapt.data import header_size, modcrop
-from adaptsr.adapt.degradations import Degrader
-from adaptsr.adapt.devices import pick_device
+from adaptsr.adapt import layouts
 from adaptsr.adapt.eval_report import (
     COMPARE_ROWS,
     Result,
@@ -36,13 +35,22 @@ from adaptsr.adapt.eval_report import (
     write_report,
     write_text,
 )
-from adaptsr.adapt.imresize import imresize
 from adaptsr.adapt.open import ModelSpec, open_model
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import check_distinct_outputs, check_outputs_not_inputs, check_writable
-from adaptsr.core.images import Image, read_image, write_image
+from adaptsr.core.images import Image, check_header, probe, read_image, write_image
+from adaptsr.core.lazy import lazy_import
 from adaptsr.core.tiling import tiled_upscale
+from adaptsr.serve import metrics
 from adaptsr.serve.backends import Backend
+from adaptsr.serve.metrics import bicubic_upscale
+
+# torch only for what needs it: a deployed model is scored without it
+torch = lazy_import("torch")
+torch_backend = lazy_import("adaptsr.adapt.backend")
+degradations = lazy_import("adaptsr.adapt.degradations")
+devices = lazy_import("adaptsr.adapt.devices")
+perceptual_metrics = lazy_import("adaptsr.adapt.metrics")
 
 
 @dataclass(frozen=True)
@@ -90,12 +98,39 @@ def size_mismatch(pair: Pair, lr_wh, hr_wh, scale: int) -> str:
 
 
 def too_small(pair: Pair, hw: tuple[int, int], scale: int) -> str | None:
-    """Why an HR image cannot be scored, or None: the metrics crop `scale` px at each border,
-    so a side needs 3 x scale px (an LR side of 3 px) to leave any pixel."""
-    least = 3 * scale
+    """Why an HR image cannot be scored, or None: it is cropped to a multiple of the scale, the
+    metrics crop `scale` px at each border and SSIM's window must fit in what is left."""
+    least = -(-metrics.least_side(scale) // scale) * scale  # the next multiple of the scale
     if min(hw) < least:
-        return f"{pair.hr}: {hw[1]}x{hw[0]} is too small to score at x{scale} (at least {least} px)"
+        return (
+            f"{pair.hr}: {hw[1]}x{hw[0]} is too small to score at x{scale} (at least {least} px "
+            f"a side: SSIM's {metrics.SSIM_WINDOW}-px window inside a {scale}-px border)"
+        )
     return None
+
+
+def header_size(path: Path) -> tuple[int, int] | None:
+    """(height, width) upright, from the header; None when the header cannot tell or the file
+    is refused (decoding decides then: skipped, or fatal with --strict)."""
+    header = probe(path)
+    try:
+        check_header(path, header)
+    except UserError:
+        return None
+    return header.upright_size if header is not None else None
+
+
+def modcrop(rgb: np.ndarray, scale: int) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    return rgb[: h - h % scale, : w - w % scale]
+
+
+def have_torch() -> bool:
+    """Whether torch can be imported (the training install) or not (the deployment install)."""
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except ImportError:
+        return False
 
 
 def check_sizes(pairs: list[Pair], scale: int) -> None:
@@ -115,19 +150,13 @@ def check_sizes(pairs: list[Pair], scale: int) -> None:
 # upscaling
 
 
-def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
-    """Bicubic upsampling as MATLAB's imresize (the published bicubic baselines use it)."""
-    x = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float64)).permute(2, 0, 1)
-    out = imresize(x, scale).permute(1, 2, 0).numpy()
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
-
-
 def make_degrade(kind: str, scale: int, seed: int, device: str = "cpu") -> Callable:
     """degrade(hr, index) -> LR (8-bit levels, like an LR file) for HR-only evaluation.
 
     Each image gets its own Degrader seeded with seed + index (its place in the sorted list),
     so an image's LR does not depend on which other images are in the folder.
     """
+    Degrader = degradations.Degrader
     Degrader(kind, scale, seed, device)  # checks kind and scale before any work
 
     def degrade(hr: np.ndarray, index: int) -> np.ndarray:
@@ -149,7 +178,10 @@ class Upscaler:
     def __init__(self, model: Backend | torch.nn.Module, device: str = "auto", tile: int = 0):
         # any backend (PyTorch, ONNX Runtime, TensorRT) is scored through the same tiler; a
         # bare module (study, demo) becomes a PyTorch one
-        self.backend = model if isinstance(model, Backend) else TorchBackend(model, device=device)
+        if isinstance(model, Backend):
+            self.backend = model
+        else:
+            self.backend = torch_backend.TorchBackend(model, device=device)
         self.tile = tile
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
@@ -340,7 +372,12 @@ class EvalPlan:
 def plan_evaluation(req: EvalRequest) -> EvalPlan:
     """Every check before any inference: device, outputs, the model and its scale, the pairs,
     outputs that would replace an input. The adapted model is opened last."""
-    device = pick_device(req.device)
+    device = devices.pick_device(req.device) if have_torch() else "cpu"
+    if req.degradation and not have_torch():
+        raise UserError(
+            "--degradation needs torch (the training install: pip install adaptsr); "
+            "without it, score real pairs with --lr"
+        )
     if req.lr and req.degradation:
         raise UserError("give either --lr (real pairs) or --degradation (HR-only), not both")
     req.outputs.check(req.force)
@@ -366,7 +403,7 @@ def run_evaluation(req: EvalRequest) -> Result:
     """`adapt eval`: plan, score the model (its base, bicubic), write the outputs asked for."""
     plan = plan_evaluation(req)
     degrade = make_degrade(req.degradation, plan.scale, req.seed) if req.degradation else None
-    fns, notes = metrics.perceptual_metrics(device=plan.device) if req.perceptual else ({}, [])
+    fns, notes = _perceptual(plan.device) if req.perceptual else ({}, [])
     out = req.outputs
     result = evaluate(
         plan.model,
@@ -388,6 +425,13 @@ def run_evaluation(req: EvalRequest) -> Result:
     result.info = {**_settings(plan), **result.info}
     out.write(result, req.force)
     return result
+
+
+def _perceptual(device: str) -> tuple[dict[str, Callable], list[str]]:
+    """LPIPS and DISTS where torch and their weights are; a note for each that is not."""
+    if not have_torch():
+        return {}, ["LPIPS and DISTS skipped: they need torch (pip install 'adaptsr[metrics]')"]
+    return perceptual_metrics.perceptual_metrics(device=device)
 
 
 def _settings(plan: EvalPlan) -> dict:

@@ -11,8 +11,9 @@ The numbers in SR papers come from the MATLAB evaluation scripts (and their Pyth
   1.5, K1 = 0.01, K2 = 0.03, L = 255, computed over the 'valid' part of the filtering only and
   averaged (no automatic downscaling).
 
-The numpy functions (float64) make the tables; the torch functions compute the same numbers on
-batches for validation during training. `psnr_y` and `ssim_y` take either kind of input.
+The numpy functions (float64, adaptsr.serve.metrics: torch-free, so deployed models are scored
+without torch) make the tables; the torch functions here compute the same numbers on batches for
+validation during training. `psnr_y` and `ssim_y` take either kind of input.
 """
 
 from __future__ import annotations
@@ -32,110 +33,27 @@ import torch.nn.functional as F
 from adaptsr.adapt.devices import pick_device
 from adaptsr.core.errors import UserError
 from adaptsr.core.lazy import lazy_import
+from adaptsr.serve.metrics import (
+    C1,
+    C2,
+    CONVENTIONS,
+    SSIM_WINDOW,
+    Y_OFFSET,
+    Y_WEIGHTS,
+    gaussian_window,
+    psnr_from_y,
+    quantize,
+    ssim_from_y,
+    y_channel,
+    y_pair,
+)
 
 # optional perceptual metrics: perceptual_metrics checks that they are installed first
 lpips = lazy_import("lpips")
 piq = lazy_import("piq")
 
-# MATLAB rgb2ycbcr, Y row, for RGB in [0, 1] -> Y in [16, 235]
-Y_WEIGHTS = (65.481, 128.553, 24.966)
-Y_OFFSET = 16.0
-
-SSIM_WINDOW = 11
-SSIM_SIGMA = 1.5
-SSIM_K1, SSIM_K2, SSIM_L = 0.01, 0.03, 255.0
-C1 = (SSIM_K1 * SSIM_L) ** 2
-C2 = (SSIM_K2 * SSIM_L) ** 2
-
-
-def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> np.ndarray:
-    """The 1-D normalised Gaussian whose outer product is MATLAB's fspecial('gaussian', ...)."""
-    x = np.arange(size, dtype=np.float64) - (size - 1) / 2
-    g = np.exp(-(x**2) / (2 * sigma**2))
-    return g / g.sum()
-
-
-# ---------------------------------------------------------------------------------------------
-# numpy (float64)
-
-
-def quantize(img: np.ndarray) -> np.ndarray:
-    """An image as 8-bit values (float64 in 0..255): uint8 as is, [0, 1] floats rounded."""
-    img = np.asarray(img)
-    if img.dtype == np.uint8:
-        return img.astype(np.float64)
-    if img.dtype == np.uint16:
-        raise UserError("16-bit arrays: convert to [0, 1] floats before scoring")
-    return np.floor(np.clip(img.astype(np.float64), 0.0, 1.0) * 255.0 + 0.5)
-
-
-def y_channel(img: np.ndarray, gray: bool = False) -> np.ndarray:
-    """BT.601 Y (float64) of an HxWx3 RGB image: studio range [16, 235] as MATLAB's rgb2ycbcr.
-
-    gray=True is for images whose file is grayscale: the MATLAB evaluation scripts score such
-    an image's single channel directly, in [0, 255]; for RGB input (a model's output for a gray
-    image) that is full-range BT.601 luma, which equals the gray value when R = G = B.
-    """
-    q = quantize(img) / 255.0
-    if q.ndim == 3 and q.shape[2] == 1:
-        q = q[:, :, 0]
-    if q.ndim == 2:  # one channel: R = G = B
-        q = np.repeat(q[:, :, None], 3, axis=2)
-    if q.ndim != 3 or q.shape[2] != 3:
-        raise UserError(f"expected an HxWx3 RGB image, got shape {q.shape}")
-    r, g, b = q[:, :, 0], q[:, :, 1], q[:, :, 2]
-    y = Y_WEIGHTS[0] * r + Y_WEIGHTS[1] * g + Y_WEIGHTS[2] * b
-    if gray:
-        return y * (255.0 / sum(Y_WEIGHTS))
-    return Y_OFFSET + y
-
-
-def _crop(y: np.ndarray, crop: int) -> np.ndarray:
-    if crop < 0:
-        raise UserError(f"crop must be >= 0, got {crop}")
-    if crop == 0:
-        return y
-    if y.shape[0] <= 2 * crop or y.shape[1] <= 2 * crop:
-        raise UserError(f"image of {y.shape[1]}x{y.shape[0]} is too small for a {crop}-px border")
-    return y[crop:-crop, crop:-crop]
-
-
-def y_pair(sr, hr, crop: int, gray: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """The Y channels of an output and its reference, checked and border-cropped."""
-    a, b = y_channel(sr, gray), y_channel(hr, gray)
-    if a.shape != b.shape:
-        raise UserError(f"size mismatch: {a.shape[1]}x{a.shape[0]} vs {b.shape[1]}x{b.shape[0]}")
-    return _crop(a, crop), _crop(b, crop)
-
-
-def psnr_from_y(y1: np.ndarray, y2: np.ndarray) -> float:
-    """PSNR (dB, peak 255) between two Y planes; inf for identical planes."""
-    mse = float(np.mean((np.asarray(y1, np.float64) - np.asarray(y2, np.float64)) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
-
-
-def _filter_valid(img: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Separable 'valid' correlation with the 1-D window g along both axes."""
-    n = len(g)
-    h, w = img.shape
-    rows = sum(g[k] * img[k : h - n + 1 + k, :] for k in range(n))
-    return sum(g[k] * rows[:, k : w - n + 1 + k] for k in range(n))
-
-
-def ssim_from_y(y1: np.ndarray, y2: np.ndarray) -> float:
-    """Mean SSIM (Wang et al. 2004) between two Y planes in [0, 255]."""
-    x = np.asarray(y1, np.float64)
-    y = np.asarray(y2, np.float64)
-    if min(x.shape) < SSIM_WINDOW:
-        raise UserError(f"SSIM needs at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {x.shape}")
-    g = gaussian_window()
-    mx, my = _filter_valid(x, g), _filter_valid(y, g)
-    sxx = _filter_valid(x * x, g) - mx * mx
-    syy = _filter_valid(y * y, g) - my * my
-    sxy = _filter_valid(x * y, g) - mx * my
-    num = (2 * mx * my + C1) * (2 * sxy + C2)
-    den = (mx * mx + my * my + C1) * (sxx + syy + C2)
-    return float(np.mean(num / den))
+__all__ = ["psnr_y", "ssim_y", "psnr_y_torch", "ssim_y_torch", "perceptual_metrics", "y_channel",
+           "y_pair", "psnr_from_y", "ssim_from_y", "quantize", "CONVENTIONS"]  # fmt: skip
 
 
 def _is_torch(x) -> bool:
@@ -218,11 +136,6 @@ def ssim_y_torch(sr, hr, crop: int = 0, gray: bool = False):
 # ---------------------------------------------------------------------------------------------
 # LPIPS and DISTS (the `metrics` extra), from local weights only
 
-CONVENTIONS = (
-    "PSNR/SSIM on BT.601 Y (MATLAB rgb2ycbcr; grayscale files on their one channel), "
-    "8-bit rounded, border of scale px cropped; SSIM: 11x11 Gaussian sigma 1.5, K1 0.01, "
-    "K2 0.03, L 255, valid filtering; LPIPS (AlexNet, v0.1) and DISTS on RGB, same crop"
-)
 WEIGHTS_ENV = "ADAPTSR_WEIGHTS"
 # file names as torch.hub caches them; LPIPS's own linear layers ship inside the lpips package
 PERCEPTUAL_FILES = {
