@@ -87,11 +87,19 @@ class _Stderr:
         return getattr(self._stream, name)
 
 
+def error_line(message: object) -> str:
+    """The one `error:` line for a message. Messages repeat user text (file names, rank-map
+    keys), which may hold a newline or a terminal escape: every character that is not printable
+    is written as its escape (a newline as \\n), so the line stays one line and says exactly
+    which name was meant."""
+    text = str(message).strip()
+    return "error: " + "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _fail(message: str, code: int = 1) -> None:
-    message = " ".join(str(message).split())  # one line, whatever the exception text held
     if not getattr(sys.stderr, "at_line_start", True):
         sys.stderr.write("\n")
-    click.echo(f"error: {message}", err=True)
+    click.echo(error_line(message), err=True)
     sys.exit(code)
 
 

@@ -25,6 +25,7 @@ from adaptsr.adapt.rankmap import read_rank_map
 from adaptsr.adapt.train.callbacks import JsonlLog
 from adaptsr.adapt.train.config import config_from_dict, read_config_file
 from adaptsr.adapt.train.data_record import read_record
+from adaptsr.cli.app import error_line
 from adaptsr.core.artifacts import engine_info_path, read_engine_info
 from adaptsr.core.contracts import AdapterMeta, EngineSidecar, ExportReport
 from adaptsr.core.errors import UserError
@@ -47,9 +48,13 @@ def small_pixel_limit(monkeypatch):
 
 
 def _only_user_errors(call, *args):
+    """The reader's result, or None for a UserError, whose `error:` line as the CLI prints it
+    is one line of printable characters (the mutated bytes may reach the message)."""
     try:
         return call(*args)
-    except UserError:
+    except UserError as e:
+        line = error_line(e)
+        assert line.isprintable() and line.splitlines() == [line], repr(line)
         return None
 
 
