@@ -53,7 +53,7 @@ from adaptsr.adapt.models import load_model, model_info
 from adaptsr.adapt.rankmap import RankAllocation, SiteInfo, heatmap_path, write_rank_map
 from adaptsr.adapt.site_scores import SiteScores, score_sites
 from adaptsr.core.errors import UserError
-from adaptsr.core.fileio import check_outputs_not_inputs, check_writable
+from adaptsr.core.fileio import check_outputs_not_inputs, check_outside_inputs, check_writable
 
 RHO_WARN = 0.5  # below this the ranking of the sites changes a lot from batch to batch
 
@@ -396,6 +396,8 @@ class AllocationJob:
         inputs = [self.model, self.data, self.lr_dir, self.hr_dir]
         outputs = {"--out": self.out, "the heatmap": heatmap_path(self.out)}
         check_outputs_not_inputs(outputs, inputs)
+        # an image among the images would be read as data by the next run
+        check_outside_inputs(outputs["the heatmap"], inputs, "the heatmap")
         for path in outputs.values():
             check_writable(path, self.force)
         score = self.settings.score

@@ -37,7 +37,12 @@ from adaptsr.adapt.eval_report import (
 )
 from adaptsr.adapt.open import ModelSpec, open_model
 from adaptsr.core.errors import UserError
-from adaptsr.core.fileio import check_distinct_outputs, check_outputs_not_inputs, check_writable
+from adaptsr.core.fileio import (
+    check_distinct_outputs,
+    check_outputs_not_inputs,
+    check_outside_inputs,
+    check_writable,
+)
 from adaptsr.core.images import Image, check_header, probe, read_image, write_image
 from adaptsr.core.lazy import lazy_import
 from adaptsr.core.tiling import tiled_upscale
@@ -393,6 +398,9 @@ def plan_evaluation(req: EvalRequest) -> EvalPlan:
         req.outputs.by_flag(),
         [req.hr, lr, spec.path, spec.adapter, *files, *{f.parent for f in files}],
     )
+    if req.outputs.compare:  # an image among the images would be scored as one by the next run
+        check_outside_inputs(req.outputs.compare, [req.hr, lr, *{f.parent for f in files}],
+                             "--compare")  # fmt: skip
     if spec.adapter is None:
         return EvalPlan(req, base, None, pairs, scale, lr, device)
     model = open_model(spec, device=device, provider=req.provider)

@@ -34,7 +34,7 @@ from adaptsr.adapt.study_report import STUDY_FILE, RunOutcome, duration, summari
 from adaptsr.adapt.train import TrainConfig, train
 from adaptsr.adapt.train.loop import check_patch
 from adaptsr.core.errors import UserError
-from adaptsr.core.fileio import atomic_output, leave_as_found, parse_json
+from adaptsr.core.fileio import atomic_output, check_outside_inputs, leave_as_found, parse_json
 
 SETTINGS_FILE = "study-settings.json"
 EVAL_FILE = "eval.json"  # in a run folder: written once the run is trained and scored
@@ -319,14 +319,7 @@ def check_settings(settings: StudySettings, out: Path, force: bool) -> None:
     path = out / SETTINGS_FILE
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file; a study writes a folder")
-    for folder in [*settings.data, settings.val]:  # plots and runs never land among the images
-        if out.resolve() == Path(folder).resolve() or out.resolve().is_relative_to(
-            Path(folder).resolve()
-        ):
-            raise UserError(
-                f"--out {out} is inside the image folder {folder}: choose a folder of its own "
-                "(--force never overwrites inputs)"
-            )
+    check_outside_inputs(out, [*settings.data, settings.val], "--out")  # plots, runs: not images
     if path.is_file():
         old = _read_json(path) if not force else {}
         if old != settings.comparable() and not force:

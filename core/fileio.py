@@ -268,7 +268,7 @@ def is_disk_full(e: BaseException) -> bool:
 def _same(a: Path, b: Path) -> bool:
     try:
         return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a link loop (Python < 3.13)
         return False
 
 
@@ -315,7 +315,7 @@ def check_outside_inputs(output: str | os.PathLike, folders, flag: str = "the ou
 def _inside(path: Path, folder: Path) -> bool:
     try:
         return path.resolve().is_relative_to(folder.resolve())
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a link loop (Python < 3.13)
         return False
 
 

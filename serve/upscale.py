@@ -22,7 +22,12 @@ import numpy as np
 from tqdm import tqdm
 
 from adaptsr.core.errors import UserError
-from adaptsr.core.fileio import atomic_output, check_output_folder, check_writable
+from adaptsr.core.fileio import (
+    atomic_output,
+    check_output_folder,
+    check_outside_inputs,
+    check_writable,
+)
 from adaptsr.core.images import (
     Image,
     check_output_sizes,
@@ -166,13 +171,27 @@ def collect_inputs(inputs: list[str | os.PathLike]) -> list[Path]:
     return files
 
 
+def input_folders(inputs: list[str | os.PathLike], files: list[Path], out_dir: Path) -> list[Path]:
+    """The folders whose images are read: each folder named, and the folder of a file named
+    directly when --out is that folder (its output would replace it). A folder below a named
+    file's folder is no input: upscale reads only the files named there."""
+    named = [Path(item) for item in inputs if Path(item).is_dir()]
+    beside = [f.parent for f in files if _same_place(out_dir, f.parent)]
+    return [*named, *beside]
+
+
+def _same_place(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError):  # a link loop: check_output_folder names it
+        return False
+
+
 def output_paths(files: list[Path], out_dir: Path) -> list[Path]:
     """out_dir/<input file name>; two inputs with one name would collide, so that is refused."""
     outs = [out_dir / f.name for f in files]
     seen: dict[Path, Path] = {}
     for src, dst in zip(files, outs, strict=True):
-        if dst.exists() and dst.resolve() == src.resolve():
-            raise UserError(f"--out {out_dir} holds the input {src}: choose another folder")
         if dst in seen and seen[dst].resolve() != src.resolve():
             raise UserError(f"{seen[dst]} and {src} would both be written to {dst}")
         seen[dst] = src
@@ -208,6 +227,7 @@ def plan_upscale(
     options against the model."""
     files = collect_inputs(inputs)
     out_dir = Path(out_dir)
+    check_outside_inputs(out_dir, input_folders(inputs, files, out_dir), "--out")
     outs = output_paths(files, out_dir)
     check_output_folder(out_dir, f"--out {out_dir}")  # a link loop, a broken link, under a file
     backend = open_backend()

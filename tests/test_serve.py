@@ -285,7 +285,7 @@ def test_upscale_bad_input_is_one_clear_line(run_cli, artifacts, image_folder, m
     code, _, err = run_cli("upscale", img, "--out", out, *onnx, "--adapter", "a.safetensors")
     _one_line_error(code, err, "--adapter needs --model")
     code, _, err = run_cli("upscale", img, "--out", image_folder, *onnx, "--force")
-    _one_line_error(code, err, "holds the input")
+    _one_line_error(code, err, "is inside the input folder")
     code, _, err = run_cli("upscale", img, "--out", out, *onnx, "--overlap", "30", "--tile", "32")
     _one_line_error(code, err, "less than half the tile")
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # as on a machine without TensorRT

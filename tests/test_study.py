@@ -148,7 +148,7 @@ def test_a_failed_start_leaves_no_study_folder(setup, tmp_path):
 def test_damaged_study_files_and_an_out_among_the_images_are_user_errors(setup, tmp_path):
     root, _ = setup
     settings = _settings(setup, runs=["r1"], seeds=1)
-    with pytest.raises(UserError, match="inside the image folder"):
+    with pytest.raises(UserError, match="is inside the input folder"):
         study.run_study(settings, root / "train", force=True, progress=False, say=lambda _: None)
     out = tmp_path / "study"
     study.run_study(settings, out, progress=False, say=lambda _: None)
