@@ -6,6 +6,9 @@ onnx.checker -> parity in ONNX Runtime against the original PyTorch model on ran
 photo-like image, at several sizes when the export is dynamic -> metadata -> optional fp16
 conversion checked by PSNR -> atomic write. A merged export is also compared with the base
 export: op histogram, initializer shapes, parameter count, and alternating ORT latency.
+
+The checks that need no model are made once by export.plan (`plan_export`); `run_export` runs
+such a plan (opening the model it names), `export_onnx` plans and runs for a model in hand.
 """
 
 from __future__ import annotations
