@@ -25,6 +25,9 @@ from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import atomic_output, check_readable
 from adaptsr.core.version import __version__
 
+# what an adapter's tensors may hold (copied into the model's own dtype when applied)
+ADAPTER_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
 
 def _adapter_params(model: nn.Module) -> dict[str, nn.Parameter]:
     """`<site>.lora_A` / `<site>.lora_B` -> the injected parameter, as the file names them."""
@@ -72,6 +75,12 @@ class AdapterFile:
         except (SafetensorError, ValueError, RecursionError) as e:
             raise UserError(f"cannot read adapter {path}: corrupt or not safetensors ({e})") from e
         meta = AdapterMeta.from_json(metadata, path)
+        odd = next((k for k, t in tensors.items() if t.dtype not in ADAPTER_DTYPES), None)
+        if odd is not None:
+            raise UserError(
+                f"adapter {path} is damaged: {odd} holds {str(tensors[odd].dtype)[6:]} values; "
+                "adapter weights are floating-point (float16, bfloat16, float32, float64)"
+            )
         bad = next((k for k, t in tensors.items() if not bool(torch.isfinite(t).all())), None)
         if bad is not None:
             raise UserError(f"adapter {path} is damaged: {bad} holds NaN or infinite values")
@@ -87,6 +96,7 @@ class AdapterFile:
                 f"adapter {self.path} was trained on another base model "
                 f"(adapter's base fingerprint {expected or 'missing'}, this model's {current})"
             )
+        self._check_model_info(model)
         inject_lora(model, dict(self.meta.ranks), alpha=self.meta.alpha)
         params = _adapter_params(model)
         if set(self.tensors) != set(params):
@@ -106,6 +116,22 @@ class AdapterFile:
                     )
                 param.copy_(t.to(param.dtype))
         return model
+
+    def _check_model_info(self, model: nn.Module) -> None:
+        """The recorded arch and scale must be the model's: matching weights with another
+        arch or scale recorded means the metadata was edited, and the merge would carry it."""
+        info = getattr(model, "adaptsr_info", None)
+        if info is None:
+            return
+        meta = self.meta
+        if meta.arch and meta.arch != info.arch:
+            raise UserError(
+                f"adapter {self.path}: key 'arch' is {meta.arch!r}, but the model is {info.arch!r}"
+            )
+        if meta.scale is not None and meta.scale != info.scale:
+            raise UserError(
+                f"adapter {self.path}: key 'scale' is {meta.scale}, but the model is x{info.scale}"
+            )
 
 
 def save_adapter(model: nn.Module, path: str | os.PathLike, force: bool = False) -> Path:

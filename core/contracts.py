@@ -216,8 +216,13 @@ class AdapterMeta:
         if not (alpha > 0 and math.isfinite(alpha)):
             raise UserError(f"{damaged} (key 'alpha' {text['alpha']} is not a positive number)")
         scale = text["scale"]
-        if scale and not scale.isdigit():
-            raise UserError(f"{damaged} (key 'scale' {scale!r} is not a whole number)")
+        if scale and not (scale.isdigit() and int(scale) > 0):
+            raise UserError(f"{damaged} (key 'scale' {scale!r} is not a positive whole number)")
+        if text["scaling"] != SCALING_RULE:  # merged weights would be scaled by another rule
+            raise UserError(
+                f"cannot read adapter {where}: key 'scaling' is {text['scaling']!r}; this "
+                f"adaptsr applies adapters scaled by {SCALING_RULE!r} only"
+            )
         return cls(
             ranks=ranks,
             alpha=alpha,
