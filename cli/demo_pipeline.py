@@ -21,10 +21,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+import adaptsr
+import adaptsr.adapt.train as training
+from adaptsr.adapt.allocate import allocate_ranks, image_batches
+from adaptsr.adapt.choices import DEFAULT_MODEL
+from adaptsr.adapt.devices import pick_device
+from adaptsr.adapt.evaluate import evaluate, find_pairs, make_degrade, write_compare
+from adaptsr.adapt.models import model_info
+from adaptsr.adapt.photos import PHOTO_NAMES, write_photos
+from adaptsr.adapt.rankmap import write_rank_map
 from adaptsr.core.contracts import ExportReport
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import atomic_output
-from adaptsr.export.plan import report_path
+from adaptsr.export.onnx import run_export
+from adaptsr.export.plan import plan_export, report_path
 from adaptsr.serve.timing import PROOF, latency_line, zero_overhead_verdict
 
 # Held out: never seen by the allocation or the adapter. Photos with faces, fur, text-free
@@ -96,12 +108,6 @@ def run_demo(
 ) -> dict:
     """Run the demo into `out`; returns the report (also OUT/report.json). `settings`
     replaces what model, iters and device choose (a shorter demo for tests)."""
-
-    import adaptsr
-    from adaptsr.adapt.choices import DEFAULT_MODEL
-    from adaptsr.adapt.devices import pick_device
-    from adaptsr.adapt.models import model_info
-
     out = Path(out)
     device = pick_device(device)  # before anything is written
     cfg = settings or DemoSettings.for_device(model or DEFAULT_MODEL, iters, device)
@@ -166,8 +172,6 @@ def run_demo(
 
 
 def _write_photos(data: Path, force: bool) -> tuple[Path, Path]:
-    from adaptsr.adapt.photos import PHOTO_NAMES, write_photos
-
     adapt = [n for n in PHOTO_NAMES if n not in EVAL_PHOTOS]
     write_photos(data / "adapt", adapt, force=force)
     write_photos(data / "eval", EVAL_PHOTOS, force=force)
@@ -175,8 +179,6 @@ def _write_photos(data: Path, force: bool) -> tuple[Path, Path]:
 
 
 def _allocate(base, adapt_dir: Path, scale: int, cfg: DemoSettings, path: Path, force: bool):
-    from adaptsr.adapt.allocate import allocate_ranks, image_batches
-    from adaptsr.adapt.rankmap import write_rank_map
 
     batches = image_batches(
         str(adapt_dir),
@@ -197,9 +199,8 @@ def _allocate(base, adapt_dir: Path, scale: int, cfg: DemoSettings, path: Path, 
 
 
 def _train(cfg: DemoSettings, adapt_dir: Path, rank_map: Path, run_dir: Path, progress: bool):
-    from adaptsr.adapt.train import TrainConfig, train
 
-    train_cfg = TrainConfig(
+    train_cfg = training.TrainConfig(
         model=cfg.model,
         data=[str(adapt_dir)],
         degradation="camera",
@@ -215,16 +216,13 @@ def _train(cfg: DemoSettings, adapt_dir: Path, rank_map: Path, run_dir: Path, pr
         workers=0 if cfg.device == "cpu" else 2,
         device=cfg.device,
     )
-    result = train(train_cfg, run_dir, force=True, progress=progress)
+    result = training.train(train_cfg, run_dir, force=True, progress=progress)
     if result.status == "interrupted":  # Ctrl-C: the pipeline stops, as every command does
         raise KeyboardInterrupt
     return result.output, result.iteration
 
 
 def _merge(model: str, adapter: Path):
-    import torch
-
-    import adaptsr
 
     adapted = adaptsr.load_model(model)
     adaptsr.load_adapter(adapted, adapter)
@@ -237,9 +235,6 @@ def _merge(model: str, adapter: Path):
 
 
 def _export(cfg: DemoSettings, adapter: Path, path: Path, force: bool) -> ExportReport:
-    from adaptsr.export.onnx import run_export
-    from adaptsr.export.plan import plan_export
-
     plan = plan_export(
         path,
         model=cfg.model,
@@ -263,7 +258,6 @@ def _proof_lines(export: ExportReport) -> list[str]:
 
 
 def _evaluate(merged, base, eval_dir: Path, scale: int, cfg, compare: Path, force: bool):
-    from adaptsr.adapt.evaluate import evaluate, find_pairs, make_degrade, write_compare
 
     pairs = find_pairs(eval_dir, None, scale)
     # Evaluation noise comes from its own seed: not a field the adapter trained on.

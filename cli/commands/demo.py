@@ -1,6 +1,9 @@
 import click
 
 from adaptsr.adapt.choices import DEFAULT_MODEL
+from adaptsr.core.lazy import lazy_import
+
+pipeline = lazy_import("adaptsr.cli.demo_pipeline")  # torch: only when the demo runs
 
 
 @click.command()
@@ -32,6 +35,4 @@ def demo(out: str, model: str, iters: int | None, device: str, force: bool) -> N
     evaluation on held-out photos; nothing is downloaded. Writes report.md, report.json,
     compare.png and rank_map.png into --out.
     """
-    from adaptsr.cli.demo_pipeline import run_demo
-
-    run_demo(out, model=model, iters=iters, force=force, device=device, say=click.echo)
+    pipeline.run_demo(out, model=model, iters=iters, force=force, device=device, say=click.echo)
