@@ -1,6 +1,6 @@
 """TensorRT calls that make engines: build from an ONNX (one logger, runtime and timing cache
 per command) and refit an engine with the weights of another export. No torch; TensorRT is
-imported when one of them runs, so adaptsr.export.tensorrt's checks work without it.
+imported when one of them runs, so the plan's checks (adaptsr.export.trt_plan) work without it.
 """
 
 from __future__ import annotations
