@@ -94,7 +94,9 @@ def upscale_file(
     """
     check_batch(batch)
     tiles = choose_tile(backend.rule, tile, overlap)
-    return _write_upscaled(backend, Path(src), Path(dst), tiles, batch, force, {})
+    if not _write_upscaled(backend, Path(src), Path(dst), tiles, batch, force, {}):
+        raise UserError(f"{dst} already exists (use --force to overwrite)")
+    return Path(dst)
 
 
 def _write_upscaled(
@@ -105,8 +107,10 @@ def _write_upscaled(
     batch: int,
     force: bool,
     layouts: dict[tuple[int, int], TilePlan],
-) -> Path:
-    """upscale_file with checked options; `layouts` caches the tile layout per input size."""
+) -> bool:
+    """upscale_file with checked options; `layouts` caches the tile layout per input size.
+    False when, without force, another run wrote `dst` whole while this one worked: theirs
+    stands, as any existing output does (both are renamed into place whole, never half)."""
     dst = check_writable(dst, force)
     image = read_image(src)
     s = backend.scale
@@ -134,9 +138,16 @@ def _write_upscaled(
     del chw, image
     data = encode_pixels(out, dst.suffix)
     del out
-    with atomic_output(dst, force=force) as tmp:
-        tmp.write_bytes(data)
-    return dst
+    if not force and dst.is_file():
+        return False
+    try:
+        with atomic_output(dst, force=force) as tmp:
+            tmp.write_bytes(data)
+    except UserError:
+        if not force and dst.is_file():  # written in the instant before this one's rename
+            return False
+        raise
+    return True
 
 
 def out_bytes(bit_depth: int) -> int:
@@ -264,10 +275,10 @@ def run_upscale(
                 summary.skipped.append(dst)
             else:
                 try:
-                    _write_upscaled(
+                    mine = _write_upscaled(
                         plan.backend, src, dst, plan.tiles, plan.batch, plan.force, layouts
                     )
-                    summary.written.append(dst)
+                    (summary.written if mine else summary.skipped).append(dst)
                 except (UserError, OSError, MemoryError) as e:
                     summary.failed.append((src, str(e)))
                     say(f"failed: {src}: {e}")
