@@ -10,8 +10,8 @@ import torch
 
 from adaptsr.adapt.archs import build_small
 from adaptsr.adapt.models import model_from_state_dict, save_model
-from adaptsr.export.onnx import export_onnx
 from adaptsr.core.images import synthetic_image
+from adaptsr.export.onnx import export_onnx
 
 
 def _write(path, rgb):
