@@ -1,0 +1,65 @@
+"""Calibration from the camera's photos alone: the `camera` degradation (blur in HR pixels,
+Gaussian noise in 8-bit levels at LR, JPEG quality) that best explains them, with each
+estimate's uncertainty and what it rests on. numpy, OpenCV and Pillow only (no torch).
+
+    from adaptsr.adapt.calibration import calibrate, write_calibration
+    c = calibrate(paths, scale=4)
+    print(c.report())
+    write_calibration(c, "camera.toml")
+
+One module per estimate: jpeg_quality (first: the others replay the compression), noise (then:
+blur replays the noise), blur; report holds the result and its TOML file. Methods and measured
+accuracy: docs/degradations.md, "Calibration".
+"""
+
+from __future__ import annotations
+
+import os
+
+from adaptsr.adapt.calibration.blur import MIN_EDGE_PIXELS, BlurEstimate, estimate_blur
+from adaptsr.adapt.calibration.jpeg_quality import JpegEstimate, estimate_jpeg
+from adaptsr.adapt.calibration.noise import NoiseEstimate, estimate_noise
+from adaptsr.adapt.calibration.photos import MIN_SIDE, load_photos
+from adaptsr.adapt.calibration.report import Calibration, to_toml, write_calibration
+from adaptsr.core.errors import UserError
+
+__all__ = [
+    "MIN_PHOTOS",
+    "MIN_SIDE",
+    "BlurEstimate",
+    "Calibration",
+    "JpegEstimate",
+    "NoiseEstimate",
+    "calibrate",
+    "to_toml",
+    "write_calibration",
+]
+
+MIN_PHOTOS = 3  # fewer cannot show the spread between photos that the uncertainties report
+MAX_SCALE = 8
+
+
+def calibrate(paths: list[str | os.PathLike], scale: int) -> Calibration:
+    """Estimate the camera degradation from photos taken at the LR resolution of `scale`."""
+    if int(scale) != scale or not 1 <= scale <= MAX_SCALE:
+        raise UserError(f"scale must be an integer from 1 to {MAX_SCALE}, got {scale}")
+    paths = list(paths)
+    if len(paths) < MIN_PHOTOS:
+        raise UserError(
+            f"calibration needs at least {MIN_PHOTOS} photos of the camera, got {len(paths)}"
+        )
+    photos = load_photos(paths)
+    jpeg = estimate_jpeg(photos)
+    noise = estimate_noise(photos, jpeg)
+    if noise is None:
+        raise UserError(
+            "the photos are too uniform or too close to black or white to estimate the noise "
+            "from: no flat region with room for noise"
+        )
+    blur = estimate_blur(photos, int(scale), noise.sigma, jpeg)
+    if blur is None:
+        raise UserError(
+            f"the photos are too uniform to estimate the blur from: none has {MIN_EDGE_PIXELS} "
+            "strong edge pixels (photos with sharp object outlines are needed)"
+        )
+    return Calibration(int(scale), len(photos), blur, noise, jpeg)

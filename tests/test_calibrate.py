@@ -1,0 +1,247 @@
+"""Calibration from LR-only photos (adapt/calibration/): photos degraded with known settings are
+recovered. The photos are made here, independently of the estimators' own camera model: sharp
+scenes (antialiased shapes, flat or filled with scikit-image photo texture), scipy's Gaussian
+blur, Pillow's bicubic resize, numpy noise, Pillow's libjpeg; one case runs the project's own
+camera pipeline (adapt/degradations.py, torch JPEG)."""
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+import tomllib
+from PIL import Image
+from scipy.ndimage import gaussian_filter
+
+from adaptsr.adapt.calibration import calibrate, to_toml, write_calibration
+from adaptsr.adapt.calibration.jpeg_quality import estimate_jpeg, quality_from_tables
+from adaptsr.adapt.calibration.photos import load_photos
+from adaptsr.core.errors import UserError
+
+HR_SIDE = 384
+SCALE = 4
+TEXTURES = ("astronaut", "coffee", "chelsea")
+
+
+def textures():
+    out = []
+    for name in TEXTURES:
+        a = getattr(skimage.data, name)()[..., :3]
+        half = Image.fromarray(a).resize((a.shape[1] // 2, a.shape[0] // 2), Image.BICUBIC)
+        t = np.asarray(half, dtype=np.float64)
+        pad = [(0, max(0, HR_SIDE - t.shape[0])), (0, max(0, HR_SIDE - t.shape[1])), (0, 0)]
+        out.append(np.pad(t, pad, mode="reflect"))  # at least HR_SIDE on each side
+    return out
+
+
+def sharp_scene(seed: int, side: int = HR_SIDE) -> np.ndarray:
+    """HR scene with ideal (pixel-integrated) edges: 30 ellipses and polygons over a gradient,
+    half flat-coloured, half filled with photo texture."""
+    rng = np.random.default_rng(seed)
+    n = side * 4  # 4x4 supersampling
+    yy, xx = np.mgrid[0:side, 0:side] / side
+    img = np.stack([60 + 100 * xx, 80 + 60 * yy, 120 + 40 * xx * yy], -1)
+    tex = textures()
+    for k in range(30):
+        mask = np.zeros((n, n), np.uint8)
+        cx, cy = (int(v) for v in rng.integers(0, n, 2))
+        r = int(rng.uniform(0.05, 0.25) * n)
+        if rng.random() < 0.5:
+            axes = (r, int(r * rng.uniform(0.4, 1)))
+            cv2.ellipse(mask, (cx, cy), axes, float(rng.uniform(0, 180)), 0, 360, 255, -1)
+        else:
+            pts = np.array([cx, cy]) + rng.normal(0, r, (int(rng.integers(3, 6)), 2))
+            cv2.fillPoly(mask, [pts.astype(np.int32)], 255)
+        m = cv2.resize(mask.astype(np.float32) / 255, (side, side), interpolation=cv2.INTER_AREA)
+        if rng.random() < 0.5:
+            fill = np.full((side, side, 3), rng.uniform(15, 240, 3))
+        else:
+            t = tex[k % len(tex)]
+            oy, ox = rng.integers(0, t.shape[0] - side + 1), rng.integers(0, t.shape[1] - side + 1)
+            fill = t[oy : oy + side, ox : ox + side]
+        img = img * (1 - m[..., None]) + fill * m[..., None]
+    return np.clip(img, 0, 255)
+
+
+def degrade(hr, blur, noise, seed, scale=SCALE):
+    """blur (scipy) -> Pillow bicubic down -> Gaussian noise -> 8 bits."""
+    if blur > 0:
+        hr = np.stack([gaussian_filter(hr[..., c], blur, truncate=3) for c in range(3)], -1)
+    h, w = hr.shape[:2]
+    planes = [
+        Image.fromarray(hr[..., c].astype(np.float32), "F").resize(
+            (w // scale, h // scale), Image.BICUBIC
+        )
+        for c in range(3)
+    ]
+    lr = np.stack([np.asarray(p, dtype=np.float64) for p in planes], -1)
+    lr += np.random.default_rng(seed).normal(0, noise, lr.shape)
+    return np.clip(np.round(lr), 0, 255).astype(np.uint8)
+
+
+def write_photos(folder, blur, noise, quality, seed, png=False, count=3):
+    """Photos of the camera: JPEG files (or PNGs of the JPEG-decoded pixels with png=True)."""
+    paths = []
+    for i in range(count):
+        lr = Image.fromarray(degrade(sharp_scene(seed * 10 + i), blur, noise, seed * 10 + i))
+        if quality is None:
+            path = folder / f"p{i}.png"
+            lr.save(path)
+        elif png:
+            buf = io.BytesIO()
+            lr.save(buf, "JPEG", quality=quality)
+            path = folder / f"p{i}.png"
+            Image.open(buf).convert("RGB").save(path)
+        else:
+            path = folder / f"p{i}.jpg"
+            lr.save(path, "JPEG", quality=quality)
+        paths.append(path)
+    return paths
+
+
+def noise_ok(estimate, true):
+    return abs(estimate - true) <= max(0.1 * true, 0.5)
+
+
+@pytest.mark.parametrize("quality", [30, 50, 75, 95])
+def test_jpeg_quality_from_tables_is_exact(tmp_path, quality):
+    paths = write_photos(tmp_path, 1.0, 5, quality, seed=quality)
+    est = estimate_jpeg(load_photos(paths))
+    assert (est.quality, est.uncertainty, est.method) == (quality, 0.0, "tables")
+    assert est.subsampling == "420"
+
+
+def test_foreign_tables_get_the_nearest_quality_and_an_uncertainty():
+    q, unc = quality_from_tables(((20,) * 64, (30,) * 64))
+    assert 1 <= q <= 100 and unc >= 1
+
+
+@pytest.mark.parametrize("quality", [40, 85])
+def test_jpeg_quality_from_decoded_pixels(tmp_path, quality):
+    est = estimate_jpeg(load_photos(write_photos(tmp_path, 1.0, 10, quality, 7, png=True)))
+    assert est.method == "pixels" and abs(est.quality - quality) <= 1
+
+
+def test_no_jpeg_is_reported_as_none(tmp_path):
+    est = estimate_jpeg(load_photos(write_photos(tmp_path, 1.0, 10, None, 8)))
+    assert est.quality is None and est.method == "none"
+
+
+# (blur, noise, JPEG quality): across blur 0.5-3, noise 0-25, JPEG 30-95 and none.
+RECOVERED = [
+    (0.5, 0.0, None),
+    (2.0, 0.0, None),
+    (1.0, 10.0, None),
+    (3.0, 25.0, None),
+    (2.0, 15.0, 75),
+    (1.5, 10.0, 95),
+    (2.5, 25.0, 50),
+    (1.0, 25.0, 30),
+]
+
+
+@pytest.mark.parametrize(("blur", "noise", "quality"), RECOVERED)
+def test_calibration_recovers_known_settings(tmp_path, blur, noise, quality):
+    c = calibrate(write_photos(tmp_path, blur, noise, quality, seed=int(blur * 10 + noise)), 4)
+    assert c.jpeg.quality == quality
+    assert noise_ok(c.noise.sigma, noise), c.report()
+    if noise == 0:  # blur under noise: see test_blur_under_strong_noise
+        assert abs(c.blur.sigma - blur) <= 0.25, c.report()
+    assert c.blur.images == c.noise.images == 3 and c.blur.regions > 100 and c.noise.regions > 10
+
+
+# Low noise under strong JPEG: the compression removes most of the noise from flat regions, so
+# what is left does not pin sigma down to 10% (docs/degradations.md, "Calibration").
+HARD = [(1.0, 5.0, 50), (2.0, 2.0, 30)]
+
+
+@pytest.mark.xfail(strict=True, reason="low noise under strong JPEG is not recovered to 10%")
+@pytest.mark.parametrize(("blur", "noise", "quality"), HARD)
+def test_low_noise_under_strong_jpeg(tmp_path, blur, noise, quality):
+    c = calibrate(write_photos(tmp_path, blur, noise, quality, seed=3), 4)
+    assert noise_ok(c.noise.sigma, noise), c.report()
+
+
+# Blur under noise: the noise biases the edge measure by 0.3-0.8 HR pixels
+# (docs/degradations.md, "Calibration", measured table).
+@pytest.mark.xfail(strict=True, reason="blur under strong noise is not recovered to 0.25")
+@pytest.mark.parametrize(
+    ("blur", "noise", "quality"), [(1.0, 10.0, None), (3.0, 25.0, None), (3.0, 5.0, 95)]
+)
+def test_blur_under_strong_noise(tmp_path, blur, noise, quality):
+    c = calibrate(write_photos(tmp_path, blur, noise, quality, seed=int(blur * 10 + noise)), 4)
+    assert abs(c.blur.sigma - blur) <= 0.25, c.report()
+
+
+def test_the_camera_pipeline_is_recovered(tmp_path):
+    """The project's own camera (MATLAB resize, torch JPEG), written as PNG."""
+    torch = pytest.importorskip("torch")
+    from adaptsr.adapt.degradation_params import CameraConfig
+    from adaptsr.adapt.degradations import apply_camera, quantize8
+
+    cam = CameraConfig(blur_sigma=1.5, noise_sigma=12.0, jpeg_quality=70)
+    hr = torch.tensor(np.stack([sharp_scene(40 + i) for i in range(3)]) / 255).permute(0, 3, 1, 2)
+    lr = quantize8(apply_camera(hr.float(), 4, torch.Generator().manual_seed(0), cam))
+    paths = []
+    for i, img in enumerate(lr):
+        paths.append(tmp_path / f"c{i}.png")
+        arr = np.round(img.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        Image.fromarray(arr).save(paths[-1])
+    c = calibrate(paths, 4)
+    assert abs(c.jpeg.quality - 70) <= 1
+    assert noise_ok(c.noise.sigma, 12.0), c.report()
+    assert 0 <= c.blur.sigma <= 3.0  # blur under this noise: test_blur_under_strong_noise
+
+
+def test_toml_has_the_presets_keys_and_the_report(tmp_path):
+    c = calibrate(write_photos(tmp_path, 1.0, 10.0, 75, seed=5), 4)
+    out = write_calibration(c, tmp_path / "camera.toml")
+    data = tomllib.loads(out.read_text())
+    assert data["jpeg_quality"] == 75
+    assert data["blur_sigma"] == pytest.approx(c.blur.sigma, abs=1e-4)
+    assert data["noise_sigma"] == pytest.approx(c.noise.sigma, abs=1e-4)
+    cal = data["calibration"]
+    assert cal["scale"] == 4 and cal["photos"] == 3 and cal["jpeg_method"] == "tables"
+    assert cal["noise_flat_blocks"] == c.noise.regions and len(cal["noise_variance_a"]) == 3
+    assert "blur sigma" in c.report() and "JPEG quality: 75" in c.report()
+    with pytest.raises(UserError, match="already exists"):
+        write_calibration(c, out)
+
+
+def test_no_jpeg_leaves_the_quality_out(tmp_path):
+    c = calibrate(write_photos(tmp_path, 1.0, 5.0, None, seed=6), 4)
+    data = tomllib.loads(to_toml(c))
+    assert "jpeg_quality" not in data and data["calibration"]["jpeg_method"] == "none"
+    assert "no sign of JPEG" in c.report()
+
+
+def test_too_few_photos(tmp_path):
+    with pytest.raises(UserError, match="at least 3 photos") as e:
+        calibrate(write_photos(tmp_path, 1.0, 5, 75, 1, count=2), 4)
+    assert "\n" not in str(e.value)
+
+
+def test_too_small_photos(tmp_path):
+    paths = write_photos(tmp_path, 1.0, 5, 75, 1)
+    Image.new("RGB", (40, 60), (90, 90, 90)).save(paths[0])
+    with pytest.raises(UserError, match="too small") as e:
+        calibrate(paths, 4)
+    assert "\n" not in str(e.value)
+
+
+def test_too_uniform_photos(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(3):
+        flat = np.clip(120 + 10 * i + rng.normal(0, 3, (96, 96, 3)), 0, 255).astype(np.uint8)
+        paths.append(tmp_path / f"f{i}.png")
+        Image.fromarray(flat).save(paths[-1])
+    with pytest.raises(UserError, match="too uniform") as e:
+        calibrate(paths, 4)
+    assert "\n" not in str(e.value)
+
+
+def test_bad_scale():
+    with pytest.raises(UserError, match="scale"):
+        calibrate([], 0)
