@@ -2,12 +2,12 @@
 bicubic downsample by the scale, that best explains the photos' edges.
 
 Method. Edge sharpness is measured on the LR luma as the upper quartile, over strong edge
-pixels (local maxima of the smoothed gradient, above a contrast threshold well clear of the noise), of the
-ratio between the gradient magnitude and that of a copy smoothed by a Gaussian of sigma 1 LR
-pixel: on a step edge of width w the ratio is sqrt(w^2 + 1) / w whatever its contrast, so it
-measures width, not contrast. The same measure is taken on a reference scene rendered for each
-candidate sigma through the camera's whole chain: a dead-leaves image (overlapping discs of
-random grey levels with a power-law size distribution: the occlusion edges and the 1/f^2
+pixels (local maxima of the smoothed gradient, above a contrast threshold clear of the noise),
+of the ratio between the gradient magnitude and that of a copy smoothed by a Gaussian of sigma
+1 LR pixel: on a step edge of width w the ratio is sqrt(w^2 + 1) / w whatever its contrast, so
+it measures width, not contrast. The same measure is taken on a reference scene rendered for
+each candidate sigma through the camera's whole chain: a dead-leaves image (overlapping discs
+of random grey levels with a power-law size distribution: the occlusion edges and the 1/f^2
 spectrum of natural scenes, the test chart of camera texture-sharpness standards), rendered at
 HR with 4x4 supersampling, blurred, shrunk by the scale (MATLAB's bicubic), with the estimated
 noise added and JPEG-compressed at the estimated quality. The photos' measure is read off that
