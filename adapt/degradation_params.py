@@ -28,6 +28,14 @@ SIZE_KEYS = (
 
 
 @dataclass(frozen=True)
+class BicubicConfig:
+    """MATLAB bicubic downsampling by the scale, nothing else (the benchmark LR images)."""
+
+
+BICUBIC = BicubicConfig()
+
+
+@dataclass(frozen=True)
 class StageConfig:
     """One degradation stage; the defaults are Real-ESRGAN's first stage."""
 
@@ -71,9 +79,9 @@ class CameraConfig:
     """One fixed camera: blur in HR pixels, then the resize, noise and JPEG of a phone shot
     at high ISO (indoors, at dusk): its sensor noise is what a bicubic-trained model amplifies."""
 
-    blur_sigma: float = 1.0  # Gaussian lens/demosaicing blur, HR pixels
-    noise_sigma: float = 15.0  # Gaussian sensor noise per channel, 8-bit levels, at LR
-    jpeg_quality: int = 75
+    blur_sigma: float = 1.0  # Gaussian lens/demosaicing blur, HR pixels (0: none)
+    noise_sigma: float = 15.0  # Gaussian sensor noise per channel, 8-bit levels, at LR (0: none)
+    jpeg_quality: int | None = 75  # libjpeg 1-100, 4:2:0; None: saved without JPEG
 
 
 CAMERA = CameraConfig()

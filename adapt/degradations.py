@@ -22,19 +22,23 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 
 import torch
 import torch.nn.functional as F
 
 from adaptsr.adapt.blur import KERNEL_TYPES, filter2d, make_kernels, pulse
+from adaptsr.adapt.degradation_file import TYPES, Settings, settings_of
 from adaptsr.adapt.degradation_params import (
+    BICUBIC,
     CAMERA,
     INTERP_MODES,
     KINDS,
     REALESRGAN,
     RESIZE_MODES,
     SIZE_KEYS,
+    BicubicConfig,
     CameraConfig,
     RealESRGANConfig,
     StageConfig,
@@ -45,6 +49,8 @@ from adaptsr.adapt.jpeg import jpeg
 from adaptsr.core.errors import UserError
 
 __all__ = [
+    "BICUBIC",
+    "BicubicConfig",
     "INTERP_MODES",
     "KINDS",
     "CAMERA",
@@ -225,26 +231,35 @@ def apply_realesrgan(
 def apply_camera(
     x: torch.Tensor, scale: int, g: torch.Generator, config: CameraConfig = CAMERA
 ) -> torch.Tensor:
-    """blur -> MATLAB bicubic down by `scale` -> Gaussian noise -> JPEG, the same for every
-    image of the batch; `g` (on x's device) draws the noise field."""
-    n = x.shape[0]
-    size = 2 * math.ceil(3 * config.blur_sigma) + 1  # +-3 sigma holds 99.7% of the kernel
+    """blur (HR pixels, on the HR image) -> MATLAB bicubic down by `scale` -> Gaussian noise
+    (8-bit levels, on the LR image) -> JPEG (4:2:0), the same for every image of the batch;
+    `g` (on x's device) draws the noise field. A step whose setting is 0 (None for JPEG) is
+    skipped."""
+    if config.blur_sigma > 0:
+        x = filter2d(x, _gaussian_kernels(x.shape[0], config.blur_sigma, x.device))
+    lr = imresize(x, 1 / scale)
+    if config.noise_sigma > 0:
+        noise = torch.randn(lr.shape, generator=g, device=lr.device, dtype=lr.dtype)
+        lr = (lr + noise * (config.noise_sigma / 255)).clamp(0, 1)
+    if config.jpeg_quality is None:
+        return lr
+    return jpeg(lr, config.jpeg_quality)
+
+
+def _gaussian_kernels(n: int, sigma: float, device) -> torch.Tensor:
+    size = 2 * math.ceil(3 * sigma) + 1  # +-3 sigma holds 99.7% of the kernel
     ones = torch.ones(n, dtype=torch.float64)
-    kernels = make_kernels(
+    return make_kernels(
         kind=torch.zeros(n, dtype=torch.long),  # KERNEL_TYPES[0]: isotropic Gaussian
         size=ones * size,
-        sigma_x=ones * config.blur_sigma,
-        sigma_y=ones * config.blur_sigma,
+        sigma_x=ones * sigma,
+        sigma_y=ones * sigma,
         theta=ones * 0,
         beta=ones,
         omega=ones * 0,
         pad_to=size,
-        device=x.device,
+        device=device,
     )
-    lr = imresize(filter2d(x, kernels), 1 / scale)
-    noise = torch.randn(lr.shape, generator=g, device=lr.device, dtype=lr.dtype)
-    lr = (lr + noise * (config.noise_sigma / 255)).clamp(0, 1)
-    return jpeg(lr, config.jpeg_quality)
 
 
 def quantize8(x: torch.Tensor) -> torch.Tensor:
@@ -255,27 +270,32 @@ def quantize8(x: torch.Tensor) -> torch.Tensor:
 class Degrader:
     """Seeded, batched HR -> LR synthesis on one device.
 
-    kind: "bicubic" (MATLAB imresize), "realesrgan" or "camera" (`CAMERA`).
+    kind: a preset name ("bicubic": MATLAB imresize, "realesrgan", "camera": `CAMERA`), a
+    degradation file (TOML or JSON, adapt/degradation_file.py), or the settings themselves
+    (BicubicConfig, RealESRGANConfig or CameraConfig).
     `per_sample_resize=False` shares the Real-ESRGAN resize draws across a batch (the original
     implementation's choice; faster, fully batched).
     """
 
     def __init__(
         self,
-        kind: str,
+        kind: str | os.PathLike | Settings,
         scale: int,
         seed: int = 0,
         device="cpu",
-        config: RealESRGANConfig = REALESRGAN,
+        config: RealESRGANConfig | None = None,
         per_sample_resize: bool = True,
     ):
-        if kind not in KINDS:
-            raise UserError(f"unknown degradation {kind!r}; choose one of {', '.join(KINDS)}")
+        settings = settings_of(kind)
+        if config is not None:  # the older spelling: a name and the Real-ESRGAN settings
+            settings = config if isinstance(settings, RealESRGANConfig) else settings
         if int(scale) != scale or scale < 1:
             raise UserError(f"scale must be a positive integer, got {scale}")
-        self.kind, self.scale, self.seed = kind, int(scale), int(seed)
+        self.settings = settings
+        self.kind = TYPES[type(settings)]
+        self.scale, self.seed = int(scale), int(seed)
         self.device = torch.device(device)
-        self.config = config
+        self.config = settings if isinstance(settings, RealESRGANConfig) else REALESRGAN
         self.per_sample_resize = per_sample_resize
         # Parameters on the CPU (identical across devices); noise fields on the device.
         self.param_generator = torch.Generator("cpu").manual_seed(self.seed)
@@ -294,7 +314,7 @@ class Degrader:
         if self.kind == "bicubic":
             lr = imresize(x, 1 / self.scale)
         elif self.kind == "camera":
-            lr = apply_camera(x, self.scale, self.noise_generator)
+            lr = apply_camera(x, self.scale, self.noise_generator, self.settings)
         else:
             params = self.sample_params(x.shape[0])
             lr = apply_realesrgan(x, params, self.scale, self.noise_generator)
