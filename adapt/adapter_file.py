@@ -19,6 +19,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save_file
 from torch import nn
 
+from adaptsr.adapt.difffit import DiffFitState, difffit_tensors, inject_difffit
 from adaptsr.adapt.lora import LoRAState, base_fingerprint, inject_lora, lora_layers
 from adaptsr.core.contracts import AdapterMeta
 from adaptsr.core.errors import UserError
@@ -30,8 +31,9 @@ ADAPTER_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def _adapter_params(model: nn.Module) -> dict[str, nn.Parameter]:
-    """`<site>.lora_A` / `<site>.lora_B` -> the injected parameter, as the file names them."""
-    params = {}
+    """`<site>.lora_A` / `<site>.lora_B` (`<layer>.difffit_scale` / `.difffit_shift`) -> the
+    injected parameter, as the file names them."""
+    params = dict(difffit_tensors(model))
     for path, layer in lora_layers(model).items():
         for part, (a, b, _) in layer.adapters().items():
             site = f"{path}.{part}" if part else path
@@ -97,7 +99,11 @@ class AdapterFile:
                 f"(adapter's base fingerprint {expected or 'missing'}, this model's {current})"
             )
         self._check_model_info(model)
-        inject_lora(model, dict(self.meta.ranks), alpha=self.meta.alpha)
+        meta = self.meta
+        if meta.mode == "difffit":
+            inject_difffit(model, meta.targets, layers=meta.layers)
+        else:
+            inject_lora(model, dict(meta.ranks), meta.alpha, meta.scaling, meta.targets)
         params = _adapter_params(model)
         if set(self.tensors) != set(params):
             missing = sorted(set(params) - set(self.tensors))
@@ -137,20 +143,37 @@ class AdapterFile:
 def save_adapter(model: nn.Module, path: str | os.PathLike, force: bool = False) -> Path:
     """Write only the adapter tensors, with the metadata needed to reload and check them."""
     state: LoRAState | None = getattr(model, "adaptsr_lora", None)
-    if state is None:
+    difffit: DiffFitState | None = getattr(model, "adaptsr_difffit", None)
+    if state is None and difffit is None:
         raise UserError("this model has no adapters to save")
     path = Path(path)
     if path.suffix != ".safetensors":
         raise UserError(f"{path}: adapter files are .safetensors")
     info = getattr(model, "adaptsr_info", None)
-    meta = AdapterMeta(
-        ranks=dict(state.ranks),
-        alpha=state.alpha,
+    common = dict(
         arch=info.arch if info else "",
         scale=int(info.scale) if info else None,
-        base_fingerprint=state.base_fingerprint,
         adaptsr_version=__version__,
     )
+    if state is not None:
+        meta = AdapterMeta(
+            ranks=dict(state.ranks),
+            alpha=state.alpha,
+            base_fingerprint=state.base_fingerprint,
+            scaling=state.scaling,
+            targets=state.targets,
+            **common,
+        )
+    else:
+        meta = AdapterMeta(
+            ranks={},
+            alpha=1.0,
+            base_fingerprint=difffit.base_fingerprint,
+            mode="difffit",
+            targets=difffit.targets,
+            layers=tuple(difffit.layers),
+            **common,
+        )
     tensors = {k: p.detach().cpu().contiguous() for k, p in _adapter_params(model).items()}
     with atomic_output(path, force=force) as tmp:
         save_file(tensors, str(tmp), metadata=meta.to_json())

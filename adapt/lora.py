@@ -1,18 +1,15 @@
 """LoRA adapters for conv, attention and MLP layers; exact merge (adapter files:
 adaptsr.adapt.adapter_file).
 
-Every adaptable nn.Conv2d and nn.Linear is a *site* with a stable name (its module path; a fused
-`qkv` projection gives three sites, `<path>.q`, `.k`, `.v`, with separate ranks). The update of
-a site is dW = (alpha / r) * B A with B initialised to zero, so an injected model starts exactly
-equal to its base:
+Every adaptable nn.Conv2d and nn.Linear is a *site* (adaptsr.adapt.sites: names, kinds and the
+families `--targets` picks). The update of a site is dW = s * B A with B initialised to zero, so
+an injected model starts exactly equal to its base; s = alpha / r (default) or alpha / sqrt(r)
+(`scaling`, rank-stabilised):
 
 - conv W (C_out, C_in, k, k): A is a 1x1 conv C_in -> r, B a kxk conv r -> C_out carrying the
   base conv's stride, padding, dilation and padding mode (the paper's 1x1 -> kxk factorisation);
-  merged, dW[o, i] = (alpha / r) * sum_r B[o, r] A[r, i].
+  merged, dW[o, i] = s * sum_r B[o, r] A[r, i].
 - linear W (d_out, d_in): A (r, d_in), B (d_out, r).
-
-Grouped and depthwise convs are skipped: their dense update could not be merged into grouped
-weights, and a LoRA pair would cost more than the layer itself.
 """
 
 from __future__ import annotations
@@ -26,16 +23,24 @@ import torch
 from torch import nn
 
 from adaptsr import kernels
-from adaptsr.adapt.archs import LORA_SKIPS
+from adaptsr.adapt.sites import (  # noqa: F401  (Site, lora_sites, skipped_layers: public here)
+    ALL_TARGETS,
+    QKV_PARTS,
+    AdapterLayer,
+    Site,
+    lora_sites,
+    parse_targets,
+    skipped_layers,
+    target_sites,
+)
+from adaptsr.core.adapter_meta import RANK_STABILISED, SCALING_RULE, SCALINGS
 from adaptsr.core.errors import UserError
-
-QKV_PARTS = ("q", "k", "v")
 
 # Moved out of this module; the old paths keep working for one release, read lazily (the new
 # modules import this one).
 _MOVED = {
     **dict.fromkeys(("save_adapter", "load_adapter", "read_adapter"), "adaptsr.adapt.adapter_file"),
-    **dict.fromkeys(("ADAPTER_FORMAT", "SCALING_RULE"), "adaptsr.core.contracts"),
+    **dict.fromkeys(("ADAPTER_FORMAT",), "adaptsr.core.contracts"),
     **dict.fromkeys(("lora_report", "base_parameter_count"), "adaptsr.adapt.lora_report"),
 }
 
@@ -47,113 +52,25 @@ def __getattr__(name: str):
 
 
 # ---------------------------------------------------------------------------------------------
-# sites
+# scaling
 
 
-@dataclass(frozen=True)
-class Site:
-    """One place that can carry an adapter."""
-
-    name: str  # module path, plus .q/.k/.v for a split qkv projection
-    kind: str  # conv, mlp, attn-q, attn-k, attn-v, attn-o, linear
-    module: str  # path of the nn.Conv2d / nn.Linear in the base model
-    d_in: int  # C_in or in_features
-    d_out: int  # C_out or out_features (of this site's row block for q/k/v)
-    kernel: int  # k for a kxk conv, 1 for a linear
-    block: int | None = None  # 0, 1, 2 for q, k, v: row block of the fused weight
-
-    @property
-    def cost_per_rank(self) -> int:
-        """Trainable parameters one rank costs: C_in + C_out*k*k (conv), d_in + d_out (linear)."""
-        return self.d_in + self.d_out * self.kernel * self.kernel
-
-    @property
-    def max_rank(self) -> int:
-        """The rank of a full update: min(C_in, C_out*k*k) for a conv, min(d_in, d_out) else."""
-        return min(self.d_in, self.d_out * self.kernel * self.kernel)
-
-    @property
-    def base_params(self) -> int:
-        return self.d_in * self.d_out * self.kernel * self.kernel
-
-
-def _linear_kind(path: str) -> str:
-    leaf = path.rsplit(".", 1)[-1]
-    parent = path.rsplit(".", 2)[-2] if path.count(".") >= 1 else ""
-    if leaf in ("fc1", "fc2") or "mlp" in parent or "ffn" in parent:
-        return "mlp"
-    if leaf in ("proj", "out_proj", "o_proj") and ("attn" in parent or "attention" in parent):
-        return "attn-o"
-    return "linear"
-
-
-def _skip_reason(module: nn.Module, parent: nn.Module, leaf: str) -> str | None:
-    for rule in LORA_SKIPS:  # per-architecture rules live in the profiles (adapt/archs/)
-        if rule.matches(module, parent, leaf):
-            return rule.reason
-    if isinstance(module, nn.Conv2d):
-        if module.groups != 1:
-            kind = "depthwise" if module.groups == module.in_channels else "grouped"
-            return f"{kind} conv (groups={module.groups}): a dense update cannot be merged"
-        if module.kernel_size[0] != module.kernel_size[1]:
-            return f"non-square kernel {module.kernel_size}"
-    return None
-
-
-def _layers(module: nn.Module, prefix: str = ""):
-    """(path, base conv/linear, parent, name) in module order; an injected LoRALayer yields
-    its base layer."""
-    for name, child in module.named_children():
-        path = f"{prefix}.{name}" if prefix else name
-        if isinstance(child, LoRALayer):
-            yield path, child.base_layer, module, name
-        elif isinstance(child, (nn.Conv2d, nn.Linear)):
-            yield path, child, module, name
-        else:
-            yield from _layers(child, path)
-
-
-def _sites_and_skips(model: nn.Module) -> tuple[list[Site], dict[str, str]]:
-    sites: list[Site] = []
-    skipped: dict[str, str] = {}
-    for path, base, parent, leaf in _layers(model):
-        reason = _skip_reason(base, parent, leaf)
-        if reason:
-            skipped[path] = reason
-        elif isinstance(base, nn.Conv2d):
-            k = base.kernel_size[0]
-            sites.append(Site(path, "conv", path, base.in_channels, base.out_channels, k))
-        elif path.rsplit(".", 1)[-1] == "qkv" and base.out_features % 3 == 0:
-            d = base.out_features // 3
-            for i, part in enumerate(QKV_PARTS):
-                sites.append(
-                    Site(f"{path}.{part}", f"attn-{part}", path, base.in_features, d, 1, i)
-                )
-        else:
-            kind = _linear_kind(path)
-            sites.append(Site(path, kind, path, base.in_features, base.out_features, 1))
-    return sites, skipped
-
-
-def lora_sites(model: nn.Module) -> list[Site]:
-    """Every adaptable conv and linear of `model` (injected or not), in module order."""
-    return _sites_and_skips(model)[0]
-
-
-def skipped_layers(model: nn.Module) -> dict[str, str]:
-    """Conv/linear layers that are not sites, with the reason."""
-    return _sites_and_skips(model)[1]
+def lora_scale(alpha: float, rank: int, scaling: str = SCALING_RULE) -> float:
+    """The factor of B A at a site of `rank`: alpha / r (the paper's), or alpha / sqrt(r)
+    (rank-stabilised: the update's size no longer shrinks as the rank grows)."""
+    if scaling == SCALING_RULE:
+        return alpha / rank
+    if scaling == RANK_STABILISED:
+        return alpha / math.sqrt(rank)
+    raise UserError(f"unknown scaling {scaling!r} (choose {', '.join(SCALINGS)})")
 
 
 # ---------------------------------------------------------------------------------------------
 # layers
 
 
-class LoRALayer(nn.Module):
+class LoRALayer(AdapterLayer):
     """Wraps a frozen base layer; holds one adapter (or three, for q/k/v) of given ranks."""
-
-    base_layer: nn.Module
-    merged: bool
 
     def adapters(self) -> dict[str, tuple[nn.Parameter, nn.Parameter, float]]:
         """part name ('' for a single adapter) -> (A, B, scale)."""
@@ -175,6 +92,10 @@ class LoRALayer(nn.Module):
     @property
     def bias(self) -> torch.Tensor | None:
         return self.base_layer.bias
+
+    def finite_after_merge(self) -> bool:
+        w = self.base_layer.weight
+        return bool(torch.isfinite((_acc(w) + self.delta_weight()).to(w.dtype)).all())
 
     def merge(self) -> None:
         """Fold dW into the base weight (in fp32, cast back to the weight's dtype)."""
@@ -206,12 +127,12 @@ def _init_pair(a: torch.Tensor, b: torch.Tensor) -> None:
 
 
 class _PairLayer(LoRALayer):
-    """One adapter pair: A (rank, ...) and B (..., rank, ...) with scale alpha / rank."""
+    """One adapter pair: A (rank, ...) and B (..., rank, ...) with scale lora_scale(alpha, rank)."""
 
-    def __init__(self, base: nn.Module, rank: int, alpha: float, a_shape, b_shape):
+    def __init__(self, base: nn.Module, rank: int, alpha: float, a_shape, b_shape, scaling):
         super().__init__()
         self.base_layer = base
-        self.rank, self.alpha, self.merged = rank, alpha, False
+        self.rank, self.alpha, self.scaling, self.merged = rank, alpha, scaling, False
         kw = dict(device=base.weight.device, dtype=base.weight.dtype)
         self.lora_A = nn.Parameter(torch.empty(*a_shape, **kw))
         self.lora_B = nn.Parameter(torch.empty(*b_shape, **kw))
@@ -219,17 +140,17 @@ class _PairLayer(LoRALayer):
 
     @property
     def scale(self) -> float:
-        return self.alpha / self.rank
+        return lora_scale(self.alpha, self.rank, self.scaling)
 
     def adapters(self):
         return {"": (self.lora_A, self.lora_B, self.scale)}
 
 
 class LoRAConv2d(_PairLayer):
-    def __init__(self, base: nn.Conv2d, rank: int, alpha: float):
+    def __init__(self, base: nn.Conv2d, rank: int, alpha: float, scaling: str = SCALING_RULE):
         k = base.kernel_size[0]
-        a_shape = (rank, base.in_channels, 1, 1)
-        super().__init__(base, rank, alpha, a_shape, (base.out_channels, rank, k, k))
+        b_shape = (base.out_channels, rank, k, k)
+        super().__init__(base, rank, alpha, (rank, base.in_channels, 1, 1), b_shape, scaling)
 
     def delta_weight(self) -> torch.Tensor:
         a = _acc(self.lora_A)[:, :, 0, 0]
@@ -254,9 +175,9 @@ class LoRAConv2d(_PairLayer):
 
 
 class LoRALinear(_PairLayer):
-    def __init__(self, base: nn.Linear, rank: int, alpha: float):
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, scaling: str = SCALING_RULE):
         a_shape = (rank, base.in_features)
-        super().__init__(base, rank, alpha, a_shape, (base.out_features, rank))
+        super().__init__(base, rank, alpha, a_shape, (base.out_features, rank), scaling)
 
     def delta_weight(self) -> torch.Tensor:
         return self.scale * (_acc(self.lora_B) @ _acc(self.lora_A))
@@ -272,13 +193,15 @@ class LoRAQKV(LoRALayer):
     """A fused qkv Linear with separate Q, K and V adapters (rank 0: no adapter there).
 
     The three adapters run as one low-rank product: A stacked (r_q + r_k + r_v, d_in), B block
-    diagonal (3 d, r_q + r_k + r_v), and a per-rank scale alpha / r_part.
+    diagonal (3 d, r_q + r_k + r_v), and a per-rank scale lora_scale(alpha, r_part).
     """
 
-    def __init__(self, base: nn.Linear, ranks: dict[str, int], alpha: float):
+    def __init__(
+        self, base: nn.Linear, ranks: dict[str, int], alpha: float, scaling: str = SCALING_RULE
+    ):
         super().__init__()
         self.base_layer = base
-        self.alpha, self.merged = alpha, False
+        self.alpha, self.scaling, self.merged = alpha, scaling, False
         self.ranks = {p: int(ranks.get(p, 0)) for p in QKV_PARTS}
         d = base.out_features // 3
         kw = dict(device=base.weight.device, dtype=base.weight.dtype)
@@ -289,12 +212,13 @@ class LoRAQKV(LoRALayer):
                 self.lora_A[part] = nn.Parameter(torch.empty(r, base.in_features, **kw))
                 self.lora_B[part] = nn.Parameter(torch.empty(d, r, **kw))
                 _init_pair(self.lora_A[part], self.lora_B[part])
-        scales = [self.alpha / r for p, r in self.ranks.items() for _ in range(r)]
+        scales = [lora_scale(alpha, r, scaling) for r in self.ranks.values() for _ in range(r)]
         self.register_buffer("rank_scale", torch.tensor(scales, **kw), persistent=False)
 
     def adapters(self):
         return {
-            p: (self.lora_A[p], self.lora_B[p], self.alpha / self.ranks[p]) for p in self.lora_A
+            p: (self.lora_A[p], self.lora_B[p], lora_scale(self.alpha, self.ranks[p], self.scaling))
+            for p in self.lora_A
         }
 
     def _stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -330,6 +254,8 @@ class LoRAState:
     capped: dict[str, tuple[int, int]] = field(default_factory=dict)  # site -> (asked, used)
     skipped: dict[str, str] = field(default_factory=dict)  # module -> reason
     base_fingerprint: str = ""
+    scaling: str = SCALING_RULE  # or RANK_STABILISED: alpha / sqrt(r)
+    targets: str = ALL_TARGETS  # the site families adapters were placed on
 
 
 def _check_rank(site: Site | None, name: str, rank, from_map: bool) -> int:
@@ -347,12 +273,14 @@ def _check_rank(site: Site | None, name: str, rank, from_map: bool) -> int:
 
 
 def resolve_ranks(
-    model: nn.Module, ranks: int | dict[str, int]
+    model: nn.Module, ranks: int | dict[str, int], targets: str = ALL_TARGETS
 ) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
-    """Turn a uniform rank or a rank map into {site: rank > 0}, plus the capped sites."""
+    """Turn a uniform rank or a rank map into {site: rank > 0}, plus the capped sites. A uniform
+    rank goes to the sites of the `targets` families only; a rank map may name no other site."""
     sites = {s.name: s for s in lora_sites(model)}
     if not sites:
         raise UserError("this model has no conv or linear layer that LoRA can adapt")
+    placed = {s.name for s in target_sites(model, targets)}
     capped: dict[str, tuple[int, int]] = {}
     if isinstance(ranks, dict):
         unknown = [k for k in ranks if k not in sites]
@@ -363,12 +291,20 @@ def resolve_ranks(
                 f"{unknown[0]!r} (sites look like: {example}; `adapt allocate` writes valid maps)"
             )
         chosen = {k: _check_rank(sites[k], k, r, from_map=True) for k, r in ranks.items()}
+        outside = [k for k, r in chosen.items() if r > 0 and k not in placed]
+        if outside:
+            raise UserError(
+                f"rank map gives {outside[0]!r} ({sites[outside[0]].family}) a rank, outside "
+                f"--targets {parse_targets(targets)}"
+            )
     else:
         r = _check_rank(None, "uniform LoRA", ranks, from_map=False)
         if r == 0:
             raise UserError("a uniform rank must be at least 1")
         chosen = {}
         for name, site in sites.items():
+            if name not in placed:
+                continue
             chosen[name] = min(r, site.max_rank)
             if site.max_rank < r:
                 capped[name] = (r, site.max_rank)
@@ -381,7 +317,7 @@ def base_fingerprint(model: nn.Module) -> str:
     Works on an injected model too: wrapper paths are mapped back to the base names.
     """
     for module in model.modules():
-        if isinstance(module, LoRALayer) and module.merged:
+        if isinstance(module, AdapterLayer) and module.merged:
             raise UserError("fingerprint of a model with merged adapters: unmerge first")
     h = hashlib.sha256()
     for name, tensor in sorted(_base_state(model).items()):
@@ -392,27 +328,41 @@ def base_fingerprint(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+# names of adapter tensors in a state dict (LoRA's A and B, DiffFit's scale and shift)
+ADAPTER_TENSORS = (".lora_A", ".lora_B", ".difffit_")
+
+
 def _base_state(model: nn.Module) -> dict[str, torch.Tensor]:
     state = {}
     for name, tensor in model.state_dict().items():
-        if ".lora_A" in name or ".lora_B" in name:
+        if any(marker in name for marker in ADAPTER_TENSORS):
             continue
         state[name.replace(".base_layer.", ".")] = tensor
     return state
 
 
-def inject_lora(model: nn.Module, ranks: int | dict[str, int], alpha: float = 1.0) -> nn.Module:
+def inject_lora(
+    model: nn.Module,
+    ranks: int | dict[str, int],
+    alpha: float = 1.0,
+    scaling: str = SCALING_RULE,
+    targets: str = ALL_TARGETS,
+) -> nn.Module:
     """Add adapters in place; afterwards only adapter parameters are trainable.
 
     `ranks`: an int (uniform rank, capped at each site's useful rank and reported) or a rank
     map {site: rank} (missing sites get no adapter; rank 0 means none; unknown sites, negative
-    ranks and ranks above a site's useful rank are errors).
+    ranks and ranks above a site's useful rank are errors). `scaling`: alpha/r or
+    alpha/sqrt(r). `targets`: the site families to place adapters on (adaptsr.adapt.sites).
     """
-    if getattr(model, "adaptsr_lora", None) is not None:
+    if any(getattr(model, a, None) is not None for a in ("adaptsr_lora", "adaptsr_difffit")):
         raise UserError("this model already has adapters (merge them or load a fresh model)")
     if not (alpha > 0 and math.isfinite(alpha)):
         raise UserError(f"alpha must be a positive finite number, got {alpha}")
-    chosen, capped = resolve_ranks(model, ranks)
+    if scaling not in SCALINGS:
+        raise UserError(f"unknown scaling {scaling!r} (choose {', '.join(SCALINGS)})")
+    targets = parse_targets(targets)
+    chosen, capped = resolve_ranks(model, ranks, targets)
     if not chosen:
         raise UserError("the rank map gives no site a rank above 0: nothing to adapt")
     fingerprint = base_fingerprint(model)
@@ -427,13 +377,15 @@ def inject_lora(model: nn.Module, ranks: int | dict[str, int], alpha: float = 1.
     for path, parts in by_module.items():
         base = model.get_submodule(path)
         if isinstance(base, nn.Conv2d):
-            layer: LoRALayer = LoRAConv2d(base, parts[""], alpha)
+            layer: LoRALayer = LoRAConv2d(base, parts[""], alpha, scaling)
         elif "" in parts:
-            layer = LoRALinear(base, parts[""], alpha)
+            layer = LoRALinear(base, parts[""], alpha, scaling)
         else:
-            layer = LoRAQKV(base, parts, alpha)
+            layer = LoRAQKV(base, parts, alpha, scaling)
         _set_submodule(model, path, layer)
-    model.adaptsr_lora = LoRAState(dict(chosen), float(alpha), capped, skipped, fingerprint)
+    model.adaptsr_lora = LoRAState(
+        dict(chosen), float(alpha), capped, skipped, fingerprint, scaling, targets
+    )
     return model
 
 
@@ -474,17 +426,18 @@ def adapter_train_mode(model: nn.Module) -> nn.Module:
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
-    """Fold every adapter into its weight, in place; the result has exactly the base
-    architecture (plain Conv2d/Linear, same parameter names and shapes)."""
-    layers = lora_layers(model)
+    """Fold every adapter (LoRA, and DiffFit's scales: adaptsr.adapt.difffit) into its layer,
+    in place; the result has exactly the base architecture (plain Conv2d/Linear, same
+    parameter names and shapes)."""
+    layers = {p: m for p, m in model.named_modules() if isinstance(m, AdapterLayer)}
     with torch.no_grad():  # checked before any weight changes: all layers merge or none
         for path, layer in layers.items():
-            w = layer.base_layer.weight
-            if not bool(torch.isfinite((_acc(w) + layer.delta_weight()).to(w.dtype)).all()):
+            if not layer.finite_after_merge():
                 raise UserError(f"cannot merge: {path} would get NaN or infinite weights")
     for path, layer in layers.items():
         layer.merge()
         _set_submodule(model, path, layer.base_layer)
-    if hasattr(model, "adaptsr_lora"):
-        del model.adaptsr_lora
+    for state in ("adaptsr_lora", "adaptsr_difffit"):
+        if hasattr(model, state):
+            delattr(model, state)
     return model

@@ -5,7 +5,7 @@ place a key is spelled: `to_json()` gives the JSON object written to disk, `from
 where)` reads one back and refuses, in one line naming the file and the key, an unknown version,
 a missing key or a value of the wrong type.
 
-- AdapterMeta: the metadata of an adapter file (safetensors keeps string values only).
+- AdapterMeta: the metadata of an adapter file (adaptsr.core.adapter_meta, re-exported here).
 - ExportReport: `<model>.report.json`, written by `adapt export onnx`.
 - EngineSidecar: `<engine>.engine.json`, written by `adapt export trt` (build and refit) and read
   by the Python backend and the native runner (serve/native/src/sidecar.cpp).
@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
+# the adapter file's record lives in its own module; its names stay importable from here
+from adaptsr.core.adapter_meta import ADAPTER_FORMAT, SCALING_RULE, AdapterMeta  # noqa: F401
 from adaptsr.core.errors import UserError
 
-ADAPTER_FORMAT = "adaptsr-lora-1"  # an adapter file's version, in its `format` key
-SCALING_RULE = "alpha/r"
 EXPORT_REPORT_VERSION = 1
 ENGINE_SIDECAR_VERSION = 1
 _NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
@@ -148,90 +148,6 @@ def _versioned(cls: Any, data: Any, where: str | Path, version: int, remedy: str
         what = "no key 'version'" if "version" not in data else f"version {_short(found)}"
         raise UserError(f"{where}: {what}; this adaptsr reads version {version} ({remedy})")
     return _decode_fields(cls, data, where)
-
-
-# ---------------------------------------------------------------------------------------------
-# adapter files
-
-
-@dataclass(frozen=True)
-class AdapterMeta:
-    """What an adapter file records besides its tensors: enough to reload and check them."""
-
-    ranks: dict[str, int]  # site -> rank (sites without an adapter absent)
-    alpha: float
-    arch: str  # the base model's architecture ("" when unknown)
-    scale: int | None  # the base model's upscaling factor
-    base_fingerprint: str  # adaptsr.adapt.lora.base_fingerprint of the base weights
-    adaptsr_version: str
-    scaling: str = SCALING_RULE
-
-    def rank_summary(self) -> dict:
-        """Sites, min/max/mean/total rank and alpha (a merged export's `rank_summary`)."""
-        r = list(self.ranks.values())
-        return {
-            "sites": len(r),
-            "min": min(r) if r else 0,
-            "max": max(r) if r else 0,
-            "mean": round(sum(r) / len(r), 3) if r else 0.0,
-            "total": int(sum(r)),
-            "alpha": self.alpha,
-        }
-
-    def to_json(self) -> dict[str, str]:
-        """The safetensors metadata: every value a string (`format` is the version)."""
-        return {
-            "format": ADAPTER_FORMAT,
-            "ranks": json.dumps(self.ranks, sort_keys=True),
-            "alpha": repr(self.alpha),
-            "scaling": self.scaling,
-            "arch": self.arch,
-            "scale": "" if self.scale is None else str(self.scale),
-            "base_fingerprint": self.base_fingerprint,
-            "adaptsr_version": self.adaptsr_version,
-        }
-
-    @classmethod
-    def from_json(cls, data: Any, where: str | Path) -> AdapterMeta:
-        if not isinstance(data, dict) or data.get("format") != ADAPTER_FORMAT:
-            raise UserError(
-                f"{where} is not an adaptsr adapter file (no {ADAPTER_FORMAT} metadata)"
-            )
-        damaged = f"cannot read adapter {where}: damaged metadata"
-        text = {}
-        for key in ("ranks", "alpha", "scaling", "arch", "scale", "base_fingerprint"):
-            if not isinstance(data.get(key), str):
-                raise UserError(f"{damaged} (key {key!r} is missing)")
-            text[key] = data[key]
-        try:
-            ranks = json.loads(text["ranks"])
-        except (ValueError, RecursionError):
-            raise UserError(f"{damaged} (key 'ranks' is not JSON)") from None
-        if not isinstance(ranks, dict) or not all(type(r) is int for r in ranks.values()):
-            raise UserError(f"{damaged} (key 'ranks' is not a map of site names to whole numbers)")
-        try:
-            alpha = float(text["alpha"])
-        except ValueError:
-            alpha = math.nan
-        if not (alpha > 0 and math.isfinite(alpha)):
-            raise UserError(f"{damaged} (key 'alpha' {text['alpha']} is not a positive number)")
-        scale = text["scale"]
-        if scale and not (scale.isdigit() and int(scale) > 0):
-            raise UserError(f"{damaged} (key 'scale' {scale!r} is not a positive whole number)")
-        if text["scaling"] != SCALING_RULE:  # merged weights would be scaled by another rule
-            raise UserError(
-                f"cannot read adapter {where}: key 'scaling' is {text['scaling']!r}; this "
-                f"adaptsr applies adapters scaled by {SCALING_RULE!r} only"
-            )
-        return cls(
-            ranks=ranks,
-            alpha=alpha,
-            arch=text["arch"],
-            scale=int(scale) if scale else None,
-            base_fingerprint=text["base_fingerprint"],
-            adaptsr_version=str(data.get("adaptsr_version", "")),
-            scaling=text["scaling"],
-        )
 
 
 # ---------------------------------------------------------------------------------------------

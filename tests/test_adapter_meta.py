@@ -32,7 +32,8 @@ def _edited(adapter, path, dtype=None, **meta):
 @pytest.mark.parametrize(
     "change, fragment",
     [
-        ({"scaling": "alpha/sqrt(r)"}, "key 'scaling' is 'alpha/sqrt(r)'"),
+        ({"scaling": "alpha*r"}, "key 'scaling' is 'alpha*r'"),  # not a rule adaptsr applies
+        ({"mode": "ia3"}, "key 'mode' is 'ia3'"),
         ({"arch": "SwinIR"}, "key 'arch' is 'SwinIR', but the model is 'SAFMN'"),
         ({"scale": "2"}, "key 'scale' is 2, but the model is x4"),
         ({"scale": "0"}, "key 'scale' '0' is not a positive whole number"),
