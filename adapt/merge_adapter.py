@@ -3,11 +3,16 @@ which loads anywhere the base model does."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
+from torch import nn
+
 from adaptsr.adapt.adapter_file import AdapterFile
-from adaptsr.adapt.lora import merge_lora
-from adaptsr.adapt.lora_report import lora_report
+from adaptsr.adapt.lora import lora_layers
+from adaptsr.adapt.lora_report import base_parameter_count
 from adaptsr.adapt.models import CHECKPOINT_SUFFIXES, load_model, save_model
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import check_not_input, check_writable
@@ -27,15 +32,110 @@ class MergeSummary:
         )
 
 
-def merge_adapter_file(model: str, adapter: str, out: str, force: bool = False) -> MergeSummary:
-    """Load `model`, apply `adapter`, fold it into the weights and save the result as `out`."""
-    check_not_input(out, [model, adapter], "--out")
+def merge_adapter_file(
+    model: str, adapter: str, out: str, force: bool = False, strength: float = 1.0
+) -> MergeSummary:
+    """Load `model`, fold `adapter` at `strength` into the weights and save the result as
+    `out` (strength 1: the adapter as trained; 0: the base)."""
+    return merge_adapter_files(model, [(adapter, strength)], out, force)
+
+
+def merge_adapter_files(
+    model: str, blend: Sequence[tuple[str, float]], out: str, force: bool = False
+) -> MergeSummary:
+    """Load `model`, fold base + sum_i s_i * dW_i of the (adapter file, s_i) pairs into the
+    weights and save the result as `out`."""
+    paths = [path for path, _ in blend]
+    check_not_input(out, [model, *paths], "--out")
     check_writable(out, force)
     if not out.lower().endswith(CHECKPOINT_SUFFIXES):  # checked before any work
         raise UserError(f"{out}: choose a {' or '.join(CHECKPOINT_SUFFIXES)} file name")
+    adapters = [(AdapterFile.read(path), float(s)) for path, s in blend]
+    check_blendable([a for a, _ in adapters])  # before the model is loaded
     net = load_model(model)
-    AdapterFile.read(adapter).apply(net)
-    report = lora_report(net)
-    merge_lora(net)
+    parameters = sum(t.numel() for a, _ in adapters for t in a.tensors.values())
+    percent = 100.0 * parameters / base_parameter_count(net)
+    blend_adapters(net, adapters)
     save_model(net, out, force=force)
-    return MergeSummary(out, len(report["sites"]), report["total"], report["percent"])
+    return MergeSummary(out, len(adapters[0][0].meta.ranks), parameters, percent)
+
+
+# ---------------------------------------------------------------------------------------------
+# blends: several adapters of one base, each with a strength, folded into the weights
+
+
+def parse_weighted(spec: str) -> tuple[str, float | None]:
+    """`PATH` or `PATH:WEIGHT` (the weight a finite number): the path and the weight or None."""
+    path, sep, tail = str(spec).rpartition(":")
+    if not sep or not path:
+        return str(spec), None
+    try:
+        weight = float(tail)
+    except ValueError:
+        return str(spec), None  # a colon inside a path
+    if not math.isfinite(weight):
+        raise UserError(f"{spec}: the weight after ':' must be a finite number")
+    return path, weight
+
+
+def check_blendable(adapters: Sequence[AdapterFile]) -> None:
+    """Every adapter of a blend must be trained on one base and adapt the same sites."""
+    first = adapters[0]
+    for other in adapters[1:]:
+        if other.meta.base_fingerprint != first.meta.base_fingerprint:
+            raise UserError(
+                f"cannot blend {first.path} and {other.path}: they were trained on different "
+                f"base models (fingerprints {first.meta.base_fingerprint or 'missing'} and "
+                f"{other.meta.base_fingerprint or 'missing'})"
+            )
+        if set(other.meta.ranks) != set(first.meta.ranks):
+            only = sorted(set(first.meta.ranks) ^ set(other.meta.ranks))
+            raise UserError(
+                f"cannot blend {first.path} and {other.path}: they adapt different sites "
+                f"(e.g. {only[0]})"
+            )
+
+
+def _adapter_deltas(model: nn.Module, adapter: AdapterFile) -> dict[str, torch.Tensor]:
+    """module path -> the adapter's dW (fp32, fp64 for fp64 weights); the model is left as
+    it was (the adapters are taken out again without merging)."""
+    adapter.apply(model)
+    layers = lora_layers(model)
+    with torch.no_grad():
+        deltas = {path: layer.delta_weight() for path, layer in layers.items()}
+    for path, layer in layers.items():
+        parent, _, leaf = path.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, leaf, layer.base_layer)
+    del model.adaptsr_lora
+    return deltas
+
+
+def blend_adapters(model: nn.Module, blend: Sequence[tuple[AdapterFile, float]]) -> nn.Module:
+    """Fold base + sum_i s_i * dW_i into `model`'s weights, in place (the base architecture
+    stays). A strength of 0 leaves the weights bit for bit; one adapter at 1 is `merge_lora`'s
+    result bit for bit (the same fp32 sum). Refused for adapters of another base or layout."""
+    if not blend:
+        raise UserError("no adapter to blend")
+    check_blendable([a for a, _ in blend])
+    for adapter, strength in blend:
+        if not math.isfinite(strength):
+            raise UserError(f"{adapter.path}: the strength must be a finite number")
+    total: dict[str, torch.Tensor] = {}
+    for adapter, strength in blend:
+        deltas = _adapter_deltas(model, adapter)  # checks the base fingerprint too
+        if strength == 0:
+            continue
+        for path, delta in deltas.items():
+            term = delta if strength == 1 else strength * delta
+            total[path] = term if path not in total else total[path] + term
+    with torch.no_grad():
+        new = {}
+        for path, delta in total.items():
+            w = model.get_submodule(path).weight
+            acc = w.detach().to(torch.promote_types(w.dtype, torch.float32))
+            new[path] = (acc + delta).to(w.dtype)
+            if not bool(torch.isfinite(new[path]).all()):
+                raise UserError(f"cannot merge: {path} would get NaN or infinite weights")
+        for path, weight in new.items():  # all or nothing
+            model.get_submodule(path).weight.copy_(weight)
+    return model

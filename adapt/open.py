@@ -9,6 +9,7 @@ imported only when a PyTorch model is asked for.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 torch_backend = lazy_import("adaptsr.adapt.backend")
 adapter_file = lazy_import("adaptsr.adapt.adapter_file")
 models = lazy_import("adaptsr.adapt.models")
+merging = lazy_import("adaptsr.adapt.merge_adapter")
 
 KINDS = ("pytorch", "onnx", "tensorrt")  # core.artifacts.artifact_kind's answers
 ONE_OF = "give exactly one of --model, --onnx, --engine"
@@ -38,12 +40,17 @@ class ModelSpec:
     path: str
     kind: str = "pytorch"
     adapter: str | None = None
+    strength: float = 1.0  # the adapter's weight (0: the base; 1: as trained)
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"unknown model kind {self.kind!r} (one of {', '.join(KINDS)})")
         if self.adapter and self.kind != "pytorch":
             raise UserError(MERGED)
+        if self.strength != 1.0 and not self.adapter:
+            raise UserError("--strength needs --adapter (the weight of the adapter's update)")
+        if not math.isfinite(self.strength):
+            raise UserError(f"--strength must be a finite number, got {self.strength}")
 
     @classmethod
     def parse(cls, spec: str, adapter: str | None = None) -> ModelSpec:
@@ -64,6 +71,7 @@ class ModelSpec:
         adapter: str | None = None,
         onnx: str | None = None,
         engine: str | None = None,
+        strength: float | None = None,
     ) -> ModelSpec:
         """Exactly one of --model (with an optional --adapter), --onnx, --engine."""
         given = [f for f, v in (("--model", model), ("--onnx", onnx), ("--engine", engine)) if v]
@@ -75,11 +83,14 @@ class ModelSpec:
             return cls(str(onnx), "onnx")
         if engine:
             return cls(str(engine), "tensorrt")
-        return cls(str(model), "pytorch", str(adapter) if adapter else None)
+        weight = 1.0 if strength is None else float(strength)
+        if strength is not None and not adapter:
+            raise UserError("--strength needs --adapter (the weight of the adapter's update)")
+        return cls(str(model), "pytorch", str(adapter) if adapter else None, weight)
 
     def base(self) -> ModelSpec:
         """The same model without its adapter."""
-        return replace(self, adapter=None)
+        return replace(self, adapter=None, strength=1.0)
 
 
 def open_model(
@@ -94,18 +105,26 @@ def open_model(
     if not isinstance(spec, ModelSpec):
         spec = ModelSpec.parse(str(spec), adapter)
     elif adapter:
-        spec = ModelSpec(spec.path, spec.kind, adapter)
+        spec = ModelSpec(spec.path, spec.kind, adapter, spec.strength)
     if spec.kind == "onnx":
         return OnnxBackend(spec.path, provider=provider)
     if spec.kind == "tensorrt":
         return TensorRTBackend(spec.path)
-    return open_torch(spec.path, spec.adapter, device=device)
+    return open_torch(spec.path, spec.adapter, device=device, strength=spec.strength)
 
 
-def open_torch(path: str, adapter: str | None = None, device: str = "auto") -> TorchBackend:
-    """A PyTorch model from `load_model` with its adapter applied, as a backend on `device`."""
+def open_torch(
+    path: str, adapter: str | None = None, device: str = "auto", strength: float = 1.0
+) -> TorchBackend:
+    """A PyTorch model from `load_model` with its adapter applied, as a backend on `device`;
+    at a strength other than 1 the adapter's weighted update is folded into the weights (as
+    `adapt merge --strength` does)."""
     model = models.load_model(path)
-    if adapter:
+    if adapter and strength == 1.0:
         adapter_file.AdapterFile.read(adapter).apply(model)
+    elif adapter:
+        merging.blend_adapters(model, [(adapter_file.AdapterFile.read(adapter), strength)])
     name = f"{path}+{adapter}" if adapter else path
+    if adapter and strength != 1.0:
+        name += f"@{strength:g}"
     return torch_backend.TorchBackend(model, device=device, name=name)

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from adaptsr.adapt.adapter_file import AdapterFile
 from adaptsr.adapt.lora import merge_lora
+from adaptsr.adapt.merge_adapter import blend_adapters
 from adaptsr.adapt.models import load_model
 from adaptsr.core.artifacts import (
     MAX_BATCH,
@@ -84,6 +85,7 @@ class ExportSpec:
     check_sizes: list[tuple[int, int]] = field(default_factory=list)
     min_size: int = 1
     multiple_of: int = 1
+    strength: float = 1.0  # the merged adapter's weight (adapt merge --strength)
 
 
 def plan(
@@ -107,6 +109,7 @@ def model_shapes(model: nn.Module, export: ExportPlan) -> ExportSpec:
         dynamic_batch=export.dynamic_batch,
         min_size=max(min_size, 1),
         multiple_of=multiple,
+        strength=export.strength,
     )
     arch = model.adaptsr_info.arch
     if tile:
@@ -264,12 +267,18 @@ def check_parity(model: nn.Module, onnx_path: Path, spec: ExportSpec) -> Parity:
     )
 
 
-def load_merged(model_spec: str, adapter_path: str | Path) -> tuple[nn.Module, AdapterFile]:
-    """Load the base, apply the adapter file (read once; refused for another base), merge."""
+def load_merged(
+    model_spec: str, adapter_path: str | Path, strength: float = 1.0
+) -> tuple[nn.Module, AdapterFile]:
+    """Load the base, apply the adapter file (read once; refused for another base), merge;
+    at a strength other than 1, its weighted update (adapt merge --strength)."""
     model = load_model(model_spec)
     adapter = AdapterFile.read(adapter_path)
-    adapter.apply(model)
-    merge_lora(model)
+    if strength == 1.0:
+        adapter.apply(model)
+        merge_lora(model)
+    else:
+        blend_adapters(model, [(adapter, strength)])
     return model, adapter
 
 
@@ -290,6 +299,7 @@ def metadata(model: nn.Module, spec: ExportSpec, adapter: AdapterFile | None) ->
         "adapter_fingerprint": adapter.fingerprint if adapter else "",
         "base_fingerprint": adapter.meta.base_fingerprint if adapter else "",
         "rank_summary": json.dumps(adapter.meta.rank_summary()) if adapter else "",
+        **({"adapter_strength": repr(spec.strength)} if adapter and spec.strength != 1.0 else {}),
     }
 
 
@@ -372,7 +382,7 @@ def run_export(export: ExportPlan, progress: bool = False) -> ExportReport:
     spec = model_shapes(base, export)  # shape errors before the adapter is read
     if export.adapter is None:
         return _run(export, spec, base, None, None, progress)
-    merged, adapter = load_merged(export.model, export.adapter)
+    merged, adapter = load_merged(export.model, export.adapter, export.strength)
     return _run(export, spec, merged, adapter, base, progress)
 
 

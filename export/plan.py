@@ -9,6 +9,7 @@ the model's own size rules need the model and run once when it is opened. No tor
 from __future__ import annotations
 
 import contextlib
+import math
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ class ExportPlan:
     force: bool = False
     model: str | None = None
     adapter: str | None = None
+    strength: float = 1.0  # the adapter's weight when merged (0: the base, 1: as trained)
 
     @property
     def report(self) -> Path:
@@ -83,6 +85,7 @@ def plan_export(
     latency_rounds: int = 30,
     latency_max_rounds: int = MAX_ROUNDS,
     force: bool = False,
+    strength: float | None = None,
 ) -> ExportPlan:
     """Every check of an export that needs no model, in the order a user meets them."""
     out = Path(out)
@@ -93,9 +96,13 @@ def plan_export(
         raise UserError(f"{out}: choose a .onnx file name")
     tile = (int(tile[0]), int(tile[1])) if tile else None
     check_shape_options(dynamic, tile, opset)
+    if strength is not None and not adapter:
+        raise UserError("--strength needs --merged --adapter (the weight of the adapter's update)")
+    if strength is not None and not math.isfinite(strength):
+        raise UserError(f"--strength must be a finite number, got {strength}")
     return ExportPlan(
         out, dynamic, tile, opset, fp16, dynamic_batch, latency_rounds, latency_max_rounds,
-        force, model, adapter,
+        force, model, adapter, 1.0 if strength is None else float(strength),
     )  # fmt: skip
 
 

@@ -22,6 +22,12 @@ def export() -> None:
 @click.option("--model", "model_spec", required=True, help="Base model: built-in name or file.")
 @click.option("--adapter", type=click.Path(dir_okay=False), help="Adapter (.safetensors) to merge.")
 @click.option("--merged", is_flag=True, help="Merge --adapter into the weights.")
+@click.option(
+    "--strength",
+    type=float,
+    default=None,
+    help="Weight of the merged adapter's update (0: the base, 1: as trained). [default: 1]",
+)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .onnx file.")
 @click.option("--dynamic", is_flag=True, help="Dynamic input height and width.")
 @click.option("--tile", nargs=2, type=int, metavar="H W", help="Static input height and width.")
@@ -46,8 +52,8 @@ def export() -> None:
 )
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 def onnx_cmd(
-    model_spec, adapter, merged, out, dynamic, tile, dynamic_batch, fp16, opset, latency_rounds,
-    latency_max_rounds, force,
+    model_spec, adapter, merged, strength, out, dynamic, tile, dynamic_batch, fp16, opset,
+    latency_rounds, latency_max_rounds, force,
 ):  # fmt: skip
     """Export a base model, or a base with its adapter merged, to ONNX.
 
@@ -64,7 +70,7 @@ def onnx_cmd(
     plan = plan_export(
         out, model=model_spec, adapter=adapter, dynamic=dynamic, tile=tile, opset=opset,
         fp16=fp16, dynamic_batch=dynamic_batch, latency_rounds=latency_rounds,
-        latency_max_rounds=latency_max_rounds, force=force,
+        latency_max_rounds=latency_max_rounds, force=force, strength=strength,
     )  # fmt: skip
     report = onnx_export.run_export(plan, progress=True)
     for line in export_lines(report):

@@ -1,5 +1,6 @@
 import click
 
+from adaptsr.core.errors import UserError
 from adaptsr.core.lazy import lazy_import
 
 merging = lazy_import("adaptsr.adapt.merge_adapter")  # torch
@@ -7,7 +8,20 @@ merging = lazy_import("adaptsr.adapt.merge_adapter")  # torch
 
 @click.command()
 @click.option("--model", "model_spec", required=True, help="Base model: checkpoint or built-in.")
-@click.option("--adapter", required=True, type=click.Path(dir_okay=False), help="Adapter file.")
+@click.option(
+    "--adapter",
+    "adapters",
+    required=True,
+    multiple=True,
+    help="Adapter file, or FILE:WEIGHT; repeat to blend adapters of one base "
+    "(base + sum of WEIGHT * update).",
+)
+@click.option(
+    "--strength",
+    type=float,
+    default=None,
+    help="Weight of a single --adapter (0: the base, 1: the adapter as trained). [default: 1]",
+)
 @click.option(
     "--out",
     required=True,
@@ -15,6 +29,23 @@ merging = lazy_import("adaptsr.adapt.merge_adapter")  # torch
     help="Merged checkpoint (.safetensors or .pth).",
 )
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
-def merge(model_spec: str, adapter: str, out: str, force: bool) -> None:
-    """Fold an adapter into its base model: a plain checkpoint of the base architecture."""
-    click.echo(merging.merge_adapter_file(model_spec, adapter, out, force).text())
+def merge(model_spec: str, adapters: tuple[str, ...], strength, out: str, force: bool) -> None:
+    """Fold adapters into their base model: a plain checkpoint of the base architecture.
+
+    `--adapter a.safetensors:0.7 --adapter b.safetensors:0.3` blends two adapters of one base
+    (e.g. a fidelity and a GAN adapter: a fidelity-perception dial at no inference cost).
+    """
+    blend = blend_spec(adapters, strength)
+    click.echo(merging.merge_adapter_files(model_spec, blend, out, force).text())
+
+
+def blend_spec(adapters, strength: float | None) -> list[tuple[str, float]]:
+    """(path, weight) pairs from `--adapter FILE[:WEIGHT]` (repeatable) and `--strength`."""
+    parsed = [merging.parse_weighted(a) for a in adapters]
+    if strength is not None:
+        if len(parsed) > 1:
+            raise UserError("--strength goes with one --adapter; give FILE:WEIGHT to blend several")
+        if parsed[0][1] is not None:
+            raise UserError(f"{adapters[0]} carries a weight: drop it or --strength")
+        return [(parsed[0][0], strength)]
+    return [(path, 1.0 if weight is None else weight) for path, weight in parsed]

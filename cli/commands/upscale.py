@@ -31,13 +31,32 @@ serving = lazy_import("adaptsr.serve.upscale")
 @click.option(
     "--overlap", type=int, default=None, help="Overlap between tiles in input pixels [tile/32]."
 )
+@click.option(
+    "--strength",
+    type=float,
+    default=None,
+    help="Weight of --adapter's update (0: the base, 1: as trained), folded into the weights "
+    "as `adapt merge --strength` does. [default: 1]",
+)
 @click.option("--batch", type=int, default=1, show_default=True, help="Tiles per model call.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs (else they are skipped).")
 @device_option
 @max_pixels_option
 @provider_option
 def upscale(
-    inputs, out_dir, model, adapter, onnx, engine, tile, overlap, batch, force, device, provider
+    inputs,
+    out_dir,
+    model,
+    adapter,
+    onnx,
+    engine,
+    tile,
+    overlap,
+    strength,
+    batch,
+    force,
+    device,
+    provider,
 ) -> None:
     """Upscale images (files or folders) into --out, keeping names, format and bit depth.
 
@@ -48,7 +67,7 @@ def upscale(
     """
     if not (model or onnx or engine):  # an --adapter alone is one for the default model
         model = DEFAULT_MODEL
-    spec = opening.ModelSpec.from_options(model, adapter, onnx, engine)
+    spec = opening.ModelSpec.from_options(model, adapter, onnx, engine, strength)
     plan = serving.plan_upscale(
         list(inputs),
         out_dir,
