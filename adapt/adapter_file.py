@@ -140,8 +140,11 @@ class AdapterFile:
             )
 
 
-def save_adapter(model: nn.Module, path: str | os.PathLike, force: bool = False) -> Path:
-    """Write only the adapter tensors, with the metadata needed to reload and check them."""
+def save_adapter(
+    model: nn.Module, path: str | os.PathLike, force: bool = False, degradation: str = ""
+) -> Path:
+    """Write only the adapter tensors, with the metadata needed to reload and check them
+    (`degradation`: what the training LR was made with, AdapterMeta.degradation)."""
     state: LoRAState | None = getattr(model, "adaptsr_lora", None)
     difffit: DiffFitState | None = getattr(model, "adaptsr_difffit", None)
     if state is None and difffit is None:
@@ -154,6 +157,7 @@ def save_adapter(model: nn.Module, path: str | os.PathLike, force: bool = False)
         arch=info.arch if info else "",
         scale=int(info.scale) if info else None,
         adaptsr_version=__version__,
+        degradation=degradation,
     )
     if state is not None:
         meta = AdapterMeta(

@@ -43,9 +43,10 @@ from adaptsr.adapt.choices import (
     DEFAULT_R_MAX,
     DEFAULT_R_MIN,
     DEFAULT_SCORE,
-    DEGRADATIONS,
 )
 from adaptsr.adapt.data import BatchPlan, CropDataset, derive_seed, scan
+from adaptsr.adapt.degradation_file import recorded as recorded_degradation
+from adaptsr.adapt.degradation_file import settings_of
 from adaptsr.adapt.devices import pick_device
 from adaptsr.adapt.lora import Site, base_parameter_count, lora_sites, resolve_ranks
 from adaptsr.adapt.lr_batches import degraded_batches, make_degrader
@@ -365,8 +366,7 @@ def _check_crops(scale, count, batch, patch, degradation, lr_multiple, lr_min) -
             f"LR patches of {lr_patch} pixels do not suit this model (it needs a multiple of "
             f"{lr_multiple}, at least {lr_min}); choose another patch size"
         )
-    if degradation not in DEGRADATIONS:
-        raise UserError(f"unknown degradation {degradation!r}; choose {' or '.join(DEGRADATIONS)}")
+    settings_of(degradation)  # a preset name, a degradation file or a run's recorded table
 
 
 # ---------------------------------------------------------------------------------------------
@@ -446,7 +446,7 @@ def run_allocation(job: AllocationJob, progress: bool = True) -> AllocationOutpu
     recorded = {
         "model": job.model,
         "data": data,
-        "degradation": job.degradation,
+        "degradation": recorded_degradation(job.degradation),
         "batches": s.score_batches if pairs is not None else 0,
         "batch": s.score_batch,
         "patch": s.score_patch,

@@ -37,6 +37,7 @@ from PIL import Image as PILImage
 
 from adaptsr.adapt import layouts
 from adaptsr.adapt.choices import DEGRADATIONS
+from adaptsr.adapt.degradation_file import settings_of
 from adaptsr.adapt.degradations import Degrader
 from adaptsr.core.errors import UserError
 from adaptsr.core.images import check_header, check_pixels, probe, read_image
@@ -69,12 +70,14 @@ class Source:
 
 def parse_source(spec: str | os.PathLike) -> Source:
     """`DIR`, `DIR:WEIGHT`, `DIR:DEGRADATION` or `DIR:WEIGHT:DEGRADATION` (a folder whose name
-    itself ends in such a part is given as `DIR:1`)."""
+    itself ends in such a part is given as `DIR:1`). DEGRADATION is a preset name or a .toml or
+    .json degradation file, checked here."""
     text = str(spec)
     path, weight, kind = text, None, None
     head, sep, tail = path.rpartition(":")
-    if sep and head and tail in DEGRADATIONS:
+    if sep and head and (tail in DEGRADATIONS or Path(tail).suffix.lower() in (".toml", ".json")):
         path, kind = head, tail
+        settings_of(kind, f"--data {text}")
     head, sep, tail = path.rpartition(":")
     if sep and head:
         try:

@@ -115,6 +115,12 @@ def recorded(value) -> str | dict:
     return to_table(settings_of(value))
 
 
+def metadata_text(value) -> str:
+    """`recorded` as one line of text (adapter metadata): the name, or the table as JSON."""
+    record = recorded(value)
+    return record if isinstance(record, str) else json.dumps(record)
+
+
 def describe(value) -> str:
     """A short label: the preset's name, or the type of settings a file holds."""
     settings = settings_of(value)

@@ -155,19 +155,20 @@ def check_sizes(pairs: list[Pair], scale: int) -> None:
 # upscaling
 
 
-def make_degrade(kind: str, scale: int, seed: int, device: str = "cpu") -> Callable:
+def make_degrade(kind, scale: int, seed: int, device: str = "cpu") -> Callable:
     """degrade(hr, index) -> LR (8-bit levels, like an LR file) for HR-only evaluation.
 
     Each image gets its own Degrader seeded with seed + index (its place in the sorted list),
     so an image's LR does not depend on which other images are in the folder.
     """
     Degrader = degradations.Degrader
-    Degrader(kind, scale, seed, device)  # checks kind and scale before any work
+    # checks kind (a preset name or a degradation file, read once) and scale before any work
+    settings = Degrader(kind, scale, seed, device).settings
 
     def degrade(hr: np.ndarray, index: int) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(hr, dtype=np.float32)).permute(2, 0, 1)[None]
         with torch.no_grad():
-            lr = Degrader(kind, scale, seed + index, device)(x)
+            lr = Degrader(settings, scale, seed + index, device)(x)
         return lr[0].permute(1, 2, 0).float().cpu().numpy()
 
     return degrade

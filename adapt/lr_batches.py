@@ -45,9 +45,10 @@ class SourceDegraders:
             d.load_state_dict(state[str(s)])
 
 
-def run_degrader(found: Scan, default: str, scale: int, seed: int, device):
+def run_degrader(found: Scan, default, scale: int, seed: int, device):
     """What makes LR from HR in a run: None (pairs only), one degrader (HR-only sources of the
-    run's degradation), or SourceDegraders (a mixed run: one per HR-only source)."""
+    run's degradation), or SourceDegraders (a mixed run: one per HR-only source). `default` and
+    each source's degradation: a preset name, a degradation file or its settings."""
     if found.paired:
         return None
     if not found.mixed:
@@ -86,6 +87,7 @@ def degraded_batches(
         yield lr, hr
 
 
-def make_degrader(kind: str, scale: int, seed: int, device):
-    """The batched degradation of adaptsr.adapt.degradations: HR (B, 3, H, W) -> LR."""
+def make_degrader(kind, scale: int, seed: int, device):
+    """The batched degradation of adaptsr.adapt.degradations: HR (B, 3, H, W) -> LR. `kind`:
+    a preset name, a degradation file, a recorded table or the settings (Degrader's kind)."""
     return Degrader(kind, scale, seed, device)

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from adaptsr.adapt import data, layouts
 from adaptsr.adapt.allocation_settings import AllocationSettings
-from adaptsr.adapt.choices import DEGRADATIONS, MAX_SEEDS, SCORES
+from adaptsr.adapt.choices import MAX_SEEDS, SCORES
+from adaptsr.adapt.degradation_file import settings_of
 from adaptsr.adapt.evaluate import evaluate, find_pairs, make_degrade
 from adaptsr.adapt.lora import load_adapter
 from adaptsr.adapt.models import load_model, model_info
@@ -101,7 +102,7 @@ class StudySettings:
     iters: int = 1000
     batch: int = 8
     patch: int = 128
-    degradation: str = "camera"  # for HR-only training (and validation) folders
+    degradation: str = "camera"  # for HR-only training (and validation) folders: name or file
     # rank-aware runs: how they score and allocate (a run spec's budget and score win);
     # None: study_allocation's defaults (scoring crops as the training crops)
     allocation: AllocationSettings | None = None
@@ -121,8 +122,7 @@ class StudySettings:
             raise UserError(f"--seeds {s.seeds} is more than {MAX_SEEDS} runs per spec")
         if s.val_every < 0:
             raise UserError(f"--val-every must be >= 0, got {s.val_every}")
-        if s.degradation not in DEGRADATIONS:
-            raise UserError(f"unknown degradation {s.degradation!r}")
+        settings_of(s.degradation)  # a preset name or a degradation file
         if not s.data:
             raise UserError("no training data: give --data")
         if s.val_every == 0:

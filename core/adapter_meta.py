@@ -42,6 +42,9 @@ class AdapterMeta:
     mode: str = "lora"  # or difffit
     targets: str = "all"  # site families (adaptsr.adapt.sites.parse_targets spelling)
     layers: tuple[str, ...] = ()  # difffit: the module paths carrying a scale and shift
+    # what the training LR was made with: a preset name, or a degradation file's settings as
+    # a JSON table (adapt/degradation_file.py); "" when not recorded (pairs, older files)
+    degradation: str = ""
 
     def rank_summary(self) -> dict:
         """Sites, min/max/mean/total rank and alpha (a merged export's `rank_summary`)."""
@@ -71,6 +74,8 @@ class AdapterMeta:
         }
         if self.mode == "difffit":
             data["layers"] = json.dumps(list(self.layers))
+        if self.degradation:
+            data["degradation"] = self.degradation
         return data
 
     @classmethod
@@ -103,6 +108,8 @@ class AdapterMeta:
                 f"adaptsr applies adapters scaled by {' or '.join(map(repr, SCALINGS))} only"
             )
         mode, targets, layers = _kind(data, where, damaged)
+        if not isinstance(data.get("degradation", ""), str):
+            raise UserError(f"{damaged} (key 'degradation' is not text)")
         return cls(
             ranks=ranks,
             alpha=alpha,
@@ -114,6 +121,7 @@ class AdapterMeta:
             mode=mode,
             targets=targets,
             layers=layers,
+            degradation=data.get("degradation", ""),
         )
 
 

@@ -230,3 +230,105 @@ def test_camera_steps_switched_off_by_the_file():
     assert torch.equal(bare, Degrader("bicubic", 4)(hr))
     noisy = Degrader(CameraConfig(0.0, 10.0, None), 4, seed=0)(hr)
     assert 5 / 255 < float((noisy - bare).std()) < 15 / 255
+
+
+# ---------------------------------------------------------------------------------------------
+# a run records the settings: config.json, resume without the file, adapter metadata, --data
+
+
+@pytest.fixture
+def tiny_run(tmp_path):
+    import cv2
+    import numpy as np
+    from test_reliability import tiny_edsr
+
+    from adaptsr.adapt.models import save_model
+
+    ckpt = save_model(tiny_edsr(), tmp_path / "tiny.safetensors")
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(3):
+        cv2.imwrite(str(hr / f"{i}.png"), rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    camera = write(tmp_path, {"type": "camera", "blur_sigma": 0.7, "noise_sigma": 4.0})
+    return ckpt, hr, camera
+
+
+def _train(run_cli, ckpt, out, iters, *data_and_more):
+    return run_cli(
+        "train", "--model", ckpt, "--out", out, "--patch", "16", "--batch", "1",
+        "--device", "cpu", "--workers", "0", "--save-every", "1", "--quiet",
+        "--iters", iters, *data_and_more,
+    )  # fmt: skip
+
+
+def test_a_run_records_the_file_settings_and_resumes_without_the_file(tiny_run, tmp_path, run_cli):
+    from adaptsr.adapt.adapter_file import AdapterFile
+
+    ckpt, hr, camera = tiny_run
+    run = tmp_path / "run"
+    code, _, err = _train(run_cli, ckpt, run, 1, "--data", hr, "--degradation", camera)
+    assert code == 0, err
+    table = {"type": "camera", "blur_sigma": 0.7, "noise_sigma": 4.0}
+    config = json.loads((run / "config.json").read_text())
+    assert config["degradation"] == table
+    meta = AdapterFile.read(run / "adapter.safetensors").meta
+    assert json.loads(meta.degradation) == table
+    assert F.settings_of(json.loads(meta.degradation)) == CameraConfig(0.7, 4.0, None)
+    camera.unlink()  # a resume reads the settings from config.json
+    (run / "config.json").write_text(json.dumps({**config, "iters": 2}))
+    code, _, err = _train(run_cli, ckpt, run, 2, "--data", hr, "--resume")
+    assert code == 0, err
+    assert json.loads((run / "config.json").read_text())["degradation"] == table
+
+
+def test_a_preset_run_records_its_name(tiny_run, tmp_path, run_cli):
+    from adaptsr.adapt.adapter_file import AdapterFile
+
+    ckpt, hr, _ = tiny_run
+    run = tmp_path / "run"
+    code, _, err = _train(run_cli, ckpt, run, 1, "--data", hr, "--degradation", "bicubic")
+    assert code == 0, err
+    assert json.loads((run / "config.json").read_text())["degradation"] == "bicubic"
+    assert AdapterFile.read(run / "adapter.safetensors").meta.degradation == "bicubic"
+
+
+def test_data_source_takes_a_file(tiny_run, tmp_path, run_cli):
+    from adaptsr.adapt import data
+
+    ckpt, hr, camera = tiny_run
+    assert data.parse_source(f"{hr}:1:{camera}") == data.Source(str(hr), 1.0, str(camera))
+    assert data.parse_source(f"{hr}:{camera}") == data.Source(str(hr), None, str(camera))
+    run = tmp_path / "run"
+    code, _, err = _train(run_cli, ckpt, run, 1, "--data", f"{hr}:1:{camera}")
+    assert code == 0, err
+    bad = write(tmp_path, {"type": "camera", "jpeg_quality": 101}, "bad.toml")
+    code, _, err = _train(run_cli, ckpt, tmp_path / "r2", 1, "--data", f"{hr}:1:{bad}")
+    assert code != 0 and "jpeg_quality" in err and "Traceback" not in err
+
+
+def test_a_bad_file_is_one_line_from_every_command(tiny_run, tmp_path, run_cli):
+    ckpt, hr, _ = tiny_run
+    bad = write(tmp_path, {"type": "realesrgan", "noise_range": [5, 1]}, "bad.toml")
+    runs = [
+        _train(run_cli, ckpt, tmp_path / "run", 1, "--data", hr, "--degradation", bad),
+        run_cli("eval", "--model", ckpt, "--hr", hr, "--degradation", bad, "--device", "cpu"),
+        run_cli(
+            "allocate",
+            "--model",
+            ckpt,
+            "--data",
+            hr,
+            "--budget",
+            "r2",
+            "--out",
+            tmp_path / "m.json",
+            "--degradation",
+            bad,
+            "--device",
+            "cpu",
+        ),  # fmt: skip
+    ]
+    for code, _, err in runs:
+        assert code != 0 and "Traceback" not in err, err
+        assert "noise_range" in err.strip().splitlines()[-1]

@@ -15,12 +15,13 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from adaptsr.adapt.allocation_settings import AllocationSettings
-from adaptsr.adapt.choices import DEGRADATIONS, SEED_MAX
+from adaptsr.adapt.choices import SEED_MAX
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import check_outputs_not_inputs
 from adaptsr.core.lazy import lazy_import
 
 kernels = lazy_import("adaptsr.kernels")  # imports torch: only when a config is resolved
+degradation_file = lazy_import("adaptsr.adapt.degradation_file")  # torch, likewise
 
 MODES = ("lora", "full", "pretrain")
 DEFAULT_LR = {"lora": 1e-3, "full": 1e-4, "pretrain": 2e-4}
@@ -84,7 +85,9 @@ class TrainConfig:
     device: str = "auto"
     save_every: int = 1000
     log_every: int = 10
-    degradation: str | None = None  # None: realesrgan (lora, full) or bicubic (pretrain)
+    # a preset name, or a file's settings as their table (adapt/degradation_file.py): the run
+    # records the settings, not the path. None: realesrgan (lora, full) or bicubic (pretrain)
+    degradation: str | dict | None = None
     workers: int = 4
     kernels: str = "auto"  # auto (fused on CUDA), reference, triton
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 elsewhere), bf16, fp32
@@ -106,9 +109,7 @@ class TrainConfig:
             raise UserError("no model: give --model (a checkpoint or a built-in name)")
         _check_numbers(c)
         c.allocation = c.allocation.checked()
-        if c.degradation not in DEGRADATIONS:
-            choices = ", ".join(DEGRADATIONS)
-            raise UserError(f"unknown degradation {c.degradation!r} (choose {choices})")
+        c.degradation = degradation_file.recorded(c.degradation)
         if c.kernels not in kernels.BACKENDS:
             raise UserError(f"unknown kernels {c.kernels!r} (choose {', '.join(kernels.BACKENDS)})")
         if c.precision not in ("auto", "bf16", "fp32"):
@@ -203,6 +204,8 @@ def _check_type(name: str, value, default, where: str) -> None:
         ok = isinstance(value, (int, float))
     elif isinstance(default, list):
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    elif name == "degradation":  # a name or a file, or the settings table config.json holds
+        ok = isinstance(value, (str, dict))
     else:  # strings, and settings whose default is None (paths, budget)
         ok = isinstance(value, str)
     if not ok:
@@ -248,6 +251,8 @@ def resume_config(run_dir: Path, overrides: dict) -> TrainConfig:
     saved = config_from_dict(read_config_file(path), str(path))
     current = saved.to_dict()
     for key, value in overrides.items():
+        if key == "degradation":  # a file given again: compared by the settings it holds
+            value = degradation_file.recorded(value)
         if current[key] != value and key not in RESUMABLE:
             raise UserError(
                 f"--{key.replace('_', '-')} differs from the run being resumed "

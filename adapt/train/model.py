@@ -14,6 +14,7 @@ from torch import nn
 from adaptsr.adapt import lora
 from adaptsr.adapt.adapter_file import save_adapter
 from adaptsr.adapt.allocate import allocate_ranks, entry_batches
+from adaptsr.adapt.degradation_file import metadata_text
 from adaptsr.adapt.lora import adapter_train_mode
 from adaptsr.adapt.metrics import psnr_y, ssim_y
 from adaptsr.adapt.models import (
@@ -167,11 +168,19 @@ def make_scheduler(optimizer, cfg: TrainConfig):
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=gamma)
 
 
+def _degradation_record(cfg: TrainConfig) -> str:
+    """The adapter's record of the training degradation ("" for a run on LR/HR pairs)."""
+    if cfg.lr_dir and not cfg.data:
+        return ""
+    return metadata_text(cfg.degradation)
+
+
 def save_outputs(model: nn.Module, cfg: TrainConfig, run_dir: Path, suffix: str = "") -> Path:
     """adapter[-best].safetensors (lora) or model[-best].safetensors (full, pretrain)."""
 
     if cfg.mode == "lora":
-        return save_adapter(model, run_dir / f"adapter{suffix}.safetensors", force=True)
+        path = run_dir / f"adapter{suffix}.safetensors"
+        return save_adapter(model, path, force=True, degradation=_degradation_record(cfg))
     return save_model(model, run_dir / f"model{suffix}.safetensors", force=True)
 
 

@@ -3,7 +3,7 @@
 import click
 
 from adaptsr.adapt.allocation_settings import AllocationSettings
-from adaptsr.adapt.choices import ALLOCATORS, NORMALISATIONS, SCORES
+from adaptsr.adapt.choices import ALLOCATORS, DEGRADATIONS, NORMALISATIONS, SCORES
 from adaptsr.core.images import set_max_pixels
 
 device_option = click.option(
@@ -36,6 +36,18 @@ max_pixels_option = click.option(
     help="Refuse images above this many pixels, read from the file header before decoding "
     "[default: 67108864, 8192x8192].",
 )
+
+
+def degradation_option(help: str, **kwargs):
+    """--degradation, spelled one way by every command that makes LR from HR: a preset name
+    or a degradation file (checked where it is read: adapt/degradation_file.py)."""
+    presets = ", ".join(DEGRADATIONS)
+    return click.option(
+        "--degradation",
+        metavar="NAME|FILE",
+        help=f"{help} A preset ({presets}) or a .toml/.json file (docs/degradations.md).",
+        **kwargs,
+    )
 
 
 def model_options(

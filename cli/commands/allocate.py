@@ -1,11 +1,12 @@
 import click
 
-from adaptsr.adapt.choices import DEFAULT_DEGRADATION, DEGRADATIONS, SEED_MAX
+from adaptsr.adapt.choices import DEFAULT_DEGRADATION, SEED_MAX
 from adaptsr.adapt.rankmap import summary_table
 from adaptsr.cli.commands._options import (
     allocate_aliases,
     allocation_options,
     allocation_settings,
+    degradation_option,
     max_pixels_option,
 )
 from adaptsr.core.lazy import lazy_import
@@ -34,12 +35,8 @@ allocation = lazy_import("adaptsr.adapt.allocate")  # torch: only when the comma
     type=click.Path(dir_okay=False),
     help="Rank map .json; the heatmap goes beside it (same name, .png).",
 )
-@click.option(
-    "--degradation",
-    type=click.Choice(DEGRADATIONS),
-    default=DEFAULT_DEGRADATION,
-    show_default=True,
-    help="How LR is made from HR-only data.",
+@degradation_option(
+    "How LR is made from HR-only data.", default=DEFAULT_DEGRADATION, show_default=True
 )
 @allocation_options
 @allocate_aliases

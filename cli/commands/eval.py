@@ -1,7 +1,12 @@
 import click
 
-from adaptsr.adapt.choices import DEGRADATIONS, SEED_MAX
-from adaptsr.cli.commands._options import max_pixels_option, model_options, provider_option
+from adaptsr.adapt.choices import SEED_MAX
+from adaptsr.cli.commands._options import (
+    degradation_option,
+    max_pixels_option,
+    model_options,
+    provider_option,
+)
 from adaptsr.core.lazy import lazy_import
 
 evaluation = lazy_import("adaptsr.adapt.evaluate")  # torch
@@ -23,11 +28,7 @@ opening = lazy_import("adaptsr.adapt.open")
     help="Folder of LR images matched to HR by file stem (omit it when --hr holds the pairs: "
     "RealSR-style NAME_HR/NAME_LR4, or a DIV2K root).",
 )
-@click.option(
-    "--degradation",
-    type=click.Choice(DEGRADATIONS),
-    help="HR-only evaluation: make each LR image from its HR image.",
-)
+@degradation_option("HR-only evaluation: make each LR image from its HR image.")
 @click.option(
     "--seed",
     default=0,

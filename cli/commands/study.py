@@ -1,7 +1,7 @@
 import click
 
-from adaptsr.adapt.choices import DEFAULT_MODEL, DEGRADATIONS, MAX_SEEDS
-from adaptsr.cli.commands._options import allocation_options
+from adaptsr.adapt.choices import DEFAULT_MODEL, MAX_SEEDS
+from adaptsr.cli.commands._options import allocation_options, degradation_option
 from adaptsr.core.lazy import lazy_import
 
 study_lib = lazy_import("adaptsr.adapt.study")  # torch: only when the command runs
@@ -39,12 +39,8 @@ study_lib = lazy_import("adaptsr.adapt.study")  # torch: only when the command r
 @click.option("--iters", default=1000, show_default=True, type=int, help="Iterations per run.")
 @click.option("--batch", default=8, show_default=True, type=int, help="Batch size.")
 @click.option("--patch", default=128, show_default=True, type=int, help="HR crop size.")
-@click.option(
-    "--degradation",
-    type=click.Choice(DEGRADATIONS),
-    default="camera",
-    show_default=True,
-    help="For HR-only training and validation folders.",
+@degradation_option(
+    "For HR-only training and validation folders.", default="camera", show_default=True
 )
 @allocation_options
 @click.option("--val-every", default=0, type=int, help="Validation interval [iters/5].")

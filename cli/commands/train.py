@@ -3,8 +3,12 @@ from pathlib import Path
 
 import click
 
-from adaptsr.adapt.choices import DEGRADATIONS, SEED_MAX
-from adaptsr.cli.commands._options import allocation_options, max_pixels_option
+from adaptsr.adapt.choices import SEED_MAX
+from adaptsr.cli.commands._options import (
+    allocation_options,
+    degradation_option,
+    max_pixels_option,
+)
 from adaptsr.core.lazy import lazy_import
 
 training = lazy_import("adaptsr.adapt.train")  # torch: only when the command runs
@@ -51,11 +55,7 @@ bench_report = lazy_import("adaptsr.adapt.train.bench_report")
 @click.option("--log-every", type=int, help="Log interval (default 10).")
 @click.option("--val", type=click.Path(file_okay=False), help="Validation folder.")
 @click.option("--val-split", type=int, help="Hold out the last N training images instead.")
-@click.option(
-    "--degradation",
-    type=click.Choice(DEGRADATIONS),
-    help="For HR-only data (default realesrgan; bicubic for pretrain).",
-)
+@degradation_option("For HR-only data (default realesrgan; bicubic for pretrain).")
 @click.option("--workers", type=int, help="Data loading processes (default 4).")
 @click.option(
     "--kernels",
