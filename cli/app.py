@@ -28,6 +28,8 @@ COMMANDS = {
     "upscale": "adaptsr.cli.commands.upscale:upscale",
     "bench": "adaptsr.cli.commands.bench:bench",
     "study": "adaptsr.cli.commands.study:study",
+    "degrade": "adaptsr.cli.commands.degrade:degrade",
+    "calibrate": "adaptsr.cli.commands.calibrate:calibrate",
     "models": "adaptsr.cli.commands.models:models",
     "demo": "adaptsr.cli.commands.demo:demo",
 }

@@ -1,0 +1,107 @@
+"""`adapt degrade`: a folder's HR images degraded as training degrades them, written as LR images,
+and a contact sheet (HR crops beside their LR, enlarged with nearest pixels) so a user sees what
+the model will be trained on before training.
+
+Image i is degraded with seed + i (its place in the sorted folder), as `adapt eval
+--degradation` does: an image's LR does not depend on which other images are in the folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from adaptsr.adapt.data import modcrop
+from adaptsr.adapt.degradation_file import describe, settings_of
+from adaptsr.adapt.evaluate import make_degrade
+from adaptsr.core.errors import UserError
+from adaptsr.core.fileio import check_outside_inputs, check_writable
+from adaptsr.core.images import Image, list_images, read_image, write_image
+
+SHEET = "contact-sheet.png"
+SHEET_ROWS = 4  # images on the sheet
+SHEET_CROP = 192  # HR pixels per side of a sheet crop (smaller images: the whole image)
+GAP = 8  # pixels between and around the crops
+BACKGROUND = 0.5
+
+
+@dataclass(frozen=True)
+class DegradedFolder:
+    images: list[Path]  # the LR images written
+    sheet: Path
+    degradation: str  # describe(): the preset's name, or the type of settings a file holds
+
+
+def degrade_folder(
+    hr_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    degradation,
+    scale: int = 4,
+    count: int | None = None,
+    seed: int = 0,
+    force: bool = False,
+    progress: bool = True,
+) -> DegradedFolder:
+    """Degrade the first `count` images of `hr_dir` (all when None), sorted by name, into
+    `out_dir` as NAME.png, with the contact sheet SHEET beside them."""
+    settings = settings_of(degradation)
+    if count is not None and count < 1:
+        raise UserError(f"-n must be at least 1, got {count}")
+    images = list_images(hr_dir)[:count]
+    if not images:
+        raise UserError(f"no images in {hr_dir}")
+    out = Path(out_dir)
+    check_outside_inputs(out, [hr_dir], "--out")
+    outputs = [out / f"{p.stem}.png" for p in images]
+    if len(set(outputs)) < len(outputs) or out / SHEET in outputs:
+        raise UserError(
+            f"{hr_dir}: two images share a name (or one is named {Path(SHEET).stem}); "
+            "the LR images are written as NAME.png"
+        )
+    for path in [*outputs, out / SHEET]:
+        check_writable(path, force)  # before any work
+    degrade = make_degrade(settings, scale, seed)
+    rows = []
+    bar = tqdm(images, desc="degrade", unit="img", file=sys.stderr, disable=not progress)
+    for index, (path, target) in enumerate(zip(bar, outputs, strict=True)):
+        hr = modcrop(read_image(path).rgb, scale)
+        if min(hr.shape[:2]) < scale:
+            raise UserError(f"{path} is smaller than the scale {scale}")
+        lr = degrade(hr, index)
+        write_image(Image(lr, None, 8, False), target, force)
+        if len(rows) < SHEET_ROWS:
+            rows.append(_sheet_row(hr, lr, scale))
+    sheet = write_image(Image(_stack(rows), None, 8, False), out / SHEET, force)
+    return DegradedFolder(outputs, sheet, describe(settings))
+
+
+def _sheet_row(hr: np.ndarray, lr: np.ndarray, scale: int) -> np.ndarray:
+    """The centre crop of HR beside the same region of LR, enlarged by `scale` (nearest)."""
+    h, w = hr.shape[:2]
+    side_h = min(SHEET_CROP, h) // scale * scale
+    side_w = min(SHEET_CROP, w) // scale * scale
+    top = (h - side_h) // 2 // scale * scale
+    left = (w - side_w) // 2 // scale * scale
+    hr_crop = hr[top : top + side_h, left : left + side_w]
+    lr_crop = lr[top // scale : (top + side_h) // scale, left // scale : (left + side_w) // scale]
+    enlarged = lr_crop.repeat(scale, axis=0).repeat(scale, axis=1)
+    row = np.full((SHEET_CROP, 2 * SHEET_CROP + GAP, 3), BACKGROUND, dtype=np.float32)
+    row[:side_h, :side_w] = hr_crop
+    row[:side_h, SHEET_CROP + GAP : SHEET_CROP + GAP + side_w] = enlarged
+    return row
+
+
+def _stack(rows: list[np.ndarray]) -> np.ndarray:
+    """Rows one under the other, with a border of GAP pixels around every crop."""
+    width = rows[0].shape[1] + 2 * GAP
+    sheet = np.full((GAP, width, 3), BACKGROUND, dtype=np.float32)
+    parts = [sheet]
+    for row in rows:
+        pad = np.full((row.shape[0], GAP, 3), BACKGROUND, dtype=np.float32)
+        parts += [np.concatenate([pad, row, pad], axis=1), sheet]
+    return np.concatenate(parts, axis=0)
