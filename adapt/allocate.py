@@ -48,11 +48,12 @@ from adaptsr.adapt.data import BatchPlan, CropDataset, derive_seed, scan
 from adaptsr.adapt.degradation_file import recorded as recorded_degradation
 from adaptsr.adapt.degradation_file import settings_of
 from adaptsr.adapt.devices import pick_device
-from adaptsr.adapt.lora import Site, base_parameter_count, lora_sites, resolve_ranks
+from adaptsr.adapt.lora import ALL_TARGETS, Site, base_parameter_count, resolve_ranks
 from adaptsr.adapt.lr_batches import degraded_batches, make_degrader
 from adaptsr.adapt.models import load_model, model_info
 from adaptsr.adapt.rankmap import RankAllocation, SiteInfo, heatmap_path, write_rank_map
 from adaptsr.adapt.site_scores import SiteScores, score_sites
+from adaptsr.adapt.sites import parse_targets, target_sites
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import check_outputs_not_inputs, check_outside_inputs, check_writable
 
@@ -68,12 +69,12 @@ RHO_WARN = 0.5  # below this the ranking of the sites changes a lot from batch t
 _BUDGET = re.compile(r"^(?:r(\d{1,6})|(\d{1,15}(?:\.\d{0,9})?|\.\d{1,9})\s*([kKmM%]?))$")
 
 
-def parse_budget(spec: str | int, model: nn.Module) -> tuple[int, str]:
+def parse_budget(spec: str | int, model: nn.Module, targets: str = ALL_TARGETS) -> tuple[int, str]:
     """A budget in trainable parameters, and how it was given.
 
     `886000`, `886k`, `1.2M` (parameters), `8%` (of the base model's parameters) or `r8` (what
-    uniform rank 8 costs, capped at each site's useful rank as inject_lora does). Fractions
-    round down: the budget is a ceiling.
+    uniform rank 8 costs on the `targets` sites, capped at each site's useful rank as
+    inject_lora does). Fractions round down: the budget is a ceiling.
     """
     text = str(spec).strip()
     m = _BUDGET.match(text)
@@ -86,8 +87,8 @@ def parse_budget(spec: str | int, model: nn.Module) -> tuple[int, str]:
         r = int(m.group(1))
         if r < 1:
             raise UserError(f"budget {text}: the uniform rank must be at least 1")
-        chosen, _ = resolve_ranks(model, r)
-        costs = {s.name: s.cost_per_rank for s in lora_sites(model)}
+        chosen, _ = resolve_ranks(model, r, targets)
+        costs = {s.name: s.cost_per_rank for s in target_sites(model, targets)}
         return sum(rank * costs[n] for n, rank in chosen.items()), f"uniform rank {r}"
     number = Decimal(m.group(2))  # the pattern admits only valid decimals
     unit = m.group(3).lower()
@@ -217,6 +218,7 @@ def allocate_ranks(
     r_min: int = DEFAULT_R_MIN,
     r_max: int = DEFAULT_R_MAX,
     normalise: str = DEFAULT_NORMALISE,
+    targets: str = ALL_TARGETS,
     seed: int = 0,
     progress: bool = False,
     total: int | None = None,
@@ -225,17 +227,20 @@ def allocate_ranks(
 ) -> RankAllocation:
     """Score the sites of a base model on `batches` and share `budget` among them.
 
-    `budget`: parameters (int) or a spec for parse_budget ("886k", "8%", "r8"). The model is
-    left as it was. Problems worth a user's attention (unstable scores) are in `.warnings`.
+    `budget`: parameters (int) or a spec for parse_budget ("886k", "8%", "r8"); only the sites
+    of the `targets` families are scored and given ranks. The model is left as it was.
+    Problems worth a user's attention (unstable scores) are in `.warnings`.
     `reduce` maps the mean scores to the ones allocated: `adapt train` averages them over its
     DDP processes so that every process allocates the same ranks (rho stays this process's).
     """
-    params, how = parse_budget(budget, model)
-    sites = lora_sites(model)
+    targets = parse_targets(targets)
+    params, how = parse_budget(budget, model, targets)
+    sites = target_sites(model, targets)
     # Check the budget and bounds before spending time on gradients.
     allocate(sites, dict.fromkeys((s.name for s in sites), 0.0), params, r_min, r_max, allocator)
     result: SiteScores = score_sites(model, batches, score, normalise, seed, progress, total)
     scores = reduce(result.scores) if reduce is not None else result.scores
+    scores = {s.name: scores[s.name] for s in sites}  # the targets' sites only
     _check_informative(scores, score)
     ranks = allocate(sites, scores, params, r_min, r_max, allocator, seed)
     cost = {s.name: s.cost_per_rank for s in sites}
@@ -252,6 +257,7 @@ def allocate_ranks(
         "allocator": allocator,
         "r_min": r_min,
         "r_max": r_max,
+        "targets": targets,
         "seed": seed,
         "batches": len(result.per_batch),
         **(settings or {}),
@@ -267,6 +273,7 @@ def allocate_ranks(
         rho=result.rho,
         settings=full,
         warnings=warnings,
+        targets=targets,
     )
 
 
@@ -388,6 +395,7 @@ class AllocationJob:
     seed: int = 0
     device: str | None = None  # None: cuda if present
     force: bool = False
+    targets: str = ALL_TARGETS  # site families to allocate over (adaptsr.adapt.sites)
 
     def check(self) -> None:
         """Every check that needs no model, before one is loaded."""
@@ -460,6 +468,7 @@ def run_allocation(job: AllocationJob, progress: bool = True) -> AllocationOutpu
         r_min=s.r_min,
         r_max=s.r_max,
         normalise=s.normalise,
+        targets=job.targets,
         seed=job.seed,
         progress=progress,
         total=s.score_batches,

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from adaptsr.adapt.adapter_file import AdapterFile
-from adaptsr.adapt.lora import lora_layers
+from adaptsr.adapt.lora import lora_layers, merge_lora
 from adaptsr.adapt.lora_report import base_parameter_count
 from adaptsr.adapt.models import CHECKPOINT_SUFFIXES, load_model, save_model
 from adaptsr.core.errors import UserError
@@ -57,7 +57,8 @@ def merge_adapter_files(
     percent = 100.0 * parameters / base_parameter_count(net)
     blend_adapters(net, adapters)
     save_model(net, out, force=force)
-    return MergeSummary(out, len(adapters[0][0].meta.ranks), parameters, percent)
+    meta = adapters[0][0].meta
+    return MergeSummary(out, len(meta.ranks) or len(meta.layers), parameters, percent)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,6 +111,19 @@ def _adapter_deltas(model: nn.Module, adapter: AdapterFile) -> dict[str, torch.T
     return deltas
 
 
+def _merge_difffit(model: nn.Module, blend: Sequence[tuple[AdapterFile, float]]) -> nn.Module:
+    """A DiffFit adapter scales the weights (W' = diag(gamma) W): it has no additive update to
+    weight or mix, so it folds alone, as trained."""
+    (adapter, strength), *others = blend
+    if others or strength != 1:
+        raise UserError(
+            f"{adapter.path} is a DiffFit adapter: it merges alone at strength 1 (its scales "
+            "multiply the weights; there is no update to weight or blend)"
+        )
+    adapter.apply(model)
+    return merge_lora(model)
+
+
 def blend_adapters(model: nn.Module, blend: Sequence[tuple[AdapterFile, float]]) -> nn.Module:
     """Fold base + sum_i s_i * dW_i into `model`'s weights, in place (the base architecture
     stays). A strength of 0 leaves the weights bit for bit; one adapter at 1 is `merge_lora`'s
@@ -120,6 +134,8 @@ def blend_adapters(model: nn.Module, blend: Sequence[tuple[AdapterFile, float]])
     for adapter, strength in blend:
         if not math.isfinite(strength):
             raise UserError(f"{adapter.path}: the strength must be a finite number")
+    if any(a.meta.mode == "difffit" for a, _ in blend):
+        return _merge_difffit(model, blend)
     total: dict[str, torch.Tensor] = {}
     for adapter, strength in blend:
         deltas = _adapter_deltas(model, adapter)  # checks the base fingerprint too

@@ -62,6 +62,7 @@ class RankAllocation:
     settings: dict = field(default_factory=dict)
     source: str | None = None  # the file a run's copy was made from (`adapt train --rank-map`)
     warnings: list[str] = field(default_factory=list)  # for the terminal, not written
+    targets: str = "all"  # the site families allocated over (adaptsr.adapt.sites)
 
     @property
     def adapted(self) -> dict[str, int]:
@@ -93,6 +94,7 @@ class RankAllocation:
                 for s in self.sites
             },
             "source": self.source,
+            "targets": self.targets,
         }
 
     @classmethod
@@ -135,6 +137,7 @@ class RankAllocation:
             rho=optional("spearman_rho", number, None),
             settings=dict(optional("settings", _table, {})),
             source=optional("source", lambda v: isinstance(v, str), None),
+            targets=optional("targets", lambda v: isinstance(v, str) and v, "all"),
         )
 
     @classmethod
@@ -326,7 +329,7 @@ def summary_table(allocation: RankAllocation) -> str:
             f"{sum(rs) / len(rs):>7.1f}{max(rs):>5}{params:>12,}"
         )
     a = allocation
-    total = f"total: {_used(a)}"
+    total = f"total: {_used(a)}" + ("" if a.targets == "all" else f" on {a.targets} sites")
     if a.used is not None and a.base_params:
         total += f", {100 * a.used / a.base_params:.2f}% of the base model's {a.base_params:,}"
     lines.append(total)

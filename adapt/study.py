@@ -1,11 +1,7 @@
 """`adapt study`: one grid of training runs, the same data for all, compared on one table.
 
-Run specs (`--runs r1,r4,ra:r8,full`):
-    rK          LoRA, uniform rank K
-    ra:rK       rank-aware LoRA at the parameter count of uniform rank K
-    ra:886k     rank-aware LoRA at a parameter budget (886k, 1.2m, 8%)
-    ra:rK:S     ... scored by S (grad, fisher, activation, random)
-    full        full fine-tuning
+Run specs (`--runs r1,r4,ra:r8,difffit,full`, with @key=value options such as `r8@rs`):
+adaptsr.adapt.study_specs.
 
 Every run is an ordinary `adapt train` run in DIR/<spec>-s<seed>/ (':' written as '-'), with the
 same data, crops, degradation, iterations and evaluation; the seed changes only the run's own
@@ -17,6 +13,7 @@ validation folder by adaptsr.adapt.evaluate and the score kept in its folder (ev
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -26,68 +23,22 @@ from pathlib import Path
 
 from adaptsr.adapt import data, layouts
 from adaptsr.adapt.allocation_settings import AllocationSettings
-from adaptsr.adapt.choices import MAX_SEEDS, SCORES
+from adaptsr.adapt.choices import MAX_SEEDS
 from adaptsr.adapt.degradation_file import settings_of
 from adaptsr.adapt.evaluate import evaluate, find_pairs, make_degrade
 from adaptsr.adapt.lora import load_adapter
 from adaptsr.adapt.models import load_model, model_info
+from adaptsr.adapt.sites import parse_targets
 from adaptsr.adapt.study_report import STUDY_FILE, RunOutcome, duration, summarise, write_outputs
+from adaptsr.adapt.study_specs import RunSpec, parse_spec, parse_specs  # noqa: F401 (public)
 from adaptsr.adapt.train import TrainConfig, train
 from adaptsr.adapt.train.loop import check_patch
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import atomic_output, check_outside_inputs, leave_as_found, parse_json
 
 SETTINGS_FILE = "study-settings.json"
+RUN_DEFAULTS = {"lr": None, "scaling": "alpha/r", "targets": "all"}  # not written when so
 EVAL_FILE = "eval.json"  # in a run folder: written once the run is trained and scored
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    text: str
-    mode: str  # lora or full
-    rank: int | None = None  # uniform rank
-    budget: str | None = None  # rank-aware budget ("r8", "886k", "8%")
-    score: str | None = None  # rank-aware site score
-
-    @property
-    def rank_aware(self) -> bool:
-        return self.budget is not None
-
-    @property
-    def folder(self) -> str:
-        return self.text.replace(":", "-")
-
-
-def parse_spec(text: str) -> RunSpec:
-    t = text.strip().lower()
-    if t == "full":
-        return RunSpec(t, "full")
-    if t.startswith("r") and t[1:].isdigit() and int(t[1:]) >= 1:
-        return RunSpec(t, "lora", rank=int(t[1:]))
-    parts = t.split(":")
-    if parts[0] == "ra" and len(parts) in (2, 3) and parts[1]:
-        score = parts[2] if len(parts) == 3 else None
-        if score is not None and score not in SCORES:
-            raise UserError(
-                f"run spec {text!r}: unknown score {score!r} (choose {', '.join(SCORES)})"
-            )
-        return RunSpec(t, "lora", budget=parts[1], score=score)
-    raise UserError(
-        f"unknown run spec {text!r}: use rK (uniform rank), ra:rK or ra:886k (rank-aware), "
-        "ra:rK:fisher (with a score) or full"
-    )
-
-
-def parse_specs(text: str) -> list[RunSpec]:
-    specs = [parse_spec(t) for t in text.split(",") if t.strip()]
-    if not specs:
-        raise UserError("--runs is empty: give run specs such as r1,r8,ra:r8,full")
-    seen = set()
-    for s in specs:
-        if s.text in seen:
-            raise UserError(f"run spec {s.text!r} is given twice")
-        seen.add(s.text)
-    return specs
 
 
 @dataclass
@@ -107,6 +58,10 @@ class StudySettings:
     # None: study_allocation's defaults (scoring crops as the training crops)
     allocation: AllocationSettings | None = None
     val_every: int = 0  # 0: iters / 5
+    # LoRA and DiffFit runs (a run spec's @lr, @scaling, @targets win); lr None: the mode's
+    lr: float | None = None
+    scaling: str = "alpha/r"
+    targets: str = "all"
     device: str = "auto"
     workers: int = 0
 
@@ -127,16 +82,22 @@ class StudySettings:
             raise UserError("no training data: give --data")
         if s.val_every == 0:
             s.val_every = max(1, s.iters // 5)
+        if s.lr is not None and not (s.lr > 0 and math.isfinite(s.lr)):
+            raise UserError(f"--lr must be a positive number, got {s.lr}")
+        s.targets = parse_targets(s.targets)
         parse_specs(",".join(s.runs))
         return s
 
     def flat(self) -> dict:
         """The settings as study.json and study-settings.json hold them: score_batches in its
-        old place, then the allocation settings that differ from study_allocation's defaults."""
+        old place, then the allocation settings that differ from study_allocation's defaults
+        (lr, scaling and targets only where not their defaults: earlier studies continue)."""
         allocation = self.allocation or study_allocation({}, self.batch, self.patch)
         implied = study_allocation({}, self.batch, self.patch)
         d = {}
         for key, value in asdict(self).items():
+            if key in RUN_DEFAULTS and value == RUN_DEFAULTS[key]:
+                continue
             if key != "allocation":
                 d[key] = value
                 continue
@@ -169,9 +130,15 @@ def train_config(settings: StudySettings, spec: RunSpec, seed: int) -> TrainConf
     kw: dict = {}
     if spec.mode == "lora" and spec.rank_aware:
         chosen = {"budget": spec.budget, **({"score": spec.score} if spec.score else {})}
+        chosen.update((k, v) for k, v in spec.options if k in AllocationSettings.names())
         kw = {"rank_aware": True, "allocation": replace(settings.allocation, **chosen)}
     elif spec.mode == "lora":
         kw = {"rank": spec.rank}
+    if spec.mode == "lora":
+        kw["scaling"] = spec.option("scaling", settings.scaling)
+    if spec.mode in ("lora", "difffit"):
+        kw["targets"] = spec.option("targets", settings.targets)
+        kw["lr"] = spec.option("lr", settings.lr)
     return TrainConfig(
         model=settings.model,
         data=list(settings.data),
@@ -302,13 +269,9 @@ def run_one(settings: StudySettings, spec: RunSpec, seed: int, run_dir: Path, pr
         raise UserError(
             f"{run_dir.name}: {result.message.split(':')[0]}; rerun the study to continue"
         )
-    name = "adapter.safetensors" if spec.mode == "lora" else "model.safetensors"
-    trained = run_dir / name
-    scores = _evaluate_run(
-        settings,
-        trained if spec.mode == "lora" else None,
-        trained if spec.mode == "full" else None,
-    )
+    adapters = spec.mode != "full"  # lora, difffit: an adapter file
+    trained = run_dir / ("adapter.safetensors" if adapters else "model.safetensors")
+    scores = _evaluate_run(settings, trained if adapters else None, None if adapters else trained)
     with atomic_output(eval_path, force=True) as tmp:
         tmp.write_text(json.dumps(scores, indent=2) + "\n")
     return _outcome_from(run_dir, spec, seed, scores)
@@ -399,4 +362,7 @@ def study_settings(model: str, data: list[str], runs: list[str], options: dict) 
     None where not given)."""
     given = {k: options.pop(k) for k in AllocationSettings.names() if k in options}
     allocation = study_allocation(given, options["batch"], options["patch"])
+    for name in ("scaling", "targets"):  # not given: the StudySettings default
+        if options.get(name) is None:
+            options.pop(name, None)
     return StudySettings(model=model, data=data, runs=runs, allocation=allocation, **options)

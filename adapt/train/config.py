@@ -23,11 +23,14 @@ from adaptsr.core.lazy import lazy_import
 kernels = lazy_import("adaptsr.kernels")  # imports torch: only when a config is resolved
 degradation_file = lazy_import("adaptsr.adapt.degradation_file")  # torch, likewise
 
-MODES = ("lora", "full", "pretrain")
-DEFAULT_LR = {"lora": 1e-3, "full": 1e-4, "pretrain": 2e-4}
+MODES = ("lora", "difffit", "full", "pretrain")
+ADAPTER_MODES = ("lora", "difffit")  # a frozen base with adapters: saved as adapter files
+DEFAULT_LR = {"lora": 1e-3, "difffit": 1e-3, "full": 1e-4, "pretrain": 2e-4}
+SCALINGS = ("alpha/r", "alpha/sqrt(r)")  # adaptsr.core.adapter_meta.SCALINGS
 # fractions of the run at which the lr is multiplied by gamma
 SCHEDULES = {
     "lora": ((0.5, 0.75, 0.9), 0.75),
+    "difffit": ((0.5, 0.75, 0.9), 0.75),
     "full": ((0.5, 0.8, 0.9, 0.95), 0.5),
     "pretrain": ((0.5, 0.8, 0.9, 0.95), 0.5),
 }
@@ -77,6 +80,8 @@ class TrainConfig:
     # --rank-aware: `adapt allocate`'s settings, with its defaults
     allocation: AllocationSettings = field(default_factory=AllocationSettings)
     alpha: float = 1.0
+    scaling: str = "alpha/r"  # of LoRA updates: alpha/r or alpha/sqrt(r) (rank-stabilised)
+    targets: str = "all"  # site families adapters go on (lora, difffit): conv,attn,mlp,linear
     iters: int = 100_000
     batch: int = 8  # global batch (split across DDP processes)
     patch: int = 256  # HR crop size
@@ -151,6 +156,12 @@ def _check_rank_options(c: TrainConfig) -> None:
     """--rank-map, --rank-aware and the allocation settings fit the mode and each other."""
     if c.mode != "lora" and (c.rank_map or c.rank_aware):
         raise UserError("--rank-map and --rank-aware apply to --mode lora only")
+    if c.scaling not in SCALINGS:
+        raise UserError(f"unknown scaling {c.scaling!r} (choose {', '.join(SCALINGS)})")
+    if c.mode != "lora" and c.scaling != SCALINGS[0]:
+        raise UserError("--scaling applies to --mode lora only")
+    if c.mode not in ADAPTER_MODES and c.targets != "all":
+        raise UserError("--targets applies to --mode lora and difffit only")
     if c.rank_aware and c.rank_map:
         raise UserError("give --rank-map or --rank-aware, not both")
     if c.rank_aware and not c.allocation.budget:

@@ -414,7 +414,8 @@ class Trainer:
                 f"`adapt train --out {run_dir} --resume`"
             )
             return Result(it, status, None, best, message)
-        name = "adapter.safetensors" if self.cfg.mode == "lora" else "model.safetensors"
+        adapters = self.cfg.mode in ("lora", "difffit")
+        name = "adapter.safetensors" if adapters else "model.safetensors"
         return Result(it, status, run_dir / name, best, f"wrote {run_dir / name}")
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from adaptsr.adapt import lora
+from adaptsr.adapt import difffit, lora
 from adaptsr.adapt.adapter_file import save_adapter
 from adaptsr.adapt.allocate import allocate_ranks, entry_batches
 from adaptsr.adapt.degradation_file import metadata_text
@@ -28,7 +28,7 @@ from adaptsr.adapt.models import (
     save_model,
 )
 from adaptsr.adapt.rankmap import RankAllocation
-from adaptsr.adapt.train.config import SCHEDULES, TrainConfig
+from adaptsr.adapt.train.config import ADAPTER_MODES, SCHEDULES, TrainConfig
 from adaptsr.adapt.train.distributed import Dist, _mean
 from adaptsr.core.errors import UserError
 from adaptsr.core.tiling import tiled_upscale
@@ -56,15 +56,19 @@ def build_base(cfg: TrainConfig) -> nn.Module:
 
 
 def make_trainable(model: nn.Module, cfg: TrainConfig, ranks=None) -> list[nn.Parameter]:
-    """Inject adapters (lora: `ranks`, else the rank map or uniform rank) or unfreeze all."""
+    """Inject adapters (lora: `ranks`, else the rank map or uniform rank; difffit: scales and
+    shifts) on the --targets families, or unfreeze all."""
 
+    if cfg.mode == "difffit":
+        difffit.inject_difffit(model, cfg.targets)
+        return difffit.difffit_parameters(model)
     if cfg.mode != "lora":
         model.requires_grad_(True)
         return [p for p in model.parameters() if p.requires_grad]
     if ranks is None:
         ranks = cfg.rank
     torch.manual_seed(cfg.seed)  # adapter initialisation independent of what ran before
-    lora.inject_lora(model, ranks, alpha=cfg.alpha)
+    lora.inject_lora(model, ranks, cfg.alpha, cfg.scaling, cfg.targets)
     return lora.adapter_parameters(model)
 
 
@@ -79,7 +83,7 @@ def train_mode(model: nn.Module, cfg: TrainConfig) -> nn.Module:
     """LoRA: the frozen base keeps its running statistics and runs no dropout or drop-path
     (docs/training.md); full fine-tuning and pretraining: plain train mode."""
 
-    return adapter_train_mode(model) if cfg.mode == "lora" else model.train()
+    return adapter_train_mode(model) if cfg.mode in ADAPTER_MODES else model.train()
 
 
 def training_ranks(
@@ -154,6 +158,7 @@ def rank_aware_allocation(
         r_min=a.r_min,
         r_max=a.r_max,
         normalise=a.normalise,
+        targets=cfg.targets,
         seed=cfg.seed,
         progress=progress and d.main,
         total=a.score_batches,
@@ -176,9 +181,9 @@ def _degradation_record(cfg: TrainConfig) -> str:
 
 
 def save_outputs(model: nn.Module, cfg: TrainConfig, run_dir: Path, suffix: str = "") -> Path:
-    """adapter[-best].safetensors (lora) or model[-best].safetensors (full, pretrain)."""
+    """adapter[-best].safetensors (lora, difffit) or model[-best].safetensors (full, pretrain)."""
 
-    if cfg.mode == "lora":
+    if cfg.mode in ADAPTER_MODES:
         path = run_dir / f"adapter{suffix}.safetensors"
         return save_adapter(model, path, force=True, degradation=_degradation_record(cfg))
     return save_model(model, run_dir / f"model{suffix}.safetensors", force=True)

@@ -23,6 +23,7 @@ from torch import nn
 
 from adaptsr.adapt.data import derive_seed
 from adaptsr.adapt.models import torch_load_error
+from adaptsr.adapt.train.config import ADAPTER_MODES
 from adaptsr.adapt.train.distributed import Dist, _gather
 from adaptsr.core.errors import UserError
 
@@ -149,7 +150,7 @@ class TrainState:
         self.run_id: str | None = None  # the run's identity (config.json), checked on load
 
     def _own_tensors(self) -> dict[str, torch.Tensor]:
-        if self.mode == "lora":
+        if self.mode in ADAPTER_MODES:
             return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
         return self.model.state_dict()
 
@@ -175,7 +176,7 @@ class TrainState:
         if mode != self.mode:
             raise UserError(f"the checkpoint is from a --mode {mode} run, not {self.mode}")
         own = self._own_tensors()
-        what = "adapters" if self.mode == "lora" else "weights"
+        what = "adapters" if self.mode in ADAPTER_MODES else "weights"
         missing = [n for n in own if n not in trainable]
         if missing:
             raise UserError(
@@ -229,7 +230,7 @@ class TrainState:
         self.check(state["trainable"], state["mode"])
         self.check_optimizer(state["optimizer"])
         self.check_identity(state)  # after the shapes, which say more when they differ
-        if self.mode == "lora":
+        if self.mode in ADAPTER_MODES:
             own = self._own_tensors()
             with torch.no_grad():
                 for name, tensor in state["trainable"].items():

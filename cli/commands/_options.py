@@ -66,6 +66,20 @@ def model_options(
     )
 
 
+# Where adapters go and how LoRA updates are scaled: `adapt train`, `adapt allocate` (targets)
+# and `adapt study` spell them the same (None: not given, the default applies).
+targets_option = click.option(
+    "--targets",
+    help="Site families adapters go on: conv, attn (q/k/v/o), mlp (fc1/fc2), linear (other "
+    "linear layers), comma-separated [default: all].",
+)
+scaling_option = click.option(
+    "--scaling",
+    type=click.Choice(["alpha/r", "alpha/sqrt(r)"]),
+    help="LoRA update scale: alpha/r, or alpha/sqrt(r) (rank-stabilised) [default: alpha/r].",
+)
+
+
 # The allocation settings (adaptsr.adapt.allocation_settings.AllocationSettings), spelled the
 # same by `adapt allocate`, `adapt train` and `adapt study`. Each defaults to None, "not given":
 # AllocationSettings fills in its default (train first reads --config, study scores on its own

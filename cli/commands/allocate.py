@@ -8,6 +8,7 @@ from adaptsr.cli.commands._options import (
     allocation_settings,
     degradation_option,
     max_pixels_option,
+    targets_option,
 )
 from adaptsr.core.lazy import lazy_import
 
@@ -40,6 +41,7 @@ allocation = lazy_import("adaptsr.adapt.allocate")  # torch: only when the comma
 )
 @allocation_options
 @allocate_aliases
+@targets_option
 @click.option(
     "--seed",
     type=click.IntRange(0, SEED_MAX),

@@ -1,7 +1,12 @@
 import click
 
 from adaptsr.adapt.choices import DEFAULT_MODEL, MAX_SEEDS
-from adaptsr.cli.commands._options import allocation_options, degradation_option
+from adaptsr.cli.commands._options import (
+    allocation_options,
+    degradation_option,
+    scaling_option,
+    targets_option,
+)
 from adaptsr.core.lazy import lazy_import
 
 study_lib = lazy_import("adaptsr.adapt.study")  # torch: only when the command runs
@@ -27,7 +32,8 @@ study_lib = lazy_import("adaptsr.adapt.study")  # torch: only when the command r
     "--runs",
     default="r1,r4,r8,ra:r8,full",
     show_default=True,
-    help="Run specs: rK, ra:rK, ra:886k, ra:rK:fisher, full.",
+    help="Run specs: rK, ra:rK, ra:886k, ra:rK:fisher, difffit, full; options per spec as "
+    "@key=value (r8@rs, ra:r8@rmin=0, difffit@targets=attn): docs/study.md.",
 )
 @click.option(
     "--seeds",
@@ -43,6 +49,9 @@ study_lib = lazy_import("adaptsr.adapt.study")  # torch: only when the command r
     "For HR-only training and validation folders.", default="camera", show_default=True
 )
 @allocation_options
+@click.option("--lr", type=float, help="Start learning rate of LoRA and DiffFit runs [1e-3].")
+@scaling_option
+@targets_option
 @click.option("--val-every", default=0, type=int, help="Validation interval [iters/5].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--workers", default=0, show_default=True, type=int, help="Data loading processes.")

@@ -8,6 +8,8 @@ from adaptsr.cli.commands._options import (
     allocation_options,
     degradation_option,
     max_pixels_option,
+    scaling_option,
+    targets_option,
 )
 from adaptsr.core.lazy import lazy_import
 
@@ -28,7 +30,9 @@ bench_report = lazy_import("adaptsr.adapt.train.bench_report")
 @click.option("--hr-dir", type=click.Path(file_okay=False), help="HR folder of paired data.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON/TOML file.")
-@click.option("--mode", help="lora (default), full or pretrain; with --bench a list: lora,full.")
+@click.option(
+    "--mode", help="lora (default), difffit, full or pretrain; with --bench a list: lora,full."
+)
 @click.option("--rank", type=int, help="Uniform LoRA rank (default 8).")
 @click.option(
     "--rank-map",
@@ -44,6 +48,8 @@ bench_report = lazy_import("adaptsr.adapt.train.bench_report")
 @click.option("--budget", help="Rank-aware budget: parameters (886k), percent (8%) or r8.")
 @allocation_options
 @click.option("--alpha", type=float, help="LoRA alpha (default 1).")
+@scaling_option
+@targets_option
 @click.option("--iters", type=int, help="Training iterations (default 100000).")
 @click.option("--batch", type=int, help="Global batch size (default 8).")
 @click.option("--patch", type=int, help="HR crop size (default 256).")
