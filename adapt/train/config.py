@@ -16,6 +16,7 @@ from pathlib import Path
 
 from adaptsr.adapt.allocation_settings import AllocationSettings
 from adaptsr.adapt.choices import SEED_MAX
+from adaptsr.adapt.losses import spec as loss_spec
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import check_outputs_not_inputs
 from adaptsr.core.lazy import lazy_import
@@ -100,6 +101,10 @@ class TrainConfig:
     cuda_graphs: bool = False  # compiled and replayed as CUDA graphs (CUDA only)
     strict: bool = False  # unreadable or too small images are an error instead of skipped
     flips: bool = True
+    loss: str = "l1:1"  # weighted terms (adaptsr.adapt.losses.spec): l1, perceptual, ldl, ff, gan
+    vgg_weights: str | None = None  # VGG19 ImageNet weights for the perceptual term
+    gan_start: int = 0  # iterations without the gan term first (pixel-only warm-up)
+    ema: float = 0.0  # decay of the weights' moving average (0: none); saved adapters use it
 
     def resolved(self) -> TrainConfig:
         """Defaults filled in and every value checked."""
@@ -120,6 +125,7 @@ class TrainConfig:
         if c.precision not in ("auto", "bf16", "fp32"):
             raise UserError(f"unknown precision {c.precision!r} (choose auto, bf16, fp32)")
         _check_rank_options(c)
+        _check_loss_options(c)
         if c.val and c.val_split:
             raise UserError("give --val DIR or --val-split N, not both")
         return c
@@ -150,6 +156,22 @@ def _check_numbers(c: TrainConfig) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be >= 0")
     if not (c.lr > 0 and math.isfinite(c.lr)):
         raise UserError(f"--lr must be a positive number, got {c.lr}")
+
+
+def _check_loss_options(c: TrainConfig) -> None:
+    """--loss parses; --vgg-weights, --gan-start and --ema fit it (canonical spelling kept)."""
+    terms = dict(loss_spec.parse_loss(c.loss))
+    c.loss = loss_spec.loss_text(tuple(terms.items()))
+    if c.vgg_weights and "perceptual" not in terms:
+        raise UserError("--vgg-weights applies to a --loss with a perceptual term")
+    if c.gan_start < 0:
+        raise UserError(f"--gan-start must be >= 0, got {c.gan_start}")
+    if c.gan_start and "gan" not in terms:
+        raise UserError("--gan-start applies to a --loss with a gan term")
+    if not (0 <= c.ema < 1):
+        raise UserError(f"--ema must be in [0, 1) (e.g. 0.999; 0 for none), got {c.ema}")
+    if "ldl" in terms and not c.ema:
+        raise UserError("the ldl term compares with the EMA model's output: add --ema 0.999")
 
 
 def _check_rank_options(c: TrainConfig) -> None:

@@ -21,12 +21,14 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from adaptsr import kernels
 from adaptsr.adapt import data, lr_batches
 from adaptsr.adapt.data import derive_seed
+from adaptsr.adapt.gan import GanTraining
+from adaptsr.adapt.losses.objective import build_objective
+from adaptsr.adapt.losses.spec import parse_loss
 from adaptsr.adapt.models import model_info
 from adaptsr.adapt.rankmap import write_rank_map
 from adaptsr.adapt.train import data_record, graphs
@@ -34,6 +36,7 @@ from adaptsr.adapt.train.batches import training_batches
 from adaptsr.adapt.train.callbacks import Callback, Callbacks, JsonlLog, ProgressBar, TensorBoard
 from adaptsr.adapt.train.config import TrainConfig, clear_previous_run, prepare_run_dir
 from adaptsr.adapt.train.distributed import Dist, _any, dist_from_env, resolve_device
+from adaptsr.adapt.train.ema import WeightEMA
 from adaptsr.adapt.train.model import (
     build_base,
     make_scheduler,
@@ -192,6 +195,7 @@ class Trainer:
         train_mode(self.model, cfg)
         self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr)
         self.scheduler = make_scheduler(self.optimizer, cfg)
+        self._objective()
         seed = derive_seed(cfg.seed, 2, d.rank)
         self.degrader = lr_batches.run_degrader(
             self.found, cfg.degradation, self.info.scale, seed, self.device
@@ -204,6 +208,18 @@ class Trainer:
         self._callbacks()
         self.stats = StepStats(self.device, d, self.iteration)
         return None
+
+    def _objective(self) -> None:
+        """--loss: its objective, the discriminator of a gan term, and the --ema average."""
+        cfg, device = self.cfg, self.device
+        gan = "gan" in dict(parse_loss(cfg.loss))
+        self.gan = GanTraining(device, derive_seed(cfg.seed, 7), self.d.world) if gan else None
+        self.objective = build_objective(cfg.loss, cfg.vgg_weights, cfg.gan_start, self.gan, device)
+        self.ema = WeightEMA(self.params, cfg.ema) if cfg.ema else None
+
+    def _averaged(self):
+        """The --ema weights in the model for a block (validation, saved outputs)."""
+        return self.ema.swapped() if self.ema is not None else contextlib.nullcontext()
 
     def _scan(self) -> list:
         """The training and validation images; returns the ones a --rank-aware run scores."""
@@ -235,6 +251,7 @@ class Trainer:
         state = TrainState(
             self.model, cfg.mode, self.optimizer, self.scheduler, self.degrader, d, cfg.seed
         )
+        state.extras = {k: v for k, v in (("gan", self.gan), ("ema", self.ema)) if v is not None}
         self.state = state
         state.run_id = read_run_id(self.run_dir) if self.resume else new_run_id()
         if self.resume:
@@ -322,15 +339,24 @@ class Trainer:
             with stats.degrading(), torch.no_grad():
                 lr, degraded = lr_batches.batch_lr(batch, hr, self.degrader, device)
             stats.degraded += degraded
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast):
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast)
+        reference = None
+        if self.objective.needs_reference:  # the EMA model's output (ldl), before the graph
+            with torch.no_grad(), self.ema.swapped(), autocast:
+                reference = self.net(lr).float()
+        with autocast:
             sr = self.net(lr)
-        loss = F.l1_loss(sr.float(), hr)
         self.iteration += 1
         it = self.iteration
+        loss = self.objective(sr.float(), hr, it, reference)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update()
+        if self.objective.gan_active(it):
+            self.gan.step(sr.detach().float(), hr)
         stats.add(loss.detach(), t1 - t0)  # stays on the device: no host sync per step
         self.callbacks.on_step(it)
         if it % max(1, cfg.log_every) == 0 or it == cfg.iters:
@@ -343,12 +369,13 @@ class Trainer:
             self.checkpoint(it)
 
     def _validate(self, it: int) -> None:
-        scores = validate(self.model, self.val_pairs, self.device, self.autocast)
-        state = self.state
-        improved = state.best is None or scores["psnr_y"] > state.best["psnr_y"]
-        if improved:
-            state.best = {"iter": it, **scores}
-            save_outputs(self.model, self.cfg, self.run_dir, suffix="-best")
+        with self._averaged():
+            scores = validate(self.model, self.val_pairs, self.device, self.autocast)
+            state = self.state
+            improved = state.best is None or scores["psnr_y"] > state.best["psnr_y"]
+            if improved:
+                state.best = {"iter": it, **scores}
+                save_outputs(self.model, self.cfg, self.run_dir, suffix="-best")
         self.callbacks.on_validate({"event": "val", "iter": it, **scores, "best": improved})
 
     def _check(self, losses: list[float], first: int) -> None:
@@ -365,7 +392,8 @@ class Trainer:
         self.state.iteration = iteration
         self.state.save(self.ckpt_path)
         if self.d.main:
-            save_outputs(self.model, self.cfg, self.run_dir)
+            with self._averaged():
+                save_outputs(self.model, self.cfg, self.run_dir)
         self.last_saved = iteration
 
     # -- the run -------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The resumable state of a run (TrainState) and its checkpoint file.
 
 A checkpoint holds the trainable tensors (adapters, or the whole model), the optimizer and
-scheduler, every random state (python, numpy, torch CPU and CUDA) and the degrader's generators
+scheduler, the run's extras (a GAN's discriminator and its optimizer, a moving average of the
+weights), every random state (python, numpy, torch CPU and CUDA) and the degrader's generators
 of every process, the iteration and the best validation result. Everything a resumed run
 depends on is in it, which is what makes a resumed run replay an uninterrupted one exactly.
 """
@@ -148,6 +149,9 @@ class TrainState:
         self.saved_world: int | None = None  # the checkpoint's process count, once loaded
         self.exact = True
         self.run_id: str | None = None  # the run's identity (config.json), checked on load
+        # more state to save and restore, by name: objects with state_dict / load_state_dict
+        # (the discriminator and its optimizer, the weights' moving average)
+        self.extras: dict[str, object] = {}
 
     def _own_tensors(self) -> dict[str, torch.Tensor]:
         if self.mode in ADAPTER_MODES:
@@ -169,6 +173,7 @@ class TrainState:
             "rng": rngs,
             "degraders": degraders,
             "best": self.best,
+            "extras": {name: part.state_dict() for name, part in self.extras.items()},
         }
 
     def check(self, trainable: dict[str, torch.Tensor], mode: str) -> None:
@@ -239,6 +244,11 @@ class TrainState:
             self.model.load_state_dict(state["trainable"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        saved_extras = state.get("extras", {})
+        for name, part in self.extras.items():
+            if name not in saved_extras:
+                raise UserError(f"the checkpoint holds no {name} state (made by another run?)")
+            part.load_state_dict(saved_extras[name])
         self.iteration, self.best = state["iteration"], state["best"]
         d = self.dist
         self.saved_world = state["world"]

@@ -83,6 +83,18 @@ bench_report = lazy_import("adaptsr.adapt.train.bench_report")
 )
 @click.option("--strict/--no-strict", default=None, help="Unreadable or small images: error.")
 @click.option("--flips/--no-flips", default=None, help="Random flips and rotations (default on).")
+@click.option(
+    "--loss",
+    help="Weighted loss terms: l1, perceptual, ldl, ff, gan, e.g. l1:1,perceptual:1,gan:0.1 "
+    "(default l1:1).",
+)
+@click.option(
+    "--vgg-weights",
+    type=click.Path(dir_okay=False),
+    help="VGG19 ImageNet weights for the perceptual term (default: torchvision's cached file).",
+)
+@click.option("--gan-start", type=int, help="Iterations before the gan term starts (default 0).")
+@click.option("--ema", type=float, help="Moving average of the weights, e.g. 0.999 (default off).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option(
     "--resume-changed-data",
