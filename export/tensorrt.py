@@ -12,6 +12,7 @@ works and is tested without it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from adaptsr.core.artifacts import check_engine_info
 from adaptsr.core.contracts import EngineSidecar, EngineVerify, record
@@ -20,7 +21,6 @@ from adaptsr.core.errors import UserError
 from adaptsr.core.lazy import lazy_import
 from adaptsr.export.trt_builder import FP16_FLAG, STRONGLY_TYPED, Builder, Built, refit_plan
 from adaptsr.export.trt_plan import (  # the checks, also named here (tests, older callers)
-    DEFAULT_ROUTE,
     ROUTES,  # noqa: F401
     EnginePlan,
     OnnxInput,  # noqa: F401
@@ -166,46 +166,11 @@ def _verifier(plan: EnginePlan):
     return lambda engine_file: _verify(engine_file, ref, plan.profile, plan.min_psnr)
 
 
-def build_engine(
-    onnx_path: str | Path,
-    out: str | Path,
-    *,
-    fp16: bool = False,
-    route: str = DEFAULT_ROUTE,
-    min_hw: tuple[int, int] | None = None,
-    opt_hw: tuple[int, int] | None = None,
-    max_hw: tuple[int, int] | None = None,
-    batch: tuple[int, int, int] | None = None,
-    workspace_gib: float = 4.0,
-    timing_cache: str | Path | None = None,
-    refittable: bool = False,
-    verify: bool = True,
-    reference: str | Path | None = None,
-    min_psnr: float = 45.0,
-    base_onnx: str | Path | None = None,
-    force: bool = False,
-) -> EngineSidecar:
-    """Plan (trt_plan.plan_build) and build an engine with its sidecar; returns the sidecar."""
-    return build_planned(
-        plan_build(
-            onnx_path,
-            out,
-            fp16=fp16,
-            route=route,
-            min_hw=min_hw,
-            opt_hw=opt_hw,
-            max_hw=max_hw,
-            batch=batch,
-            workspace_gib=workspace_gib,
-            timing_cache=timing_cache,
-            refittable=refittable,
-            verify=verify,
-            reference=reference,
-            min_psnr=min_psnr,
-            base_onnx=base_onnx,
-            force=force,
-        )  # fmt: skip
-    )
+def build_engine(onnx_path: str | Path, out: str | Path, **options: Any) -> EngineSidecar:
+    """Plan and build an engine with its sidecar; returns the sidecar. `options` are
+    trt_plan.plan_build's (fp16, route, shapes, batch, workspace, verification, force), spelled
+    there once."""
+    return build_planned(plan_build(onnx_path, out, **options))
 
 
 def refit_engine(
