@@ -24,31 +24,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from adaptsr.adapt.jpeg_tables import CHROMA_TABLE, LUMA_TABLE
 from adaptsr.core.errors import UserError
 
 __all__ = ["jpeg", "quant_tables"]
-
-# ITU-T T.81 Annex K, tables K.1 (luminance) and K.2 (chrominance), row-major.
-_LUMA = [
-    [16, 11, 10, 16, 24, 40, 51, 61],
-    [12, 12, 14, 19, 26, 58, 60, 55],
-    [14, 13, 16, 24, 40, 57, 69, 56],
-    [14, 17, 22, 29, 51, 87, 80, 62],
-    [18, 22, 37, 56, 68, 109, 103, 77],
-    [24, 35, 55, 64, 81, 104, 113, 92],
-    [49, 64, 78, 87, 103, 121, 120, 101],
-    [72, 92, 95, 98, 112, 100, 103, 99],
-]
-_CHROMA = [
-    [17, 18, 24, 47, 99, 99, 99, 99],
-    [18, 21, 26, 66, 99, 99, 99, 99],
-    [24, 26, 56, 99, 99, 99, 99, 99],
-    [47, 66, 99, 99, 99, 99, 99, 99],
-    [99, 99, 99, 99, 99, 99, 99, 99],
-    [99, 99, 99, 99, 99, 99, 99, 99],
-    [99, 99, 99, 99, 99, 99, 99, 99],
-    [99, 99, 99, 99, 99, 99, 99, 99],
-]
 
 
 def quant_tables(quality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,7 +35,7 @@ def quant_tables(quality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     q = quality.to(torch.float64).reshape(-1, 1, 1)
     scale = torch.where(q < 50, torch.floor(5000 / q), 200 - 2 * q)
     out = []
-    for base in (_LUMA, _CHROMA):
+    for base in (LUMA_TABLE, CHROMA_TABLE):
         t = torch.tensor(base, dtype=torch.float64, device=quality.device)[None]
         out.append(torch.floor((t * scale + 50) / 100).clamp(1, 255).float())
     return out[0], out[1]

@@ -549,3 +549,16 @@ def test_camera_degrader_is_seeded_8bit_and_blurs():
     assert torch.equal(first * 255, torch.round(first * 255))
     bicubic = D.Degrader("bicubic", 4)(hr)
     assert float((first - bicubic).abs().mean()) > 1 / 255  # the camera is not bicubic
+
+
+def test_the_torch_jpeg_and_the_numpy_tables_scale_quality_alike():
+    """adapt/jpeg.py's batched tables and adapt/jpeg_tables.scaled_table are libjpeg's scaling of
+    the same Annex K tables, for every quality."""
+    from adaptsr.adapt.jpeg import quant_tables
+    from adaptsr.adapt.jpeg_tables import CHROMA_TABLE, LUMA_TABLE, scaled_table
+
+    luma, chroma = quant_tables(torch.arange(1, 101))
+    for q in range(1, 101):
+        assert np.array_equal(luma[q - 1].numpy(), scaled_table(LUMA_TABLE, q)), q
+        assert np.array_equal(chroma[q - 1].numpy(), scaled_table(CHROMA_TABLE, q)), q
+    assert scaled_table(LUMA_TABLE, 50).tolist() == LUMA_TABLE.tolist()  # q 50 is the table

@@ -22,34 +22,14 @@ import numpy as np
 from scipy.fft import dctn
 
 from adaptsr.adapt.calibration.photos import Photo, luma
+from adaptsr.adapt.jpeg_tables import CHROMA_TABLE, LUMA_TABLE, scaled_table
 
-# ITU-T T.81 Annex K, tables K.1 (luminance) and K.2 (chrominance), row-major.
-LUMA_TABLE = np.array(
-    [
-        [16, 11, 10, 16, 24, 40, 51, 61],
-        [12, 12, 14, 19, 26, 58, 60, 55],
-        [14, 13, 16, 24, 40, 57, 69, 56],
-        [14, 17, 22, 29, 51, 87, 80, 62],
-        [18, 22, 37, 56, 68, 109, 103, 77],
-        [24, 35, 55, 64, 81, 104, 113, 92],
-        [49, 64, 78, 87, 103, 121, 120, 101],
-        [72, 92, 95, 98, 112, 100, 103, 99],
-    ]
-)
-CHROMA_TABLE = np.full((8, 8), 99)
-CHROMA_TABLE[:4, :4] = [[17, 18, 24, 47], [18, 21, 26, 66], [24, 26, 56, 99], [47, 66, 99, 99]]
 QUALITIES = np.arange(1, 101)
 # Low frequencies whose steps the pixel-domain estimate checks (row, column), DC excluded:
 # they carry most of the coefficients that are not quantised to zero.
 LATTICE_FREQS = [(u, v) for u in range(5) for v in range(5) if (u, v) != (0, 0)]
 MIN_LATTICE_SCORE = 0.3  # mean clustering of coefficients on the steps that counts as JPEG
 HALF_LATTICE_WINDOW = 12  # qualities above the coarsest fitting lattice searched for the best
-
-
-def scaled_table(base: np.ndarray, quality: int) -> np.ndarray:
-    """libjpeg's table for an integer quality 1..100."""
-    s = 5000 // quality if quality < 50 else 200 - 2 * quality
-    return np.clip((base * s + 50) // 100, 1, 255)
 
 
 @dataclass(frozen=True)
