@@ -1,15 +1,7 @@
 """PSNR and SSIM on the Y channel, with the conventions of the super-resolution literature.
 
-The numbers in SR papers come from the MATLAB evaluation scripts (and their Python ports):
-
-- the images are 8-bit (model outputs are rounded to 8 bits before scoring);
-- Y is BT.601 luma as MATLAB's `rgb2ycbcr` computes it on double input, not rounded:
-  Y = 16 + 65.481 R + 128.553 G + 24.966 B for R, G, B in [0, 1], so Y lies in [16, 235];
-  a grayscale file is scored on its one channel in [0, 255], as the MATLAB scripts do;
-- a border of `scale` pixels is cropped on every side;
-- PSNR uses a peak of 255; SSIM is Wang et al.'s index with an 11x11 Gaussian window of sigma
-  1.5, K1 = 0.01, K2 = 0.03, L = 255, computed over the 'valid' part of the filtering only and
-  averaged (no automatic downscaling).
+The conventions (8-bit images, MATLAB's BT.601 Y, a border of `scale` pixels cropped, peak 255,
+Wang et al.'s SSIM with an 11x11 Gaussian window) are stated once, in adaptsr.serve.metrics.
 
 The numpy functions (float64, adaptsr.serve.metrics: torch-free, so deployed models are scored
 without torch) make the tables; the torch functions here compute the same numbers on batches for
