@@ -24,10 +24,12 @@ class MergeSummary:
     sites: int  # adapters folded
     parameters: int  # adapter parameters folded
     percent: float  # of the base model's parameters
+    files: int = 1  # adapter files blended
 
     def text(self) -> str:
+        blend = f" from {self.files} adapter files" if self.files > 1 else ""
         return (
-            f"merged {self.sites} adapters ({self.parameters:,} parameters, "
+            f"merged {self.sites} adapters{blend} ({self.parameters:,} parameters, "
             f"{self.percent:.2f}% of the base) into {self.out}"
         )
 
@@ -58,7 +60,8 @@ def merge_adapter_files(
     blend_adapters(net, adapters)
     save_model(net, out, force=force)
     meta = adapters[0][0].meta
-    return MergeSummary(out, len(meta.ranks) or len(meta.layers), parameters, percent)
+    sites = len(meta.ranks) or len(meta.layers)
+    return MergeSummary(out, sites, parameters, percent, len(adapters))
 
 
 # ---------------------------------------------------------------------------------------------
