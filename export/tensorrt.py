@@ -174,25 +174,8 @@ def build_engine(onnx_path: str | Path, out: str | Path, **options: Any) -> Engi
 
 
 def refit_engine(
-    base_engine: str | Path,
-    onnx_path: str | Path,
-    out: str | Path,
-    *,
-    verify: bool = True,
-    reference: str | Path | None = None,
-    min_psnr: float = 45.0,
-    force: bool = False,
+    base_engine: str | Path, onnx_path: str | Path, out: str | Path, **options: Any
 ) -> EngineSidecar:
-    """Plan (trt_plan.plan_refit) and write a refitted copy of `base_engine`; returns its
-    sidecar."""
-    return refit_planned(
-        plan_refit(
-            base_engine,
-            onnx_path,
-            out,
-            verify=verify,
-            reference=reference,
-            min_psnr=min_psnr,
-            force=force,
-        )  # fmt: skip
-    )
+    """Plan and write a refitted copy of `base_engine`; returns its sidecar. `options` are
+    trt_plan.plan_refit's (verification, force)."""
+    return refit_planned(plan_refit(base_engine, onnx_path, out, **options))
