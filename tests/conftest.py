@@ -86,3 +86,83 @@ def engine_sidecar():
         metadata={"scale": "4", "size_requirements": '{"min_size": 8, "multiple_of": 4}'},
     )
     return lambda **changes: replace(example, **changes)
+
+
+@pytest.fixture
+def default_pixel_limit(monkeypatch):
+    """The default image pixel limit for the test: a command's `--max-pixels` sets it for the
+    process (adaptsr.core.images.MAX_PIXELS_ENV) and must not leak into the next test."""
+    from adaptsr.core.images import MAX_PIXELS, MAX_PIXELS_ENV
+
+    monkeypatch.setenv(MAX_PIXELS_ENV, str(MAX_PIXELS))
+
+
+@pytest.fixture(scope="module")
+def edsr_files(tmp_path_factory):
+    """Files for commands to read: {"ckpt": a one-block EDSR x2 checkpoint, "adapter": a rank-2
+    adapter for it with random B, "images": a folder of three 24x20 PNGs, "root": their folder}."""
+    import cv2
+    import numpy as np
+    import torch
+    from fakes.models import one_block_edsr
+
+    from adaptsr.adapt.lora import inject_lora, save_adapter
+    from adaptsr.adapt.models import save_model
+
+    root = tmp_path_factory.mktemp("edsr_files")
+    ckpt = save_model(one_block_edsr(), root / "tiny.safetensors")
+    adapted = inject_lora(one_block_edsr(), 2)
+    with torch.no_grad():
+        for name, p in adapted.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.01)
+    adapter = save_adapter(adapted, root / "adapter.safetensors")
+    images = root / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        cv2.imwrite(str(images / f"{i}.png"), rng.integers(0, 256, (20, 24, 3), dtype=np.uint8))
+    return {"root": root, "ckpt": str(ckpt), "adapter": str(adapter), "images": images}
+
+
+@pytest.fixture(scope="module")
+def train_hr(tmp_path_factory):
+    """A folder of four textured 32x32 PNGs to train on."""
+    import cv2
+    import numpy as np
+
+    hr = tmp_path_factory.mktemp("train") / "hr"
+    hr.mkdir()
+    rng = np.random.default_rng(7)
+    for i in range(4):
+        small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        cv2.imwrite(str(hr / f"{i}.png"), cv2.resize(small, (32, 32)))
+    return hr
+
+
+@pytest.fixture(scope="module")
+def edsr_artifacts(tmp_path_factory):
+    """The tiny EDSR x2 (fakes.models.tiny_edsr) as "model", its "ckpt", and ONNX exports:
+    "onnx" (with scale and size metadata), "bare" (none) and "static" (32x32 input)."""
+    import json
+
+    from fakes.exports import export_torch
+    from fakes.models import tiny_edsr
+
+    from adaptsr.adapt.models import save_model
+
+    root = tmp_path_factory.mktemp("artifacts")
+    model = tiny_edsr()
+    ckpt = save_model(model, root / "tiny.safetensors")
+    size = json.dumps({"min_size": 8, "multiple_of": 1})
+    return {
+        "model": model,
+        "ckpt": str(ckpt),
+        "onnx": str(
+            export_torch(
+                model, root / "tiny.onnx", metadata={"scale": 2, "size_requirements": size}
+            )
+        ),
+        "bare": str(export_torch(model, root / "bare.onnx")),
+        "static": str(export_torch(model, root / "static.onnx", static=(32, 32))),
+    }

@@ -1,7 +1,10 @@
+import json
+
 import cv2
 import numpy as np
 import pytest
 import torch
+from fakes.images import png_declaring
 
 from adaptsr.adapt import data
 from adaptsr.core.errors import UserError
@@ -249,3 +252,28 @@ def test_scan_sizes_are_upright_and_animations_are_unreadable(tmp_path):
     assert [p.name for p in found.corrupt] == ["moving.png"] and len(found.entries) == 1
     with pytest.raises(UserError, match="moving.png: it has 2 frames"):
         data.scan([folder], scale=4, patch=32, strict=True)
+
+
+@pytest.mark.usefixtures("one_thread", "default_pixel_limit")
+def test_declared_huge_image_is_skipped_by_train_allocate_and_eval(edsr_files, tmp_path, run_cli):
+    from adaptsr.adapt import data
+
+    folder = tmp_path / "hr"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 256, (48, 48, 3), dtype=np.uint8))
+    (folder / "bomb.png").write_bytes(png_declaring(100_000, 100_000))
+    found = data.scan([folder], scale=2, patch=16)
+    assert [p.name for p in found.corrupt] == ["bomb.png"] and len(found.entries) == 3
+    with pytest.raises(UserError, match="bomb.png"):
+        data.scan([folder], scale=2, patch=16, strict=True)
+    # eval (non-strict): the bomb is skipped with its reason
+    report = tmp_path / "r.json"
+    code, out, err = run_cli(
+        "eval", "--model", edsr_files["ckpt"], "--hr", folder, "--degradation", "bicubic",
+        "--report", report, "--no-perceptual", "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    skipped = json.loads(report.read_text())["skipped"]
+    assert [s["name"] for s in skipped] == ["bomb"] and "megapixels" in skipped[0]["reason"]

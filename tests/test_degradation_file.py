@@ -240,7 +240,7 @@ def test_camera_steps_switched_off_by_the_file():
 def tiny_run(tmp_path):
     import cv2
     import numpy as np
-    from test_reliability import tiny_edsr
+    from fakes.models import one_block_edsr as tiny_edsr
 
     from adaptsr.adapt.models import save_model
 

@@ -7,10 +7,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from fakes.cli import one_line
 from skimage.metrics import peak_signal_noise_ratio
 
 from adaptsr.adapt import metrics
 from adaptsr.adapt.models import load_model
+from adaptsr.core.errors import UserError
 
 MODEL = "safmn-x4"  # tiny and x4; input multiple of 8 (exercises padding)
 
@@ -130,7 +132,6 @@ def test_adapter_scores_base_and_adapted(run_cli, pairs, tmp_path):
 
 def test_pairing_conventions(tmp_path):
     from adaptsr.adapt.evaluate import find_pairs
-    from adaptsr.core.errors import UserError
 
     hr, lr = _hr(0, 16, 16), _hr(0, 4, 4)
     _write(tmp_path / "div2k" / "hr" / "0001.png", hr)
@@ -258,3 +259,26 @@ def test_tiled_inference_is_used_with_tile(run_cli, tmp_path):
         assert code == 0, err
         means.append(json.loads(path.read_text())["mean"]["psnr_y"])
     assert means[0] != means[1] and abs(means[0] - means[1]) < 1.0
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_eval_outputs_that_collide_and_images_too_small_to_score(edsr_files, tmp_path, run_cli):
+    images = edsr_files["images"]
+    common = ("eval", "--model", edsr_files["ckpt"], "--hr", images, "--degradation", "bicubic",
+              "--quiet", "--no-perceptual", "--device", "cpu")  # fmt: skip
+    report = tmp_path / "r.json"
+    code, _, err = run_cli(*common, "--report", report, "--csv", report, "--force")
+    one_line(code, err, "would write the same place")
+    saved = tmp_path / "saved"
+    code, _, err = run_cli(*common, "--save", saved, "--compare", saved / "0.png", "--force")
+    one_line(code, err, "--save", "--compare")
+    assert not report.exists() and not saved.exists()
+
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    cv2.imwrite(str(tiny / "a.png"), np.zeros((1, 32, 3), np.uint8))  # 32x1: no LR row at x2
+    cv2.imwrite(str(tiny / "b.png"), np.zeros((24, 24, 3), np.uint8))
+    small = (*common[:3], "--hr", tiny, *common[5:])
+    code, out, err = run_cli(*small)
+    assert code == 0 and "1 image(s)" in out and "a.png: 32x1 is too small" in err
+    one_line(*run_cli(*small, "--strict")[::2], "too small to score at x2")

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from fakes.cli import one_line
 
 from adaptsr.adapt.archs import build_small
 from adaptsr.adapt.lora import adapter_parameters, inject_lora, save_adapter
@@ -326,3 +327,21 @@ def test_dynamic_batch_export_runs_tiles_batched(tmp_path):
     assert batched.shape == (3, 3, 32, 32)
     np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
     assert profile_shapes(read_onnx_input(path), batch=(1, 4, 8)).max == (8, 3, 16, 16)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_export_onnx_without_its_report_publishes_nothing(
+    edsr_files, tmp_path, monkeypatch, run_cli
+):
+    from adaptsr.export import onnx as export_onnx
+
+    def full(report):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export_onnx.ExportReport, "to_json", full)  # the report cannot be written
+    out = tmp_path / "tiny.onnx"
+    code, _, err = run_cli(
+        "export", "onnx", "--model", edsr_files["ckpt"], "--out", out, "--tile", "16", "16"
+    )
+    one_line(code, err, "disk is full")
+    assert list(tmp_path.iterdir()) == []

@@ -9,6 +9,8 @@ import textwrap
 import time
 
 import pytest
+from fakes.cli import one_line, tree
+from fakes.training import train_cli_args
 
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import lock_folder
@@ -58,3 +60,34 @@ def test_a_killed_holder_frees_the_folder_though_its_forked_worker_lives_on(tmp_
     finally:
         holder.kill()
         os.kill(worker, signal.SIGKILL)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_second_run_into_one_folder_is_refused_while_the_first_lives(
+    edsr_files, train_hr, tmp_path, run_cli
+):
+    import subprocess
+    import sys
+
+    from adaptsr.core.fileio import lock_folder
+
+    hr = train_hr
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\nfrom adaptsr.core.fileio import lock_folder\n"
+         "with lock_folder(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(60)\n",
+         str(run)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = tree(tmp_path)
+        code, _, err = run_cli(*train_cli_args(edsr_files["ckpt"], hr, run))
+        one_line(code, err, "in use by another", str(holder.pid))
+        assert tree(tmp_path) == before
+    finally:
+        holder.kill()  # kill -9 releases the lock: the OS does it
+        holder.wait()
+    with lock_folder(run):
+        pass

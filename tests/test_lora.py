@@ -2,6 +2,8 @@ import json
 
 import pytest
 import torch
+from fakes.cli import one_line
+from fakes.models import one_block_edsr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -17,6 +19,7 @@ from adaptsr.adapt.lora import (
     skipped_layers,
 )
 from adaptsr.adapt.models import model_from_state_dict
+from adaptsr.core.errors import UserError
 
 
 def small_models():
@@ -308,3 +311,71 @@ def test_damaged_rank_metadata_is_one_clear_error(tmp_path):
     save_file({"x.lora_A": torch.zeros(1, 1)}, str(path), metadata=meta)
     with pytest.raises(adaptsr.UserError, match="damaged metadata"):
         adaptsr.load_adapter(adaptsr.load_model("safmn-x4"), path)
+
+
+def _rewrite_adapter(src, dst, change_tensor=None, alpha=None):
+    from safetensors.torch import load_file, save_file
+
+    from adaptsr.adapt.lora import read_adapter
+
+    _, meta = read_adapter(src)
+    meta = {k: v for k, v in meta.items() if k != "ranks_parsed"}
+    tensors = load_file(src)
+    if change_tensor:
+        tensors = {k: change_tensor(k, v) for k, v in tensors.items()}
+    if alpha is not None:
+        meta["alpha"] = alpha
+    save_file(tensors, str(dst), metadata=meta)
+    return dst
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_non_finite_adapters_and_merges_are_refused(edsr_files, tmp_path, run_cli):
+    from adaptsr.adapt.lora import inject_lora, merge_lora
+
+    first = [True]
+
+    def one_nan(key, t):
+        if first[0] and "lora_A" in key:
+            first[0] = False
+            t = t.clone()
+            t.view(-1)[0] = float("nan")
+        return t
+
+    nan = _rewrite_adapter(edsr_files["adapter"], tmp_path / "nan.safetensors", one_nan)
+    inf = _rewrite_adapter(edsr_files["adapter"], tmp_path / "inf.safetensors", alpha="inf")
+    huge = _rewrite_adapter(  # finite tensors whose product overflows fp32
+        edsr_files["adapter"], tmp_path / "huge.safetensors", lambda k, t: torch.full_like(t, 3e30)
+    )
+    for adapter, words in ((nan, "NaN"), (inf, "alpha"), (huge, "NaN or infinite")):
+        out = tmp_path / "merged.safetensors"
+        code, _, err = run_cli(
+            "merge", "--model", edsr_files["ckpt"], "--adapter", adapter, "--out", out
+        )
+        one_line(code, err, words)
+        assert not out.exists()
+        if adapter is not huge:
+            code, _, err = run_cli(
+                "upscale", edsr_files["images"], "--out", tmp_path / "up",
+                "--model", edsr_files["ckpt"], "--adapter", adapter,
+            )  # fmt: skip
+            one_line(code, err)
+            assert not (tmp_path / "up").exists()
+            code, _, err = run_cli(
+                "eval", "--model", edsr_files["ckpt"], "--adapter", adapter,
+                "--hr", edsr_files["images"], "--degradation", "bicubic", "--no-perceptual",
+                "--quiet",
+            )  # fmt: skip
+            one_line(code, err)
+    with pytest.raises(UserError, match="positive finite"):
+        inject_lora(one_block_edsr(), 2, alpha=float("inf"))
+    model = inject_lora(one_block_edsr(), 2)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora" in name:
+                p.fill_(3e30)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(UserError, match="NaN or infinite"):
+        merge_lora(model)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # nothing merged

@@ -1,10 +1,14 @@
+import os
 import pickle
 
+import numpy as np
 import pytest
 import torch
+from fakes.cli import one_line
 
 import adaptsr
 from adaptsr.adapt.models import BUILTIN_MODELS
+from adaptsr.core.errors import UserError
 
 # Big configurations are covered by the round trip of their x4 sibling's code path; keep the
 # suite fast on 2 cores by round-tripping every name but sampling the forward size.
@@ -140,3 +144,38 @@ def test_save_refuses_overwrite(tmp_path):
         adaptsr.save_model(model, path)
     adaptsr.save_model(model, path, force=True)
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temp file left
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_random_bytes_in_a_pth_are_described_and_no_unsafe_advice_given(tmp_path, run_cli):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    cases = {
+        "random.pth": (np.random.default_rng(5).bytes(4000), "unrecognised data"),
+        "empty.pth": (b"", "empty file"),
+        "evil.pth": (pickle.dumps({"x": Evil()}), "builtins.print"),
+        "half.pth": (b"\x80\x02" + np.random.default_rng(6).bytes(100), "pickle"),
+    }
+    for name, (data, words) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        code, _, err = run_cli(
+            "merge", "--model", path, "--adapter", path, "--out", tmp_path / "m.pth"
+        )
+        line = one_line(code, err, words)
+        assert "weights_only" not in line and "will likely succeed" not in line
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_model_path_that_is_a_pipe_is_refused(tmp_path):
+    from adaptsr.adapt.models import load_model
+
+    for name in ("model.pth", "model.safetensors"):
+        os.mkfifo(tmp_path / name)
+        with pytest.raises(UserError, match="not a regular file"):
+            load_model(tmp_path / name)

@@ -110,3 +110,12 @@ def test_opening_an_onnx_file_imports_no_torch(files):
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_open_model_types_by_suffix(edsr_artifacts, tmp_path):
+    assert open_model(edsr_artifacts["onnx"], provider="cpu").kind == "onnx"
+    assert open_model(edsr_artifacts["ckpt"], device="cpu").kind == "pytorch"
+    from adaptsr.core.errors import UserError
+
+    with pytest.raises(UserError, match="no such engine file"):
+        open_model(str(tmp_path / "missing.engine"))

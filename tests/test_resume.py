@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from test_reliability import tiny_edsr
+from fakes.models import one_block_edsr as tiny_edsr
 
 from adaptsr.adapt.train.callbacks import JsonlLog
 

@@ -1,9 +1,11 @@
 """Small ONNX files made the way `adapt export onnx` makes them."""
 
 import json
+import warnings
 
 import numpy as np
 import onnx
+import torch
 from onnx import TensorProto, helper, numpy_helper
 
 
@@ -30,4 +32,29 @@ def write_onnx(path, h="height", w="width", precision="fp32", req=(16, 8), n=1, 
         p = model.metadata_props.add()
         p.key, p.value = k, v
     onnx.save(model, path)
+    return path
+
+
+def export_torch(model, path, static=None, metadata=None):
+    """`model` exported by torch.onnx (dynamic batch, height and width unless `static` is an
+    (H, W)), with `metadata` as the graph's metadata properties; returns `path`."""
+    shape = static or (20, 24)
+    x = torch.rand(1, 3, *shape)
+    dynamic = None if static else {"input": {0: "n", 2: "h", 3: "w"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (x,),
+            str(path),
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes=dynamic,
+            dynamo=False,
+        )
+    if metadata:
+        proto = onnx.load(str(path))
+        for key, value in metadata.items():
+            proto.metadata_props.add(key=key, value=str(value))
+        onnx.save(proto, str(path))
     return path

@@ -64,3 +64,9 @@ def tiny_batches(n=4, b=2, size=6, seed=0):
         )
         for _ in range(n)
     ]
+
+
+def one_block_edsr(seed=0):
+    """EDSR x2 with 1 block of 8 features: the smallest EDSR, for tests that need a checkpoint
+    to pass around rather than a model to train."""
+    return tiny_edsr(seed, n_resblocks=1, n_feats=8)

@@ -30,3 +30,13 @@ def logged_losses(run_dir) -> dict[int, float]:
     """Iteration -> loss, from the run's log.jsonl."""
     lines = (run_dir / "log.jsonl").read_text().splitlines()
     return {r["iter"]: r["loss"] for r in map(json.loads, lines) if "loss" in r}
+
+
+def train_cli_args(model, data, out, *more):
+    """`adapt train` arguments for two quiet CPU iterations of batch 1 on 16x16 patches, a
+    checkpoint after each; `more` are appended (a later flag wins)."""
+    return (
+        "train", "--model", model, "--data", data, "--out", out, "--iters", "2",
+        "--patch", "16", "--batch", "1", "--device", "cpu", "--workers", "0",
+        "--degradation", "bicubic", "--save-every", "1", "--quiet", *more,
+    )  # fmt: skip
