@@ -166,3 +166,16 @@ def edsr_artifacts(tmp_path_factory):
         "bare": str(export_torch(model, root / "bare.onnx")),
         "static": str(export_torch(model, root / "static.onnx", static=(32, 32))),
     }
+
+
+@pytest.fixture(scope="module")
+def safmn_setup(tmp_path_factory):
+    """(folder, a tiny SAFMN x4 checkpoint (5k parameters), 8 textured 48x48 images to train on)."""
+    import numpy as np
+    from fakes.images import write_textured_pngs
+    from fakes.models import save_tiny_safmn
+
+    root = tmp_path_factory.mktemp("train")
+    model = save_tiny_safmn(root / "tiny.safetensors")
+    hr = write_textured_pngs(root / "hr", 8, np.random.default_rng(0))
+    return root, model, hr

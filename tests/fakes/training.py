@@ -5,6 +5,11 @@ import json
 from adaptsr.adapt import train as training
 from adaptsr.adapt.allocation_settings import AllocationSettings
 
+# The TrainConfig fields that `adapt train` takes as flags of the same name (a run the tests start
+# in a subprocess from a tiny_train_config).
+TRAIN_FLAGS = ("model", "iters", "batch", "patch", "workers", "device", "degradation")
+TRAIN_FLAGS += ("save_every", "log_every", "val_every")
+
 
 def tiny_train_config(model, data, **changes) -> training.TrainConfig:
     """Six iterations of batch 2 on 32x32 patches, on the CPU in this process, a checkpoint
