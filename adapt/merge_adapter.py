@@ -52,9 +52,8 @@ def merge_adapter_files(
     check_writable(out, force)
     if not out.lower().endswith(CHECKPOINT_SUFFIXES):  # checked before any work
         raise UserError(f"{out}: choose a {' or '.join(CHECKPOINT_SUFFIXES)} file name")
+    net = load_model(model)  # a bad --model is named first, whatever the adapters
     adapters = [(AdapterFile.read(path), float(s)) for path, s in blend]
-    check_blendable([a for a, _ in adapters])  # before the model is loaded
-    net = load_model(model)
     parameters = sum(t.numel() for a, _ in adapters for t in a.tensors.values())
     percent = 100.0 * parameters / base_parameter_count(net)
     blend_adapters(net, adapters)
