@@ -31,6 +31,7 @@ from torch import nn
 
 from adaptsr.adapt import archs
 from adaptsr.adapt.edsr import register as register_edsr
+from adaptsr.adapt.fetch import cached_path
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import atomic_output, check_readable
 from adaptsr.core.tiling import SizeRule
@@ -323,12 +324,17 @@ def load_model(
     allow_torchscript: bool = False,
 ) -> nn.Module:
     """Load a checkpoint (.pth, .pt, .ckpt, .safetensors), a pretrained built-in (its weights
-    ship with the package) or a built-in configuration (random weights) by name."""
+    ship with the package) or a built-in configuration by name: its official weights where
+    `adapt fetch` downloaded them, else random weights."""
     spec_str = str(spec)
     if spec_str in PRETRAINED:
         return _load_pretrained(spec_str).to(device)
     if spec_str in BUILTIN_MODELS:
-        return build_model(spec_str).to(device)
+        fetched = cached_path(spec_str)  # official weights `adapt fetch` downloaded
+        if fetched is None:
+            return build_model(spec_str).to(device)
+        state_dict = _read_state_dict(fetched, allow_torchscript=False)
+        return model_from_state_dict(state_dict, name=spec_str).to(device)
     path = Path(spec_str)
     if not path.exists():
         raise UserError(

@@ -31,6 +31,7 @@ COMMANDS = {
     "degrade": "adaptsr.cli.commands.degrade:degrade",
     "calibrate": "adaptsr.cli.commands.calibrate:calibrate",
     "models": "adaptsr.cli.commands.models:models",
+    "fetch": "adaptsr.cli.commands.fetch:fetch",
     "demo": "adaptsr.cli.commands.demo:demo",
 }
 

@@ -4,6 +4,7 @@ pytest puts this folder on sys.path)."""
 
 import os
 import sys
+import tempfile
 
 import pytest
 from fakes.tensorrt import GPU, FakeTensorRT
@@ -12,6 +13,8 @@ from adaptsr.export import tensorrt as trt_export
 
 # Small thread counts keep the suite predictable on 2-core CI machines.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# An empty weights cache of the suite's own: weights a developer fetched never change a test.
+os.environ["ADAPTSR_CACHE"] = tempfile.mkdtemp(prefix="adaptsr-test-cache-")
 
 
 @pytest.fixture
