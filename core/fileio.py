@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
 import tempfile
@@ -415,7 +416,7 @@ def lock_folder(folder: str | os.PathLike, what: str = "run") -> Iterator[Path]:
     """Hold an OS lock (flock) on FOLDER/.adaptsr.lock for the block: a second process asking
     for it gets a one-line UserError. The OS releases it when the holder dies (kill -9 too),
     forked children included: they do not inherit it (`_drop_inherited_locks`)."""
-    import fcntl
+    import fcntl  # POSIX only: importing it here keeps the module importable everywhere
 
     folder = check_output_folder(folder, f"cannot use {folder}")
     path = folder / LOCK_NAME
@@ -445,8 +446,6 @@ def lock_folder(folder: str | os.PathLike, what: str = "run") -> Iterator[Path]:
 def parse_json(text: str | bytes, where: str):
     """json.loads for files a user gives (or a damaged one): every way the text can be wrong,
     nesting thousands deep included, is a UserError naming `where`."""
-    import json
-
     try:
         return json.loads(text)
     except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError

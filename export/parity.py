@@ -7,6 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from adaptsr.core.lazy import lazy_import
+
+ort = lazy_import("onnxruntime")
+
 
 def random_input(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((1, 3, height, width), dtype=np.float32)
@@ -38,8 +42,6 @@ def psnr(test: np.ndarray, reference: np.ndarray, peak: float | None = None) -> 
 
 def session(path: str | Path, threads: int = 0):
     """An ONNX Runtime CPU session (graph optimisations on, as deployed)."""
-    import onnxruntime as ort
-
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     # Idle worker threads that spin steal the cores of the other session in an A/B timing

@@ -15,39 +15,43 @@ from pathlib import Path
 
 import numpy as np
 
+from adaptsr.core.lazy import lazy_import
+from adaptsr.export.parity import run, session
+from adaptsr.serve.timing import compare
+
+onnx = lazy_import("onnx")
+
 DIFFERENCES_SHOWN = 20
 
 
 def _attribute(attr, outer: dict[str, str]) -> tuple:
     """An attribute as a comparable value: tensors by dtype and shape, graphs canonically."""
-    from onnx import AttributeProto
-
     kind = attr.type
-    if kind == AttributeProto.TENSOR:
+    if kind == onnx.AttributeProto.TENSOR:
         return (attr.name, "tensor", attr.t.data_type, tuple(attr.t.dims))
-    if kind == AttributeProto.TENSORS:
+    if kind == onnx.AttributeProto.TENSORS:
         return (attr.name, "tensors", tuple((t.data_type, tuple(t.dims)) for t in attr.tensors))
-    if kind == AttributeProto.GRAPH:
+    if kind == onnx.AttributeProto.GRAPH:
         return (attr.name, "graph", tuple(canonical_nodes(attr.g, outer)[0]))
-    if kind == AttributeProto.GRAPHS:
+    if kind == onnx.AttributeProto.GRAPHS:
         return (
             attr.name,
             "graphs",
             tuple(tuple(canonical_nodes(g, outer)[0]) for g in attr.graphs),
         )
-    if kind == AttributeProto.FLOAT:
+    if kind == onnx.AttributeProto.FLOAT:
         return (attr.name, "float", float(np.float32(attr.f)))
-    if kind == AttributeProto.INT:
+    if kind == onnx.AttributeProto.INT:
         return (attr.name, "int", int(attr.i))
-    if kind == AttributeProto.STRING:
+    if kind == onnx.AttributeProto.STRING:
         return (attr.name, "string", bytes(attr.s))
-    if kind == AttributeProto.FLOATS:
+    if kind == onnx.AttributeProto.FLOATS:
         return (attr.name, "floats", tuple(float(np.float32(f)) for f in attr.floats))
-    if kind == AttributeProto.INTS:
+    if kind == onnx.AttributeProto.INTS:
         return (attr.name, "ints", tuple(int(i) for i in attr.ints))
-    if kind == AttributeProto.STRINGS:
+    if kind == onnx.AttributeProto.STRINGS:
         return (attr.name, "strings", tuple(bytes(s) for s in attr.strings))
-    if kind == AttributeProto.TYPE_PROTO:
+    if kind == onnx.AttributeProto.TYPE_PROTO:
         return (attr.name, "type", attr.tp.SerializeToString(deterministic=True))
     return (attr.name, f"kind {kind}", attr.SerializeToString(deterministic=True))
 
@@ -171,9 +175,6 @@ def compare_latency(
     max_rounds: int | None = None,
 ) -> dict:
     """ONNX Runtime, merged vs base, alternating on the same input (adaptsr.serve.timing)."""
-    from adaptsr.export.parity import run, session
-    from adaptsr.serve.timing import compare
-
     merged, base = session(merged_path), session(base_path)
     result = compare(
         lambda: run(base, x),

@@ -12,7 +12,7 @@ works and is tested without it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adaptsr.core.artifacts import check_engine_info
 from adaptsr.core.contracts import EngineSidecar, EngineVerify, record
@@ -38,6 +38,11 @@ from adaptsr.export.trt_plan import (  # the checks, also named here (tests, old
 from adaptsr.export.trt_sidecar import new_sidecar, relative, write_engine
 from adaptsr.serve import cudart
 from adaptsr.serve.backends import TensorRTBackend, import_tensorrt
+
+if TYPE_CHECKING:  # the real API's types (tensorrt-stubs); TensorRT itself loads lazily
+    import tensorrt as trt
+else:
+    trt = lazy_import("tensorrt")
 
 trt_inspect = lazy_import("adaptsr.export.trt_inspect")
 trt_verify = lazy_import("adaptsr.export.trt_verify")
@@ -96,7 +101,6 @@ def build_planned(plan: EnginePlan) -> EngineSidecar:
     in the sidecar's `zero_overhead`; a structural difference fails the build.
     """
     import_tensorrt()
-    import tensorrt as trt
 
     check_route_version(plan.route, trt.__version__)
     gpu = gpu_info()
@@ -141,7 +145,6 @@ def refit_planned(plan: EnginePlan) -> EngineSidecar:
     base_engine, base = plan.refit_from, plan.refit_base
     assert base_engine is not None and base is not None, "a refit plan (plan_refit)"
     import_tensorrt()
-    import tensorrt as trt
 
     gpu = gpu_info()
     check_engine_info(base, base_engine, trt.__version__, gpu["compute_capability"])

@@ -13,9 +13,13 @@ from typing import TYPE_CHECKING
 from adaptsr.core.contracts import EngineProfile
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import atomic_output
+from adaptsr.core.lazy import lazy_import
+from adaptsr.export.trt_inspect import engine_layers
 
 if TYPE_CHECKING:  # the real API's types (tensorrt-stubs); TensorRT itself loads lazily
     import tensorrt as trt
+else:
+    trt = lazy_import("tensorrt")
 
 STRONGLY_TYPED = "strongly-typed"  # every layer in the type the ONNX gives it (10.x and 11.x)
 FP16_FLAG = "fp16-flag"  # fp32 ONNX + BuilderFlag.FP16, fp32 constraints on sensitive layers
@@ -37,8 +41,6 @@ class Builder:
     """One logger, runtime and timing cache for the builds of one command."""
 
     def __init__(self, workspace_gib: float, timing_cache: str | Path | None):
-        import tensorrt as trt
-
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.workspace = int(workspace_gib * (1 << 30))
         self.cache_path = Path(timing_cache) if timing_cache else None
@@ -60,8 +62,6 @@ class Builder:
 
     def build(self, onnx_path, route: str, profile: EngineProfile, refittable: bool) -> Built:
         """Serialize an engine; returns its plan bytes and build facts."""
-        import tensorrt as trt
-
         builder = trt.Builder(self.logger)
         strong = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
         network = builder.create_network(strong if route == STRONGLY_TYPED else 0)
@@ -94,10 +94,6 @@ class Builder:
         return Built(bytes(serialized), seconds, fp32_layers)
 
     def layers(self, plan: bytes) -> list[dict]:
-        import tensorrt as trt
-
-        from adaptsr.export.trt_inspect import engine_layers
-
         engine = trt.Runtime(self.logger).deserialize_cuda_engine(plan)
         if engine is None:
             raise UserError("TensorRT cannot load the engine it just built")
@@ -111,8 +107,6 @@ class Builder:
 
 def _pin_fp32(network: trt.INetworkDefinition) -> int:
     """fp16-flag route: normalisation, softmax and reduction layers compute and output fp32."""
-    import tensorrt as trt
-
     wanted = {getattr(trt.LayerType, name) for name in FP32_LAYER_TYPES}
     floats = (trt.float32, trt.float16)
     pinned = 0
@@ -133,8 +127,6 @@ def _pin_fp32(network: trt.INetworkDefinition) -> int:
 def refit_plan(base_engine: Path, onnx_path) -> tuple[bytes, float]:
     """The plan of `base_engine` with the weights of `onnx_path` (TensorRT's ONNX parser
     refitter maps every initializer to the engine weights it became), and the seconds it took."""
-    import tensorrt as trt
-
     logger = trt.Logger(trt.Logger.WARNING)
     engine = trt.Runtime(logger).deserialize_cuda_engine(base_engine.read_bytes())
     if engine is None:
