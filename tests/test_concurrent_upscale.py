@@ -6,7 +6,7 @@ import sys
 
 import cv2
 import numpy as np
-from test_eval_torch_free import nearest_x2_onnx
+from fakes.exports import nearest_x2_onnx
 
 from adaptsr.serve import upscale
 from adaptsr.serve.backends import OnnxBackend

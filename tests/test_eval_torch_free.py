@@ -8,38 +8,15 @@ import textwrap
 
 import cv2
 import numpy as np
-import onnx
 import pytest
 import torch
-from onnx import TensorProto, helper, numpy_helper
+from fakes.exports import nearest_x2_onnx
 
 from adaptsr.adapt import metrics as torch_metrics
 from adaptsr.adapt.imresize import imresize
 from adaptsr.serve import metrics
 
 HEAVY = ("torch", "torchvision", "spandrel", "triton")
-
-
-def nearest_x2_onnx(path):
-    """A 1x1 conv copying each colour to four channels, then DepthToSpace: nearest x2."""
-    weight = np.zeros((12, 3, 1, 1), np.float32)
-    for o in range(12):
-        weight[o, o % 3] = 1.0  # DCR order: output channel (i*2 + j)*3 + c reads colour c
-    graph = helper.make_graph(
-        [
-            helper.make_node("Conv", ["input", "w"], ["t"]),
-            helper.make_node("DepthToSpace", ["t"], ["output"], blocksize=2, mode="DCR"),
-        ],
-        "nearest",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, "h", "w"])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, "H", "W"])],
-        [numpy_helper.from_array(weight, "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    model.metadata_props.add(key="scale", value="2")
-    onnx.save(model, str(path))
-    return path
 
 
 def _image(rng, h, w):

@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 import pytest
 import tifffile
+from fakes.exports import nearest_x2_onnx
 from PIL import Image as PILImage
 from PIL import ImageOps
-from test_layers import nearest_x2_onnx
 
 from adaptsr.core.errors import UserError
 from adaptsr.core.image_headers import image_header, probe, upright_size

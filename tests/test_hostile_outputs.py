@@ -7,7 +7,7 @@ import re
 import cv2
 import numpy as np
 import pytest
-from test_layers import nearest_x2_onnx
+from fakes.exports import nearest_x2_onnx
 
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import (

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from fakes.exports import nearest_x2_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 # Each layer is one top-level folder, lowest first; it imports as adaptsr.<folder> (pyproject's
@@ -182,31 +183,6 @@ BLOCKED_RUN = textwrap.dedent(
     print("ok")
     """
 )
-
-
-def nearest_x2_onnx(path: Path) -> None:
-    """A 1x1 conv that copies each colour to four channels, then DepthToSpace: nearest x2."""
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    weight = np.zeros((12, 3, 1, 1), np.float32)
-    for o in range(12):
-        weight[o, o % 3] = 1.0  # DCR order: output channel (i*2 + j)*3 + c reads colour c
-    graph = helper.make_graph(
-        [
-            helper.make_node("Conv", ["input", "w"], ["t"]),
-            helper.make_node("DepthToSpace", ["t"], ["output"], blocksize=2, mode="DCR"),
-        ],
-        "nearest",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, "h", "w"])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, "H", "W"])],
-        [numpy_helper.from_array(weight, "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    model.metadata_props.add(key="scale", value="2")
-    onnx.save(model, str(path))
 
 
 def test_deployment_side_runs_with_torch_spandrel_and_triton_blocked(tmp_path):

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from test_layers import nearest_x2_onnx
+from fakes.exports import nearest_x2_onnx
 
 from adaptsr.adapt import open as opening
 from adaptsr.adapt.backend import TorchBackend

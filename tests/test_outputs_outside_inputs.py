@@ -7,7 +7,7 @@ import os
 import cv2
 import numpy as np
 import pytest
-from test_eval_torch_free import nearest_x2_onnx
+from fakes.exports import nearest_x2_onnx
 
 from adaptsr.adapt.allocate import AllocationJob
 from adaptsr.adapt.study import StudySettings, check_settings

@@ -3,7 +3,7 @@
 
 import numpy as np
 import pytest
-from test_layers import nearest_x2_onnx
+from fakes.exports import nearest_x2_onnx
 
 from adaptsr.core import tiling
 from adaptsr.core.errors import UserError

@@ -58,3 +58,26 @@ def export_torch(model, path, static=None, metadata=None):
             proto.metadata_props.add(key=key, value=str(value))
         onnx.save(proto, str(path))
     return path
+
+
+def nearest_x2_onnx(path):
+    """A 1x1 conv that copies each colour to four channels, then DepthToSpace: nearest x2 (an
+    upscaler whose output is known exactly). Returns `path`."""
+    weight = np.zeros((12, 3, 1, 1), np.float32)
+    for o in range(12):
+        weight[o, o % 3] = 1.0  # DCR order: output channel (i*2 + j)*3 + c reads colour c
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["input", "w"], ["t"]),
+            helper.make_node("DepthToSpace", ["t"], ["output"], blocksize=2, mode="DCR"),
+        ],
+        "nearest",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, "H", "W"])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    model.metadata_props.add(key="scale", value="2")
+    onnx.save(model, str(path))
+    return path
