@@ -91,3 +91,15 @@ def test_help_lists_every_command_without_torch():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip().splitlines()[-1] == f"False {len(COMMANDS)}"
+
+
+def test_every_public_name_resolves_where_the_api_map_says():
+    """The lazy public API (adaptsr/__init__.py) keeps working when modules move: each name
+    resolves, and is the object its module defines."""
+    import importlib
+
+    import adaptsr
+
+    for name, module in adaptsr._API.items():
+        assert getattr(adaptsr, name) is getattr(importlib.import_module(module), name), name
+    assert set(adaptsr.__all__) == {"__version__", *adaptsr._API}
