@@ -1,9 +1,11 @@
 import click
 
 from adaptsr.core.errors import UserError
+from adaptsr.core.fileio import check_distinct_outputs
 from adaptsr.core.lazy import lazy_import
 
 merging = lazy_import("adaptsr.adapt.merge_adapter")  # torch
+blend_file = lazy_import("adaptsr.adapt.blend_file")
 
 
 @click.command()
@@ -24,19 +26,30 @@ merging = lazy_import("adaptsr.adapt.merge_adapter")  # torch
 )
 @click.option(
     "--out",
-    required=True,
     type=click.Path(dir_okay=False),
     help="Merged checkpoint (.safetensors or .pth).",
 )
-@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
-def merge(model_spec: str, adapters: tuple[str, ...], strength, out: str, force: bool) -> None:
+@click.option(
+    "--blend-out",
+    type=click.Path(dir_okay=False),
+    help="Also (or only) write the blend as one adapter file (.safetensors) of the same base: "
+    "ranks concatenated, exact; it loads and blends again like any adapter.",
+)
+@click.option("--force", is_flag=True, help="Overwrite --out (--blend-out) if it exists.")
+def merge(model_spec: str, adapters: tuple[str, ...], strength, out, blend_out, force) -> None:
     """Fold adapters into their base model: a plain checkpoint of the base architecture.
 
     `--adapter a.safetensors:0.7 --adapter b.safetensors:0.3` blends two adapters of one base
     (e.g. a fidelity and a GAN adapter: a fidelity-perception dial at no inference cost).
     """
+    if not out and not blend_out:
+        raise UserError("give --out (the merged checkpoint), --blend-out (an adapter file) or both")
+    check_distinct_outputs({"--out": out, "--blend-out": blend_out})
     blend = blend_spec(adapters, strength)
-    click.echo(merging.merge_adapter_files(model_spec, blend, out, force).text())
+    if blend_out:
+        click.echo(blend_file.write_blend_file(model_spec, blend, blend_out, force).text())
+    if out:
+        click.echo(merging.merge_adapter_files(model_spec, blend, out, force).text())
 
 
 def blend_spec(adapters, strength: float | None) -> list[tuple[str, float]]:
