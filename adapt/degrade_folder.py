@@ -9,12 +9,10 @@ Image i is degraded with seed + i (its place in the sorted folder), as `adapt ev
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from adaptsr.adapt.data import modcrop
 from adaptsr.adapt.degradation_file import describe, settings_of
@@ -22,6 +20,7 @@ from adaptsr.adapt.evaluate import make_degrade
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import check_outside_inputs, check_writable
 from adaptsr.core.images import Image, list_images, read_image, write_image
+from adaptsr.core.progress import progress_bar
 
 SHEET = "contact-sheet.png"
 SHEET_ROWS = 4  # images on the sheet
@@ -67,7 +66,7 @@ def degrade_folder(
         check_writable(path, force)  # before any work
     degrade = make_degrade(settings, scale, seed)
     rows = []
-    bar = tqdm(images, desc="degrade", unit="img", file=sys.stderr, disable=not progress)
+    bar = progress_bar(images, desc="degrade", unit="img", enabled=progress)
     for index, (path, target) in enumerate(zip(bar, outputs, strict=True)):
         hr = modcrop(read_image(path).rgb, scale)
         if min(hr.shape[:2]) < scale:

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from adaptsr.adapt import layouts
 from adaptsr.adapt.eval_report import (
@@ -45,6 +43,7 @@ from adaptsr.core.fileio import (
 )
 from adaptsr.core.images import Image, check_header, probe, read_image, write_image
 from adaptsr.core.lazy import lazy_import
+from adaptsr.core.progress import progress_bar
 from adaptsr.core.tiling import tiled_upscale
 from adaptsr.serve import metrics
 from adaptsr.serve.backends import Backend
@@ -275,7 +274,7 @@ def evaluate(
             path = Path(save_dir) / f"{pair.name}.png"
             if path.exists() and not force:
                 raise UserError(f"{path} already exists (use --force to overwrite)")
-    bar = tqdm(pairs, desc="eval", unit="img", file=sys.stderr, disable=not progress)
+    bar = progress_bar(pairs, desc="eval", unit="img", enabled=progress)
     for index, pair in enumerate(bar):
         loaded = _load_pair(pair, index, scale, degrade, strict)
         if isinstance(loaded, str):  # unreadable or too small: why, for the report

@@ -16,11 +16,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tqdm import tqdm
-
 from adaptsr.adapt.releases import RELEASES, Release
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import describe_os_error
+from adaptsr.core.progress import progress_bar
 
 CHUNK = 1 << 20
 ATTEMPTS = 3  # a cut download resumes this many times within one `adapt fetch`
@@ -109,13 +108,13 @@ def _download(release: Release, part: Path, progress: bool) -> bool:
                 have = 0  # the server sent the whole file
             with (
                 open(part, "ab" if have else "wb") as f,
-                tqdm(
+                progress_bar(
                     total=release.size,
                     initial=have,
                     unit="B",
                     unit_scale=True,
                     desc=release.file,
-                    disable=not progress,
+                    enabled=progress,
                 ) as bar,
             ):
                 while block := response.read(CHUNK):

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from adaptsr.adapt.choices import NORMALISATIONS, SCORES
 from adaptsr.adapt.lora import LoRALayer, Site, adapter_train_mode, lora_sites
 from adaptsr.core.errors import UserError
+from adaptsr.core.progress import progress_bar
 
 # ---------------------------------------------------------------------------------------------
 # scoring
@@ -182,7 +182,7 @@ def score_sites(
     if batches is None:
         raise UserError(f"{method} scores need data (LR, HR batches)")
 
-    bar = tqdm(total=total, desc=f"{method} scores", unit="batch", disable=not progress)
+    bar = progress_bar(total=total, desc=f"{method} scores", unit="batch", enabled=progress)
     modes = [(m, m.training) for m in model.modules()]
     saved = [(p, p.requires_grad) for p in model.parameters()]
     try:

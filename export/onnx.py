@@ -28,11 +28,11 @@ import onnxslim
 import torch
 from torch import nn
 from torch.export import Dim
-from tqdm import tqdm
 
 from adaptsr.adapt.adapter_file import AdapterFile
 from adaptsr.adapt.lora import merge_lora
 from adaptsr.adapt.merge_adapter import blend_adapters
+from adaptsr.adapt.model_card import export_card
 from adaptsr.adapt.models import load_model
 from adaptsr.core.artifacts import (
     MAX_BATCH,
@@ -54,6 +54,7 @@ from adaptsr.core.contracts import (
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import atomic_outputs
 from adaptsr.core.images import synthetic_image
+from adaptsr.core.progress import progress_bar
 from adaptsr.core.tiling import round_up
 from adaptsr.core.version import __version__
 from adaptsr.export import parity, translations
@@ -312,7 +313,7 @@ def _set_metadata(proto, props: dict[str, str]) -> None:
 
 def _progress(enabled: bool):
 
-    return tqdm(total=0, bar_format="{desc}", disable=not enabled, leave=False)
+    return progress_bar(total=0, bar_format="{desc}", enabled=enabled, leave=False)
 
 
 def _zero_overhead_step(
@@ -431,8 +432,11 @@ def _run(
             metadata=props,
             spec=_shape_record(spec),
         )
-        # the model and its report are published together, or neither is
-        with atomic_outputs([out, export.report], export.force) as (tmp_onnx, tmp_json):
+        # the model, its report and its card are published together, or none is
+        outputs = [out, export.report, export.card]
+        with atomic_outputs(outputs, export.force) as (tmp_onnx, tmp_json, tmp_card):
             onnx.save(final, tmp_onnx)
             tmp_json.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+            card = export_card(model, export.model, adapter, spec.strength, tmp_onnx, out, report)
+            tmp_card.write_text(card.text())
     return report

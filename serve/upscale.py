@@ -38,6 +38,7 @@ from adaptsr.core.images import (
     list_images,
     read_image,
 )
+from adaptsr.core.progress import progress_bar
 from adaptsr.core.tiling import (
     TileChoice,
     TilePlan,
@@ -264,9 +265,11 @@ def run_upscale(
     """Upscale every planned input; per-file failures are collected, not raised."""
     summary = Summary()
     say = report or (lambda text: tqdm.write(text, file=sys.stderr))
-    # a bar for several files, on a terminal only (disable=None: off when stderr is not a tty)
-    disable = None if (len(plan.jobs) > 1 if progress is None else progress) else True
-    bar = tqdm(total=len(plan.jobs), unit="img", disable=disable, leave=False, file=sys.stderr)
+    # a bar for several files, on a terminal only (a log file gets the failures and the summary)
+    enabled = len(plan.jobs) > 1 if progress is None else progress
+    bar = progress_bar(
+        total=len(plan.jobs), unit="img", enabled=enabled, off_terminal=False, leave=False
+    )
     layouts: dict[tuple[int, int], TilePlan] = {}  # one tile layout per distinct input size
     try:
         for src, dst in plan.jobs:

@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
-from tqdm import tqdm
-
 from adaptsr.core.errors import UserError
+from adaptsr.core.progress import progress_bar
 
 
 class Callback:
@@ -165,16 +163,14 @@ class TensorBoard(Callback):
 
 
 class ProgressBar(Callback):
-    """A tqdm bar on stderr: it/s, loss, lr and the ETA."""
+    """A tqdm bar on stderr: it/s, loss, lr and the ETA (plain lines when stderr is a file)."""
 
     def __init__(self, total: int):
         self.total = total
         self.bar = None
 
     def on_start(self, record: dict) -> None:
-        self.bar = tqdm(
-            total=self.total, initial=record["iter"], unit="it", dynamic_ncols=True, file=sys.stderr
-        )
+        self.bar = progress_bar(total=self.total, initial=record["iter"], desc="train", unit="it")
 
     def on_step(self, iteration: int) -> None:
         self.bar.update(1)

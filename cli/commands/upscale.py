@@ -40,6 +40,7 @@ serving = lazy_import("adaptsr.serve.upscale")
 )
 @click.option("--batch", type=int, default=1, show_default=True, help="Tiles per model call.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs (else they are skipped).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress and no summary: only errors.")
 @device_option
 @max_pixels_option
 @provider_option
@@ -55,6 +56,7 @@ def upscale(
     strength,
     batch,
     force,
+    quiet,
     device,
     provider,
 ) -> None:
@@ -77,13 +79,14 @@ def upscale(
         batch=batch,
         force=force,
     )
-    summary = serving.run_upscale(plan)
+    summary = serving.run_upscale(plan, progress=False if quiet else None)
     backend = plan.backend
-    click.echo(
-        f"wrote {len(summary.written)} image(s) to {out_dir} "
-        f"(x{backend.scale}, {backend.kind} on {backend.device})"
-    )
-    if summary.skipped:
+    if not quiet:
+        click.echo(
+            f"wrote {len(summary.written)} image(s) to {out_dir} "
+            f"(x{backend.scale}, {backend.kind} on {backend.device})"
+        )
+    if summary.skipped and not quiet:
         click.echo(
             f"note: skipped {len(summary.skipped)} existing output(s) (use --force to overwrite)",
             err=True,
