@@ -27,7 +27,8 @@ from adaptsr.adapt.choices import MAX_SEEDS
 from adaptsr.adapt.degradation_file import settings_of
 from adaptsr.adapt.evaluate import evaluate, find_pairs, make_degrade
 from adaptsr.adapt.lora import load_adapter
-from adaptsr.adapt.models import load_model, model_info
+from adaptsr.adapt.losses.spec import DEFAULT_LOSS, loss_text, parse_loss
+from adaptsr.adapt.models import check_base_weights, load_model, model_info
 from adaptsr.adapt.sites import parse_targets
 from adaptsr.adapt.study_report import STUDY_FILE, RunOutcome, duration, summarise, write_outputs
 from adaptsr.adapt.study_specs import RunSpec, parse_spec, parse_specs  # noqa: F401 (public)
@@ -37,7 +38,10 @@ from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import atomic_output, check_outside_inputs, leave_as_found, parse_json
 
 SETTINGS_FILE = "study-settings.json"
-RUN_DEFAULTS = {"lr": None, "scaling": "alpha/r", "targets": "all"}  # not written when so
+# not written when so: studies made before these settings existed continue
+RUN_DEFAULTS = {"lr": None, "scaling": "alpha/r", "targets": "all", "loss": DEFAULT_LOSS}
+RUN_DEFAULTS.update(ema=0.0, gan_start=0, vgg_weights=None)
+RUN_DEFAULTS["allow_random_base"] = False
 EVAL_FILE = "eval.json"  # in a run folder: written once the run is trained and scored
 
 
@@ -62,8 +66,14 @@ class StudySettings:
     lr: float | None = None
     scaling: str = "alpha/r"
     targets: str = "all"
+    # every run's loss (a run spec's @loss, @ema, @ganstart win): adapt train's options
+    loss: str = DEFAULT_LOSS
+    ema: float = 0.0
+    gan_start: int = 0
+    vgg_weights: str | None = None  # a file's place, not a setting of the numbers
     device: str = "auto"
     workers: int = 0
+    allow_random_base: bool = False  # a configuration with random weights as the base
 
     def checked(self) -> StudySettings:
         s = replace(self, data=list(self.data), runs=list(self.runs))
@@ -85,6 +95,7 @@ class StudySettings:
         if s.lr is not None and not (s.lr > 0 and math.isfinite(s.lr)):
             raise UserError(f"--lr must be a positive number, got {s.lr}")
         s.targets = parse_targets(s.targets)
+        s.loss = loss_text(parse_loss(s.loss))
         parse_specs(",".join(s.runs))
         return s
 
@@ -110,8 +121,8 @@ class StudySettings:
     def comparable(self) -> dict:
         """Settings that change the numbers (runs, seeds, device and workers may change)."""
         d = self.flat()
-        for key in ("runs", "seeds", "device", "workers"):
-            d.pop(key)
+        for key in ("runs", "seeds", "device", "workers", "vgg_weights", "allow_random_base"):
+            d.pop(key, None)
         return d
 
 
@@ -139,6 +150,10 @@ def train_config(settings: StudySettings, spec: RunSpec, seed: int) -> TrainConf
     if spec.mode in ("lora", "difffit"):
         kw["targets"] = spec.option("targets", settings.targets)
         kw["lr"] = spec.option("lr", settings.lr)
+    for name in ("loss", "ema", "gan_start"):
+        kw[name] = spec.option(name, getattr(settings, name))
+    if "perceptual" in kw["loss"]:
+        kw["vgg_weights"] = settings.vgg_weights
     return TrainConfig(
         model=settings.model,
         data=list(settings.data),
@@ -154,6 +169,7 @@ def train_config(settings: StudySettings, spec: RunSpec, seed: int) -> TrainConf
         workers=settings.workers,
         save_every=max(1, settings.iters // 10),
         log_every=max(1, min(50, settings.iters // 10)),
+        allow_random_base=settings.allow_random_base,
         **kw,
     )
 
@@ -277,6 +293,14 @@ def run_one(settings: StudySettings, spec: RunSpec, seed: int, run_dir: Path, pr
     return _outcome_from(run_dir, spec, seed, scores)
 
 
+def check_run(settings: StudySettings, spec: RunSpec) -> None:
+    """The run's training settings as `adapt train` checks them, its spec named on failure."""
+    try:
+        train_config(settings, spec, 0).resolved()
+    except UserError as e:
+        raise UserError(f"run spec {spec.text!r}: {e}") from None
+
+
 def check_settings(settings: StudySettings, out: Path, force: bool) -> None:
     """A folder holds one study: the same settings, or --force to start it over."""
     path = out / SETTINGS_FILE
@@ -319,6 +343,9 @@ def run_study(
     specs = parse_specs(",".join(settings.runs))
     out = Path(out)
     check_settings(settings, out, force)
+    check_base_weights(settings.model, settings.allow_random_base)  # named once, not per run
+    for spec in specs:  # a run's loss options that do not fit are named before any run
+        check_run(settings, spec)
 
     info = model_info(load_model(settings.model))  # a bad model fails before anything is written
     check_patch(settings.patch, info)  # so do crops the model cannot take and empty folders

@@ -16,8 +16,13 @@ the study's own settings for that run:
     @rmin=0 @rmax=16    rank-aware: lowest / highest rank of a site
     @allocator=marginal rank-aware: paper or marginal
     @normalise=size     rank-aware: none or size
+    @loss=l1:1+gan:0.1  weighted loss terms (adapt train --loss), `+` between terms: `,`
+                        separates runs, so `r8@loss=l1:1,gan:0.1` is refused
+    @ema=0.999          moving average of the adapter weights (adapt train --ema)
+    @ganstart=500       pixel-only iterations before the gan term (adapt train --gan-start)
 
-A spec's folder is its text with ':' written as '-' (`ra-r8@rmin=0-s0`).
+Full fine-tuning takes the loss options only. A spec's folder is its text with ':' written as
+'-' (`ra-r8@rmin=0-s0`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import math
 from dataclasses import dataclass
 
 from adaptsr.adapt.choices import ALLOCATORS, NORMALISATIONS, SCORES
+from adaptsr.adapt.losses.spec import TERMS, loss_text, parse_loss
 from adaptsr.adapt.sites import parse_targets
 from adaptsr.core.errors import UserError
 
@@ -34,6 +40,7 @@ SCALING_NAMES = {"r": "alpha/r", "rs": "alpha/sqrt(r)", "sqrt": "alpha/sqrt(r)"}
 RANK_AWARE_KEYS = {"rmin": "r_min", "rmax": "r_max", "allocator": "allocator"}
 RANK_AWARE_KEYS["normalise"] = "normalise"
 RUN_KEYS = ("targets", "scaling", "lr")
+LOSS_KEYS = {"loss": "loss", "ema": "ema", "ganstart": "gan_start"}  # spec key -> setting
 
 
 @dataclass(frozen=True)
@@ -78,12 +85,35 @@ def _option(text: str, part: str, rank_aware: bool) -> tuple[str, object]:
         if not (lr > 0 and math.isfinite(lr)):
             raise UserError(f"{where}: lr {value!r} is not a positive number")
         return "lr", lr
+    if key in LOSS_KEYS:
+        return LOSS_KEYS[key], _loss_value(where, key, value)
     if key in RANK_AWARE_KEYS:
         if not rank_aware:
             raise UserError(f"{where}: @{key} applies to rank-aware (ra:...) runs")
         return RANK_AWARE_KEYS[key], _allocation_value(where, key, value)
-    keys = ", ".join([*RUN_KEYS, *RANK_AWARE_KEYS])
+    keys = ", ".join([*RUN_KEYS, *LOSS_KEYS, *RANK_AWARE_KEYS])
     raise UserError(f"{where}: unknown option {key!r} (choose {keys})")
+
+
+def _loss_value(where: str, key: str, value: str):
+    if key == "loss":
+        if "," in value:
+            raise UserError(f"{where}: join loss terms with '+' ({value.replace(',', '+')})")
+        try:
+            return loss_text(parse_loss(value.replace("+", ",")))
+        except UserError as e:
+            raise UserError(f"{where}: {e}") from None
+    if key == "ganstart":
+        if not value.isdigit():
+            raise UserError(f"{where}: ganstart {value!r} is not a whole number")
+        return int(value)
+    try:
+        ema = float(value)
+    except ValueError:
+        ema = math.nan
+    if not 0 <= ema < 1:
+        raise UserError(f"{where}: ema {value!r} must be in [0, 1) (e.g. 0.999)")
+    return ema
 
 
 def _allocation_value(where: str, key: str, value: str):
@@ -124,16 +154,23 @@ def parse_spec(text: str) -> RunSpec:
     spec = _base(text, base)
     if not suffixes:
         return spec
-    if spec.mode == "full":
-        raise UserError(f"run spec {text!r}: full fine-tuning takes no @options")
     options = dict(_option(text, part, spec.rank_aware) for part in suffixes)
+    if spec.mode == "full" and set(options) - set(LOSS_KEYS.values()):
+        raise UserError(f"run spec {text!r}: full fine-tuning takes the loss options only")
     if spec.mode == "difffit" and "scaling" in options:
         raise UserError(f"run spec {text!r}: scaling applies to LoRA runs")
     return RunSpec(t, spec.mode, spec.rank, spec.budget, spec.score, tuple(options.items()))
 
 
 def parse_specs(text: str) -> list[RunSpec]:
-    specs = [parse_spec(t) for t in text.split(",") if t.strip()]
+    parts = [t for t in text.split(",") if t.strip()]
+    for t in parts:
+        if t.strip().lower().partition(":")[0] in TERMS:  # a loss spec's comma split the runs
+            raise UserError(
+                f"--runs: {t.strip()!r} is a loss term, not a run: ',' separates runs, so join "
+                "a run's loss terms with '+' (r8@loss=l1:1+gan:0.1)"
+            )
+    specs = [parse_spec(t) for t in parts]
     if not specs:
         raise UserError("--runs is empty: give run specs such as r1,r8,ra:r8,full")
     seen = set()

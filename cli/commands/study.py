@@ -3,6 +3,7 @@ import click
 from adaptsr.adapt.choices import DEFAULT_MODEL, MAX_SEEDS
 from adaptsr.cli.commands._options import (
     allocation_options,
+    allow_random_base_option,
     degradation_option,
     scaling_option,
     targets_option,
@@ -33,7 +34,8 @@ study_lib = lazy_import("adaptsr.adapt.study")  # torch: only when the command r
     default="r1,r4,r8,ra:r8,full",
     show_default=True,
     help="Run specs: rK, ra:rK, ra:886k, ra:rK:fisher, difffit, full; options per spec as "
-    "@key=value (r8@rs, ra:r8@rmin=0, difffit@targets=attn): docs/study.md.",
+    "@key=value (r8@rs, ra:r8@rmin=0, difffit@targets=attn, r8@loss=l1:1+gan:0.1@ema=0.999: "
+    "'+' between a run's loss terms): docs/study.md.",
 )
 @click.option(
     "--seeds",
@@ -52,11 +54,27 @@ study_lib = lazy_import("adaptsr.adapt.study")  # torch: only when the command r
 @click.option("--lr", type=float, help="Start learning rate of LoRA and DiffFit runs [1e-3].")
 @scaling_option
 @targets_option
+@click.option(
+    "--loss",
+    default="l1:1",
+    show_default=True,
+    help="Every run's weighted loss terms, as adapt train --loss (a spec's @loss wins).",
+)
+@click.option(
+    "--ema", default=0.0, type=float, help="Moving average of the weights (@ema wins) [off]."
+)
+@click.option("--gan-start", default=0, type=int, help="Pixel-only iterations first (@ganstart).")
+@click.option(
+    "--vgg-weights",
+    type=click.Path(dir_okay=False),
+    help="VGG19 ImageNet weights for perceptual terms (default: torchvision's cached file).",
+)
 @click.option("--val-every", default=0, type=int, help="Validation interval [iters/5].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--workers", default=0, show_default=True, type=int, help="Data loading processes.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Study folder (DIR).")
 @click.option("--force", is_flag=True, help="Start over in a --out that holds another study.")
+@allow_random_base_option()
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def study(model, data, runs, out, force, quiet, **options) -> None:
     """Compare training runs on the same data: ranks, rank-aware budgets, full fine-tuning.
