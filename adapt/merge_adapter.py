@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -13,7 +14,9 @@ from torch import nn
 from adaptsr.adapt.adapter_file import AdapterFile
 from adaptsr.adapt.lora import lora_layers, merge_lora
 from adaptsr.adapt.lora_report import base_parameter_count
+from adaptsr.adapt.model_card import Resource, make_card, write_card
 from adaptsr.adapt.models import CHECKPOINT_SUFFIXES, load_model, save_model
+from adaptsr.core.artifacts import model_card_path
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import check_not_input, check_writable
 
@@ -52,12 +55,15 @@ def merge_adapter_files(
     check_writable(out, force)
     if not out.lower().endswith(CHECKPOINT_SUFFIXES):  # checked before any work
         raise UserError(f"{out}: choose a {' or '.join(CHECKPOINT_SUFFIXES)} file name")
+    check_writable(model_card_path(out), force)  # the model card beside it
     net = load_model(model)  # a bad --model is named first, whatever the adapters
     adapters = [(AdapterFile.read(path), float(s)) for path, s in blend]
     parameters = sum(t.numel() for a, _ in adapters for t in a.tensors.values())
     percent = 100.0 * parameters / base_parameter_count(net)
     blend_adapters(net, adapters)
     save_model(net, out, force=force)
+    card = make_card(net, model, adapters, Resource.of_file(out), Path(out).stem)
+    write_card(card, model_card_path(out), force)
     meta = adapters[0][0].meta
     sites = len(meta.ranks) or len(meta.layers)
     return MergeSummary(out, sites, parameters, percent, len(adapters))

@@ -79,6 +79,12 @@ def engine_info_path(engine_path: str | Path) -> Path:
     return Path(engine_path).with_suffix(".engine.json")
 
 
+def model_card_path(output: str | Path) -> Path:
+    """The model card `adapt merge` and `adapt export onnx` write beside their output:
+    NAME.safetensors or NAME.onnx -> NAME.modelcard.json (adaptsr.adapt.model_card)."""
+    return Path(output).with_suffix(".modelcard.json")
+
+
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()

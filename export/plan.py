@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from adaptsr.core.artifacts import model_card_path
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import (
     check_outputs_not_inputs,
@@ -58,6 +59,10 @@ class ExportPlan:
     def report(self) -> Path:
         return report_path(self.out)
 
+    @property
+    def card(self) -> Path:
+        return model_card_path(self.out)
+
 
 def check_shape_options(dynamic: bool, tile: tuple[int, int] | None, opset: int) -> None:
     """The opset range and exactly one of --dynamic and --tile."""
@@ -89,9 +94,10 @@ def plan_export(
 ) -> ExportPlan:
     """Every check of an export that needs no model, in the order a user meets them."""
     out = Path(out)
-    check_outputs_not_inputs({"--out": out, "the report": report_path(out)}, [model, adapter])
-    check_writable(out, force)
-    check_writable(report_path(out), force)
+    outputs = {"--out": out, "the report": report_path(out), "the model card": model_card_path(out)}
+    check_outputs_not_inputs(outputs, [model, adapter])
+    for path in outputs.values():
+        check_writable(path, force)
     if out.suffix.lower() != ".onnx":
         raise UserError(f"{out}: choose a .onnx file name")
     tile = (int(tile[0]), int(tile[1])) if tile else None

@@ -151,5 +151,9 @@ def test_a_killed_export_leaves_nothing_that_the_next_export_keeps(tmp_path, run
     time.sleep(0.1)
     code, _, err = run_cli("export", "onnx", "--model", model, "--out", out, "--tile", 16, 16)
     assert code == 0, err
-    assert sorted(p.name for p in folder.iterdir()) == ["m.onnx", "m.report.json"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "m.modelcard.json",
+        "m.onnx",
+        "m.report.json",
+    ]
     assert not [p.name for p in tmp.iterdir() if p.name.startswith("adaptsr")]

@@ -76,6 +76,7 @@ def onnx_cmd(
     for line in export_lines(report):
         click.echo(line)
     click.echo(f"report: {plan.report}")
+    click.echo(f"model card: {plan.card}")
 
 
 def export_lines(report: ExportReport) -> list[str]:

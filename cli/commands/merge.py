@@ -1,5 +1,6 @@
 import click
 
+from adaptsr.core.artifacts import model_card_path
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import check_distinct_outputs
 from adaptsr.core.lazy import lazy_import
@@ -50,6 +51,7 @@ def merge(model_spec: str, adapters: tuple[str, ...], strength, out, blend_out, 
         click.echo(blend_file.write_blend_file(model_spec, blend, blend_out, force).text())
     if out:
         click.echo(merging.merge_adapter_files(model_spec, blend, out, force).text())
+        click.echo(f"model card: {model_card_path(out)}")
 
 
 def blend_spec(adapters, strength: float | None) -> list[tuple[str, float]]:
