@@ -33,7 +33,7 @@ from adaptsr.adapt.degradation_params import (
     RealESRGANConfig,
 )
 from adaptsr.core.errors import UserError
-from adaptsr.core.fileio import check_readable
+from adaptsr.core.fileio import check_readable, loads_toml
 
 Settings = BicubicConfig | RealESRGANConfig | CameraConfig
 PRESETS: dict[str, Settings] = {"bicubic": BICUBIC, "realesrgan": REALESRGAN, "camera": CAMERA}
@@ -90,7 +90,7 @@ def read_file(path: str | os.PathLike) -> Settings:
         raise UserError(f"{path}: a degradation file is .toml or .json")
     try:
         text = path.read_bytes().decode()
-        table = _toml_loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+        table = loads_toml(text) if path.suffix.lower() == ".toml" else json.loads(text)
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise UserError(f"cannot parse degradation file {path}: {e}") from e
     except OSError as e:
@@ -98,14 +98,6 @@ def read_file(path: str | os.PathLike) -> Settings:
     if not isinstance(table, dict):
         raise UserError(f"degradation file {path} must hold a table of settings")
     return from_table(table, str(path))
-
-
-def _toml_loads(text: str) -> dict:
-    try:
-        import tomllib  # Python >= 3.11: where it is missing, JSON files still work
-    except ImportError as e:
-        raise UserError("TOML degradation files need Python 3.11 or newer; use JSON") from e
-    return tomllib.loads(text)
 
 
 def recorded(value) -> str | dict:

@@ -8,9 +8,15 @@ import errno
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser as a package (a dependency there)
+    import tomli as tomllib
 
 from adaptsr.core.errors import UserError
 from adaptsr.core.image_suffixes import is_image_file
@@ -116,6 +122,8 @@ def partial_folder(path: Path) -> Path:
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
+    if sys.platform == "win32":  # os.kill there ends the process (no signal 0): keep its files
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -151,13 +159,14 @@ def remove_stale_partials(path: Path) -> list[Path]:
 def chmod_output(path: Path) -> None:
     """Give a finished output the mode of any new file: 0666 less the umask (mkstemp makes
     0600 files, and some writers replace the file they were given)."""
-    os.chmod(path, 0o666 & ~_umask())
+    os.chmod(path, file_mode())
 
 
-def _umask() -> int:
+def file_mode() -> int:
+    """The mode of a new file: 0666 less the umask."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
 
 
 @contextlib.contextmanager
@@ -393,54 +402,10 @@ def leave_as_found(folder: str | os.PathLike) -> Iterator[FolderStart]:
         raise
 
 
-LOCK_NAME = ".adaptsr.lock"
-_HELD_LOCKS: set[int] = set()  # descriptors of the folder locks this process holds
-
-
-def _drop_inherited_locks() -> None:
-    """In a forked child (data-loading workers), close the copies of the parent's lock
-    descriptors: a flock lives as long as any copy is open, so an orphaned worker would keep
-    the folder locked after its parent was killed."""
-    for fd in _HELD_LOCKS:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    _HELD_LOCKS.clear()
-
-
-if hasattr(os, "register_at_fork"):  # POSIX, where flock is
-    os.register_at_fork(after_in_child=_drop_inherited_locks)
-
-
-@contextlib.contextmanager
-def lock_folder(folder: str | os.PathLike, what: str = "run") -> Iterator[Path]:
-    """Hold an OS lock (flock) on FOLDER/.adaptsr.lock for the block: a second process asking
-    for it gets a one-line UserError. The OS releases it when the holder dies (kill -9 too),
-    forked children included: they do not inherit it (`_drop_inherited_locks`)."""
-    import fcntl  # POSIX only: importing it here keeps the module importable everywhere
-
-    folder = check_output_folder(folder, f"cannot use {folder}")
-    path = folder / LOCK_NAME
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
-    except OSError as e:
-        raise UserError(f"cannot use {folder}: {describe_os_error(e)}") from e
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another"
-            raise UserError(
-                f"{folder} is in use by another adaptsr {what} (process {holder}): wait for it "
-                "to finish, or choose another folder"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        _HELD_LOCKS.add(fd)
-        yield path
-    finally:
-        _HELD_LOCKS.discard(fd)
-        os.close(fd)  # closing releases the lock
+def loads_toml(text: str) -> dict:
+    """A TOML document as a table: the one place TOML is read (tomllib, or tomli on Python
+    3.10). A malformed document raises a ValueError (TOMLDecodeError), as json.loads does."""
+    return tomllib.loads(text)
 
 
 def parse_json(text: str | bytes, where: str):

@@ -10,7 +10,6 @@ import cv2
 import numpy as np
 import pytest
 import skimage.data
-import tomllib
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
@@ -18,6 +17,7 @@ from adaptsr.adapt.calibration import calibrate, to_toml, write_calibration
 from adaptsr.adapt.calibration.jpeg_quality import estimate_jpeg, quality_from_tables
 from adaptsr.adapt.calibration.photos import load_photos
 from adaptsr.core.errors import UserError
+from adaptsr.core.fileio import tomllib  # tomli on Python 3.10
 
 HR_SIDE = 384
 SCALE = 4

@@ -5,7 +5,6 @@ calibrated file that --degradation takes."""
 import cv2
 import numpy as np
 import pytest
-import tomllib
 import torch
 from test_calibrate import write_photos
 
@@ -13,6 +12,7 @@ from adaptsr.adapt import degradation_file as F
 from adaptsr.adapt.degradation_params import CameraConfig
 from adaptsr.adapt.degradations import Degrader
 from adaptsr.adapt.evaluate import make_degrade
+from adaptsr.core.fileio import tomllib  # tomli on Python 3.10
 from adaptsr.core.images import read_image
 
 

@@ -1,4 +1,4 @@
-"""The run-folder lock (core/fileio.lock_folder) dies with the process that took it, even when
+"""The run-folder lock (core/folder_lock.lock_folder) dies with the process that took it, even when
 it forked data-loading workers that outlive it."""
 
 import os
@@ -13,12 +13,12 @@ from fakes.cli import one_line, tree
 from fakes.training import train_cli_args
 
 from adaptsr.core.errors import UserError
-from adaptsr.core.fileio import lock_folder
+from adaptsr.core.folder_lock import lock_folder
 
 HOLDER = textwrap.dedent(
     """
     import multiprocessing, sys, time
-    from adaptsr.core.fileio import lock_folder
+    from adaptsr.core.folder_lock import lock_folder
 
     def worker():  # a data-loading worker: forked while the lock is held, outlives its parent
         time.sleep(60)
@@ -69,13 +69,13 @@ def test_a_second_run_into_one_folder_is_refused_while_the_first_lives(
     import subprocess
     import sys
 
-    from adaptsr.core.fileio import lock_folder
+    from adaptsr.core.folder_lock import lock_folder
 
     hr = train_hr
     run = tmp_path / "run"
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time\nfrom adaptsr.core.fileio import lock_folder\n"
+         "import sys, time\nfrom adaptsr.core.folder_lock import lock_folder\n"
          "with lock_folder(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(60)\n",
          str(run)],
         stdout=subprocess.PIPE, text=True,
@@ -91,3 +91,44 @@ def test_a_second_run_into_one_folder_is_refused_while_the_first_lives(
         holder.wait()
     with lock_folder(run):
         pass
+
+
+class _FakeMsvcrt:
+    """Windows' msvcrt.locking as the lock uses it: a byte range locked by one descriptor at a
+    time; a second try fails at once with EACCES."""
+
+    LK_UNLCK, LK_NBLCK = 0, 2
+
+    def __init__(self):
+        self.held = {}  # (file, offset) -> descriptor
+
+    def locking(self, fd, mode, nbytes):
+        assert nbytes == 1
+        key = (os.fstat(fd).st_ino, os.lseek(fd, 0, os.SEEK_CUR))
+        if mode == self.LK_UNLCK:
+            assert self.held.pop(key) == fd
+        elif key in self.held:
+            raise PermissionError(13, "Permission denied")
+        else:
+            self.held[key] = fd
+
+
+def test_on_windows_the_lock_is_msvcrt_and_leaves_the_holder_readable(tmp_path, monkeypatch):
+    from adaptsr.core import folder_lock
+
+    fake = _FakeMsvcrt()
+    monkeypatch.setattr(folder_lock, "msvcrt", fake)
+    monkeypatch.setattr(folder_lock, "fcntl", None)  # any flock call would fail
+    with lock_folder(tmp_path, "training run") as path:
+        (key, _), offset = next(iter(fake.held.items())), folder_lock._WINDOWS_LOCK_AT
+        assert key[1] == offset > len(path.read_bytes())  # the process id lies before the lock
+        with (
+            pytest.raises(
+                UserError, match=f"in use by another adaptsr run \\(process {os.getpid()}\\)"
+            ),
+            lock_folder(tmp_path),
+        ):
+            pass
+    assert fake.held == {}  # unlocked before the close
+    with lock_folder(tmp_path):
+        assert len(fake.held) == 1

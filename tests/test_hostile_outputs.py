@@ -14,8 +14,8 @@ from adaptsr.core.fileio import (
     check_output_folder,
     check_outside_inputs,
     check_writable,
-    lock_folder,
 )
+from adaptsr.core.folder_lock import lock_folder
 
 
 @pytest.fixture

@@ -54,8 +54,8 @@ from adaptsr.core.fileio import (
     atomic_output,
     check_outside_inputs,
     leave_as_found,
-    lock_folder,
 )
+from adaptsr.core.folder_lock import lock_folder
 
 
 @dataclass
