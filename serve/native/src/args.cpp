@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cctype>
-#include <climits>
+#include <charconv>
 #include <map>
+
+#include <CLI/CLI.hpp>
 
 namespace fs = std::filesystem;
 
@@ -29,16 +31,16 @@ const char* const kUsage =
 
 namespace {
 
-int parse_int(const std::string& option, const std::string& text) {
-    size_t i = text.size() > 1 && (text[0] == '-' || text[0] == '+') ? 1 : 0;
-    if (i == text.size() || !std::all_of(text.begin() + i, text.end(), [](unsigned char c) { return std::isdigit(c); }))
-        throw UsageError(option + " expects an integer, got '" + text + "'");
-    long long value = 0;
-    for (size_t k = i; k < text.size(); ++k) {
-        value = value * 10 + (text[k] - '0');
-        if (value > INT_MAX) throw UsageError(option + " " + text + " is out of range");
-    }
-    return static_cast<int>(text[0] == '-' ? -value : value);
+// std::from_chars: no locale, no silent wrap-around; a leading '+' is allowed as on the shell.
+int to_int(const std::string& option, const std::string& text) {
+    const char* first = text.data();
+    const char* last = text.data() + text.size();
+    if (text.size() > 1 && text[0] == '+' && std::isdigit(static_cast<unsigned char>(text[1]))) ++first;
+    int value = 0;
+    const auto [end, ec] = std::from_chars(first, last, value);
+    if (ec == std::errc::result_out_of_range) throw UsageError(option + " " + text + " is out of range");
+    if (ec != std::errc() || end != last) throw UsageError(option + " expects an integer, got '" + text + "'");
+    return value;
 }
 
 bool is_png(const fs::path& path) {
@@ -47,70 +49,69 @@ bool is_png(const fs::path& path) {
     return ext == ".png";
 }
 
+
+// CLI11's parse, its errors turned into one UsageError line each; false for --help.
+bool parse_or_explain(CLI::App& app, const std::vector<std::string>& args) {
+    std::vector<std::string> reversed(args.rbegin(), args.rend());  // CLI11 takes the last first
+    try {
+        app.parse(reversed);
+    } catch (const CLI::CallForHelp&) {
+        return false;
+    } catch (const CLI::ExtrasError& e) {  // unknown options; CLI11 also keeps a `--` among them
+        for (const auto& arg : app.remaining())
+            if (arg != "--") throw UsageError("unknown option " + arg.substr(0, arg.find('=')) + " (see --help)");
+        throw UsageError(e.what());
+    } catch (const CLI::ArgumentMismatch& e) {
+        // CLI11 takes the word after an option as its value whatever it is, so a missing value
+        // is always the last word; else a flag was given a value (`--force=x`)
+        const std::string last = args.empty() ? "" : args.back().substr(0, args.back().find('='));
+        const CLI::Option* option = app.get_option_no_throw(last);
+        if (option && option->get_items_expected_min() > 0) throw UsageError(last + " needs a value");
+        for (const auto& arg : args)
+            for (const std::string flag : {"--force", "--version"})
+                if (arg.rfind(flag + "=", 0) == 0) throw UsageError(flag + " takes no value");
+        throw UsageError(e.what());
+    } catch (const CLI::ParseError& e) {
+        throw UsageError(e.what());
+    }
+    return true;
+}
+
 }  // namespace
 
+// CLI11 splits the command line (`--name value`, `--name=value`, `-o DIR`, `--`, inputs
+// anywhere); numbers are read as text and converted here, so every message names the option.
 Options parse_args(const std::vector<std::string>& args) {
     Options o;
-    bool engine = false, out = false, only_inputs = false;
-    for (size_t i = 0; i < args.size(); ++i) {
-        std::string arg = args[i];
-        if (only_inputs || arg.empty() || arg[0] != '-' || arg == "-") {
-            o.inputs.push_back(arg);
-            continue;
-        }
-        if (arg == "--") {
-            only_inputs = true;
-            continue;
-        }
-        std::string name = arg, value;
-        bool inline_value = false;
-        if (auto eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string::npos) {
-            name = arg.substr(0, eq);
-            value = arg.substr(eq + 1);
-            inline_value = true;
-        }
-        if (name == "--help" || name == "-h") {
-            o.help = true;
-            return o;
-        }
-        if (name == "--version") {
-            o.version = true;
-            return o;
-        }
-        if (name == "--force") {
-            if (inline_value) throw UsageError("--force takes no value");
-            o.force = true;
-            continue;
-        }
-        static const char* const with_value[] = {"--engine", "--out", "-o", "--tile", "--overlap", "--batch", "--runs", "--warmup"};
-        if (std::find(std::begin(with_value), std::end(with_value), name) == std::end(with_value))
-            throw UsageError("unknown option " + name + " (see --help)");
-        if (!inline_value) {
-            if (i + 1 >= args.size()) throw UsageError(name + " needs a value");
-            value = args[++i];
-        }
-        if (name == "--engine") {
-            if (engine) throw UsageError("--engine given twice");
-            o.engine = value;
-            engine = true;
-        } else if (name == "--out" || name == "-o") {
-            if (out) throw UsageError("--out given twice");
-            o.out_dir = value;
-            out = true;
-        } else if (name == "--tile") {
-            o.tile = parse_int(name, value);
-        } else if (name == "--overlap") {
-            o.overlap = parse_int(name, value);
-        } else if (name == "--batch") {
-            o.batch = parse_int(name, value);
-        } else if (name == "--runs") {
-            o.runs = parse_int(name, value);
-        } else if (name == "--warmup") {
-            o.warmup = parse_int(name, value);
-        }
+    CLI::App app{"", "adaptsr-trt"};
+    app.set_help_flag("-h,--help");  // the caller prints kUsage
+    app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    std::string engine, out_dir;
+    app.add_option("--engine", engine);
+    app.add_option("-o,--out", out_dir);
+    std::map<std::string, std::string> numbers;  // option -> its text, when given
+    for (const char* name : {"--tile", "--overlap", "--batch", "--runs", "--warmup"})
+        app.add_option(name, numbers[name]);
+    app.add_flag("--force", o.force)->disable_flag_override();
+    app.add_flag("--version", o.version)->disable_flag_override();
+    app.add_option("inputs", o.inputs);
+    if (!parse_or_explain(app, args)) {
+        o.help = true;
+        return o;
     }
-    if (!engine || o.engine.empty()) throw UsageError("--engine FILE is required");
-    if (!out || o.out_dir.empty()) throw UsageError("--out DIR is required");
+    if (o.version) return o;
+    for (const char* name : {"--engine", "--out"})
+        if (app.count(name) > 1) throw UsageError(std::string(name) + " given twice");
+    o.engine = engine;
+    o.out_dir = out_dir;
+    auto number = [&](const char* name) { return to_int(name, numbers[name]); };
+    if (app.count("--tile")) o.tile = number("--tile");
+    if (app.count("--overlap")) o.overlap = number("--overlap");
+    if (app.count("--batch")) o.batch = number("--batch");
+    if (app.count("--runs")) o.runs = number("--runs");
+    if (app.count("--warmup")) o.warmup = number("--warmup");
+    if (o.engine.empty()) throw UsageError("--engine FILE is required");
+    if (o.out_dir.empty()) throw UsageError("--out DIR is required");
     if (o.inputs.empty()) throw UsageError("give at least one input image or folder");
     if (o.batch < 1) throw UsageError("--batch must be >= 1, not " + std::to_string(o.batch));
     if (o.runs < 1) throw UsageError("--runs must be >= 1, not " + std::to_string(o.runs));

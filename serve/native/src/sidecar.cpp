@@ -5,10 +5,12 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "json.hpp"
+#include <nlohmann/json.hpp>
+
 #include "tiling.hpp"
 
 namespace fs = std::filesystem;
+using nlohmann::json;
 
 namespace adaptsr {
 
@@ -22,27 +24,45 @@ std::string join(const std::vector<int>& parts, size_t count) {
 
 bool whole(double v) { return std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 1e9; }
 
+// The member `key` of an object, or nullptr (also when `value` is not an object).
+const json* member(const json& value, const char* key) {
+    if (!value.is_object()) return nullptr;
+    const auto it = value.find(key);
+    return it == value.end() ? nullptr : &*it;
+}
+
+const std::string* text_of(const json* value) {
+    return value && value->is_string() ? value->get_ptr<const std::string*>() : nullptr;
+}
+
+// The parser's message without its "[json.exception.parse_error.101] " tag.
+std::string reason(const json::parse_error& e) {
+    const std::string what = e.what();
+    const auto tag_end = what.find("] ");
+    return tag_end == std::string::npos ? what : what.substr(tag_end + 2);
+}
+
 // "8.7": the one spelling `adapt export trt` writes (adaptsr.core.contracts.EngineSidecar).
-std::optional<std::pair<int, int>> capability(const Json& v) {
-    if (!v.is_string()) return std::nullopt;
-    auto parts = parse_version(v.text);
-    if (parts.size() != 2 || v.text != std::to_string(parts[0]) + "." + std::to_string(parts[1]))
-        return std::nullopt;
+std::optional<std::pair<int, int>> capability(const json& v) {
+    const std::string* text = text_of(&v);
+    if (!text) return std::nullopt;
+    auto parts = parse_version(*text);
+    if (parts.size() != 2 || *text != std::to_string(parts[0]) + "." + std::to_string(parts[1])) return std::nullopt;
     return std::make_pair(parts[0], parts[1]);
 }
 
-int positive(const Json* v, const char* key, const fs::path& where) {
+int positive(const json* v, const char* key, const fs::path& where) {
     if (!v) return 1;
     double number = 0;
     if (v->is_number()) {
-        number = v->number;
-    } else if (v->is_string()) {
+        number = v->get<double>();
+    } else if (const std::string* text = text_of(v)) {
         try {
             size_t used = 0;
-            number = std::stoi(v->text, &used);
-            if (used != v->text.size()) throw std::invalid_argument(v->text);
+            number = std::stoi(*text, &used);
+            if (used != text->size()) throw std::invalid_argument(*text);
         } catch (const std::exception&) {
-            throw UserError(where.string() + ": metadata " + key + "='" + v->text + "' is not an integer");
+            throw UserError(where.string() + ": metadata " + key + "='" + *text + "' is not an integer");
         }
     }
     if (!(v->is_number() || v->is_string()) || !whole(number))
@@ -51,6 +71,23 @@ int positive(const Json* v, const char* key, const fs::path& where) {
         throw UserError(where.string() + ": metadata " + key + "=" + std::to_string(static_cast<long>(number)) +
                         " must be positive");
     return static_cast<int>(number);
+}
+
+// metadata.size_requirements: JSON text inside the JSON, as in the ONNX metadata.
+void read_size_requirements(const json& value, const fs::path& where, Sidecar& s) {
+    const std::string* text = text_of(&value);
+    if (!text) throw UserError(where.string() + ": metadata size_requirements is not JSON text");
+    if (text->empty()) return;
+    json req;
+    try {
+        req = json::parse(*text);
+    } catch (const json::parse_error&) {
+        throw UserError(where.string() + ": metadata size_requirements is not JSON: '" + *text + "'");
+    }
+    if (!req.is_object())
+        throw UserError(where.string() + ": metadata size_requirements should be an object: '" + *text + "'");
+    s.min_size = positive(member(req, "min_size"), "min_size", where);
+    s.multiple_of = positive(member(req, "multiple_of"), "multiple_of", where);
 }
 
 }  // namespace
@@ -78,40 +115,27 @@ Sidecar parse_sidecar(const std::string& text, const fs::path& where) {
     Sidecar s;
     s.path = where;
     s.present = true;
-    Json root;
+    json root;
     try {
-        root = parse_json(text);
-    } catch (const std::invalid_argument& e) {
-        throw UserError("cannot read " + where.string() + ": not JSON (" + e.what() + ")");
+        root = json::parse(text);
+    } catch (const json::parse_error& e) {
+        throw UserError("cannot read " + where.string() + ": not JSON (" + reason(e) + ")");
     }
     if (!root.is_object()) throw UserError("cannot read " + where.string() + ": expected a JSON object");
-    if (const Json* v = root.find("tensorrt_version")) {
-        if (v->is_string() && !parse_version(v->text).empty()) s.tensorrt_version = v->text;
+    if (const json* v = member(root, "tensorrt_version")) {
+        const std::string* version = text_of(v);
+        if (version && !parse_version(*version).empty()) s.tensorrt_version = *version;
         else s.notes.push_back("tensorrt_version is not a version string");
     }
-    if (const Json* cc = root.find("compute_capability")) {
+    if (const json* cc = member(root, "compute_capability")) {
         s.compute_capability = capability(*cc);
         if (!s.compute_capability) s.notes.push_back("compute_capability is not a string like \"8.7\"");
     }
-    if (const Json* name = root.find("gpu"); name && name->is_string()) s.gpu_name = name->text;
-    if (const Json* v = root.find("precision"); v && v->is_string()) s.precision = v->text;
-    const Json* meta = root.find("metadata");
-    if (meta && meta->is_object()) {
-        if (const Json* v = meta->find("scale")) s.scale = positive(v, "scale", where);
-        if (const Json* v = meta->find("size_requirements"); v && !(v->is_string() && v->text.empty())) {
-            Json req;
-            if (!v->is_string()) throw UserError(where.string() + ": metadata size_requirements is not JSON text");
-            try {
-                req = parse_json(v->text);
-            } catch (const std::invalid_argument&) {
-                throw UserError(where.string() + ": metadata size_requirements is not JSON: '" + v->text + "'");
-            }
-            if (!req.is_object())
-                throw UserError(where.string() + ": metadata size_requirements should be an object: '" + v->text +
-                                "'");
-            s.min_size = positive(req.find("min_size"), "min_size", where);
-            s.multiple_of = positive(req.find("multiple_of"), "multiple_of", where);
-        }
+    if (const std::string* name = text_of(member(root, "gpu"))) s.gpu_name = *name;
+    if (const std::string* precision = text_of(member(root, "precision"))) s.precision = *precision;
+    if (const json* meta = member(root, "metadata")) {
+        if (const json* v = member(*meta, "scale")) s.scale = positive(v, "scale", where);
+        if (const json* v = member(*meta, "size_requirements")) read_size_requirements(*v, where, s);
     }
     return s;
 }

@@ -16,7 +16,6 @@
 #include "fileio.hpp"
 #include "half.hpp"
 #include "image.hpp"
-#include "json.hpp"
 #include "sidecar.hpp"
 #include "stats.hpp"
 #include "tiling.hpp"
@@ -36,18 +35,27 @@ fs::path temp_dir(const std::string& name) {
 
 void write_text(const fs::path& path, const std::string& text) { std::ofstream(path) << text; }
 
+// JSON as the sidecar reader sees it (nlohmann-json underneath): escapes, numbers, syntax errors.
 void test_json() {
-    Json v = parse_json(R"({"a": [1, -2.5e1, true, null], "s": "x\u00e9\n\"", "o": {}})");
-    CHECK(v.is_object() && v.find("a")->items.size() == 4);
-    CHECK(v.find("a")->items[1].number == -25.0);
-    CHECK(v.find("a")->items[2].boolean && v.find("a")->items[3].type == Json::Type::Null);
-    CHECK(v.find("s")->text == "x\xc3\xa9\n\"");
-    CHECK(v.find("missing") == nullptr && v.find("a")->find("x") == nullptr);
-    CHECK(parse_json(R"("\ud83d\ude00")").text == "\xf0\x9f\x98\x80");
-    for (const char* bad : {"", "{", "[1,]", "{\"a\" 1}", "01x", "\"\\q\"", "[1] 2", "tru", "\"a\nb\""})
-        CHECK_THROWS(std::invalid_argument, parse_json(bad), "");
-    std::string deep(100, '[');
-    CHECK_THROWS(std::invalid_argument, parse_json(deep), "too deep");
+    Sidecar s = parse_sidecar(R"({"a": [1, -2.5e1, true, null], "gpu": "x\u00e9\n\"", "o": {},
+        "precision": "\ud83d\ude00", "metadata": {"scale": 4.0}})", "x.json");
+    CHECK(s.gpu_name == std::string("x\xc3\xa9\n\""));
+    CHECK(s.precision == std::string("\xf0\x9f\x98\x80"));
+    CHECK(s.scale == 4 && s.notes.empty());
+    CHECK_THROWS(UserError, parse_sidecar(R"({"metadata": {"scale": -2.5e1}})", "x.json"), "scale=-25 must be positive");
+    CHECK_THROWS(UserError, parse_sidecar(R"({"metadata": {"scale": 2.5}})", "x.json"), "scale is not an integer");
+    CHECK_THROWS(UserError, parse_sidecar(R"({"metadata": {"scale": true}})", "x.json"), "scale is not an integer");
+    for (const char* bad : {"", "{", "[1,]", "{\"a\" 1}", "01x", "\"\\q\"", "[1] 2", "tru", "\"a\nb\"", "{'a': 1}"})
+        CHECK_THROWS(UserError, parse_sidecar(bad, "x.json"), "cannot read x.json: not JSON (");
+    CHECK_THROWS(UserError, parse_sidecar("{\n  \"a\": }", "x.json"), "line 2, column");  // says where
+    CHECK_THROWS(UserError, parse_sidecar(std::string(100, '['), "x.json"), "not JSON");
+    std::string error;  // one line, whatever the input
+    try {
+        parse_sidecar("{\"a\": \"b\nc\"}", "x.json");
+    } catch (const UserError& e) {
+        error = e.what();
+    }
+    CHECK_MSG(!error.empty() && error.find('\n') == std::string::npos, error);
 }
 
 void test_sidecar() {
@@ -129,6 +137,22 @@ void test_args() {
     CHECK_THROWS(UsageError, parse_args({"--engine", "m", "--out", "o", "--frobnicate", "x"}), "unknown option");
     CHECK_THROWS(UsageError, parse_args({"--engine", "m", "--out", "o", "--engine", "n", "x"}), "given twice");
     CHECK_THROWS(UsageError, parse_args({"--engine"}), "--engine needs a value");
+    CHECK_THROWS(UsageError, parse_args({"--engine", "m", "x", "-o"}), "-o needs a value");
+    CHECK_THROWS(UsageError, parse_args({"--engine", "m", "-o", "o", "x", "--tile="}), "--tile needs a value");
+    CHECK_THROWS(UsageError, parse_args({"--engine", "m", "-o", "o", "--force=no", "x"}), "--force takes no value");
+    CHECK_THROWS(UsageError, parse_args({"--engine", "m", "-o", "o", "--frob=3", "x"}), "unknown option --frob (");
+    CHECK_THROWS(UsageError, parse_args({"--engine", "m", "-o", "o", "-x", "x"}), "unknown option -x (");
+    CHECK_THROWS(UsageError, parse_args({"--engine", "m", "-o", "o", "--tile", "1e3", "x"}), "got '1e3'");
+    CHECK_THROWS(UsageError, parse_args({"--engine", "m", "-o", "o", "--tile", "+-3", "x"}), "got '+-3'");
+    CHECK_THROWS(UsageError, parse_args({"--engine", "m", "-o", "o", "--tile", "-2147483649", "x"}), "out of range");
+    CHECK_THROWS(UsageError, parse_args({"--engine", "m", "-o", "o", "--out", "p", "x"}), "--out given twice");
+    CHECK_THROWS(UsageError, parse_args({"--engine", "", "-o", "o", "x"}), "--engine FILE is required");
+    // the last --tile counts; '-' and anything after `--` are inputs; a value may start with '-' or '+'
+    Options e = parse_args({"--engine", "m", "-o", "o", "--tile", "1", "--tile", "2", "--overlap=+8", "-", "--",
+                            "--force", "--"});
+    CHECK(e.tile == 2 && e.overlap == 8 && !e.force);
+    CHECK((e.inputs == std::vector<std::string>{"-", "--force", "--"}));
+    CHECK(parse_args({"--engine", "m", "-o", "o", "x", "--help", "--frob"}).help);
 
     const fs::path dir = temp_dir("args");
     fs::create_directories(dir / "in");
