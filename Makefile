@@ -42,7 +42,8 @@ format: $(STAMP)
 # compared with the Python implementation's; without TensorRT, adaptsr-trt itself is skipped.
 native:
 	@command -v cmake >/dev/null && command -v c++ >/dev/null || { echo "error: make native needs \
-	cmake, a C++17 compiler and libpng (apt-get install cmake g++ libpng-dev)" >&2; exit 1; }
+	cmake, a C++17 compiler, libpng, nlohmann-json and CLI11 (apt-get install cmake g++ libpng-dev \
+	nlohmann-json3-dev libcli11-dev)" >&2; exit 1; }
 	cmake -S . -B build/native $(if $(wildcard $(BIN)/python),-DADAPTSR_PYTHON=$(abspath $(BIN)/python) -DADAPTSR_REQUIRE_PYTHON=ON)
 	cmake --build build/native --parallel
 	cd build/native && ctest --output-on-failure
