@@ -16,6 +16,9 @@ import numpy as np
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import atomic_output
 
+# table headings of the metrics (perceptual ones: adaptsr.adapt.metrics)
+METRIC_LABELS = {"psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y", "lpips": "LPIPS", "dists": "DISTS"}
+METRIC_LABELS.update(haarpsi="HaarPSI", ms_gmsd="MS-GMSD")
 COMPARE_ROWS = 4  # images shown in the side-by-side PNG
 COMPARE_CROP = 96  # HR pixels per crop side
 
@@ -96,7 +99,7 @@ class Result:
 
     def table(self) -> str:
         names = self.metric_names()
-        heads = {"psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y", "lpips": "LPIPS", "dists": "DISTS"}
+        heads = METRIC_LABELS
         width = max(8, *(len(m) for m in self.methods))
         lines = [f"{'':<{width}}" + "".join(f"{heads.get(n, n):>10}" for n in names)]
         for method, values in self.means().items():

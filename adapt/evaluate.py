@@ -10,7 +10,8 @@ field's convention). With a base model beside the evaluated one (an adapter was 
 scored, and so is bicubic upsampling of the LR image, so a table shows what the adaptation bought.
 
 Scoring an ONNX file or an engine needs no torch, as on a deployment machine: torch is imported
-only for a PyTorch model, degradations and the perceptual metrics (LPIPS, DISTS).
+only for a PyTorch model, degradations and the perceptual metrics (LPIPS, DISTS, HaarPSI,
+MS-GMSD).
 """
 
 from __future__ import annotations
@@ -207,7 +208,9 @@ def score(
     y_sr, y_hr = metrics.y_pair(sr, hr, crop, gray)
     out = {"psnr_y": metrics.psnr_from_y(y_sr, y_hr), "ssim_y": metrics.ssim_from_y(y_sr, y_hr)}
     for name, fn in perceptual.items():
-        out[name] = float(fn(sr, hr, crop))
+        value = fn(sr, hr, crop)
+        if value is not None:  # None: too small for this index, left out of its mean
+            out[name] = float(value)
     return out
 
 
@@ -436,10 +439,14 @@ def run_evaluation(req: EvalRequest) -> Result:
 
 
 def _perceptual(device: str) -> tuple[dict[str, Callable], list[str]]:
-    """LPIPS and DISTS where torch and their weights are; a note for each that is not."""
+    """LPIPS, DISTS, HaarPSI and MS-GMSD where torch, piq and their weights are; a note for
+    each that is not."""
     if not have_torch():
-        return {}, ["LPIPS and DISTS skipped: they need torch (pip install 'adaptsr[metrics]')"]
-    return perceptual_metrics.perceptual_metrics(device=device)
+        return {}, [
+            "LPIPS and DISTS skipped: they need torch (pip install 'adaptsr[metrics]')",
+            "HaarPSI and MS-GMSD skipped: they need torch and piq (pip install 'adaptsr[metrics]')",
+        ]
+    return perceptual_metrics.perceptual_metrics(perceptual_metrics.PERCEPTUAL_NAMES, device)
 
 
 def _settings(plan: EvalPlan) -> dict:

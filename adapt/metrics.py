@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from adaptsr.adapt.devices import pick_device
+from adaptsr.adapt.eval_report import METRIC_LABELS
 from adaptsr.core.errors import UserError
 from adaptsr.core.lazy import lazy_import
 from adaptsr.serve.metrics import (
@@ -126,7 +127,7 @@ def ssim_y_torch(sr, hr, crop: int = 0, gray: bool = False):
 
 
 # ---------------------------------------------------------------------------------------------
-# LPIPS and DISTS (the `metrics` extra), from local weights only
+# LPIPS and DISTS (the `metrics` extra), from local weights only; HaarPSI and MS-GMSD (piq)
 
 WEIGHTS_ENV = "ADAPTSR_WEIGHTS"
 # file names as torch.hub caches them; LPIPS's own linear layers ship inside the lpips package
@@ -134,6 +135,10 @@ PERCEPTUAL_FILES = {
     "lpips": ("alexnet-owt-7be5be79.pth",),
     "dists": ("vgg16-397923af.pth", "dists_weights.pt"),
 }
+# weight-free indices of piq: HaarPSI (higher is better, 1 for identical images) and MS-GMSD
+# (lower is better, 0 for identical images); each needs images of at least this side
+MIN_SIDE = {"haarpsi": 16, "ms_gmsd": 17}
+PERCEPTUAL_NAMES = ("lpips", "dists", "haarpsi", "ms_gmsd")
 WEIGHT_URLS = {
     "alexnet-owt-7be5be79.pth": "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
     "vgg16-397923af.pth": "https://download.pytorch.org/models/vgg16-397923af.pth",
@@ -182,37 +187,51 @@ def _build(name: str, device) -> Callable:
     if name == "lpips":
         net = lpips.LPIPS(net="alex", version="0.1", verbose=False).eval().to(device)
         return lambda x, y: net(x, y, normalize=True)
+    if name == "haarpsi":
+        return lambda x, y: piq.haarpsi(x, y, data_range=1.0, reduction="none")
+    if name == "ms_gmsd":
+        return lambda x, y: piq.multi_scale_gmsd(x, y, data_range=1.0, reduction="none")
     return piq.DISTS(reduction="none").eval().to(device)
+
+
+def _missing_note(name: str, folder: Path) -> str | None:
+    """Why metric `name` cannot be computed here (its package or weight files), or None."""
+    package = "lpips" if name == "lpips" else "piq"
+    label = METRIC_LABELS[name]
+    if importlib.util.find_spec(package) is None:
+        return f"{label} skipped: the {package} package is missing (pip install 'adaptsr[metrics]')"
+    missing = [f for f in PERCEPTUAL_FILES.get(name, ()) if not (folder / f).is_file()]
+    if missing:
+        where = ", ".join(f"{f} ({WEIGHT_URLS[f]})" for f in missing)
+        return f"{label} skipped: put {where} in {folder} (or set ${WEIGHTS_ENV})"
+    return None
 
 
 def perceptual_metrics(
     names: tuple[str, ...] = ("lpips", "dists"), device: str = "auto"
 ) -> tuple[dict[str, Callable], list[str]]:
-    """{name: fn(sr, hr, crop) -> float} for the metrics whose package and weights are present,
-    and one note for each that is not, saying what to install or where to put which file."""
+    """{name: fn(sr, hr, crop) -> float or None} for the metrics whose package and weights are
+    present, and one note for each that is not, saying what to install or where to put which
+    file. HaarPSI and MS-GMSD need no weights; fn gives None for an image smaller than the
+    index's least side (the image is left out of that index's mean)."""
     device = pick_device(device)
     folder = weights_dir()
     fns: dict[str, Callable] = {}
     notes: list[str] = []
     for name in names:
-        package = "lpips" if name == "lpips" else "piq"
-        if importlib.util.find_spec(package) is None:
-            notes.append(
-                f"{name.upper()} skipped: the {package} package is missing "
-                "(pip install 'adaptsr[metrics]')"
-            )
-            continue
-        missing = [f for f in PERCEPTUAL_FILES[name] if not (folder / f).is_file()]
-        if missing:
-            where = ", ".join(f"{f} ({WEIGHT_URLS[f]})" for f in missing)
-            notes.append(f"{name.upper()} skipped: put {where} in {folder} (or set ${WEIGHTS_ENV})")
+        note = _missing_note(name, folder)
+        if note is not None:
+            notes.append(note)
             continue
         with local_hub(folder):
             net = _build(name, device)
 
-        def fn(sr, hr, crop, net=net):
+        def fn(sr, hr, crop, net=net, least=MIN_SIDE.get(name, 1)):
+            x, y = _rgb_tensor(sr, crop, device), _rgb_tensor(hr, crop, device)
+            if min(x.shape[-2:]) < least:
+                return None
             with torch.no_grad():
-                value = net(_rgb_tensor(sr, crop, device), _rgb_tensor(hr, crop, device))
+                value = net(x, y)
             return float(value.reshape(-1)[0])
 
         fns[name] = fn

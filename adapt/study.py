@@ -12,6 +12,7 @@ validation folder by adaptsr.adapt.evaluate and the score kept in its folder (ev
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -28,6 +29,7 @@ from adaptsr.adapt.degradation_file import settings_of
 from adaptsr.adapt.evaluate import evaluate, find_pairs, make_degrade
 from adaptsr.adapt.lora import load_adapter
 from adaptsr.adapt.losses.spec import DEFAULT_LOSS, loss_text, parse_loss
+from adaptsr.adapt.metrics import PERCEPTUAL_NAMES, perceptual_metrics
 from adaptsr.adapt.models import check_base_weights, load_model, model_info
 from adaptsr.adapt.sites import parse_targets
 from adaptsr.adapt.study_report import STUDY_FILE, RunOutcome, duration, summarise, write_outputs
@@ -210,14 +212,24 @@ def _outcome_from(run_dir: Path, spec: RunSpec, seed: int, scores: dict) -> RunO
         trainable=int(starts[-1]["trainable"]) if starts else 0,
         psnr_y=float(scores["psnr_y"]),
         ssim_y=float(scores["ssim_y"]),
+        perceptual={k: float(scores[k]) for k in PERCEPTUAL_NAMES if k in scores},
         train_seconds=_train_seconds(records),
         iters=int(done[-1]["iter"]) if done else 0,
         curve=curve,
     )
 
 
+@functools.cache
+def study_metrics(device: str) -> tuple[dict, tuple[str, ...]]:
+    """The perceptual metrics every run is scored with (built once): LPIPS and DISTS where
+    their weights are, HaarPSI and MS-GMSD where piq is; the notes on those left out."""
+    fns, notes = perceptual_metrics(PERCEPTUAL_NAMES, device)
+    return fns, tuple(notes)
+
+
 def _evaluate_run(settings: StudySettings, adapter: Path | None, full: Path | None) -> dict:
-    """Mean PSNR/SSIM-Y of one trained run on the validation folder (no baselines)."""
+    """Mean PSNR/SSIM-Y and the perceptual metrics of one trained run on the validation
+    folder (no baselines)."""
 
     model = load_model(full if full is not None else settings.model)
     if adapter is not None:
@@ -231,6 +243,7 @@ def _evaluate_run(settings: StudySettings, adapter: Path | None, full: Path | No
         degrade=degrade,
         device=settings.device,
         baselines=False,
+        perceptual=study_metrics(settings.device)[0],
         progress=False,
     )
     return result.means()["model"]
@@ -362,6 +375,8 @@ def run_study(
             _clear(out)
         with atomic_output(path, force=True) as tmp:
             tmp.write_text(json.dumps(settings.comparable(), indent=2) + "\n")
+        for note in study_metrics(settings.device)[1]:
+            say(f"note: {note}")
         base = base_scores(settings, out)
         start.keep()
     jobs = [(s, seed) for s in specs for seed in range(settings.seeds)]

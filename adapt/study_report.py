@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adaptsr.adapt.eval_report import METRIC_LABELS
 from adaptsr.core.fileio import atomic_output
 from adaptsr.core.lazy import lazy_import
 
@@ -16,6 +17,7 @@ matplotlib_agg = lazy_import("matplotlib.backends.backend_agg")
 matplotlib_figure = lazy_import("matplotlib.figure")
 
 STUDY_FILE = "study.json"
+SCORE_COLUMNS = ("psnr_y", "ssim_y")  # the table's own columns; the perceptual ones follow
 
 
 @dataclass
@@ -29,6 +31,8 @@ class RunOutcome:
     train_seconds: float
     iters: int
     curve: list[tuple[int, float]] = field(default_factory=list)  # (iteration, val PSNR-Y)
+    # LPIPS, DISTS, HaarPSI, MS-GMSD: those the run was scored with (adaptsr.adapt.metrics)
+    perceptual: dict[str, float] = field(default_factory=dict)
 
     @property
     def it_per_s(self) -> float:
@@ -52,6 +56,22 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return mean, std
 
 
+def _perceptual_means(runs: list[RunOutcome]) -> dict[str, float]:
+    """Mean and std over seeds of each perceptual metric every seed was scored with."""
+    out = {}
+    for name in runs[0].perceptual:
+        if all(name in o.perceptual for o in runs):
+            out[name], out[f"{name}_std"] = _mean_std([o.perceptual[name] for o in runs])
+    return out
+
+
+def perceptual_columns(report: dict) -> list[str]:
+    """The perceptual metrics of the table: those of any row, in the order of METRIC_LABELS."""
+    return [
+        n for n in METRIC_LABELS if n not in SCORE_COLUMNS and any(n in r for r in report["runs"])
+    ]
+
+
 def summarise(settings, specs, base: dict, outcomes: list[RunOutcome]) -> dict:
     rows = []
     for spec in specs:
@@ -71,6 +91,7 @@ def summarise(settings, specs, base: dict, outcomes: list[RunOutcome]) -> dict:
                 "it_per_s": sum(o.it_per_s for o in mine) / len(mine),
                 "seeds": len(mine),
                 "per_seed": [o.psnr_y for o in mine],
+                **_perceptual_means(mine),
             }
         )
     full = next((r for r in rows if r["spec"] == "full"), None)
@@ -86,6 +107,8 @@ def summarise(settings, specs, base: dict, outcomes: list[RunOutcome]) -> dict:
 
 def study_markdown(report: dict) -> str:
     s, base = report["settings"], report["base"]
+    extra = perceptual_columns(report)
+    heads = "".join(f" {METRIC_LABELS[n]} |" for n in extra)
     lines = [
         "# adapt study",
         "",
@@ -95,20 +118,20 @@ def study_markdown(report: dict) -> str:
         "",
         f"Base: {base['psnr_y']:.2f} dB PSNR-Y, {base['ssim_y']:.4f} SSIM-Y.",
         "",
-        "| run | trainable | PSNR-Y (dB) | SSIM-Y | gain (dB) | share of full's gain | "
-        "train time | it/s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | trainable | PSNR-Y (dB) | SSIM-Y |" + heads + " gain (dB) | share of full's gain "
+        "| train time | it/s |",
+        "|---|---|---|---|" + "---|" * len(extra) + "---|---|---|---|",
     ]
     for r in report["runs"]:
         share = "-" if r["share_of_full_gain"] is None else f"{100 * r['share_of_full_gain']:.0f}%"
         lines.append(
             f"| {r['spec']} | {r['trainable']:,} | {r['psnr_y']:.2f} ± {r['psnr_y_std']:.3f} | "
-            f"{r['ssim_y']:.4f} ± {r['ssim_y_std']:.4f} | {r['gain_db']:+.2f} | {share} | "
-            f"{duration(r['train_seconds'])} | {r['it_per_s']:.2f} |"
+            f"{r['ssim_y']:.4f} ± {r['ssim_y_std']:.4f} |{_cells(r, extra)} {r['gain_db']:+.2f} | "
+            f"{share} | {duration(r['train_seconds'])} | {r['it_per_s']:.2f} |"
         )
     lines += [
         "",
-        "± is the standard deviation over seeds.",
+        "± is the standard deviation over seeds." + _perceptual_note(extra),
         "",
         "![PSNR against trainable parameters](params.png)",
         "",
@@ -116,6 +139,20 @@ def study_markdown(report: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _cells(row: dict, names: list[str]) -> str:
+    return "".join(
+        f" {row[n]:.4f} ± {row[n + '_std']:.4f} |" if n in row else " - |" for n in names
+    )
+
+
+def _perceptual_note(names: list[str]) -> str:
+    better = {"lpips": "lower", "dists": "lower", "haarpsi": "higher", "ms_gmsd": "lower"}
+    if not names:
+        return ""
+    said = ", ".join(f"{METRIC_LABELS[n]} {better[n]}" for n in names)
+    return f" Better is: {said}."
 
 
 def write_outputs(out: Path, report: dict, outcomes: list[RunOutcome]) -> None:

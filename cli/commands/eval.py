@@ -46,7 +46,9 @@ opening = lazy_import("adaptsr.adapt.open")
 @provider_option
 @click.option("--baselines/--no-baselines", default=True, help="Also score bicubic upsampling.")
 @click.option(
-    "--perceptual/--no-perceptual", default=True, help="LPIPS and DISTS when their weights exist."
+    "--perceptual/--no-perceptual",
+    default=True,
+    help="LPIPS and DISTS when their weights exist; HaarPSI and MS-GMSD when piq is installed.",
 )
 @click.option("--strict", is_flag=True, help="Stop at the first unreadable or too small image.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
@@ -55,7 +57,7 @@ opening = lazy_import("adaptsr.adapt.open")
 def eval_command(model, adapter, onnx, engine, hr_dir, lr_dir, degradation, seed, scale,
                  save_dir, report, csv_path, compare, tile, device, provider, baselines,
                  perceptual, strict, force, quiet) -> None:  # fmt: skip
-    """Score a model (and its adapter) on LR/HR pairs: PSNR/SSIM on Y, LPIPS, DISTS.
+    """Score a model (and its adapter) on LR/HR pairs: PSNR/SSIM-Y, LPIPS, DISTS, HaarPSI, MS-GMSD.
 
     --onnx or --engine scores the deployed artifact instead, with the same metrics and report.
     """
