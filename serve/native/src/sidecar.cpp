@@ -1,5 +1,6 @@
 #include "sidecar.hpp"
 
+#include <charconv>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -99,14 +100,16 @@ fs::path sidecar_path(const fs::path& engine) {
 
 std::vector<int> parse_version(const std::string& text) {
     std::vector<int> parts;
-    size_t i = 0;
-    while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
-        long value = 0;
-        while (i < text.size() && text[i] >= '0' && text[i] <= '9' && value < 100000000)
-            value = value * 10 + (text[i++] - '0');
-        parts.push_back(static_cast<int>(value));
-        if (i < text.size() && text[i] == '.') ++i;
-        else break;
+    const char* p = text.data();
+    const char* const end = p + text.size();
+    while (p < end && *p >= '0' && *p <= '9') {  // from_chars alone would take a sign
+        int value = 0;
+        const auto [next, ec] = std::from_chars(p, end, value);
+        if (ec != std::errc()) break;  // a part too large for an int ends the version
+        parts.push_back(value);
+        p = next;
+        if (p == end || *p != '.') break;
+        ++p;
     }
     return parts;
 }

@@ -89,7 +89,9 @@ void test_sidecar() {
     CHECK(sidecar_path("a/m.engine") == fs::path("a/m.engine.json"));
     CHECK(sidecar_path("a/m.plan") == fs::path("a/m.engine.json"));  // as artifacts.engine_info_path
     CHECK((parse_version("10.3.0.26") == std::vector<int>{10, 3, 0, 26}));
-    CHECK(parse_version("v10").empty());
+    CHECK(parse_version("v10").empty() && parse_version("-10").empty() && parse_version("").empty());
+    CHECK((parse_version("10.3.") == std::vector<int>{10, 3} && parse_version("8.7-rc") == std::vector<int>{8, 7}));
+    CHECK((parse_version("10.99999999999") == std::vector<int>{10}));
 
     const Platform orin{{10, 3, 0}, {8, 7}, "Orin"};
     Sidecar ok = parse_sidecar(R"({"tensorrt_version": "10.3.0.30", "compute_capability": "8.7"})", "m.engine.json");
