@@ -50,7 +50,7 @@ from adaptsr.adapt.degradation_file import settings_of
 from adaptsr.adapt.devices import pick_device
 from adaptsr.adapt.lora import ALL_TARGETS, Site, base_parameter_count, resolve_ranks
 from adaptsr.adapt.lr_batches import degraded_batches, make_degrader
-from adaptsr.adapt.models import load_model, model_info
+from adaptsr.adapt.models import check_base_weights, load_model, model_info
 from adaptsr.adapt.rankmap import RankAllocation, SiteInfo, heatmap_path, write_rank_map
 from adaptsr.adapt.site_scores import SiteScores, score_sites
 from adaptsr.adapt.sites import parse_targets, target_sites
@@ -396,9 +396,12 @@ class AllocationJob:
     device: str | None = None  # None: cuda if present
     force: bool = False
     targets: str = ALL_TARGETS  # site families to allocate over (adaptsr.adapt.sites)
+    allow_random_base: bool = False  # a configuration with random weights as the base
 
-    def check(self) -> None:
-        """Every check that needs no model, before one is loaded."""
+    def check(self) -> bool:
+        """Every check that needs no model, before one is loaded; True when the base has
+        random weights (allowed)."""
+        random_base = check_base_weights(self.model, self.allow_random_base)
         if not self.out.lower().endswith(".json"):
             raise UserError(f"{self.out}: the rank map is a .json file")
         inputs = [self.model, self.data, self.lr_dir, self.hr_dir]
@@ -417,6 +420,7 @@ class AllocationJob:
         self.settings.checked()
         if not self.settings.budget:
             raise UserError("no budget: give --budget (e.g. 886k, 8%, or r8)")
+        return random_base
 
 
 @dataclass(frozen=True)
@@ -429,7 +433,7 @@ class AllocationOutput:
 def run_allocation(job: AllocationJob, progress: bool = True) -> AllocationOutput:
     """Score the sites of job.model on its data, share the budget, write the rank map (.json)
     and its heatmap (.png beside it)."""
-    job.check()
+    random_base = job.check()
     s = job.settings
     device = torch.device(pick_device(job.device))
     model = load_model(job.model, device=device)
@@ -458,6 +462,7 @@ def run_allocation(job: AllocationJob, progress: bool = True) -> AllocationOutpu
         "batches": s.score_batches if pairs is not None else 0,
         "batch": s.score_batch,
         "patch": s.score_patch,
+        "random_base": random_base,
     }
     result = allocate_ranks(
         model,

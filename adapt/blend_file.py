@@ -31,7 +31,7 @@ from safetensors.torch import save_file
 from adaptsr.adapt.adapter_file import AdapterFile
 from adaptsr.adapt.lora import lora_scale
 from adaptsr.adapt.merge_adapter import check_blendable
-from adaptsr.adapt.models import load_model
+from adaptsr.adapt.models import check_base_weights, load_model
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import atomic_output, check_not_input, check_writable
 from adaptsr.core.version import __version__
@@ -121,15 +121,18 @@ def write_blend_file(
     blend: Sequence[tuple[str, float]],
     out: str | os.PathLike,
     force: bool = False,
+    allow_random_base: bool = False,
 ) -> BlendFileSummary:
     """Write base + sum_i s_i * dW_i of the (adapter file, s_i) pairs as one adapter file for
-    `model`; checked by loading it onto the model before it is written."""
+    `model` (one with random weights only if allowed, as merging); checked by loading it onto
+    the model before it is written."""
     paths = [str(p) for p, _ in blend]
     out = Path(out)
     check_not_input(out, [model, *paths], "--blend-out")
     check_writable(out, force)
     if out.suffix != ".safetensors":
         raise UserError(f"--blend-out {out}: adapter files are .safetensors")
+    check_base_weights(model, allow_random_base)
     net = load_model(model)  # a bad --model is named first, whatever the adapters
     adapters = [(AdapterFile.read(p), float(s)) for p, s in blend]
     if not adapters:

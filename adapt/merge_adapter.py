@@ -15,7 +15,7 @@ from adaptsr.adapt.adapter_file import AdapterFile
 from adaptsr.adapt.lora import lora_layers, merge_lora
 from adaptsr.adapt.lora_report import base_parameter_count
 from adaptsr.adapt.model_card import Resource, make_card, write_card
-from adaptsr.adapt.models import CHECKPOINT_SUFFIXES, load_model, save_model
+from adaptsr.adapt.models import CHECKPOINT_SUFFIXES, check_base_weights, load_model, save_model
 from adaptsr.core.artifacts import model_card_path
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import check_not_input, check_writable
@@ -38,24 +38,34 @@ class MergeSummary:
 
 
 def merge_adapter_file(
-    model: str, adapter: str, out: str, force: bool = False, strength: float = 1.0
+    model: str,
+    adapter: str,
+    out: str,
+    force: bool = False,
+    strength: float = 1.0,
+    allow_random_base: bool = False,
 ) -> MergeSummary:
     """Load `model`, fold `adapter` at `strength` into the weights and save the result as
     `out` (strength 1: the adapter as trained; 0: the base)."""
-    return merge_adapter_files(model, [(adapter, strength)], out, force)
+    return merge_adapter_files(model, [(adapter, strength)], out, force, allow_random_base)
 
 
 def merge_adapter_files(
-    model: str, blend: Sequence[tuple[str, float]], out: str, force: bool = False
+    model: str,
+    blend: Sequence[tuple[str, float]],
+    out: str,
+    force: bool = False,
+    allow_random_base: bool = False,
 ) -> MergeSummary:
     """Load `model`, fold base + sum_i s_i * dW_i of the (adapter file, s_i) pairs into the
-    weights and save the result as `out`."""
+    weights and save the result as `out`; a base with random weights only if allowed."""
     paths = [path for path, _ in blend]
     check_not_input(out, [model, *paths], "--out")
     check_writable(out, force)
     if not out.lower().endswith(CHECKPOINT_SUFFIXES):  # checked before any work
         raise UserError(f"{out}: choose a {' or '.join(CHECKPOINT_SUFFIXES)} file name")
     check_writable(model_card_path(out), force)  # the model card beside it
+    check_base_weights(model, allow_random_base)
     net = load_model(model)  # a bad --model is named first, whatever the adapters
     adapters = [(AdapterFile.read(path), float(s)) for path, s in blend]
     parameters = sum(t.numel() for a, _ in adapters for t in a.tensors.values())

@@ -32,6 +32,7 @@ from torch import nn
 from adaptsr.adapt import archs
 from adaptsr.adapt.edsr import register as register_edsr
 from adaptsr.adapt.fetch import cached_path
+from adaptsr.adapt.releases import RELEASES
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import atomic_output, check_readable
 from adaptsr.core.tiling import SizeRule
@@ -119,6 +120,47 @@ def _load_pretrained(name: str) -> nn.Module:
     if not path.is_file():
         raise UserError(f"the weights of {name} are missing from this installation ({path})")
     return model_from_state_dict(_read_state_dict(path, allow_torchscript=False), name=name)
+
+
+# ---------------------------------------------------------------------------------------------
+# random bases: adapting, merging or exporting a configuration without its weights gives a model
+# that means nothing, so those pipelines refuse one unless asked (--allow-random-base)
+
+ALLOW_RANDOM_FLAG = "--allow-random-base"
+
+
+def random_weights(spec: str | os.PathLike) -> bool:
+    """Whether `load_model(spec)` gives random weights: a configuration name whose official
+    weights `adapt fetch` has not downloaded (pretrained names and checkpoints have weights)."""
+    name = str(spec)
+    return name in BUILTIN_MODELS and cached_path(name) is None
+
+
+def check_base_weights(spec: str | os.PathLike, allow_random: bool = False) -> bool:
+    """Refuse a base `spec` with random weights unless `allow_random`; True when the base is
+    random (the caller records it)."""
+    if not random_weights(spec):
+        return False
+    if not allow_random:
+        raise UserError(random_base_message(str(spec)))
+    return True
+
+
+def random_base_message(name: str) -> str:
+    """The one line that refuses configuration `name` as a base, and says where weights are."""
+    release = RELEASES.get(name)
+    if release is not None:
+        where = (
+            f"{name} has random weights: run `adapt fetch {name}` for its official release "
+            f"({release.file}), or pick a model with weights from `adapt models`"
+        )
+    else:
+        where = (
+            f"{name} has random weights and no official release is recorded for it: pick a "
+            "model with weights from `adapt models` (`adapt fetch NAME` downloads the releases "
+            "listed there) or give a checkpoint"
+        )
+    return f"{where}; {ALLOW_RANDOM_FLAG} uses it as it is"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -359,13 +401,25 @@ def model_info(model: nn.Module) -> ModelInfo:
     return info
 
 
+def _unshared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A copy of every tensor whose memory an earlier one shares (a module used twice, as
+    MPRNet's activations are): safetensors refuses shared memory; each key keeps its values."""
+    seen: set[tuple[int, int]] = set()
+    out = {}
+    for key, tensor in state.items():
+        where = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        out[key] = tensor.clone() if where in seen else tensor
+        seen.add(where)
+    return out
+
+
 def save_model(model: nn.Module, path: str | os.PathLike, force: bool = False) -> Path:
     """Write the model's state dict as .safetensors or .pth, atomically."""
     path = Path(path)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_output(path, force=force) as tmp:
         if path.suffix.lower() == ".safetensors":
-            safetensors.torch.save_file(state, str(tmp), metadata={"format": "pt"})
+            safetensors.torch.save_file(_unshared(state), str(tmp), metadata={"format": "pt"})
         elif path.suffix.lower() in (".pth", ".pt", ".ckpt"):
             torch.save(state, tmp)
         else:

@@ -29,7 +29,7 @@ from adaptsr.adapt.allocate import allocate_ranks, image_batches
 from adaptsr.adapt.choices import DEFAULT_MODEL
 from adaptsr.adapt.devices import pick_device
 from adaptsr.adapt.evaluate import evaluate, find_pairs, make_degrade, write_compare
-from adaptsr.adapt.models import model_info
+from adaptsr.adapt.models import check_base_weights, model_info
 from adaptsr.adapt.photos import PHOTO_NAMES, write_photos
 from adaptsr.adapt.rankmap import write_rank_map
 from adaptsr.core.contracts import ExportReport
@@ -115,6 +115,7 @@ def run_demo(
     if cfg.iters < 1:
         raise UserError(f"--iters must be at least 1, got {cfg.iters}")
     check_out(out, force)
+    check_base_weights(cfg.model)  # the demo adapts a model with weights, as train would ask
     base = adaptsr.load_model(cfg.model)  # a bad name fails here, before anything is written
     scale = model_info(base).scale
     out.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,7 @@ from adaptsr.core.lazy import lazy_import
 from adaptsr.serve.timing import MAX_ROUNDS
 
 onnx = lazy_import("onnx")
+models = lazy_import("adaptsr.adapt.models")  # torch: only to check a named base's weights
 
 MIN_OPSET = 18  # the dynamo exporter's oldest
 
@@ -91,9 +92,13 @@ def plan_export(
     latency_max_rounds: int = MAX_ROUNDS,
     force: bool = False,
     strength: float | None = None,
+    allow_random_base: bool = False,
 ) -> ExportPlan:
-    """Every check of an export that needs no model, in the order a user meets them."""
+    """Every check of an export that needs no model, in the order a user meets them; a `model`
+    with random weights (a configuration without its weights fetched) only if allowed."""
     out = Path(out)
+    if model is not None:
+        models.check_base_weights(model, allow_random_base)
     outputs = {"--out": out, "the report": report_path(out), "the model card": model_card_path(out)}
     check_outputs_not_inputs(outputs, [model, adapter])
     for path in outputs.values():

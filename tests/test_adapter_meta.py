@@ -44,7 +44,8 @@ def _edited(adapter, path, dtype=None, **meta):
 def test_edited_metadata_is_refused_before_merging(run_cli, adapter, tmp_path, change, fragment):
     edited = _edited(adapter, tmp_path / "edited.safetensors", **change)
     out = tmp_path / "merged.safetensors"
-    code, _, err = run_cli("merge", "--model", "safmn-x4", "--adapter", edited, "--out", out)
+    args = ["--adapter", edited, "--out", out, "--allow-random-base"]
+    code, _, err = run_cli("merge", "--model", "safmn-x4", *args)
     assert code == 1 and err.count("\n") == 1, err
     assert fragment in err and str(edited) in err, err
     assert not out.exists()
@@ -54,5 +55,6 @@ def test_metadata_that_agrees_with_the_model_merges(run_cli, adapter, tmp_path):
     for i, change in enumerate(({}, {"arch": ""}, {"scale": ""}, {"dtype": torch.float16})):
         edited = _edited(adapter, tmp_path / f"ok{i}.safetensors", **change)
         out = tmp_path / f"merged{i}.safetensors"
-        code, _, err = run_cli("merge", "--model", "safmn-x4", "--adapter", edited, "--out", out)
+        args = ["--adapter", edited, "--out", out, "--allow-random-base"]
+        code, _, err = run_cli("merge", "--model", "safmn-x4", *args)
         assert code == 0 and out.is_file(), (change, err)

@@ -11,6 +11,7 @@ from adaptsr.adapt.merge_adapter import blend_adapters, parse_weighted
 from adaptsr.adapt.open import ModelSpec, open_model
 
 MODEL = "safmn-x4"
+MERGE = ("merge", "--allow-random-base", "--model", MODEL)  # MODEL's weights are random
 RANKS = {"to_feat": 3, "feats.0.ccm.ccm.0": 4, "feats.0.ccm.ccm.2": 2}
 
 
@@ -95,21 +96,17 @@ def test_blends_of_another_base_or_layout_are_refused(adapters, tmp_path, run_cl
     out = tmp_path / "m.safetensors"
     for other, words in ((other_base, "different base models"), (other_sites, "different sites")):
         code, _, err = run_cli(
-            "merge", "--model", MODEL, "--adapter", f"{a}:0.5", "--adapter", f"{other}:0.5",
+            *MERGE, "--adapter", f"{a}:0.5", "--adapter", f"{other}:0.5",
             "--out", out,
         )  # fmt: skip
         assert code == 1 and words in err and len(err.strip().splitlines()) == 1, err
         assert not out.exists()
     # one adapter on another base: the adapter file's own refusal, one line
-    code, _, err = run_cli("merge", "--model", MODEL, "--adapter", other_base, "--out", out)
+    code, _, err = run_cli(*MERGE, "--adapter", other_base, "--out", out)
     assert code == 1 and "another base model" in err and len(err.strip().splitlines()) == 1
-    code, _, err = run_cli(
-        "merge", "--model", MODEL, "--adapter", f"{a}:0.5", "--strength", "0.3", "--out", out
-    )
+    code, _, err = run_cli(*MERGE, "--adapter", f"{a}:0.5", "--strength", "0.3", "--out", out)
     assert code == 1 and "--strength" in err and len(err.strip().splitlines()) == 1
-    code, _, err = run_cli(
-        "merge", "--model", MODEL, "--adapter", a, "--adapter", a, "--strength", "1", "--out", out
-    )
+    code, _, err = run_cli(*MERGE, "--adapter", a, "--adapter", a, "--strength", "1", "--out", out)
     assert code == 1 and "--strength goes with one --adapter" in err
 
 
@@ -117,7 +114,7 @@ def test_merge_cli_blend_and_strength(adapters, tmp_path, run_cli):
     a, b = adapters
     out = tmp_path / "blend.safetensors"
     code, stdout, err = run_cli(
-        "merge", "--model", MODEL, "--adapter", f"{a}:0.7", "--adapter", f"{b}:0.3", "--out", out
+        *MERGE, "--adapter", f"{a}:0.7", "--adapter", f"{b}:0.3", "--out", out
     )
     assert code == 0, err
     assert "from 2 adapter files" in stdout
@@ -128,9 +125,7 @@ def test_merge_cli_blend_and_strength(adapters, tmp_path, run_cli):
     for (name, w), (_, g) in zip(want.state_dict().items(), got.state_dict().items(), strict=True):
         assert torch.equal(w, g), name
     out2 = tmp_path / "strength.safetensors"
-    code, _, err = run_cli(
-        "merge", "--model", MODEL, "--adapter", a, "--strength", "0", "--out", out2
-    )
+    code, _, err = run_cli(*MERGE, "--adapter", a, "--strength", "0", "--out", out2)
     assert code == 0, err
     base = adaptsr.load_model(MODEL)
     for (name, w), (_, g) in zip(
@@ -164,11 +159,12 @@ def test_export_plan_carries_the_strength(adapters, tmp_path):
     from adaptsr.export.plan import plan_export
 
     a, _ = adapters
-    plan = plan_export(tmp_path / "m.onnx", model=MODEL, adapter=str(a), dynamic=True, strength=0.3)
+    out, ok = tmp_path / "m.onnx", {"allow_random_base": True}  # MODEL's weights are random
+    plan = plan_export(out, model=MODEL, adapter=str(a), dynamic=True, strength=0.3, **ok)
     assert plan.strength == 0.3
-    assert plan_export(tmp_path / "m.onnx", model=MODEL, adapter=str(a), dynamic=True).strength == 1
+    assert plan_export(out, model=MODEL, adapter=str(a), dynamic=True, **ok).strength == 1
     with pytest.raises(adaptsr.UserError, match="--strength needs --merged --adapter"):
-        plan_export(tmp_path / "m.onnx", model=MODEL, dynamic=True, strength=0.3)
+        plan_export(out, model=MODEL, dynamic=True, strength=0.3, **ok)
     merged, _ = load_merged(MODEL, a, plan.strength)
     want = blend_adapters(adaptsr.load_model(MODEL), [(AdapterFile.read(a), 0.3)])
     for (name, w), (_, g) in zip(

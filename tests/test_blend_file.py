@@ -16,6 +16,7 @@ from adaptsr.adapt.merge_adapter import blend_adapters
 from adaptsr.adapt.open import ModelSpec, open_model
 
 MODEL = "safmn-x4"
+MERGE = ("merge", "--allow-random-base", "--model", MODEL)  # MODEL's weights are random
 # to_feat: useful rank 3 (3 + 2 > 3: the summed update, A the identity); ccm.2 a 1x1 conv
 # 72 -> 36, useful rank 36 (20 + 30 > 36: B the identity); ccm.0: concatenated (4 + 4)
 RANKS_A = {"to_feat": 3, "feats.0.ccm.ccm.0": 4, "feats.0.ccm.ccm.2": 20}
@@ -74,7 +75,7 @@ def test_blend_file_is_exact_loads_and_blends_again(adapters, tmp_path, run_cli)
     a, b = adapters
     out = tmp_path / "blend.safetensors"
     code, stdout, err = run_cli(
-        "merge", "--model", MODEL, "--adapter", f"{a}:0.7", "--adapter", f"{b}:0.3",
+        *MERGE, "--adapter", f"{a}:0.7", "--adapter", f"{b}:0.3",
         "--blend-out", out,
     )  # fmt: skip
     assert code == 0, err
@@ -104,7 +105,7 @@ def test_blend_file_with_the_merged_checkpoint(adapters, tmp_path, run_cli):
     a, _ = adapters
     out, blend = tmp_path / "m.safetensors", tmp_path / "s.safetensors"
     code, stdout, err = run_cli(
-        "merge", "--model", MODEL, "--adapter", a, "--strength", "0.4", "--out", out,
+        *MERGE, "--adapter", a, "--strength", "0.4", "--out", out,
         "--blend-out", blend,
     )  # fmt: skip
     assert code == 0, err
@@ -126,17 +127,15 @@ def test_blend_file_refusals(adapters, tmp_path, run_cli):
         (["--adapter", f"{a}:0.5", "--adapter", f"{difffit}:0.5"], "DiffFit adapter"),
     ]
     for args, words in cases:
-        code, _, err = run_cli("merge", "--model", MODEL, *args, "--blend-out", out)
+        code, _, err = run_cli(*MERGE, *args, "--blend-out", out)
         assert code == 1 and words in err and len(err.strip().splitlines()) == 1, err
         assert not out.exists()
-    code, _, err = run_cli("merge", "--model", MODEL, "--adapter", a)
+    code, _, err = run_cli(*MERGE, "--adapter", a)
     assert code == 1 and "--blend-out" in err and len(err.strip().splitlines()) == 1
     bad = tmp_path / "blend.pth"
-    code, _, err = run_cli("merge", "--model", MODEL, "--adapter", a, "--blend-out", bad)
+    code, _, err = run_cli(*MERGE, "--adapter", a, "--blend-out", bad)
     assert code == 1 and ".safetensors" in err and not bad.exists()
-    code, _, err = run_cli(
-        "merge", "--model", MODEL, "--adapter", a, "--blend-out", out, "--out", out
-    )
+    code, _, err = run_cli(*MERGE, "--adapter", a, "--blend-out", out, "--out", out)
     assert code == 1 and "same place" in err
 
 

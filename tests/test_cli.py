@@ -5,6 +5,8 @@ import torch
 
 import adaptsr
 
+RANDOM_OK = "--allow-random-base"  # safmn-x4 is a configuration with random weights
+
 
 def test_help_and_version(run_cli):
     code, out, _ = run_cli("--help")
@@ -75,7 +77,7 @@ def test_merge_bad_inputs_are_one_line(tmp_path, run_cli):
         (["--model", tmp_path / "missing.pth"], "no model file"),
         (["--model", corrupt], "cannot read"),
         (["--model", unknown], "unknown architecture"),
-        (["--model", "safmn-x4", "--out", locked / "m.safetensors"], "not writable"),
+        (["--model", "safmn-x4", "--out", locked / "m.safetensors", RANDOM_OK], "not writable"),
     ]
     import os
 
@@ -87,8 +89,9 @@ def test_merge_bad_inputs_are_one_line(tmp_path, run_cli):
         _one_line_error(code, err)
         assert message in err, (args, err)
     code, _, err = run_cli(
-        "merge", "--model", "safmn-x4", "--adapter", adapter, "--out", tmp_path / "o.safetensors"
-    )
+        "merge", "--model", "safmn-x4", "--adapter", adapter, "--out", tmp_path / "o.safetensors",
+        RANDOM_OK,
+    )  # fmt: skip
     _one_line_error(code, err)
     assert "no such adapter file" in err
 

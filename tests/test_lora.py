@@ -272,7 +272,9 @@ def test_merge_cli_writes_loadable_checkpoint(tmp_path, run_cli):
     randomise_adapters(model)
     adapter = adaptsr.save_adapter(model, tmp_path / "a.safetensors")
     out = tmp_path / "merged.safetensors"
-    code, stdout, err = run_cli("merge", "--model", "safmn-x4", "--adapter", adapter, "--out", out)
+    random_ok = "--allow-random-base"  # safmn-x4: a configuration with random weights
+    args = ["--adapter", adapter, "--out", out, random_ok]
+    code, stdout, err = run_cli("merge", "--model", "safmn-x4", *args)
     assert code == 0, err
     merged = adaptsr.load_model(out)
     x = torch.rand(1, 3, 16, 16)
@@ -288,6 +290,7 @@ def test_merge_cli_writes_loadable_checkpoint(tmp_path, run_cli):
         adapter,
         "--out",
         tmp_path / "x.safetensors",
+        random_ok,
     )
     assert code != 0 and "another base model" in err
     assert not (tmp_path / "x.safetensors").exists()

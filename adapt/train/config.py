@@ -23,6 +23,7 @@ from adaptsr.core.lazy import lazy_import
 
 kernels = lazy_import("adaptsr.kernels")  # imports torch: only when a config is resolved
 degradation_file = lazy_import("adaptsr.adapt.degradation_file")  # torch, likewise
+models = lazy_import("adaptsr.adapt.models")  # torch, likewise
 
 MODES = ("lora", "difffit", "full", "pretrain")
 ADAPTER_MODES = ("lora", "difffit")  # a frozen base with adapters: saved as adapter files
@@ -49,6 +50,9 @@ RUN_FILES = (
 # settings a resumed run may change: they do not alter the numbers it computes
 RESUMABLE = ("device", "workers", "save_every", "val_every", "log_every", "kernels", "strict")
 RESUMABLE += ("compile", "cuda_graphs")  # speed only (like kernels: the last bits may differ)
+RESUMABLE += ("allow_random_base",)  # a permission: the base itself is checked on resume
+# what a run's config.json records about the run, not settings: never read back as one
+RUN_FACTS = ("run_id", "random_base")
 # the allocation settings a run without --rank-aware refuses when changed (score_batches
 # predates the others and was always accepted without --rank-aware)
 RANK_AWARE_OPTIONS = ("score", "normalise", "allocator", "r_min", "r_max", "score_batch")
@@ -105,6 +109,10 @@ class TrainConfig:
     vgg_weights: str | None = None  # VGG19 ImageNet weights for the perceptual term
     gan_start: int = 0  # iterations without the gan term first (pixel-only warm-up)
     ema: float = 0.0  # decay of the weights' moving average (0: none); saved adapters use it
+    # a base with random weights (a configuration without its weights fetched) is refused
+    # unless allowed; pretraining starts from random weights and needs no permission
+    allow_random_base: bool = False
+    random_base: bool = False  # a fact `resolved` records: the base had random weights
 
     def resolved(self) -> TrainConfig:
         """Defaults filled in and every value checked."""
@@ -117,6 +125,8 @@ class TrainConfig:
             c.degradation = "bicubic" if c.mode == "pretrain" else "realesrgan"
         if not c.model:
             raise UserError("no model: give --model (a checkpoint or a built-in name)")
+        allowed = c.allow_random_base or c.mode == "pretrain"
+        c.random_base = models.check_base_weights(c.model, allowed)
         _check_numbers(c)
         c.allocation = c.allocation.checked()
         c.degradation = degradation_file.recorded(c.degradation)
@@ -203,7 +213,7 @@ def config_from_dict(values: dict, where: str = "config") -> TrainConfig:
         name = key.replace("-", "_")
         if name == "allocation" and isinstance(value, dict):
             flat.update({k.replace("-", "_"): v for k, v in value.items()})
-        elif name != "run_id":  # a run's config.json names its run: not a setting
+        elif name not in RUN_FACTS:  # what config.json says about its run: not settings
             flat[name] = value
     defaults = TrainConfig().to_dict()
     for key in flat:

@@ -1,4 +1,4 @@
-"""Options shared by the inference commands (upscale, bench): one definition, one meaning."""
+"""Options shared by several commands: one definition, one meaning."""
 
 import click
 
@@ -63,6 +63,19 @@ def model_options(
         click.option("--adapter", type=click.Path(), help=adapter),
         click.option("--onnx", type=click.Path(), help=onnx),
         click.option("--engine", type=click.Path(), help=engine),
+    )
+
+
+def allow_random_base_option(default: bool | None = False):
+    """--allow-random-base, for the commands that adapt, merge or export a base model (the
+    check: adaptsr.adapt.models.check_base_weights). `adapt train` passes default None, "not
+    given", so --config or the resumed run's config.json decides."""
+    return click.option(
+        "--allow-random-base",
+        is_flag=True,
+        default=default,
+        help="Accept a built-in configuration with random weights (no official weights "
+        "fetched: see `adapt models`, `adapt fetch NAME`) as the base, e.g. for timing.",
     )
 
 

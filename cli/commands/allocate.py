@@ -6,6 +6,7 @@ from adaptsr.cli.commands._options import (
     allocate_aliases,
     allocation_options,
     allocation_settings,
+    allow_random_base_option,
     degradation_option,
     max_pixels_option,
     targets_option,
@@ -51,6 +52,7 @@ allocation = lazy_import("adaptsr.adapt.allocate")  # torch: only when the comma
 )
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present).")
 @click.option("--force", is_flag=True, help="Overwrite the rank map and heatmap if they exist.")
+@allow_random_base_option()
 @max_pixels_option
 def allocate(model_spec, budget, **options) -> None:
     """Score every LoRA site on adaptation data and share a parameter budget by importance.

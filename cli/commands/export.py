@@ -3,6 +3,7 @@ Torch is imported only by `onnx`."""
 
 import click
 
+from adaptsr.cli.commands._options import allow_random_base_option
 from adaptsr.core.contracts import EngineSidecar, ExportReport
 from adaptsr.core.lazy import lazy_import
 from adaptsr.export.plan import plan_export
@@ -51,9 +52,10 @@ def export() -> None:
     help="An inconclusive latency check runs on to the rounds it needs, at most this many.",
 )
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@allow_random_base_option()
 def onnx_cmd(
     model_spec, adapter, merged, strength, out, dynamic, tile, dynamic_batch, fp16, opset,
-    latency_rounds, latency_max_rounds, force,
+    latency_rounds, latency_max_rounds, force, allow_random_base,
 ):  # fmt: skip
     """Export a base model, or a base with its adapter merged, to ONNX.
 
@@ -71,6 +73,7 @@ def onnx_cmd(
         out, model=model_spec, adapter=adapter, dynamic=dynamic, tile=tile, opset=opset,
         fp16=fp16, dynamic_batch=dynamic_batch, latency_rounds=latency_rounds,
         latency_max_rounds=latency_max_rounds, force=force, strength=strength,
+        allow_random_base=allow_random_base,
     )  # fmt: skip
     report = onnx_export.run_export(plan, progress=True)
     for line in export_lines(report):

@@ -1,5 +1,6 @@
 import click
 
+from adaptsr.cli.commands._options import allow_random_base_option
 from adaptsr.core.artifacts import model_card_path
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import check_distinct_outputs
@@ -37,7 +38,10 @@ blend_file = lazy_import("adaptsr.adapt.blend_file")
     "ranks concatenated, exact; it loads and blends again like any adapter.",
 )
 @click.option("--force", is_flag=True, help="Overwrite --out (--blend-out) if it exists.")
-def merge(model_spec: str, adapters: tuple[str, ...], strength, out, blend_out, force) -> None:
+@allow_random_base_option()
+def merge(
+    model_spec: str, adapters: tuple[str, ...], strength, out, blend_out, force, allow_random_base
+) -> None:
     """Fold adapters into their base model: a plain checkpoint of the base architecture.
 
     `--adapter a.safetensors:0.7 --adapter b.safetensors:0.3` blends two adapters of one base
@@ -48,9 +52,13 @@ def merge(model_spec: str, adapters: tuple[str, ...], strength, out, blend_out, 
     check_distinct_outputs({"--out": out, "--blend-out": blend_out})
     blend = blend_spec(adapters, strength)
     if blend_out:
-        click.echo(blend_file.write_blend_file(model_spec, blend, blend_out, force).text())
+        written = blend_file.write_blend_file(
+            model_spec, blend, blend_out, force, allow_random_base
+        )
+        click.echo(written.text())
     if out:
-        click.echo(merging.merge_adapter_files(model_spec, blend, out, force).text())
+        summary = merging.merge_adapter_files(model_spec, blend, out, force, allow_random_base)
+        click.echo(summary.text())
         click.echo(f"model card: {model_card_path(out)}")
 
 

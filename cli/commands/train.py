@@ -6,6 +6,7 @@ import click
 from adaptsr.adapt.choices import SEED_MAX
 from adaptsr.cli.commands._options import (
     allocation_options,
+    allow_random_base_option,
     degradation_option,
     max_pixels_option,
     scaling_option,
@@ -102,6 +103,7 @@ bench_report = lazy_import("adaptsr.adapt.train.bench_report")
     help="With --resume: continue although the training images changed since the run started.",
 )
 @click.option("--force", is_flag=True, help="Start over in a --out that holds a run.")
+@allow_random_base_option(default=None)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @max_pixels_option
 @click.option("--bench", is_flag=True, help="Measure it/s and peak memory instead of training.")
