@@ -37,7 +37,7 @@ const std::string* text_of(const json* value) {
 }
 
 // The parser's message without its "[json.exception.parse_error.101] " tag.
-std::string reason(const json::parse_error& e) {
+std::string reason(const json::exception& e) {
     const std::string what = e.what();
     const auto tag_end = what.find("] ");
     return tag_end == std::string::npos ? what : what.substr(tag_end + 2);
@@ -82,7 +82,7 @@ void read_size_requirements(const json& value, const fs::path& where, Sidecar& s
     json req;
     try {
         req = json::parse(*text);
-    } catch (const json::parse_error&) {
+    } catch (const json::exception&) {
         throw UserError(where.string() + ": metadata size_requirements is not JSON: '" + *text + "'");
     }
     if (!req.is_object())
@@ -121,7 +121,7 @@ Sidecar parse_sidecar(const std::string& text, const fs::path& where) {
     json root;
     try {
         root = json::parse(text);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // a syntax error, or a number past double's range
         throw UserError("cannot read " + where.string() + ": not JSON (" + reason(e) + ")");
     }
     if (!root.is_object()) throw UserError("cannot read " + where.string() + ": expected a JSON object");

@@ -49,6 +49,10 @@ void test_json() {
         CHECK_THROWS(UserError, parse_sidecar(bad, "x.json"), "cannot read x.json: not JSON (");
     CHECK_THROWS(UserError, parse_sidecar("{\n  \"a\": }", "x.json"), "line 2, column");  // says where
     CHECK_THROWS(UserError, parse_sidecar(std::string(100, '['), "x.json"), "not JSON");
+    CHECK_THROWS(UserError, parse_sidecar(R"({"build_seconds": 1e500})", "x.json"), "not JSON (number overflow");
+    CHECK_THROWS(UserError, parse_sidecar(R"({"verify": {"min_psnr_db": Infinity}})", "x.json"), "not JSON");
+    CHECK_THROWS(UserError, parse_sidecar(R"({"metadata": {"size_requirements": "{\"min_size\": 1e999}"}})", "x.json"),
+                 "size_requirements is not JSON");
     std::string error;  // one line, whatever the input
     try {
         parse_sidecar("{\"a\": \"b\nc\"}", "x.json");

@@ -13,7 +13,8 @@ against a stale copy. Formats (little-endian raw arrays, one text manifest per t
   FILE.alpha.f32 holding what `adaptsr.core.images.read_image` returns; `upscale FILE.png SCALE
   MIN MULT TILE OUT.png` for the whole upscale path (toy model, gray, bicubic alpha, bit depth),
   with OUT.png.rgb.f32 and OUT.png.alpha.f32 holding the result before it is encoded.
-- m.engine.json: an engine sidecar as `adapt export trt` writes it (EngineSidecar.to_json), and
+- m.engine.json: an engine sidecar as `adapt export trt` writes it (EngineSidecar.to_json, with
+  a verification whose PSNR is infinite), and
   sidecar.txt what the native reader must find in it: `tensorrt_version V`, `compute_capability
   MAJOR MINOR`, `gpu NAME`, `precision P`, `scale S`, `min_size N`, `multiple_of M`.
 """
@@ -21,6 +22,7 @@ against a stale copy. Formats (little-endian raw arrays, one text manifest per t
 from __future__ import annotations
 
 import json
+import math
 import struct
 import sys
 import zlib
@@ -28,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptsr.core.contracts import EngineProfile, EngineSidecar
+from adaptsr.core.contracts import EngineProfile, EngineSidecar, EngineVerify, VerifyCheck
 from adaptsr.core.errors import UserError
 from adaptsr.core.images import Image, read_image, write_image
 from adaptsr.core.tiling import SizeRule, axis_weights, plan_tiles, tiled_upscale
@@ -219,7 +221,19 @@ def write_sidecar(out: Path) -> None:
         built_at="2026-12-05T10:00:00+00:00",
         build_command="adapt export trt --onnx m.onnx --out m.engine --fp16",
         metadata={"scale": "3", "size_requirements": json.dumps(requirements)},
+        # identical outputs have an infinite PSNR: the file must stay JSON the runner can read
+        verify=EngineVerify(
+            reference="m.onnx",
+            runtime="onnxruntime CPUExecutionProvider, fp32",
+            input="synthetic",
+            threshold_db=40.0,
+            min_psnr_db=math.inf,
+            max_abs=0.0,
+            checks=[VerifyCheck("min/opt/max", [1, 3, 24, 24], math.inf, 0.0, 0.0)],
+            passed=True,
+        ),
     )
+    # as export/trt_sidecar.py writes it
     (out / "m.engine.json").write_text(json.dumps(sidecar.to_json(), indent=2) + "\n")
     major, minor = sidecar.compute_capability.split(".")
     lines = [
