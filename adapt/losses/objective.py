@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from adaptsr.adapt.losses.artifacts import ldl_loss
+from adaptsr.adapt.losses.dists import DistsLoss, load_dists
 from adaptsr.adapt.losses.focal_frequency import focal_frequency_loss
 from adaptsr.adapt.losses.perceptual import PerceptualLoss, load_vgg19_features
 from adaptsr.adapt.losses.pixel import l1_loss
@@ -17,9 +18,9 @@ GanTerm = Callable[[torch.Tensor], torch.Tensor]
 
 
 class Objective:
-    """sum of weight * term(sr, hr). `perceptual` serves the perceptual term, `gan` the
-    adversarial one (from iteration `gan_start` + 1 on: before it, a warm-up without it);
-    `ldl` needs the EMA model's output as `reference`."""
+    """sum of weight * term(sr, hr). `perceptual` serves the perceptual term, `dists` the DISTS
+    one, `gan` the adversarial one (from iteration `gan_start` + 1 on: before it, a warm-up
+    without it); `ldl` needs the EMA model's output as `reference`."""
 
     def __init__(
         self,
@@ -27,11 +28,15 @@ class Objective:
         perceptual: PerceptualLoss | None = None,
         gan: GanTerm | None = None,
         gan_start: int = 0,
+        dists: DistsLoss | None = None,
     ):
         self.terms, self.perceptual, self.gan, self.gan_start = terms, perceptual, gan, gan_start
+        self.dists = dists
         names = {name for name, _ in terms}
         if "perceptual" in names and perceptual is None:
             raise ValueError("a perceptual term needs its loss module")
+        if "dists" in names and dists is None:
+            raise ValueError("a dists term needs its loss module")
         if "gan" in names and gan is None:
             raise ValueError("a gan term needs the discriminator")
         self.needs_reference = "ldl" in names
@@ -62,6 +67,8 @@ class Objective:
             return self.perceptual(sr, hr)
         if name == "ff":
             return focal_frequency_loss(sr, hr)
+        if name == "dists":
+            return self.dists(sr, hr)
         if name == "ldl":
             if reference is None:
                 raise ValueError("the ldl term needs the EMA model's output")
@@ -74,9 +81,14 @@ def perceptual_module(vgg_weights: str | None, device: torch.device) -> nn.Modul
     return PerceptualLoss(load_vgg19_features(vgg_weights)).to(device)
 
 
-def build_objective(spec: str, vgg_weights, gan_start: int, gan, device) -> Objective:
-    """The objective of a `--loss` spec on `device`; `gan` is the run's GanTraining or None."""
+def build_objective(
+    spec: str, vgg_weights, gan_start: int, gan, device, dists_weights=None
+) -> Objective:
+    """The objective of a `--loss` spec on `device`; `gan` is the run's GanTraining or None;
+    `dists_weights` the folder of the dists term's weights (None: where adapt eval finds them,
+    or torch's cache)."""
     terms = parse_loss(spec)
     names = {name for name, _ in terms}
     perceptual = perceptual_module(vgg_weights, device) if "perceptual" in names else None
-    return Objective(terms, perceptual, gan.generator_term if gan else None, gan_start)
+    dists = load_dists(dists_weights).to(device) if "dists" in names else None
+    return Objective(terms, perceptual, gan.generator_term if gan else None, gan_start, dists)

@@ -6,7 +6,7 @@ import math
 
 from adaptsr.core.errors import UserError
 
-TERMS = ("l1", "perceptual", "ldl", "ff", "gan")
+TERMS = ("l1", "perceptual", "ldl", "ff", "gan", "dists")
 DEFAULT_LOSS = "l1:1"
 
 
