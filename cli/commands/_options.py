@@ -67,16 +67,13 @@ def model_options(
 
 
 def allow_random_base_option(default: bool | None = False):
-    """--allow-random-base, for the commands that adapt, merge or export a base model (the
-    check: adaptsr.adapt.models.check_base_weights). `adapt train` passes default None, "not
-    given", so --config or the resumed run's config.json decides."""
+    """--allow-random-base (adaptsr.adapt.models.check_base_weights); `adapt train`'s default
+    None is "not given": --config or the resumed run's config.json decides."""
     return click.option(
-        "--allow-random-base",
-        is_flag=True,
-        default=default,
-        help="Accept a built-in configuration with random weights (no official weights "
-        "fetched: see `adapt models`, `adapt fetch NAME`) as the base, e.g. for timing.",
-    )
+        "--allow-random-base", is_flag=True, default=default,
+        help="Accept a built-in configuration with random weights as the base (no official "
+        "weights fetched: `adapt models`, `adapt fetch NAME`), e.g. for timing.",
+    )  # fmt: skip
 
 
 # Where adapters go and how LoRA updates are scaled: `adapt train`, `adapt allocate` (targets)

@@ -39,9 +39,7 @@ blend_file = lazy_import("adaptsr.adapt.blend_file")
 )
 @click.option("--force", is_flag=True, help="Overwrite --out (--blend-out) if it exists.")
 @allow_random_base_option()
-def merge(
-    model_spec: str, adapters: tuple[str, ...], strength, out, blend_out, force, allow_random_base
-) -> None:
+def merge(model_spec: str, adapters, strength, out, blend_out, force, allow_random_base) -> None:
     """Fold adapters into their base model: a plain checkpoint of the base architecture.
 
     `--adapter a.safetensors:0.7 --adapter b.safetensors:0.3` blends two adapters of one base
@@ -51,14 +49,11 @@ def merge(
         raise UserError("give --out (the merged checkpoint), --blend-out (an adapter file) or both")
     check_distinct_outputs({"--out": out, "--blend-out": blend_out})
     blend = blend_spec(adapters, strength)
+    ok = allow_random_base
     if blend_out:
-        written = blend_file.write_blend_file(
-            model_spec, blend, blend_out, force, allow_random_base
-        )
-        click.echo(written.text())
+        click.echo(blend_file.write_blend_file(model_spec, blend, blend_out, force, ok).text())
     if out:
-        summary = merging.merge_adapter_files(model_spec, blend, out, force, allow_random_base)
-        click.echo(summary.text())
+        click.echo(merging.merge_adapter_files(model_spec, blend, out, force, ok).text())
         click.echo(f"model card: {model_card_path(out)}")
 
 
