@@ -2,6 +2,7 @@
 torch's cache), equal to piq's DISTS on the same weights. The weights here are random, made and
 written by the test: a user's run never gets random ones."""
 
+import json
 import types
 
 import pytest
@@ -129,3 +130,27 @@ def test_missing_weights_are_one_line_naming_the_file(tmp_path, monkeypatch, wei
     (empty / "dists_weights.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="cannot read DISTS weights"):
         load_dists(empty)
+
+
+def test_adapt_train_with_a_dists_term(weights, safmn_setup, tmp_path, run_cli):
+    folder, _ = weights
+    _, model, hr = safmn_setup
+    base = ["train", "--model", model, "--data", hr, "--device", "cpu", "--quiet",
+            "--iters", "2", "--batch", "2", "--patch", "32", "--degradation", "bicubic",
+            "--workers", "0"]  # fmt: skip
+    run = tmp_path / "run"
+    code, _, err = run_cli(
+        *base, "--out", run, "--loss", "l1:1,dists:0.5", "--dists-weights", folder
+    )
+    assert code == 0, err
+    config = json.loads((run / "config.json").read_text())
+    assert (config["loss"], config["dists_weights"]) == ("l1:1,dists:0.5", str(folder))
+    assert (run / "adapter.safetensors").is_file()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for extra, words in (
+        (["--loss", "l1:1,dists:1", "--dists-weights", empty], "vgg16-397923af.pth"),
+        (["--dists-weights", folder], "--dists-weights applies"),
+    ):
+        code, _, err = run_cli(*base, "--out", tmp_path / "bad", *extra)
+        assert code == 1 and words in err and len(err.strip().splitlines()) == 1, err

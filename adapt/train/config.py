@@ -107,6 +107,7 @@ class TrainConfig:
     flips: bool = True
     loss: str = "l1:1"  # weighted terms (adaptsr.adapt.losses.spec): l1, perceptual, ldl, ff, gan
     vgg_weights: str | None = None  # VGG19 ImageNet weights for the perceptual term
+    dists_weights: str | None = None  # folder of the dists term's VGG16 and DISTS weights
     gan_start: int = 0  # iterations without the gan term first (pixel-only warm-up)
     ema: float = 0.0  # decay of the weights' moving average (0: none); saved adapters use it
     # a base with random weights (a configuration without its weights fetched) is refused
@@ -174,6 +175,8 @@ def _check_loss_options(c: TrainConfig) -> None:
     c.loss = loss_spec.loss_text(tuple(terms.items()))
     if c.vgg_weights and "perceptual" not in terms:
         raise UserError("--vgg-weights applies to a --loss with a perceptual term")
+    if c.dists_weights and "dists" not in terms:
+        raise UserError("--dists-weights applies to a --loss with a dists term")
     if c.gan_start < 0:
         raise UserError(f"--gan-start must be >= 0, got {c.gan_start}")
     if c.gan_start and "gan" not in terms:

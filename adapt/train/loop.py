@@ -214,7 +214,9 @@ class Trainer:
         cfg, device = self.cfg, self.device
         gan = "gan" in dict(parse_loss(cfg.loss))
         self.gan = GanTraining(device, derive_seed(cfg.seed, 7), self.d.world) if gan else None
-        self.objective = build_objective(cfg.loss, cfg.vgg_weights, cfg.gan_start, self.gan, device)
+        self.objective = build_objective(
+            cfg.loss, cfg.vgg_weights, cfg.gan_start, self.gan, device, cfg.dists_weights
+        )
         self.ema = WeightEMA(self.params, cfg.ema) if cfg.ema else None
 
     def _averaged(self):

@@ -86,8 +86,14 @@ bench_report = lazy_import("adaptsr.adapt.train.bench_report")
 @click.option("--flips/--no-flips", default=None, help="Random flips and rotations (default on).")
 @click.option(
     "--loss",
-    help="Weighted loss terms: l1, perceptual, ldl, ff, gan, e.g. l1:1,perceptual:1,gan:0.1 "
-    "(default l1:1).",
+    help="Weighted loss terms: l1, perceptual, ldl, ff, gan, dists, e.g. "
+    "l1:1,perceptual:1,gan:0.1 (default l1:1).",
+)
+@click.option(
+    "--dists-weights",
+    type=click.Path(file_okay=False),
+    help="Folder with vgg16-397923af.pth and dists_weights.pt for the dists term (default: "
+    "adaptsr's weights folder, then torch's cache).",
 )
 @click.option(
     "--vgg-weights",
