@@ -1,6 +1,8 @@
 #include "sidecar.hpp"
 
 #include <charconv>
+#include <climits>
+#include <cstdint>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -134,6 +136,8 @@ Sidecar parse_sidecar(const std::string& text, const fs::path& where) {
         s.compute_capability = capability(*cc);
         if (!s.compute_capability) s.notes.push_back("compute_capability is not a string like \"8.7\"");
     }
+    if (const json* v = member(root, "version"); v && v->is_number_unsigned() && v->get<uint64_t>() <= INT_MAX)
+        s.version = v->get<int>();
     if (const std::string* name = text_of(member(root, "gpu"))) s.gpu_name = *name;
     if (const std::string* precision = text_of(member(root, "precision"))) s.precision = *precision;
     if (const json* meta = member(root, "metadata")) {

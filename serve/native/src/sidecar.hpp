@@ -8,6 +8,7 @@
 //   precision                "fp16"/"fp32": for messages only
 //   metadata.scale           the upscaling factor (checked against the engine's shapes)
 //   metadata.size_requirements  JSON text {"min_size": N, "multiple_of": M}, as in the ONNX
+//   version                  recorded only: the keys above are read from any version
 // The engine itself is the authority for shapes and the optimization profile.
 #pragma once
 
@@ -19,6 +20,10 @@
 
 namespace adaptsr {
 
+// The EngineSidecar version whose keys this reader was checked against. test_fixtures fails when
+// Python writes another: check that the keys above still mean the same, then raise it.
+constexpr int kSidecarVersion = 2;
+
 struct Sidecar {
     std::filesystem::path path;
     bool present = false;
@@ -28,6 +33,7 @@ struct Sidecar {
     std::optional<std::string> precision;
     std::optional<int> scale;
     int min_size = 1, multiple_of = 1;
+    std::optional<int> version;
     std::vector<std::string> notes;  // keys that were malformed and therefore ignored
 };
 

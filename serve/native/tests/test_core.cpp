@@ -70,7 +70,10 @@ void test_sidecar() {
                               "m.engine.json");
     CHECK(s.present && s.tensorrt_version == std::string("10.3.0") && s.precision == std::string("fp16"));
     CHECK(s.scale == 4 && s.min_size == 8 && s.multiple_of == 4);
-    CHECK(!s.compute_capability && s.notes.empty());
+    CHECK(!s.compute_capability && s.notes.empty() && !s.version);
+    CHECK(parse_sidecar(R"({"version": 2})", "x.json").version == 2);
+    for (const char* version : {"\"2\"", "2.5", "-1", "99999999999"})
+        CHECK_MSG(!parse_sidecar(std::string(R"({"version": )") + version + "}", "x.json").version, version);
     // compute capability: the one spelling Python writes, "8.7"; any other is a note, not a check
     Sidecar t = parse_sidecar(R"({"compute_capability": "8.7", "gpu": "Orin"})", "x.json");
     CHECK(t.compute_capability == std::make_pair(8, 7) && t.gpu_name == std::string("Orin"));

@@ -215,6 +215,10 @@ int sidecar_cases(const fs::path& dir) {
     CHECK(s.gpu_name == want["gpu"] && s.precision == want["precision"]);
     CHECK(s.scale == std::stoi(want["scale"]));
     CHECK(s.min_size == std::stoi(want["min_size"]) && s.multiple_of == std::stoi(want["multiple_of"]));
+    CHECK(s.version == std::stoi(want["version"]));
+    CHECK_MSG(s.version == kSidecarVersion,
+              "Python writes EngineSidecar version " + want["version"] + ", the native reader was checked against " +
+                  std::to_string(kSidecarVersion) + ": check serve/native/src/sidecar.hpp's keys, then raise kSidecarVersion");
     const Platform same{parse_version(want["tensorrt_version"]), {major, minor}, want["gpu"]};
     CHECK_MSG(check_sidecar(s, "m.engine", same).empty(), "warnings for the engine's own machine");
     return 1;

@@ -16,7 +16,8 @@ against a stale copy. Formats (little-endian raw arrays, one text manifest per t
 - m.engine.json: an engine sidecar as `adapt export trt` writes it (EngineSidecar.to_json, with
   a verification whose PSNR is infinite), and
   sidecar.txt what the native reader must find in it: `tensorrt_version V`, `compute_capability
-  MAJOR MINOR`, `gpu NAME`, `precision P`, `scale S`, `min_size N`, `multiple_of M`.
+  MAJOR MINOR`, `gpu NAME`, `precision P`, `scale S`, `min_size N`, `multiple_of M`,
+  `version V`.
 """
 
 from __future__ import annotations
@@ -244,6 +245,7 @@ def write_sidecar(out: Path) -> None:
         f"scale {sidecar.metadata['scale']}",
         f"min_size {requirements['min_size']}",
         f"multiple_of {requirements['multiple_of']}",
+        f"version {sidecar.version}",
     ]
     (out / "sidecar.txt").write_text("\n".join(lines) + "\n")
 
