@@ -42,7 +42,7 @@ from adaptsr.core.fileio import atomic_output, check_outside_inputs, leave_as_fo
 SETTINGS_FILE = "study-settings.json"
 # not written when so: studies made before these settings existed continue
 RUN_DEFAULTS = {"lr": None, "scaling": "alpha/r", "targets": "all", "loss": DEFAULT_LOSS}
-RUN_DEFAULTS.update(ema=0.0, gan_start=0, vgg_weights=None)
+RUN_DEFAULTS.update(ema=0.0, gan_start=0, vgg_weights=None, dists_weights=None)
 RUN_DEFAULTS["allow_random_base"] = False
 EVAL_FILE = "eval.json"  # in a run folder: written once the run is trained and scored
 
@@ -73,6 +73,7 @@ class StudySettings:
     ema: float = 0.0
     gan_start: int = 0
     vgg_weights: str | None = None  # a file's place, not a setting of the numbers
+    dists_weights: str | None = None  # a folder's place (the dists term's weights), likewise
     device: str = "auto"
     workers: int = 0
     allow_random_base: bool = False  # a configuration with random weights as the base
@@ -123,7 +124,15 @@ class StudySettings:
     def comparable(self) -> dict:
         """Settings that change the numbers (runs, seeds, device and workers may change)."""
         d = self.flat()
-        for key in ("runs", "seeds", "device", "workers", "vgg_weights", "allow_random_base"):
+        for key in (
+            "runs",
+            "seeds",
+            "device",
+            "workers",
+            "vgg_weights",
+            "dists_weights",
+            "allow_random_base",
+        ):
             d.pop(key, None)
         return d
 
@@ -156,6 +165,8 @@ def train_config(settings: StudySettings, spec: RunSpec, seed: int) -> TrainConf
         kw[name] = spec.option(name, getattr(settings, name))
     if "perceptual" in kw["loss"]:
         kw["vgg_weights"] = settings.vgg_weights
+    if "dists" in kw["loss"]:
+        kw["dists_weights"] = settings.dists_weights
     return TrainConfig(
         model=settings.model,
         data=list(settings.data),

@@ -83,6 +83,12 @@ def test_study_wide_loss_and_spec_options(setup):
     assert (wide.loss, wide.gan_start, wide.ema) == ("l1:1,gan:0.5", 2, 0.0)
     own = study.train_config(s, study.parse_spec("r1@loss=l1:1+ff:1"), 0)
     assert own.loss == "l1:1,ff:1"
+    # weight files go to the runs whose terms need them, and are no setting of the numbers
+    w = _settings(setup, runs=["r1", "r1@loss=l1:1+dists:1"], dists_weights="w/")
+    assert study.train_config(w, study.parse_spec("r1"), 0).dists_weights is None
+    dists = study.train_config(w, study.parse_spec("r1@loss=l1:1+dists:1"), 0)
+    assert (dists.loss, dists.dists_weights) == ("l1:1,dists:1", "w/")
+    assert "dists_weights" not in w.comparable()
     assert s.comparable()["loss"] == "l1:1,gan:0.5"
     # at the defaults nothing is written: studies made before continue
     plain = _settings(setup, runs=["r1"]).comparable()

@@ -69,6 +69,12 @@ study_lib = lazy_import("adaptsr.adapt.study")  # torch: only when the command r
     type=click.Path(dir_okay=False),
     help="VGG19 ImageNet weights for perceptual terms (default: torchvision's cached file).",
 )
+@click.option(
+    "--dists-weights",
+    type=click.Path(file_okay=False),
+    help="Folder with the dists term's VGG16 and DISTS weights (default: adaptsr's weights "
+    "folder, then torch's cache).",
+)
 @click.option("--val-every", default=0, type=int, help="Validation interval [iters/5].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--workers", default=0, show_default=True, type=int, help="Data loading processes.")
