@@ -34,12 +34,23 @@ class GanTraining:
 
     def step(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
         """One discriminator step on HR (real) and the detached SR (fake); returns its loss."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.backward(sr, hr)
+        self.apply()
+        return loss
+
+    def backward(self, sr: torch.Tensor, hr: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """The discriminator's gradients on one batch, times `scale`, added to those since the
+        last `apply` (gradient accumulation: micro-batches of one step); returns its loss."""
         self.discriminator.requires_grad_(True)
         loss = discriminator_loss(self.net(hr), self.net(sr.detach()))
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        (loss * scale if scale != 1 else loss).backward()
         return loss.detach()
+
+    def apply(self) -> None:
+        """The optimizer step on the gradients gathered since the last one."""
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
     def state_dict(self) -> dict:
         return {

@@ -23,7 +23,8 @@ Modules: config (settings, resume rules, run folder), state (TrainState: checkpo
 (Trainer: setup, step, run), callbacks (log, TensorBoard, progress bar), batches (the loader,
 a worker's error carried whole), model (base model, adapters, rank maps, validation),
 distributed (processes and devices), throughput (the benchmark), data_record (data.json),
-step_stats (loss and timings of a logging interval).
+step_stats (loss and timings of a logging interval), signals (Ctrl-C and SIGTERM), val_images
+(--val-save-images pictures).
 """
 
 from adaptsr.adapt.train.callbacks import Callback, Callbacks

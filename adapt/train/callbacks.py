@@ -8,6 +8,8 @@ The loop calls, on the main process only:
 - on_log(record): every --log-every iterations and at the last one, with the interval's mean
   loss, lr, it/s and data-path timings;
 - on_validate(record): after each validation, the `val` event (psnr_y, ssim_y, best);
+- on_val_images(iteration, pictures): after a validation, with --val-save-images N, the first N
+  validation images as LR | SR | HR pictures (adaptsr.adapt.train.val_images.ValPicture);
 - on_end(record): the `done` or `interrupted` event, when the loop ends without an error;
 - close(): always, last, errors included.
 
@@ -40,6 +42,9 @@ class Callback:
     def on_validate(self, record: dict) -> None:
         """A validation result."""
 
+    def on_val_images(self, iteration: int, pictures: list) -> None:
+        """Pictures of a validation (--val-save-images)."""
+
     def on_end(self, record: dict) -> None:
         """The done or interrupted event."""
 
@@ -68,6 +73,10 @@ class Callbacks(Callback):
     def on_validate(self, record: dict) -> None:
         for callback in self.callbacks:
             callback.on_validate(record)
+
+    def on_val_images(self, iteration: int, pictures: list) -> None:
+        for callback in self.callbacks:
+            callback.on_val_images(iteration, pictures)
 
     def on_end(self, record: dict) -> None:
         for callback in self.callbacks:
@@ -130,7 +139,8 @@ def _iteration(line: bytes) -> int | float | None:
 
 class TensorBoard(Callback):
     """The numbers of the log as TensorBoard scalars (val/... for validations, else train/...),
-    step = iteration. `create` returns None when the tensorboard package is not installed."""
+    and --val-save-images pictures as images (val_images/...), step = iteration. `create`
+    returns None when the tensorboard package is not installed."""
 
     def __init__(self, writer):
         self.writer = writer
@@ -157,6 +167,12 @@ class TensorBoard(Callback):
 
     def on_validate(self, record: dict) -> None:
         self._scalars(record, "val")
+
+    def on_val_images(self, iteration: int, pictures: list) -> None:
+        for index, pic in enumerate(pictures):  # LR | SR | HR, in validation order
+            tag = f"val_images/{index:02d}-{pic.name}"
+            self.writer.add_image(tag, pic.rgb, iteration, dataformats="HWC")
+        self.writer.flush()
 
     def close(self) -> None:
         self.writer.close()

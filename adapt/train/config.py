@@ -18,7 +18,7 @@ from adaptsr.adapt.allocation_settings import AllocationSettings
 from adaptsr.adapt.choices import SEED_MAX
 from adaptsr.adapt.losses import spec as loss_spec
 from adaptsr.core.errors import UserError
-from adaptsr.core.fileio import check_outputs_not_inputs
+from adaptsr.core.fileio import check_outputs_not_inputs, loads_toml
 from adaptsr.core.lazy import lazy_import
 
 kernels = lazy_import("adaptsr.kernels")  # imports torch: only when a config is resolved
@@ -50,6 +50,7 @@ RUN_FILES = (
 # settings a resumed run may change: they do not alter the numbers it computes
 RESUMABLE = ("device", "workers", "save_every", "val_every", "log_every", "kernels", "strict")
 RESUMABLE += ("compile", "cuda_graphs")  # speed only (like kernels: the last bits may differ)
+RESUMABLE += ("val_save_images",)  # what a validation writes besides its scores
 RESUMABLE += ("allow_random_base",)  # a permission: the base itself is checked on resume
 # what a run's config.json records about the run, not settings: never read back as one
 RUN_FACTS = ("run_id", "random_base")
@@ -66,6 +67,7 @@ LIMITS = {
     "rank": 2**12,
     "workers": 1024,
     "iters": 10**12,
+    "accumulate": 2**16,
 }
 
 
@@ -110,6 +112,8 @@ class TrainConfig:
     dists_weights: str | None = None  # folder of the dists term's VGG16 and DISTS weights
     gan_start: int = 0  # iterations without the gan term first (pixel-only warm-up)
     ema: float = 0.0  # decay of the weights' moving average (0: none); saved adapters use it
+    accumulate: int = 1  # micro-batches of --batch per optimizer step (gradient accumulation)
+    val_save_images: int = 0  # validation images written as LR | SR | HR at each validation
     # a base with random weights (a configuration without its weights fetched) is refused
     # unless allowed; pretraining starts from random weights and needs no permission
     allow_random_base: bool = False
@@ -154,7 +158,7 @@ class TrainConfig:
 
 
 def _check_numbers(c: TrainConfig) -> None:
-    for name in ("iters", "batch", "patch", "rank"):
+    for name in ("iters", "batch", "patch", "rank", "accumulate"):
         if getattr(c, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(c, name)}")
     for name, top in LIMITS.items():  # beyond any machine: refused before lists are built
@@ -162,7 +166,7 @@ def _check_numbers(c: TrainConfig) -> None:
             raise UserError(f"--{name} {getattr(c, name)} is absurd (at most {top})")
     if not 0 <= c.seed <= SEED_MAX:
         raise UserError(f"--seed must be in 0..{SEED_MAX}, got {c.seed}")
-    for name in ("save_every", "val_every", "log_every", "workers", "val_split"):
+    for name in ("save_every", "val_every", "log_every", "workers", "val_split", "val_save_images"):
         if getattr(c, name) < 0:
             raise UserError(f"--{name.replace('_', '-')} must be >= 0")
     if not (c.lr > 0 and math.isfinite(c.lr)):
@@ -268,10 +272,7 @@ def read_config_file(path: str | os.PathLike) -> dict:
     except OSError as e:
         raise UserError(f"cannot read config {path}: {e.strerror or e}") from e
     try:
-        if path.suffix.lower() == ".toml":
-            values = _toml().loads(text.decode())
-        else:
-            values = json.loads(text)
+        values = loads_toml(text.decode()) if path.suffix.lower() == ".toml" else json.loads(text)
     except (ValueError, UnicodeDecodeError) as e:
         raise UserError(f"cannot parse config {path}: {e}") from e
     except RecursionError:
@@ -279,14 +280,6 @@ def read_config_file(path: str | os.PathLike) -> dict:
     if not isinstance(values, dict):
         raise UserError(f"config {path} must hold a table of settings")
     return values
-
-
-def _toml():
-    try:
-        import tomllib  # Python >= 3.11
-    except ImportError as e:
-        raise UserError("TOML config files need Python 3.11 or newer; use JSON") from e
-    return tomllib
 
 
 def resume_config(run_dir: Path, overrides: dict) -> TrainConfig:
@@ -333,6 +326,7 @@ def clear_previous_run(run_dir: Path) -> None:
         for name in RUN_FILES:
             (run_dir / name).unlink(missing_ok=True)
         shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+        shutil.rmtree(run_dir / "val-images", ignore_errors=True)  # --val-save-images
     except OSError as e:
         raise UserError(f"cannot use {run_dir}: {e.strerror or e}") from e
 

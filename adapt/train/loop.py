@@ -11,9 +11,7 @@ import contextlib
 import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,7 +29,7 @@ from adaptsr.adapt.losses.objective import build_objective
 from adaptsr.adapt.losses.spec import parse_loss
 from adaptsr.adapt.models import model_info
 from adaptsr.adapt.rankmap import write_rank_map
-from adaptsr.adapt.train import data_record, graphs
+from adaptsr.adapt.train import data_record, graphs, val_images
 from adaptsr.adapt.train.batches import training_batches
 from adaptsr.adapt.train.callbacks import Callback, Callbacks, JsonlLog, ProgressBar, TensorBoard
 from adaptsr.adapt.train.config import TrainConfig, clear_previous_run, prepare_run_dir
@@ -46,6 +44,7 @@ from adaptsr.adapt.train.model import (
     training_ranks,
     validate,
 )
+from adaptsr.adapt.train.signals import StopFlag
 from adaptsr.adapt.train.state import TrainState, new_run_id, read_run_id, seed_all
 from adaptsr.adapt.train.step_stats import StepStats
 from adaptsr.core.errors import UserError
@@ -65,32 +64,6 @@ class Result:
     output: Path | None
     best: dict | None
     message: str
-
-
-class _StopFlag:
-    """Set by Ctrl-C (SIGINT) or SIGTERM: the loop checkpoints and stops; a second signal
-    interrupts at once."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.set = False
-        self._previous = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.set:
-            raise KeyboardInterrupt
-        self.set = True
-
-    def __exit__(self, *exc):
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
 
 
 def train(
@@ -288,8 +261,11 @@ class Trainer:
         entries, found = self.train_entries, self.found
         dataset = data.CropDataset(entries, cfg.patch, info.scale, cfg.flips, found.mixed)
         weights = data.sampling_weights(entries, found)
-        start = self.iteration
-        plan = data.BatchPlan(len(entries), cfg.batch, cfg.seed, start, cfg.iters, d, weights)
+        # micro-batches of --batch: the samples of an optimizer step are those one batch of
+        # batch * accumulate takes (the same data order)
+        parts = cfg.accumulate
+        start, stop = self.iteration * parts, cfg.iters * parts
+        plan = data.BatchPlan(len(entries), cfg.batch, cfg.seed, start, stop, d, weights)
         self.batches = training_batches(dataset, plan, cfg.workers, device.type == "cuda")
         autocast = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
         self.autocast = autocast and info.supports_bfloat16
@@ -322,6 +298,8 @@ class Trainer:
         board = TensorBoard.create(self.run_dir / "tensorboard")
         if board is not None:
             callbacks.append(board)
+        if self.cfg.val_save_images:
+            callbacks.append(val_images.ValImages(self.run_dir))
         if self.progress:
             callbacks.append(ProgressBar(self.cfg.iters))
         self.callbacks = Callbacks(callbacks + self.extra)
@@ -329,37 +307,29 @@ class Trainer:
     # -- steps ---------------------------------------------------------------------------------
 
     def step(self) -> None:
-        """One optimizer step, its reports, and the validation and checkpoint when due."""
-        cfg, device, stats = self.cfg, self.device, self.stats
-        t0 = time.perf_counter()
-        batch = next(self.batches)
-        t1 = time.perf_counter()
-        hr = batch["hr"].to(device, non_blocking=True)
-        if "lr" in batch:
-            lr = batch["lr"].to(device, non_blocking=True)
-        else:
-            with stats.degrading(), torch.no_grad():
-                lr, degraded = lr_batches.batch_lr(batch, hr, self.degrader, device)
-            stats.degraded += degraded
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast)
-        reference = None
-        if self.objective.needs_reference:  # the EMA model's output (ldl), before the graph
-            with torch.no_grad(), self.ema.swapped(), autocast:
-                reference = self.net(lr).float()
-        with autocast:
-            sr = self.net(lr)
+        """One optimizer step over --accumulate micro-batches of --batch (each loss scaled by
+        1/accumulate, so the step is the mean over all of them), its reports, and the
+        validation and checkpoint when due. The schedule, the EMA and the discriminator step
+        once per optimizer step; an iteration is one optimizer step."""
+        cfg, stats, parts = self.cfg, self.stats, self.cfg.accumulate
         self.iteration += 1
         it = self.iteration
-        loss = self.objective(sr.float(), hr, it, reference)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        gan = self.gan if self.objective.gan_active(it) else None
+        loss, wait = None, 0.0
+        for part in range(parts):
+            t0 = time.perf_counter()
+            batch = next(self.batches)
+            wait += time.perf_counter() - t0
+            with self._gradient_sync(part == parts - 1):
+                value = self._backward(batch, it, part, gan)
+            loss = value if loss is None else loss + value
         self.optimizer.step()
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update()
-        if self.objective.gan_active(it):
-            self.gan.step(sr.detach().float(), hr)
-        stats.add(loss.detach(), t1 - t0)  # stays on the device: no host sync per step
+        if gan is not None:
+            gan.apply()
+        stats.add(loss / parts if parts > 1 else loss, wait)  # on the device: no host sync
         self.callbacks.on_step(it)
         if it % max(1, cfg.log_every) == 0 or it == cfg.iters:
             lr_now = self.optimizer.param_groups[0]["lr"]
@@ -370,15 +340,56 @@ class Trainer:
         if (cfg.save_every and it % cfg.save_every == 0) or it == cfg.iters:
             self.checkpoint(it)
 
+    def _backward(self, batch: dict, it: int, part: int, gan) -> torch.Tensor:
+        """The gradients of one micro-batch, added to those of the step's earlier ones (and the
+        discriminator's, when its term is active); returns the micro-batch's loss."""
+        device, parts = self.device, self.cfg.accumulate
+        hr = batch["hr"].to(device, non_blocking=True)
+        if "lr" in batch:
+            lr = batch["lr"].to(device, non_blocking=True)
+        else:
+            with self.stats.degrading(), torch.no_grad():
+                lr, degraded = lr_batches.batch_lr(batch, hr, self.degrader, device)
+            self.stats.degraded += degraded
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast)
+        reference = None
+        if self.objective.needs_reference:  # the EMA model's output (ldl), before the graph
+            with torch.no_grad(), self.ema.swapped(), autocast:
+                reference = self.net(lr).float()
+        with autocast:
+            sr = self.net(lr)
+        loss = self.objective(sr.float(), hr, it, reference)
+        if part == 0:  # after the first forward: a compiled model's trial leaves gradients
+            self.optimizer.zero_grad(set_to_none=True)
+        (loss / parts if parts > 1 else loss).backward()
+        if gan is not None:
+            gan.backward(sr.detach().float(), hr, 1 / parts)
+        return loss.detach()
+
+    def _gradient_sync(self, last: bool):
+        """Under DDP, the processes average gradients once per optimizer step: at the backward
+        of its last micro-batch (a compiled model syncs at every one: slower, the same sum)."""
+        ddp = self.net if isinstance(self.net, nn.parallel.DistributedDataParallel) else None
+        return ddp.no_sync() if ddp is not None and not last else contextlib.nullcontext()
+
     def _validate(self, it: int) -> None:
+        keep, pictures = self.cfg.val_save_images, []
+
+        def show(index: int, sr: torch.Tensor) -> None:  # --val-save-images: the first N
+            if index < keep:
+                name, lr, hr = self.val_pairs[index]
+                pictures.append(val_images.picture(name, lr, sr, hr))
+
         with self._averaged():
-            scores = validate(self.model, self.val_pairs, self.device, self.autocast)
+            scores = validate(self.model, self.val_pairs, self.device, self.autocast, show)
             state = self.state
             improved = state.best is None or scores["psnr_y"] > state.best["psnr_y"]
             if improved:
                 state.best = {"iter": it, **scores}
                 save_outputs(self.model, self.cfg, self.run_dir, suffix="-best")
         self.callbacks.on_validate({"event": "val", "iter": it, **scores, "best": improved})
+        if pictures:
+            self.callbacks.on_val_images(it, pictures)
 
     def _check(self, losses: list[float], first: int) -> None:
         """Stop at a non-finite loss (iteration `first` + index); the checkpoints were
@@ -409,7 +420,7 @@ class Trainer:
         status = "finished"
         try:
             self.callbacks.on_start(self._start_record())
-            with _StopFlag() as stop, kernels.use_backend(cfg.kernels):
+            with StopFlag() as stop, kernels.use_backend(cfg.kernels):
                 while self.iteration < cfg.iters:
                     self.step()
                     if _any(stop.set, d, self.device) and self.iteration < cfg.iters:

@@ -190,8 +190,11 @@ def save_outputs(model: nn.Module, cfg: TrainConfig, run_dir: Path, suffix: str 
 
 
 @torch.no_grad()
-def validate(model: nn.Module, pairs: list, device: torch.device, autocast: bool) -> dict:
-    """Mean Y-channel PSNR/SSIM (border of `scale` pixels cropped) over the validation pairs."""
+def validate(
+    model: nn.Module, pairs: list, device: torch.device, autocast: bool, on_output=None
+) -> dict:
+    """Mean Y-channel PSNR/SSIM (border of `scale` pixels cropped) over the validation pairs;
+    `on_output(index, sr)`, when given, sees each output ((1, 3, H, W) in [0, 1], on the CPU)."""
 
     info = model_info(model)
     rule = info.size_rule()
@@ -204,10 +207,12 @@ def validate(model: nn.Module, pairs: list, device: torch.device, autocast: bool
     modes = [(m, m.training) for m in model.modules()]  # restored layer by layer
     model.eval()
     psnrs, ssims = [], []
-    for _, lr, hr in pairs:
+    for index, (_, lr, hr) in enumerate(pairs):
         # whole images, padded as `adapt eval` and `adapt upscale` pad them: the same numbers
         sr = tiled_upscale(run, lr[0].numpy(), info.scale, rule, tile=0)
         sr = torch.from_numpy(sr)[None].clamp(0, 1)
+        if on_output is not None:
+            on_output(index, sr)
         psnrs.append(float(psnr_y(sr, hr, crop=info.scale)))
         ssims.append(float(ssim_y(sr, hr, crop=info.scale)))
     for m, training in modes:

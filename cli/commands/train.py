@@ -102,6 +102,8 @@ bench_report = lazy_import("adaptsr.adapt.train.bench_report")
 )
 @click.option("--gan-start", type=int, help="Iterations before the gan term starts (default 0).")
 @click.option("--ema", type=float, help="Moving average of the weights, e.g. 0.999 (default off).")
+@click.option("--accumulate", type=int, help="Micro-batches of --batch per step (default 1).")
+@click.option("--val-save-images", type=int, help="LR|SR|HR pictures of N images per validation.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option(
     "--resume-changed-data",
