@@ -59,7 +59,7 @@ bool parse_or_explain(CLI::App& app, const std::vector<std::string>& args) {
         return false;
     } catch (const CLI::ExtrasError& e) {  // unknown options; CLI11 also keeps a `--` among them
         for (const auto& arg : app.remaining())
-            if (arg != "--") throw UsageError("unknown option " + arg.substr(0, arg.find('=')) + " (see --help)");
+            if (arg != "--") throw UsageError("unknown option " + arg.substr(0, arg.find('=')));
         throw UsageError(e.what());
     } catch (const CLI::ArgumentMismatch& e) {
         // CLI11 takes the word after an option as its value whatever it is, so a missing value
