@@ -34,8 +34,7 @@ blend_file = lazy_import("adaptsr.adapt.blend_file")
 @click.option(
     "--blend-out",
     type=click.Path(dir_okay=False),
-    help="Also (or only) write the blend as one adapter file (.safetensors) of the same base: "
-    "ranks concatenated, exact; it loads and blends again like any adapter.",
+    help="Write the blend as one adapter file of the base (ranks concatenated, exact).",
 )
 @click.option("--force", is_flag=True, help="Overwrite --out (--blend-out) if it exists.")
 @allow_random_base_option()

@@ -54,27 +54,11 @@ study_lib = lazy_import("adaptsr.adapt.study")  # torch: only when the command r
 @click.option("--lr", type=float, help="Start learning rate of LoRA and DiffFit runs [1e-3].")
 @scaling_option
 @targets_option
-@click.option(
-    "--loss",
-    default="l1:1",
-    show_default=True,
-    help="Every run's weighted loss terms, as adapt train --loss (a spec's @loss wins).",
-)
-@click.option(
-    "--ema", default=0.0, type=float, help="Moving average of the weights (@ema wins) [off]."
-)
-@click.option("--gan-start", default=0, type=int, help="Pixel-only iterations first (@ganstart).")
-@click.option(
-    "--vgg-weights",
-    type=click.Path(dir_okay=False),
-    help="VGG19 ImageNet weights for perceptual terms (default: torchvision's cached file).",
-)
-@click.option(
-    "--dists-weights",
-    type=click.Path(file_okay=False),
-    help="Folder with the dists term's VGG16 and DISTS weights (default: adaptsr's weights "
-    "folder, then torch's cache).",
-)
+@click.option("--loss", default="l1:1", help="Every run's loss terms (adapt train --loss) [l1:1].")
+@click.option("--ema", default=0.0, type=float, help="Every run's weight average [off].")
+@click.option("--gan-start", default=0, type=int, help="Pixel-only iterations first [0].")
+@click.option("--vgg-weights", type=click.Path(dir_okay=False), help="VGG19 file (perceptual).")
+@click.option("--dists-weights", type=click.Path(file_okay=False), help="Folder of DISTS weights.")
 @click.option("--val-every", default=0, type=int, help="Validation interval [iters/5].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--workers", default=0, show_default=True, type=int, help="Data loading processes.")
