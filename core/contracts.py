@@ -179,6 +179,7 @@ class Parity:
 class PsnrCheck:
     size: list[int]
     psnr_db: float
+    image: str = "synthetic"  # or the --check-images file the crop came from
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,7 @@ class ArithmeticCheck:
     size: list[int]
     psnr_db: float
     overflow: str | None  # the first node that overflows in fp16
+    image: str = "synthetic"
 
 
 @dataclass(frozen=True)
@@ -200,7 +202,8 @@ class Fp16Arithmetic:
 
 @dataclass(frozen=True)
 class Fp16Proof:
-    """The fp16 conversion (islands kept in fp32) and its output against the fp32 graph's."""
+    """The fp16 (or bf16) conversion (islands kept in fp32) and its output against the fp32
+    graph's."""
 
     fp32_islands: dict[str, int]  # op type -> nodes kept in fp32
     fp16_nodes: int
@@ -213,6 +216,9 @@ class Fp16Proof:
     checks: list[PsnrCheck]
     arithmetic: Fp16Arithmetic
     passed: bool
+    precision: str = "fp16"  # or bf16
+    io_precision: str = "fp32"  # the graph's inputs and outputs: fp32, or fp16 (--fp16-io)
+    check_images: list[str] = dataclasses.field(default_factory=list)  # --check-images files
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ from adaptsr.core.tiling import round_up
 from adaptsr.core.version import __version__
 from adaptsr.export import parity, translations
 from adaptsr.export.fp16 import convert_to_fp16
-from adaptsr.export.fp16_proof import fp16_step
+from adaptsr.export.fp16_proof import Reduced, check_inputs, fp16_step
 from adaptsr.export.plan import (
     MIN_OPSET,
     ExportPlan,
@@ -73,6 +73,8 @@ from adaptsr.export.structure import compare_latency, compare_structure
 from adaptsr.serve.timing import MAX_ROUNDS
 
 PARITY_TOL = 1e-4  # max abs error, fp32
+# ONNX metadata: the type of the graph's input and output (fp16 with --fp16-io, else fp32)
+META_IO_PRECISION = "io_precision"
 
 
 @dataclass
@@ -87,6 +89,16 @@ class ExportSpec:
     min_size: int = 1
     multiple_of: int = 1
     strength: float = 1.0  # the merged adapter's weight (adapt merge --strength)
+    bf16: bool = False  # bf16 weights and arithmetic (fp32 islands) instead of fp16
+    fp16_io: bool = False  # the fp16 graph takes and gives fp16 (not fp32)
+    check_images: Path | None = None  # a folder whose images the fp16/bf16 check also runs on
+
+    @property
+    def reduced(self) -> Reduced | None:
+        """The reduced precision of the written graph; None for fp32."""
+        if self.bf16:
+            return Reduced("bf16")
+        return Reduced("fp16", "fp16" if self.fp16_io else "fp32") if self.fp16 else None
 
 
 def plan(
@@ -111,6 +123,9 @@ def model_shapes(model: nn.Module, export: ExportPlan) -> ExportSpec:
         min_size=max(min_size, 1),
         multiple_of=multiple,
         strength=export.strength,
+        bf16=export.bf16,
+        fp16_io=export.fp16_io,
+        check_images=export.check_images,
     )
     arch = model.adaptsr_info.arch
     if tile:
@@ -295,7 +310,8 @@ def metadata(model: nn.Module, spec: ExportSpec, adapter: AdapterFile | None) ->
         META_SIZE_REQUIREMENTS: json.dumps(
             {"min_size": spec.min_size, "multiple_of": spec.multiple_of, "shape": shape}
         ),
-        META_PRECISION: "fp16" if spec.fp16 else "fp32",
+        META_PRECISION: spec.reduced.name if spec.reduced else "fp32",
+        META_IO_PRECISION: spec.reduced.io if spec.reduced else "fp32",
         "merged": "true" if adapter else "false",
         "adapter_fingerprint": adapter.fingerprint if adapter else "",
         "base_fingerprint": adapter.meta.base_fingerprint if adapter else "",
@@ -321,8 +337,8 @@ def _zero_overhead_step(
 ) -> ZeroOverhead:
     """The merged graph against the base model's export: node for node, then timed."""
     base_proto, _ = export_graph(base, spec)
-    if spec.fp16:
-        base_proto, _ = convert_to_fp16(base_proto)
+    if spec.reduced:
+        base_proto, _ = convert_to_fp16(base_proto, low=spec.reduced.low, io=spec.reduced.io_type)
     structure = StructureProof(**compare_structure(final, base_proto))
     if not structure.identical:
         differences = "; ".join(structure.differences)
@@ -331,6 +347,7 @@ def _zero_overhead_step(
     onnx.save(base_proto, base_path)
     onnx.save(final, merged_path)
     x = synthetic_image(*latency_size(spec))[None]
+    x = x.astype(np.float16) if spec.fp16_io else x
     latency = compare_latency(merged_path, base_path, x, rounds, max_rounds=max_rounds)
     return ZeroOverhead(structure, record(LatencyProof, latency, "the latency comparison"))
 
@@ -355,6 +372,9 @@ def export_onnx(
     opset: int = MIN_OPSET,
     fp16: bool = False,
     dynamic_batch: bool = False,
+    bf16: bool = False,
+    fp16_io: bool = False,
+    check_images: str | Path | None = None,
     adapter: AdapterFile | None = None,
     base: nn.Module | None = None,
     latency_rounds: int = 30,
@@ -370,6 +390,7 @@ def export_onnx(
     export = plan_export(
         out, dynamic=dynamic, tile=tile, opset=opset, fp16=fp16, dynamic_batch=dynamic_batch,
         latency_rounds=latency_rounds, latency_max_rounds=latency_max_rounds, force=force,
+        bf16=bf16, fp16_io=fp16_io, check_images=check_images,
     )  # fmt: skip
     if adapter is not None and base is None:
         raise UserError("a merged export needs the base model for the zero-overhead proof")
@@ -412,9 +433,11 @@ def _run(
                 f"(max abs; allowed {PARITY_TOL:g}){hint}: not written"
             )
         final = proto
-        if spec.fp16:
-            bar.set_description_str("converting to fp16")
-            final, fp16_proof = fp16_step(proto, fp32_path, tmp, spec.check_sizes)
+        if spec.reduced:
+            bar.set_description_str(f"converting to {spec.reduced.name} and checking it")
+            tile, least, multiple = spec.tile, spec.min_size, spec.multiple_of
+            inputs = check_inputs(spec.check_sizes, spec.check_images, tile, least, multiple)
+            final, fp16_proof = fp16_step(proto, fp32_path, tmp, inputs, spec.reduced)
         if adapter is not None:
             bar.set_description_str("exporting the base model and timing merged vs base")
             zero_overhead = _zero_overhead_step(

@@ -25,6 +25,7 @@ from adaptsr.core.fileio import (
     remove_stale_partials,
 )
 from adaptsr.core.lazy import lazy_import
+from adaptsr.export.fp16_proof import check_image_files
 from adaptsr.serve.timing import MAX_ROUNDS
 
 onnx = lazy_import("onnx")
@@ -55,6 +56,9 @@ class ExportPlan:
     model: str | None = None
     adapter: str | None = None
     strength: float = 1.0  # the adapter's weight when merged (0: the base, 1: as trained)
+    bf16: bool = False  # bf16 instead of fp16 (fp32 islands alike)
+    fp16_io: bool = False  # the fp16 graph's inputs and outputs in fp16
+    check_images: Path | None = None  # the fp16/bf16 check also runs on these images
 
     @property
     def report(self) -> Path:
@@ -93,6 +97,9 @@ def plan_export(
     force: bool = False,
     strength: float | None = None,
     allow_random_base: bool = False,
+    bf16: bool = False,
+    fp16_io: bool = False,
+    check_images: str | Path | None = None,
 ) -> ExportPlan:
     """Every check of an export that needs no model, in the order a user meets them; a `model`
     with random weights (a configuration without its weights fetched) only if allowed."""
@@ -111,10 +118,34 @@ def plan_export(
         raise UserError("--strength needs --merged --adapter (the weight of the adapter's update)")
     if strength is not None and not math.isfinite(strength):
         raise UserError(f"--strength must be a finite number, got {strength}")
+    fp16 = fp16 or fp16_io  # --fp16-io: the fp16 graph with fp16 inputs and outputs
+    check_reduced(fp16, bf16, fp16_io, opset, check_images)
     return ExportPlan(
         out, dynamic, tile, opset, fp16, dynamic_batch, latency_rounds, latency_max_rounds,
-        force, model, adapter, 1.0 if strength is None else float(strength),
+        force, model, adapter, 1.0 if strength is None else float(strength), bf16, fp16_io,
+        Path(check_images) if check_images is not None else None,
     )  # fmt: skip
+
+
+BF16_OPSET = 22  # ONNX Conv takes bfloat16 from opset 22
+
+
+def check_reduced(fp16: bool, bf16: bool, fp16_io: bool, opset: int, check_images) -> None:
+    """--fp16, --bf16, --fp16-io and --check-images together: one reduced precision, bf16 at an
+    opset whose Conv takes it, and a folder of readable images (the first files checked)."""
+    if fp16_io and bf16:
+        raise UserError("--fp16-io makes the fp16 graph's inputs and outputs fp16: drop --bf16")
+    if fp16 and bf16:
+        raise UserError("choose either --fp16 or --bf16, not both")
+    if bf16 and opset < BF16_OPSET:
+        raise UserError(
+            f"--bf16 needs --opset {BF16_OPSET} or newer (ONNX Conv takes bfloat16 from opset "
+            f"{BF16_OPSET}), got {opset}"
+        )
+    if check_images is not None:
+        if not (fp16 or bf16):
+            raise UserError("--check-images checks the fp16 or bf16 graph: add --fp16 or --bf16")
+        check_image_files(check_images)
 
 
 @contextlib.contextmanager

@@ -36,6 +36,17 @@ def export() -> None:
     "--dynamic-batch", is_flag=True, help="Dynamic batch dimension (tiles batched on an engine)."
 )
 @click.option("--fp16", is_flag=True, help="Write an fp16 graph (fp32 islands) for TensorRT.")
+@click.option(
+    "--fp16-io", is_flag=True, help="The fp16 graph with fp16 inputs and outputs (implies --fp16)."
+)
+@click.option(
+    "--bf16", is_flag=True, help="Write a bf16 graph (fp32 islands; needs --opset 22 or newer)."
+)
+@click.option(
+    "--check-images",
+    type=click.Path(file_okay=False),
+    help="Also check the fp16/bf16 graph on crops of the images in this folder.",
+)
 @click.option("--opset", default=18, show_default=True, type=int, help="ONNX opset (18 or newer).")
 @click.option(
     "--latency-rounds",
@@ -55,7 +66,7 @@ def export() -> None:
 @allow_random_base_option()
 def onnx_cmd(
     model_spec, adapter, merged, strength, out, dynamic, tile, dynamic_batch, fp16, opset,
-    latency_rounds, latency_max_rounds, force, allow_random_base,
+    latency_rounds, latency_max_rounds, force, allow_random_base, fp16_io, bf16, check_images,
 ):  # fmt: skip
     """Export a base model, or a base with its adapter merged, to ONNX.
 
@@ -73,7 +84,8 @@ def onnx_cmd(
         out, model=model_spec, adapter=adapter, dynamic=dynamic, tile=tile, opset=opset,
         fp16=fp16, dynamic_batch=dynamic_batch, latency_rounds=latency_rounds,
         latency_max_rounds=latency_max_rounds, force=force, strength=strength,
-        allow_random_base=allow_random_base,
+        allow_random_base=allow_random_base, fp16_io=fp16_io, bf16=bf16,
+        check_images=check_images,
     )  # fmt: skip
     report = onnx_export.run_export(plan, progress=True)
     for line in export_lines(report):
@@ -92,10 +104,19 @@ def export_lines(report: ExportReport) -> list[str]:
     ]
     if report.fp16 is not None:
         f16 = report.fp16
-        lines.append(
-            f"fp16 vs fp32: min PSNR {f16.min_psnr_db:.1f} dB in ONNX Runtime, "
-            f"{f16.arithmetic.min_psnr_db:.1f} dB in fp16 arithmetic, no overflow: PASS"
+        name = f16.precision
+        where = "ONNX Runtime" if name == "fp16" else "ONNX Runtime (bf16 emulated in fp32)"
+        images = len(f16.checks) - len(f16.check_images)
+        on = f"{images} photo-like image(s)" + (
+            f" and {len(f16.check_images)} of --check-images" if f16.check_images else ""
         )
+        lines.append(
+            f"{name} vs fp32 on {on}: min PSNR {f16.min_psnr_db:.1f} dB in {where}, "
+            f"{f16.arithmetic.min_psnr_db:.1f} dB in {name} arithmetic (onnx.reference), "
+            f"no overflow: PASS"
+        )
+        if f16.io_precision != "fp32":
+            lines.append(f"inputs and outputs: {f16.io_precision}")
     if report.zero_overhead is not None:
         s, lat = report.zero_overhead.structure, report.zero_overhead.latency
         graph = f"{s.nodes[0]} nodes, {s.params[0]:,} parameters, the base graph node for node"
