@@ -94,3 +94,17 @@ def test_upscale_quiet_prints_only_errors(edsr_files, tmp_path, run_cli, quiet):
         assert stdout == "" and stderr == ""
     else:
         assert "wrote 2 image(s)" in stdout and "skipped 1 existing" in stderr
+
+
+def test_every_bar_is_made_by_the_one_helper():
+    """The terminal-or-log rule lives in core/progress.py: no other module builds a tqdm bar."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    makers = []
+    for folder in ("core", "kernels", "serve", "adapt", "export", "cli"):
+        for path in (root / folder).rglob("*.py"):
+            text = path.read_text()
+            if path.name != "progress.py" and ("tqdm(" in text or "trange(" in text):
+                makers.append(str(path.relative_to(root)))
+    assert makers == []

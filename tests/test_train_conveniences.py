@@ -2,6 +2,7 @@
 pictures in the run folder and TensorBoard) and TOML config files without tomllib."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -203,3 +204,27 @@ def test_toml_config_without_tomllib_reads_with_tomli(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["7", "2", "11"]
+
+
+@pytest.mark.slow
+def test_accumulating_on_two_processes_matches_the_large_batch_on_one(edsr_files, pairs, tmp_path):
+    """Under DDP the gradients are averaged once per step (no_sync on the earlier micro-batches):
+    2 processes x 2 micro-batches of 1 take the samples of one batch of 4."""
+    one = tmp_path / "one"
+    training.train(_paired(edsr_files, pairs, batch=4, iters=3), one, progress=False)
+    two = tmp_path / "two"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["-m", "adaptsr.cli.app", "train", "--out", str(two), "--quiet",
+            f"--model={edsr_files['ckpt']}", f"--lr-dir={pairs / 'lr'}", f"--hr-dir={pairs / 'hr'}",
+            "--iters=3", "--batch=2", "--accumulate=2", "--patch=16", "--workers=0",
+            "--device=cpu", "--save-every=2", "--log-every=1", "--val-every=0"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((two / "log.jsonl").read_text().splitlines()[0])["world"] == 2
+    expected, got = logged_losses(one), logged_losses(two)
+    assert sorted(got) == [1, 2, 3]
+    for it in expected:
+        assert got[it] == pytest.approx(expected[it], rel=1e-5)
+    for name, tensor in _adapter(one).items():
+        torch.testing.assert_close(_adapter(two)[name], tensor, rtol=1e-4, atol=1e-6)
