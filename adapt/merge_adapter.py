@@ -28,12 +28,14 @@ class MergeSummary:
     parameters: int  # adapter parameters folded
     percent: float  # of the base model's parameters
     files: int = 1  # adapter files blended
+    card: str = ""  # the model card written beside `out`
 
     def text(self) -> str:
         blend = f" from {self.files} adapter files" if self.files > 1 else ""
+        card = f"\nmodel card: {self.card}" if self.card else ""
         return (
             f"merged {self.sites} adapters{blend} ({self.parameters:,} parameters, "
-            f"{self.percent:.2f}% of the base) into {self.out}"
+            f"{self.percent:.2f}% of the base) into {self.out}{card}"
         )
 
 
@@ -76,7 +78,7 @@ def merge_adapter_files(
     write_card(card, model_card_path(out), force)
     meta = adapters[0][0].meta
     sites = len(meta.ranks) or len(meta.layers)
-    return MergeSummary(out, sites, parameters, percent, len(adapters))
+    return MergeSummary(out, sites, parameters, percent, len(adapters), str(model_card_path(out)))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 from fakes.exports import write_onnx
 from fakes.models import save_tiny_safmn
 
+from adaptsr.core.artifacts import model_card_path
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import partial_folder
 from adaptsr.export import plan as export_plan
@@ -57,8 +58,9 @@ def test_the_export_command_checks_its_outputs_once(tmp_path, monkeypatch, run_c
     out = tmp_path / "m.onnx"
     code, stdout, err = run_cli("export", "onnx", "--model", model, "--out", out, "--tile", 16, 16)
     assert code == 0, err
-    assert seen == [out, report_path(out)]
+    assert seen == [out, report_path(out), model_card_path(out)]
     assert f"report: {report_path(out)}" in stdout
+    assert f"model card: {model_card_path(out)}" in stdout
 
 
 def test_an_engine_plan_holds_every_check(tmp_path):

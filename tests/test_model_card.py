@@ -53,7 +53,8 @@ def run(tmp_path_factory):
 def test_merge_writes_an_openmodeldb_card_beside_the_checkpoint(run, tmp_path):
     root, base, adapter = run
     out = tmp_path / "edsr-photos.safetensors"
-    merge_adapter_files(base, [(adapter, 1.0)], str(out))
+    summary = merge_adapter_files(base, [(adapter, 1.0)], str(out))
+    assert summary.text().endswith(f"\nmodel card: {model_card_path(out)}")
     card = json.loads(model_card_path(out).read_text())
     check_openmodeldb_shape(card)
     assert model_card_path(out).name == "edsr-photos.modelcard.json"

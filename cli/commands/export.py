@@ -90,8 +90,7 @@ def onnx_cmd(
     report = onnx_export.run_export(plan, progress=True)
     for line in export_lines(report):
         click.echo(line)
-    click.echo(f"report: {plan.report}")
-    click.echo(f"model card: {plan.card}")
+    click.echo(f"report: {plan.report}\nmodel card: {plan.card}")
 
 
 def export_lines(report: ExportReport) -> list[str]:

@@ -1,7 +1,6 @@
 import click
 
 from adaptsr.cli.commands._options import allow_random_base_option
-from adaptsr.core.artifacts import model_card_path
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import check_distinct_outputs
 from adaptsr.core.lazy import lazy_import
@@ -53,7 +52,6 @@ def merge(model_spec: str, adapters, strength, out, blend_out, force, allow_rand
         click.echo(blend_file.write_blend_file(model_spec, blend, blend_out, force, ok).text())
     if out:
         click.echo(merging.merge_adapter_files(model_spec, blend, out, force, ok).text())
-        click.echo(f"model card: {model_card_path(out)}")
 
 
 def blend_spec(adapters, strength: float | None) -> list[tuple[str, float]]:
