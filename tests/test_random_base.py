@@ -162,6 +162,10 @@ def test_export_refuses_a_random_base(adapter, tmp_path, run_cli):
         )
         refused(code, err)
         assert not list(out.iterdir())
+    # with the flag the command goes on to its next check (an opset too old: a quick refusal)
+    args = ["--out", out / "m.onnx", "--tile", 16, 16, "--opset", 17, FLAG]
+    code, _, err = run_cli("export", "onnx", "--model", RANDOM, *args)
+    assert code == 1 and "opset 17 is too old" in err, err
     with pytest.raises(UserError, match=f"{RANDOM} has random weights"):
         plan_export(out / "m.onnx", model=RANDOM, tile=(16, 16))
     plan = plan_export(out / "m.onnx", model=RANDOM, tile=(16, 16), allow_random_base=True)
@@ -171,12 +175,14 @@ def test_export_refuses_a_random_base(adapter, tmp_path, run_cli):
 
 def test_study_and_demo_refuse_a_random_base(train_hr, tmp_path, run_cli):
     out = tmp_path / "study"
-    code, _, err = run_cli(
-        "study", "--model", RANDOM, "--data", train_hr, "--val", train_hr, "--runs", "r1",
-        "--seeds", 1, "--iters", 1, "--out", out,
-    )  # fmt: skip
+    args = ["--model", RANDOM, "--data", train_hr, "--val", train_hr, "--runs", "r1"]
+    args += ["--seeds", 1, "--iters", 1, "--out", out]
+    code, _, err = run_cli("study", *args)
     refused(code, err)
     assert not out.exists()
+    # with the flag the study goes on to its next check (crops the model cannot take)
+    code, _, err = run_cli("study", *args, "--patch", 4, FLAG)
+    assert code == 1 and "random weights" not in err and "--patch" in err, err
     settings = study.StudySettings(
         model=RANDOM, data=[str(train_hr)], val=str(train_hr), runs=["r1"], allow_random_base=True
     ).checked()
