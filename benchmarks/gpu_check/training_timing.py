@@ -171,6 +171,7 @@ def loop_run(args, out: Path, deadline: float) -> dict:
     cmd += ["--batch", str(args.batch), "--patch", str(args.patch), "--device", args.device]
     cmd += ["--log-every", str(max(1, iters // 3)), "--save-every", "0", "--val-every", "0"]
     cmd += ["--workers", "0" if args.quick else "6"]
+    cmd += ["--allow-random-base"]  # a timing: the built-in configurations' weights are random
     # the CPU check runs the loop eagerly: inductor's C++ build would take minutes there
     cmd += ["--compile", "--cuda-graphs"] if args.device == "cuda" else []
     timeout = max(5.0, deadline - time.time())
