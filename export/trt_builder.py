@@ -75,6 +75,10 @@ class Builder:
         # Layer details (types, precisions, tactics) for the inspector; no effect on speed.
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
         if refittable:
+            # REFIT, not REFIT_IDENTICAL: that one lets TensorRT assume the refit weights equal
+            # the build's ("different weights yield unpredictable behavior"), and a refit here
+            # brings another adapter's. REFIT's known fault (a GEMM bias dropped) is caught by
+            # the verification trt_plan makes mandatory for refittable and refitted engines.
             config.set_flag(trt.BuilderFlag.REFIT)
         fp32_layers = 0
         if route == FP16_FLAG:

@@ -28,8 +28,10 @@ from adaptsr.core.contracts import EngineProfile, EngineSidecar
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import check_outputs_not_inputs, check_readable, check_writable
 from adaptsr.core.lazy import lazy_import
+from adaptsr.export.fp16_proof import BF16_MIN_PSNR
 from adaptsr.export.trt_builder import FP16_FLAG, STRONGLY_TYPED
 from adaptsr.export.trt_sidecar import hw, shell_command
+from adaptsr.export.trt_verify import MIN_PSNR_DB
 
 onnx = lazy_import("onnx")
 
@@ -223,6 +225,21 @@ def _build_command(onnx_path, out, fp16, route, profile, min_hw, batch, refittab
     )  # fmt: skip
 
 
+# TensorRT documents that BuilderFlag.REFIT may give wrong output even before any refit (a GEMM
+# bias dropped and treated as zero, not exposed to the refitter), so a refittable engine and a
+# refitted copy are always checked against ONNX Runtime.
+ALWAYS_VERIFIED = (
+    "is always verified against ONNX Runtime (TensorRT's REFIT can drop a GEMM bias): drop "
+    "--no-verify"
+)
+
+
+def default_min_psnr(precision: str) -> float:
+    """--min-psnr when not given: 45 dB, or for a bf16 ONNX the bf16 export check's 35 dB (bf16
+    keeps 3 significant bits fewer than fp16)."""
+    return BF16_MIN_PSNR if precision == "bf16" else MIN_PSNR_DB
+
+
 def _refittable_sidecar(base_engine: Path) -> EngineSidecar:
     base = read_engine_info(base_engine)
     if base is None:
@@ -286,7 +303,7 @@ def plan_engine(
     base_onnx: str | Path | None = None,
     verify: bool = True,
     reference: str | Path | None = None,
-    min_psnr: float = 45.0,
+    min_psnr: float | None = None,
     force: bool = False,
 ) -> EnginePlan:
     """`adapt export trt`'s options checked, in the order a user meets them (shapes as
@@ -327,13 +344,15 @@ def plan_build(
     refittable: bool = False,
     verify: bool = True,
     reference: str | Path | None = None,
-    min_psnr: float = 45.0,
+    min_psnr: float | None = None,
     base_onnx: str | Path | None = None,
     force: bool = False,
 ) -> EnginePlan:
     """The checks of a build (build_engine's arguments)."""
     out = Path(out)
     _check_outputs(out, force)
+    if refittable and not verify:
+        raise UserError(f"a --refittable engine {ALWAYS_VERIFIED}")
     if workspace_gib <= 0:
         raise UserError(f"workspace must be positive, got {workspace_gib} GiB")
     if timing_cache is not None:  # read and rewritten: it must not be any other file here
@@ -345,6 +364,7 @@ def plan_build(
     check_route(route, fp16, precision, onnx_path)
     profile = profile_shapes(inp, min_hw, opt_hw, max_hw, batch)
     ref = resolve_reference(onnx_path, precision, inp, reference) if verify else None
+    min_psnr = default_min_psnr(precision) if min_psnr is None else min_psnr
     if base_onnx is not None:
         _check_base_onnx(base_onnx, onnx_path, inp, precision)
     command = _build_command(
@@ -364,12 +384,14 @@ def plan_refit(
     *,
     verify: bool = True,
     reference: str | Path | None = None,
-    min_psnr: float = 45.0,
+    min_psnr: float | None = None,
     force: bool = False,
 ) -> EnginePlan:
     """The checks of a refit (refit_engine's arguments): a refittable engine with a sidecar,
     and an ONNX exported like the one it was built from."""
     out, base_engine = Path(out), check_readable(base_engine, "engine file")
+    if not verify:
+        raise UserError(f"a refitted engine {ALWAYS_VERIFIED}")
     if out.suffix.lower() in ENGINE_SUFFIXES and out.resolve() == base_engine.resolve():
         raise UserError(f"--out {out} is the --refit-from engine: write the refit copy elsewhere")
     _check_outputs(out, force)
@@ -383,6 +405,7 @@ def plan_refit(
             "it with the same options"
         )
     ref = resolve_reference(onnx_path, precision, inp, reference) if verify else None
+    min_psnr = default_min_psnr(precision) if min_psnr is None else min_psnr
     command = shell_command(
         "adapt", "export", "trt", "--refit-from", base_engine, "--onnx", onnx_path, "--out", out,
         *(("--reference", reference) if reference else ()),

@@ -12,6 +12,7 @@ from adaptsr.core.artifacts import engine_info_path
 from adaptsr.core.contracts import EngineSidecar
 from adaptsr.core.errors import UserError
 from adaptsr.export.tensorrt import build_engine, read_onnx_input
+from adaptsr.export.trt_plan import plan_build
 
 
 def test_strongly_typed_build_writes_the_sidecar(tmp_path, fake_trt):
@@ -104,3 +105,18 @@ def test_engine_name_and_half_static_inputs_are_refused(tmp_path, fake_trt):
     with pytest.raises(UserError, match="one static and one dynamic side"):
         build_engine(half, tmp_path / "half.engine", min_hw=(32, 16), opt_hw=(32, 32),
                      max_hw=(32, 64), verify=False)  # fmt: skip
+
+
+def test_verification_threshold_follows_the_onnx_precision(tmp_path):
+    ref = write_onnx(tmp_path / "m.onnx", h=32, w=32)
+    plans = {
+        p: plan_build(
+            write_onnx(tmp_path / f"m.{p}.onnx", h=32, w=32, precision=p),
+            tmp_path / f"{p}.engine",
+            reference=ref,
+        )  # fmt: skip
+        for p in ("fp16", "bf16")
+    }
+    assert plans["fp16"].min_psnr == 45.0 and plans["bf16"].min_psnr == 35.0  # bf16: 3 bits fewer
+    given = plan_build(tmp_path / "m.bf16.onnx", tmp_path / "x.engine", reference=ref, min_psnr=40)
+    assert given.min_psnr == 40 and plan_build(ref, tmp_path / "y.engine").min_psnr == 45.0

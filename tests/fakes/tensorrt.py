@@ -1,11 +1,15 @@
 """A recording stand-in of the TensorRT Python API: it records the calls build_engine and
 refit_engine make, with TensorRT's names (the real signatures are checked by mypy against
 tensorrt-stubs, `make lint`). A "plan" is the JSON of the ONNX file it was parsed from and
-whether it is refittable, so a test can read back which weights an engine holds."""
+whether it is refittable, so a test can read back which weights an engine holds, and run it:
+`engine_runner` runs the ONNX an engine holds in ONNX Runtime, as verification runs an engine."""
 
 import json
 import types
 from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
 
 # what adaptsr.export.tensorrt.gpu_info reports for the fake GPU
 GPU = {"gpu": "NVIDIA Jetson AGX Orin", "compute_capability": "8.7"}
@@ -16,17 +20,22 @@ class FakeTensorRT:
     lands in `calls` as a tuple; the keyword arguments make a step fail or shape what it sees."""
 
     def __init__(self, version="10.13.0.35", parse_ok=True, build_ok=True, cache_ok=True,
-                 layers=None, network=(), missing=(), refit_ok=True):  # fmt: skip
+                 layers=None, network=(), missing=(), refit_ok=True,
+                 refit_applies=True):  # fmt: skip
         self.__version__ = version
         self.parse_ok, self.build_ok, self.cache_ok = parse_ok, build_ok, cache_ok
         self.refit_ok, self.missing = refit_ok, list(missing)
+        self.refit_applies = refit_applies  # False: a refit that reports success, changes nothing
         self.network = network  # (layer type, output dtype) of each layer the parser makes
         self.layers = layers or {}  # ONNX file name -> the inspector's layer list
         self.calls = []
         self.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=1)
         self.MemoryPoolType = types.SimpleNamespace(WORKSPACE=0)
         self.BuilderFlag = types.SimpleNamespace(
-            FP16="FP16", OBEY_PRECISION_CONSTRAINTS="OBEY", REFIT="REFIT"
+            FP16="FP16",
+            OBEY_PRECISION_CONSTRAINTS="OBEY",
+            REFIT="REFIT",
+            REFIT_IDENTICAL="REFIT_IDENTICAL",
         )
         self.ProfilingVerbosity = types.SimpleNamespace(DETAILED="detailed")
         self.LayerInformationFormat = types.SimpleNamespace(JSON="json")
@@ -128,7 +137,8 @@ class Builder:
     def build_serialized_network(self, network, config):
         rec = self.fake.calls
         rec.append(("build", network.onnx, config.profiling_verbosity))
-        plan = {"onnx": network.onnx, "refittable": ("flag", "REFIT") in rec}
+        refit = {("flag", "REFIT"), ("flag", "REFIT_IDENTICAL")} & set(rec)
+        plan = {"onnx": network.onnx, "refittable": bool(refit)}
         return json.dumps(plan).encode() if self.fake.build_ok else None
 
 
@@ -197,8 +207,19 @@ class OnnxParserRefitter:
 
     def refit_from_file(self, path):
         self.fake.calls.append(("refit_from", path))
-        self.refitter.engine.plan["onnx"] = Path(path).name
+        if self.fake.refit_applies:
+            self.refitter.engine.plan["onnx"] = Path(path).name
         return self.fake.parse_ok
 
     def get_error(self, i):
         return "weights 'w' have another shape"
+
+
+def engine_runner(engine_file):
+    """The run of a fake engine: the ONNX its plan names (beside the engine) in ONNX Runtime."""
+    plan = json.loads(Path(engine_file).read_bytes())
+    sess = ort.InferenceSession(
+        str(Path(engine_file).parent / plan["onnx"]), providers=["CPUExecutionProvider"]
+    )
+    name = sess.get_inputs()[0].name
+    return lambda x: np.asarray(sess.run(None, {name: x})[0])
