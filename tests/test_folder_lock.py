@@ -132,3 +132,32 @@ def test_on_windows_the_lock_is_msvcrt_and_leaves_the_holder_readable(tmp_path, 
     assert fake.held == {}  # unlocked before the close
     with lock_folder(tmp_path):
         assert len(fake.held) == 1
+
+
+WINDOWS = textwrap.dedent(
+    """
+    import sys, types
+    import click, cv2, numpy, safetensors, spandrel, torch, tqdm  # loaded as anywhere
+    for name in ("fcntl", "resource", "termios", "pwd", "grp"):
+        sys.modules[name] = None  # POSIX only: importing one fails, as on Windows
+    msvcrt = types.ModuleType("msvcrt")
+    msvcrt.LK_UNLCK, msvcrt.LK_NBLCK, msvcrt.calls = 0, 2, []
+    msvcrt.locking = lambda fd, mode, n: msvcrt.calls.append(mode)
+    sys.modules["msvcrt"], sys.platform = msvcrt, "win32"
+    from adaptsr.adapt import train
+    from adaptsr.cli.commands import train as command
+    from adaptsr.core.folder_lock import lock_folder
+    with lock_folder(sys.argv[1], "training run"):
+        pass
+    print(msvcrt.calls)
+    """
+)
+
+
+def test_adapt_train_starts_without_posix_only_modules(tmp_path):
+    """What `adapt train` imports, and its lock, on a Python that looks like Windows'."""
+    done = subprocess.run(
+        [sys.executable, "-c", WINDOWS, str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["[2,", "0]"]  # locked without waiting, then unlocked

@@ -5,7 +5,6 @@ model and mode, each in a fresh process, on pre-degraded batches.
 from __future__ import annotations
 
 import multiprocessing as mp
-import resource
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -22,6 +21,11 @@ from adaptsr.adapt.train.distributed import Dist, resolve_device
 from adaptsr.adapt.train.graphs import CompiledModel, check_device
 from adaptsr.adapt.train.model import build_trainable
 from adaptsr.core.errors import UserError
+
+try:
+    import resource  # POSIX: the process's lifetime peak RSS
+except ImportError:  # Windows: `adapt train` (which imports this module) must still start
+    resource = None
 
 
 def bench_defaults(device: str) -> dict:
@@ -64,6 +68,13 @@ def benchmark(
                 job = pool.submit(_bench_one, *args, compile, cuda_graphs)
                 rows.append(job.result())
     return rows
+
+
+def _peak_rss_mb() -> float:
+    """The kernel's high-water mark of this process's RSS (0 where it keeps none we can read)."""
+    if resource is None:
+        return 0.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _rss_mb() -> float | None:
@@ -142,9 +153,7 @@ def _bench_one(
         "device": str(device) if not cuda else torch.cuda.get_device_name(device),
         "threads": torch.get_num_threads(),
         # the kernel's high-water mark is updated lazily: it can trail the current RSS
-        "peak_rss_mb": max(
-            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, _rss_mb() or 0.0
-        ),
+        "peak_rss_mb": max(_peak_rss_mb(), _rss_mb() or 0.0),
         "rss_before_mb": rss_before,
     }
     if cuda:
