@@ -207,3 +207,21 @@ def fp16_step(proto, fp32_path: Path, tmp: Path, inputs, reduced: Reduced = FP16
 
 def _on(image: str) -> str:
     return "" if image == "synthetic" else f" (on {image})"
+
+
+def proof_lines(proof: Fp16Proof) -> list[str]:
+    """What `adapt export onnx` says about the fp16 or bf16 check: on which images, in which
+    runtime (bf16: emulated) and arithmetic."""
+    name = proof.precision
+    where = "ONNX Runtime" if name == "fp16" else "ONNX Runtime (bf16 emulated in fp32)"
+    on = f"{len(proof.checks) - len(proof.check_images)} photo-like image(s)"
+    if proof.check_images:
+        on += f" and {len(proof.check_images)} of --check-images"
+    lines = [
+        f"{name} vs fp32 on {on}: min PSNR {proof.min_psnr_db:.1f} dB in {where}, "
+        f"{proof.arithmetic.min_psnr_db:.1f} dB in {name} arithmetic (onnx.reference), "
+        "no overflow: PASS"
+    ]
+    if proof.io_precision != "fp32":
+        lines.append(f"inputs and outputs: {proof.io_precision}")
+    return lines

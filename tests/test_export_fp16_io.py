@@ -283,3 +283,20 @@ def test_bf16_holds_what_overflows_fp16(tmp_path):
     assert proof.precision == "bf16" and proof.arithmetic.first_overflow is None
     assert {t.data_type for t in final.graph.initializer} == {BFLOAT16}
     assert proof.min_psnr_db >= 35 and "bf16 emulated" in proof.runtime
+
+
+def test_bf16_arithmetic_accumulates_matrix_products_in_fp32():
+    """As bf16 kernels do (docs/export.md): 4096 ones sum to 4096, where a bf16 sum stops at 256."""
+    ones = numpy_helper.from_array(np.ones((4096, 1), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4096])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])],
+        [ones],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)])
+    bf16, _ = convert_to_fp16(model, low=BFLOAT16)
+    got, _ = run_in_fp16(bf16, np.ones((1, 4096), np.float32))
+    assert got.item() == 4096.0
+    assert np.ones(4096, helper.tensor_dtype_to_np_dtype(BFLOAT16)).sum() == 256  # the contrast

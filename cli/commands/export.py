@@ -6,6 +6,7 @@ import click
 from adaptsr.cli.commands._options import allow_random_base_option
 from adaptsr.core.contracts import EngineSidecar, ExportReport
 from adaptsr.core.lazy import lazy_import
+from adaptsr.export.fp16_proof import proof_lines
 from adaptsr.export.plan import plan_export
 from adaptsr.export.trt_plan import plan_engine
 from adaptsr.serve.timing import overhead_lines
@@ -36,16 +37,10 @@ def export() -> None:
     "--dynamic-batch", is_flag=True, help="Dynamic batch dimension (tiles batched on an engine)."
 )
 @click.option("--fp16", is_flag=True, help="Write an fp16 graph (fp32 islands) for TensorRT.")
+@click.option("--fp16-io", is_flag=True, help="--fp16 with fp16 inputs and outputs.")
+@click.option("--bf16", is_flag=True, help="Write a bf16 graph (fp32 islands; needs --opset 22).")
 @click.option(
-    "--fp16-io", is_flag=True, help="The fp16 graph with fp16 inputs and outputs (implies --fp16)."
-)
-@click.option(
-    "--bf16", is_flag=True, help="Write a bf16 graph (fp32 islands; needs --opset 22 or newer)."
-)
-@click.option(
-    "--check-images",
-    type=click.Path(file_okay=False),
-    help="Also check the fp16/bf16 graph on crops of the images in this folder.",
+    "--check-images", type=click.Path(file_okay=False), help="Also check fp16/bf16 on its images."
 )
 @click.option("--opset", default=18, show_default=True, type=int, help="ONNX opset (18 or newer).")
 @click.option(
@@ -102,20 +97,7 @@ def export_lines(report: ExportReport) -> list[str]:
         f"over {len(p.checks)} checks: PASS",
     ]
     if report.fp16 is not None:
-        f16 = report.fp16
-        name = f16.precision
-        where = "ONNX Runtime" if name == "fp16" else "ONNX Runtime (bf16 emulated in fp32)"
-        images = len(f16.checks) - len(f16.check_images)
-        on = f"{images} photo-like image(s)" + (
-            f" and {len(f16.check_images)} of --check-images" if f16.check_images else ""
-        )
-        lines.append(
-            f"{name} vs fp32 on {on}: min PSNR {f16.min_psnr_db:.1f} dB in {where}, "
-            f"{f16.arithmetic.min_psnr_db:.1f} dB in {name} arithmetic (onnx.reference), "
-            f"no overflow: PASS"
-        )
-        if f16.io_precision != "fp32":
-            lines.append(f"inputs and outputs: {f16.io_precision}")
+        lines += proof_lines(report.fp16)
     if report.zero_overhead is not None:
         s, lat = report.zero_overhead.structure, report.zero_overhead.latency
         graph = f"{s.nodes[0]} nodes, {s.params[0]:,} parameters, the base graph node for node"
