@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spandrel import MAIN_REGISTRY
+from spandrel import MAIN_REGISTRY, UnsupportedModelError
 from torch import nn
 
 from adaptsr.adapt.adapter_file import AdapterFile
@@ -81,10 +81,14 @@ def openmodeldb_architecture(model: nn.Module) -> str:
 
 def size_tags(model: nn.Module) -> tuple[str, ...]:
     """The parameter-size tags spandrel reads from the weights (["64nf", "23nb"] for ESRGAN):
-    the convention OpenModelDB's `size` field follows."""
+    the convention OpenModelDB's `size` field follows; none for a model spandrel does not
+    know (one built in hand and exported with `export_onnx`)."""
     register_edsr()
     state = {k: v.detach() for k, v in model.state_dict().items()}
-    return tuple(MAIN_REGISTRY.load(state).tags)
+    try:
+        return tuple(MAIN_REGISTRY.load(state).tags)
+    except UnsupportedModelError:
+        return ()
 
 
 @dataclass(frozen=True)

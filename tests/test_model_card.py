@@ -174,3 +174,9 @@ def test_resource_types_follow_the_file_name(tmp_path):
     assert r.sha256 == hashlib.sha256(b"x" * 10).hexdigest()
     with pytest.raises(UserError, match="m.bin"):
         model_card.Resource.of_file(f, named="m.bin")
+
+
+def test_size_tags_are_spandrels_and_none_for_a_model_it_does_not_know():
+    net = build_small("ESRGAN")
+    assert model_card.size_tags(net) == ("8nf", "1nb")
+    assert model_card.size_tags(torch.nn.Conv2d(3, 12, 3)) == ()
