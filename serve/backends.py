@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from adaptsr.core.artifacts import (
+    META_PRECISION,
     META_SCALE,
     check_engine_info,
     engine_metadata,
@@ -31,6 +32,7 @@ from adaptsr.serve import cudart
 
 # the runtimes: imported by the backend that runs on them (import_tensorrt checks TensorRT)
 ort = lazy_import("onnxruntime")
+onnx = lazy_import("onnx")  # only to say why a graph does not load (its recorded precision)
 if TYPE_CHECKING:  # the type checker reads tensorrt-stubs
     import tensorrt as trt
 else:
@@ -130,6 +132,16 @@ def choose_providers(choice: str, available: list[str]) -> list[str]:
     return [p for p in wanted if p in available]
 
 
+def recorded_precision(path) -> str | None:
+    """The precision `adapt export onnx` recorded in the file's metadata; None when onnx is not
+    installed or cannot read it."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # no onnx on a deployment machine, or not an ONNX file: nothing to add
+        return None
+    return {p.key: p.value for p in model.metadata_props}.get(META_PRECISION)
+
+
 def _dim(value) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
@@ -153,6 +165,11 @@ class OnnxBackend(Backend):
             self.session = ort.InferenceSession(str(path), opts, providers=providers)
         except Exception as e:  # onnxruntime raises its own untyped errors for bad files
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if recorded_precision(path) == "bf16":  # ORT names a missing Conv kernel only
+                first = (
+                    f"a bf16 graph, and {providers[0]} has no bf16 kernels for its ops (build a "
+                    "TensorRT engine from it with adapt export trt, or export it with --fp16)"
+                )
             raise UserError(f"cannot load {path} in ONNX Runtime: {first}") from e
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1 or len(inputs[0].shape) != 4:

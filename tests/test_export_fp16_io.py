@@ -300,3 +300,15 @@ def test_bf16_arithmetic_accumulates_matrix_products_in_fp32():
     got, _ = run_in_fp16(bf16, np.ones((1, 4096), np.float32))
     assert got.item() == 4096.0
     assert np.ones(4096, helper.tensor_dtype_to_np_dtype(BFLOAT16)).sum() == 256  # the contrast
+
+
+def test_onnx_runtime_refusing_a_bf16_graph_says_so(tmp_path):
+    meta = {"scale": 2, "precision": "bf16"}
+    fp32 = onnx.load(export_torch(TinySR().eval(), tmp_path / "fp32.onnx", metadata=meta))
+    fp32 = onnx.version_converter.convert_version(fp32, 22)
+    path = tmp_path / "m.bf16.onnx"
+    onnx.save(convert_to_fp16(fp32, low=BFLOAT16)[0], path)
+    with pytest.raises(UserError) as e:
+        OnnxBackend(path)
+    assert "a bf16 graph, and CPUExecutionProvider has no bf16 kernels" in str(e.value)
+    assert "\n" not in str(e.value)
