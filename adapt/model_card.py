@@ -25,8 +25,7 @@ from torch import nn
 
 from adaptsr.adapt.adapter_file import AdapterFile
 from adaptsr.adapt.edsr import register as register_edsr
-from adaptsr.adapt.fetch import cached_path
-from adaptsr.adapt.models import BUILTIN_MODELS, PRETRAINED, model_info
+from adaptsr.adapt.models import BUILTIN_MODELS, PRETRAINED, model_info, random_weights
 from adaptsr.adapt.releases import RELEASES
 from adaptsr.core.artifacts import sha256_file
 from adaptsr.core.contracts import ExportReport
@@ -357,13 +356,13 @@ class ModelCard:
 
 def base_facts(base: str) -> tuple[str, str | None, str | None]:
     """(what the base weights are, their OpenModelDB id or name, their licence)."""
-    release = RELEASES.get(base)
-    if release is not None and cached_path(base) is not None:
+    if random_weights(base):
+        return "random", None, None  # a configuration with random weights: no pretrained model
+    if base in BUILTIN_MODELS:  # a configuration whose official weights `adapt fetch` fetched
+        release = RELEASES[base]
         return "official", Path(release.source).stem, release.licence
     if base in PRETRAINED:
         return "pretrained", base, None
-    if base in BUILTIN_MODELS:
-        return "random", None, None  # a configuration with random weights: no pretrained model
     return "file", Path(base).name, None
 
 

@@ -11,7 +11,7 @@ import torch
 from fakes.models import one_block_edsr
 from fakes.openmodeldb import ARCH_ID, check_openmodeldb_shape
 
-from adaptsr.adapt import model_card
+from adaptsr.adapt import model_card, models
 from adaptsr.adapt.archs import PROFILES, build_small
 from adaptsr.adapt.lora import inject_lora, save_adapter
 from adaptsr.adapt.merge_adapter import merge_adapter_files
@@ -144,7 +144,7 @@ def test_the_base_is_named_by_what_its_weights_are(monkeypatch, tmp_path):
     assert model_card.base_facts("safmn-x4") == ("random", None, None)
     assert model_card.base_facts("adaptsr-safmn-x4") == ("pretrained", "adaptsr-safmn-x4", None)
     assert model_card.base_facts(str(tmp_path / "x.pth")) == ("file", "x.pth", None)
-    monkeypatch.setattr(model_card, "cached_path", lambda name: tmp_path / "weights.pth")
+    monkeypatch.setattr(models, "cached_path", lambda name: tmp_path / "weights.pth")
     assert model_card.base_facts("swinir-m-x4") == (
         "official",
         "4x-classicalSR-DIV2K-s64w8-SwinIR-M",  # its OpenModelDB id
