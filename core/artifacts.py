@@ -27,6 +27,7 @@ MAX_BATCH = 64  # largest batch of a dynamic-batch export or engine profile (til
 META_SCALE = "scale"
 META_SIZE_REQUIREMENTS = "size_requirements"  # JSON: {"min_size": N, "multiple_of": M}
 META_PRECISION = "precision"
+META_IO_PRECISION = "io_precision"  # the graph's input and output type: fp32, or fp16 (--fp16-io)
 
 
 def artifact_kind(spec: str) -> str:

@@ -37,6 +37,7 @@ from adaptsr.adapt.models import load_model
 from adaptsr.core.artifacts import (
     MAX_BATCH,
     MAX_SIDE,
+    META_IO_PRECISION,
     META_PRECISION,
     META_SCALE,
     META_SIZE_REQUIREMENTS,
@@ -73,8 +74,6 @@ from adaptsr.export.structure import compare_latency, compare_structure
 from adaptsr.serve.timing import MAX_ROUNDS
 
 PARITY_TOL = 1e-4  # max abs error, fp32
-# ONNX metadata: the type of the graph's input and output (fp16 with --fp16-io, else fp32)
-META_IO_PRECISION = "io_precision"
 
 
 @dataclass

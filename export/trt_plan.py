@@ -19,6 +19,7 @@ from adaptsr.core.artifacts import (
     ENGINE_SUFFIXES,
     MAX_BATCH,
     MAX_SIDE,
+    META_IO_PRECISION,
     META_PRECISION,
     engine_info_path,
     read_engine_info,
@@ -200,9 +201,18 @@ def _check_outputs(out: Path, force: bool) -> None:
     check_writable(engine_info_path(out), force)
 
 
+def io_precision(metadata: dict[str, str]) -> str:
+    """The type of the ONNX's input and output the export recorded (fp16 for --fp16-io)."""
+    return metadata.get(META_IO_PRECISION, "fp32")
+
+
 def _check_base_onnx(base_onnx, onnx_path, inp: OnnxInput, precision: str) -> None:
     base_inp = read_onnx_input(base_onnx)
-    if base_inp.dims != inp.dims or base_inp.metadata.get(META_PRECISION, "fp32") != precision:
+    if (
+        base_inp.dims != inp.dims
+        or base_inp.metadata.get(META_PRECISION, "fp32") != precision
+        or io_precision(base_inp.metadata) != io_precision(inp.metadata)
+    ):
         raise UserError(
             f"--base-onnx {base_onnx} is not an export of the same shape and precision as "
             f"{onnx_path}: export both with the same options"
@@ -398,11 +408,12 @@ def plan_refit(
     base = _refittable_sidecar(base_engine)
     inp = read_onnx_input(onnx_path)
     precision = inp.metadata.get(META_PRECISION, "fp32")
-    if precision != base.onnx_precision or inp.dims != base.onnx_input:
+    io, base_io = io_precision(inp.metadata), io_precision(base.metadata)
+    if precision != base.onnx_precision or inp.dims != base.onnx_input or io != base_io:
         raise UserError(
-            f"{onnx_path} ({precision}, input {inp.dims}) is not exported like the ONNX the "
-            f"engine was built from ({base.onnx_precision}, input {base.onnx_input}): export "
-            "it with the same options"
+            f"{onnx_path} ({precision}, {io} input {inp.dims}) is not exported like the ONNX "
+            f"the engine was built from ({base.onnx_precision}, {base_io} input "
+            f"{base.onnx_input}): export it with the same options"
         )
     ref = resolve_reference(onnx_path, precision, inp, reference) if verify else None
     min_psnr = default_min_psnr(precision) if min_psnr is None else min_psnr

@@ -5,6 +5,7 @@ verification a refittable or refitted engine always gets runs here too."""
 import hashlib
 import json
 
+import onnx
 import pytest
 from fakes.exports import write_onnx
 from fakes.tensorrt import engine_runner
@@ -120,3 +121,20 @@ def test_cli_refit_keeps_the_build_settings(run_cli, tmp_path, fake_trt):
                              tmp_path / "n.engine")  # fmt: skip
     assert code == 0, err
     assert "refitted with the weights of" in out and "verify vs ONNX Runtime fp32" in out
+
+
+def _with_fp16_io(path):
+    model = onnx.load(path)
+    model.metadata_props.add(key="io_precision", value="fp16")
+    onnx.save(model, path)
+    return path
+
+
+def test_inputs_and_outputs_of_another_type_are_refused(tmp_path, fake_trt):
+    _refittable(tmp_path, fake_trt)
+    other = _with_fp16_io(write_onnx(tmp_path / "io.onnx", h=32, w=32))
+    with pytest.raises(UserError, match=r"\(fp32, fp16 input .*\(fp32, fp32 input"):
+        refit_engine(tmp_path / "base.engine", other, tmp_path / "n.engine")
+    with pytest.raises(UserError, match="is not an export of the same shape and precision"):
+        build_engine(other, tmp_path / "m.engine", base_onnx=tmp_path / "base.onnx")
+    assert not (tmp_path / "n.engine").exists() and not (tmp_path / "m.engine").exists()
