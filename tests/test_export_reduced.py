@@ -4,13 +4,14 @@ import numpy as np
 import onnx
 import pytest
 from fakes.images import photo
-from test_export import small
+from test_export import small, with_random_adapter
 
+from adaptsr.adapt.models import load_model
 from adaptsr.cli.commands.export import export_lines
 from adaptsr.core.errors import UserError
 from adaptsr.core.images import Image, write_image
 from adaptsr.export.fp16 import BFLOAT16, HALF
-from adaptsr.export.onnx import export_onnx, report_path
+from adaptsr.export.onnx import export_onnx, load_merged, report_path
 from adaptsr.serve.backends import OnnxBackend
 
 
@@ -54,3 +55,18 @@ def test_bf16_export_says_how_it_was_checked(tmp_path):
     line = export_lines(report)[2]
     assert "bf16 vs fp32" in line and "ONNX Runtime (bf16 emulated in fp32)" in line
     assert "in bf16 arithmetic (onnx.reference)" in line
+
+
+@pytest.mark.parametrize("options", [dict(fp16_io=True), dict(bf16=True, opset=22)])
+def test_merged_reduced_export_is_the_base_graph(tmp_path, options):
+    """The base export is converted the same way, so the graphs match node for node (and the
+    latency check feeds the fp16 input an fp16 image)."""
+    base_path, adapter_path, _ = with_random_adapter("Compact", tmp_path)
+    merged, adapter = load_merged(str(base_path), adapter_path)
+    report = export_onnx(merged, tmp_path / "m.onnx", tile=(16, 16), adapter=adapter,
+                         base=load_model(base_path), latency_rounds=6, latency_max_rounds=6,
+                         **options)  # fmt: skip
+    assert report.zero_overhead.structure.identical
+    latency = report.zero_overhead.latency
+    assert latency.input_shape == [1, 3, 16, 16]
+    assert ("bf16 emulated" in latency.runtime) == ("bf16" in options)
