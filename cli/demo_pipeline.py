@@ -10,6 +10,7 @@ and scores base and adapted model on other photos, degraded by the same camera:
     OUT/compare.png              crops: the camera's LR image (bicubic), base, adapted, HR
     OUT/rank_map.png             the rank-aware allocation's heatmap (rank_map.json beside it)
     OUT/merged.onnx              the deployable model, with its export report merged.report.json
+                                 and its model card merged.modelcard.json
     OUT/run/                     the training run (config, log, adapter)
 """
 
@@ -32,6 +33,7 @@ from adaptsr.adapt.evaluate import evaluate, find_pairs, make_degrade, write_com
 from adaptsr.adapt.models import check_base_weights, model_info
 from adaptsr.adapt.photos import PHOTO_NAMES, write_photos
 from adaptsr.adapt.rankmap import write_rank_map
+from adaptsr.core.artifacts import model_card_path
 from adaptsr.core.contracts import ExportReport
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import atomic_output
@@ -45,6 +47,7 @@ EVAL_PHOTOS = ("astronaut", "chelsea", "coffee", "grace_hopper", "rocket")
 REPORT = "report.json"
 ONNX = "merged.onnx"
 EXPORT_REPORT = report_path(ONNX).name  # named by the export itself
+EXPORT_CARD = model_card_path(ONNX).name  # likewise
 # Everything the demo writes: --force replaces a folder that holds nothing else.
 DEMO_ENTRIES = frozenset(
     {
@@ -54,6 +57,7 @@ DEMO_ENTRIES = frozenset(
         "rank_map.png",
         ONNX,
         EXPORT_REPORT,
+        EXPORT_CARD,
         "compare.png",
         "report.md",
         REPORT,
