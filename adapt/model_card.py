@@ -27,7 +27,7 @@ from adaptsr.adapt.adapter_file import AdapterFile
 from adaptsr.adapt.edsr import register as register_edsr
 from adaptsr.adapt.models import BUILTIN_MODELS, PRETRAINED, model_info, random_weights
 from adaptsr.adapt.releases import RELEASES
-from adaptsr.core.artifacts import sha256_file
+from adaptsr.core.artifacts import model_card_path, sha256_file
 from adaptsr.core.contracts import ExportReport
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import atomic_output, parse_json
@@ -35,28 +35,15 @@ from adaptsr.core.version import __version__
 
 # spandrel's architecture id -> OpenModelDB's (data/architectures.json, read 2026-08). An
 # architecture OpenModelDB does not list yet gets spandrel's id in lower case.
+# fmt: off
 OPENMODELDB_ARCHITECTURES = {
-    "ATD": "atd",
-    "Compact": "compact",
-    "CRAFT": "craft",
-    "DAT": "dat",
-    "DCTLSA": "dctlsa",
-    "DITN": "ditn",
-    "DRCT": "drct",
-    "EDSR": "edsr",
-    "ESRGAN": "esrgan",
-    "GRL": "grl",
-    "HAT": "hat",
-    "MoSR": "mosr",
-    "OmniSR": "omnisr",
-    "RCAN": "rcan",
-    "RealCUGAN": "real-cugan",
-    "RGT": "rgt",
-    "SPAN": "span",
-    "SRFormer": "srformer",
-    "SwiftSRGAN": "swift-srgan",
+    "ATD": "atd", "Compact": "compact", "CRAFT": "craft", "DAT": "dat", "DCTLSA": "dctlsa",
+    "DITN": "ditn", "DRCT": "drct", "EDSR": "edsr", "ESRGAN": "esrgan", "GRL": "grl",
+    "HAT": "hat", "MoSR": "mosr", "OmniSR": "omnisr", "RCAN": "rcan", "RealCUGAN": "real-cugan",
+    "RGT": "rgt", "SPAN": "span", "SRFormer": "srformer", "SwiftSRGAN": "swift-srgan",
     "SwinIR": "swinir",
 }
+# fmt: on
 REAL_PLKSR = "realplksr"  # spandrel's PLKSR id covers PLKSR and RealPLKSR (another class)
 
 # OpenModelDB's resource types, by file suffix
@@ -151,6 +138,20 @@ class Training:
             dataset=", ".join(names) or None,
         )
 
+    @classmethod
+    def from_card(cls, data: dict) -> Training:
+        """Read back from a card's OpenModelDB fields."""
+        return cls(
+            iterations=_positive(data.get("trainingIterations")),
+            batch_size=_positive(data.get("trainingBatchSize")),
+            hr_size=_positive(data.get("trainingHRSize")),
+            dataset=_text(data.get("dataset")),
+        )
+
+
+def _text(value) -> str | None:
+    return value if isinstance(value, str) and value else None
+
 
 def _positive(value) -> int | None:
     return value if type(value) is int and value > 0 else None
@@ -190,13 +191,14 @@ class AdapterUse:
     scaling: str
     targets: str
     sites: int
-    ranks: tuple[int, ...]  # the ranks of its sites, sorted (empty for difffit)
+    ranks: tuple[int, int, float, int]  # min, max, mean, total over its sites (0s: difffit)
     alpha: float
     degradation: str  # a preset name or the settings as a JSON table ("" unrecorded)
 
     @classmethod
     def of(cls, adapter: AdapterFile, weight: float) -> AdapterUse:
         meta = adapter.meta
+        r = list(meta.ranks.values())
         return cls(
             file=adapter.path.name,
             sha256=adapter.sha256,
@@ -205,13 +207,32 @@ class AdapterUse:
             scaling=meta.scaling,
             targets=meta.targets,
             sites=len(meta.ranks) or len(meta.layers),
-            ranks=tuple(sorted(meta.ranks.values())),
+            ranks=(min(r), max(r), round(sum(r) / len(r), 3), sum(r)) if r else (0, 0, 0.0, 0),
             alpha=meta.alpha,
             degradation=meta.degradation,
         )
 
+    @classmethod
+    def from_json(cls, data: dict) -> AdapterUse:
+        """Read back from a card (KeyError, TypeError or ValueError when it is not one)."""
+        r, degradation = data["ranks"], data["degradation"]
+        return cls(
+            file=str(data["file"]),
+            sha256=str(data["sha256"]),
+            weight=float(data["weight"]),
+            mode=str(data["mode"]),
+            scaling=str(data["scaling"]),
+            targets=str(data["targets"]),
+            sites=int(data["sites"]),
+            ranks=(int(r["min"]), int(r["max"]), float(r["mean"]), int(r["total"])),
+            alpha=float(r["alpha"]),
+            degradation=json.dumps(degradation, sort_keys=True)
+            if isinstance(degradation, dict)
+            else str(degradation or ""),
+        )
+
     def to_json(self) -> dict:
-        r = self.ranks
+        low, high, mean, total = self.ranks
         return {
             "file": self.file,
             "sha256": self.sha256,
@@ -220,13 +241,7 @@ class AdapterUse:
             "scaling": self.scaling,
             "targets": self.targets,
             "sites": self.sites,
-            "ranks": {
-                "min": min(r) if r else 0,
-                "max": max(r) if r else 0,
-                "mean": round(sum(r) / len(r), 3) if r else 0.0,
-                "total": sum(r),
-                "alpha": self.alpha,
-            },
+            "ranks": {"min": low, "max": high, "mean": mean, "total": total, "alpha": self.alpha},
             "degradation": _degradation_json(self.degradation),
         }
 
@@ -299,6 +314,48 @@ class AdaptsrFacts:
         if self.onnx is not None:
             data["onnx"] = self.onnx.to_json()
         return data
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where the weights come from: the base, what its weights are, the adapters folded in and
+    the run they were trained in."""
+
+    base: str  # a built-in name, or a checkpoint's file name
+    base_weights: str  # official, pretrained, random or file
+    pretrained: str | None  # pretrainedModelG: the base's OpenModelDB id or name
+    licence: str | None
+    adapters: tuple[AdapterUse, ...] = ()
+    training: Training = field(default_factory=Training)
+
+    @classmethod
+    def of(cls, base: str, blend: Sequence[tuple[AdapterFile, float]]) -> Provenance:
+        """The base `base` with `blend` (adapter, weight) folded in."""
+        weights, pretrained, licence = base_facts(base)
+        name = pretrained if weights == "file" and pretrained else base  # a file by its name
+        adapters = tuple(AdapterUse.of(a, w) for a, w in blend)
+        training = Training.of_adapter(blend[0][0].path) if len(blend) == 1 else Training()
+        return cls(name, weights, pretrained, licence, adapters, training)
+
+    @classmethod
+    def beside(cls, checkpoint: str | os.PathLike) -> Provenance | None:
+        """What the card `adapt merge` wrote beside `checkpoint` says, while it still describes
+        that file (a resource with its sha256); None otherwise (an export of a merged
+        checkpoint keeps where its weights came from)."""
+        path = Path(checkpoint)
+        try:
+            data = json.loads(model_card_path(path).read_text())
+            sha256 = sha256_file(path)
+            if not any(r["sha256"] == sha256 for r in data["resources"]):
+                return None
+            facts = data["adaptsr"]
+            adapters = tuple(AdapterUse.from_json(a) for a in facts["adapters"])
+            return cls(
+                str(facts["base"]), str(facts["base_weights"]), _text(data.get("pretrainedModelG")),
+                _text(data.get("license")), adapters, Training.from_card(data),
+            )  # fmt: skip
+        except (OSError, KeyError, TypeError, ValueError, AttributeError):
+            return None  # no card, or not one adaptsr wrote
 
 
 @dataclass(frozen=True)
@@ -379,7 +436,7 @@ def _description(model: nn.Module, base: str, adapters: Sequence[AdapterUse]) ->
         return f"{info.arch} x{info.scale} ({base}), exported by adaptsr {__version__}."
     how = " + ".join(
         f"{a.weight:g} x {a.file} ({a.mode}, {a.sites} sites"
-        + (f", rank {min(a.ranks)}-{max(a.ranks)})" if a.ranks else ")")
+        + (f", rank {a.ranks[0]}-{a.ranks[1]})" if a.ranks[1] else ")")
         for a in adapters
     )
     return (
@@ -396,12 +453,10 @@ def make_card(
     name: str,
     onnx: OnnxFacts | None = None,
 ) -> ModelCard:
-    """The card of `model` (the base with `blend` folded in) written as `resource`."""
+    """The card of `model` (the base with `blend` folded in) written as `resource`; a merged
+    checkpoint exported without adapters keeps the provenance its own card records."""
     info = model_info(model)
-    weights, pretrained, licence = base_facts(base)
-    adapters = tuple(AdapterUse.of(a, w) for a, w in blend)
-    training = Training.of_adapter(blend[0][0].path) if len(blend) == 1 else Training()
-    base = pretrained if weights == "file" else str(base)  # a file by its name, not its path
+    origin = (None if blend else Provenance.beside(base)) or Provenance.of(base, blend)
     return ModelCard(
         name=name,
         architecture=openmodeldb_architecture(model),
@@ -409,14 +464,14 @@ def make_card(
         input_channels=info.in_channels,
         output_channels=info.out_channels,
         date=datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
-        description=_description(model, base, adapters),
+        description=_description(model, origin.base, origin.adapters),
         resources=(resource,),
-        adaptsr=AdaptsrFacts(__version__, base, weights, adapters, onnx),
-        license=licence,
-        tags=_tags(adapters),
+        adaptsr=AdaptsrFacts(__version__, origin.base, origin.base_weights, origin.adapters, onnx),
+        license=origin.licence,
+        tags=_tags(origin.adapters),
         size=size_tags(model),
-        training=training,
-        pretrained_model_g=pretrained,
+        training=origin.training,
+        pretrained_model_g=origin.pretrained,
     )
 
 

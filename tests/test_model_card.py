@@ -15,7 +15,7 @@ from adaptsr.adapt import model_card, models
 from adaptsr.adapt.archs import PROFILES, build_small
 from adaptsr.adapt.lora import inject_lora, save_adapter
 from adaptsr.adapt.merge_adapter import merge_adapter_files
-from adaptsr.adapt.models import model_from_state_dict, save_model
+from adaptsr.adapt.models import load_model, model_from_state_dict, save_model
 from adaptsr.core.artifacts import model_card_path
 from adaptsr.core.errors import UserError
 
@@ -180,3 +180,21 @@ def test_size_tags_are_spandrels_and_none_for_a_model_it_does_not_know():
     net = build_small("ESRGAN")
     assert model_card.size_tags(net) == ("8nf", "1nb")
     assert model_card.size_tags(torch.nn.Conv2d(3, 12, 3)) == ()
+
+
+def test_an_export_of_a_merged_checkpoint_keeps_where_its_weights_came_from(run, tmp_path):
+    root, base, adapter = run
+    out = tmp_path / "m.safetensors"
+    merge_adapter_files(base, [(adapter, 1.0)], str(out))
+    merged = json.loads(model_card_path(out).read_text())
+    resource = model_card.Resource.of_file(out)
+    card = model_card.make_card(load_model(out), str(out), [], resource, "again").to_json()
+    kept = ("trainingIterations", "trainingBatchSize", "trainingHRSize", "dataset")
+    kept += ("pretrainedModelG", "tags", "description")
+    assert {k: card[k] for k in kept} == {k: merged[k] for k in kept}
+    assert card["adaptsr"] == merged["adaptsr"]  # base, its weights, the adapters
+    # a card that no longer describes the file (another file under its name) is not read
+    out.write_bytes(out.read_bytes() + b"\n")
+    assert model_card.Provenance.beside(out) is None
+    card = model_card.make_card(load_model(base), str(out), [], resource, "again").to_json()
+    assert card["adaptsr"]["adapters"] == [] and card["pretrainedModelG"] == "m.safetensors"
