@@ -39,6 +39,7 @@ Settings = BicubicConfig | RealESRGANConfig | CameraConfig
 PRESETS: dict[str, Settings] = {"bicubic": BICUBIC, "realesrgan": REALESRGAN, "camera": CAMERA}
 TYPES = {BicubicConfig: "bicubic", RealESRGANConfig: "realesrgan", CameraConfig: "camera"}
 DEFAULT_TYPE = "camera"  # `adapt calibrate` writes one camera's file
+MIXED = "mixed"  # adapter metadata of a run whose --data sources have their own settings
 NOTES = "calibration"  # a table of notes (how the settings were found): kept out of the settings
 BLUR_TYPES = KERNEL_TYPES[:6]  # kernel_list's names; sinc has its own probability (sinc_prob)
 
@@ -107,9 +108,13 @@ def recorded(value) -> str | dict:
     return to_table(settings_of(value))
 
 
-def metadata_text(value) -> str:
-    """`recorded` as one line of text (adapter metadata): the name, or the table as JSON."""
+def metadata_text(value, sources: Mapping[str, str | dict] | None = None) -> str:
+    """`recorded` as one line of text (adapter metadata): the name, or the table as JSON.
+    With `sources` (--data sources with a degradation of their own: spec -> its record, as
+    `recorded` gives it) the JSON table {"type": "mixed", "default": ..., "sources": {...}}."""
     record = recorded(value)
+    if sources:
+        return json.dumps({"type": MIXED, "default": record, "sources": dict(sources)})
     return record if isinstance(record, str) else json.dumps(record)
 
 

@@ -53,7 +53,7 @@ RESUMABLE += ("compile", "cuda_graphs")  # speed only (like kernels: the last bi
 RESUMABLE += ("val_save_images",)  # what a validation writes besides its scores
 RESUMABLE += ("allow_random_base",)  # a permission: the base itself is checked on resume
 # what a run's config.json records about the run, not settings: never read back as one
-RUN_FACTS = ("run_id", "random_base")
+RUN_FACTS = ("run_id", "random_base", "data_degradations")
 # the allocation settings a run without --rank-aware refuses when changed (score_batches
 # predates the others and was always accepted without --rank-aware)
 RANK_AWARE_OPTIONS = ("score", "normalise", "allocator", "r_min", "r_max", "score_batch")

@@ -4,6 +4,10 @@ changed (a resumed run replays exactly only on the same images).
 Each image the scan looked at (used, unreadable or too small; training and validation) is
 recorded by its path with its size in bytes and its size in pixels. Modification times are left
 out on purpose: copying a dataset to another machine changes them, not the pictures.
+
+`source_degradations` is what a run records (config.json, adapter metadata) of the --data
+sources that have a degradation of their own: the settings a file holds, as --degradation FILE
+is recorded, not only the file's path.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from adaptsr.adapt.data import Entry, Scan
+from adaptsr.adapt import degradation_file
+from adaptsr.adapt.data import Entry, Scan, parse_source
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import atomic_output, parse_json
 
@@ -33,6 +38,17 @@ def fingerprint(found: Scan, val_entries: list[Entry]) -> dict[str, list]:
     for path in [*found.corrupt, *found.too_small]:
         sized.setdefault(path, (None, None))
     return {str(path): [_bytes(path), *size] for path, size in sorted(sized.items())}
+
+
+def source_degradations(data: list[str]) -> dict[str, str | dict]:
+    """{--data spec: its degradation as recorded (a preset's name, or the settings table of a
+    file)} for each source with a degradation of its own."""
+    out = {}
+    for spec in data:
+        source = parse_source(spec)
+        if source.degradation:
+            out[spec] = degradation_file.recorded(source.degradation)
+    return out
 
 
 def _bytes(path: Path) -> int | None:

@@ -279,7 +279,11 @@ class Trainer:
                 clear_previous_run(run_dir)
                 if allocation is not None:
                     write_rank_map(allocation, run_dir / "rank_map.json", force=True, heatmap=False)
-                _write_json(run_dir / "config.json", {**cfg.to_dict(), "run_id": self.state.run_id})
+                facts = {"run_id": self.state.run_id}
+                sources = data_record.source_degradations(cfg.data)
+                if sources:  # the settings of --data DIR:FILE, not only the file's path
+                    facts["data_degradations"] = sources
+                _write_json(run_dir / "config.json", {**cfg.to_dict(), **facts})
             if self.record_data:
                 data_record.write_record(run_dir, self.data_files)
             damaged = self.log.trim(self.iteration)

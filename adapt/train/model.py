@@ -29,6 +29,7 @@ from adaptsr.adapt.models import (
 )
 from adaptsr.adapt.rankmap import RankAllocation
 from adaptsr.adapt.train.config import ADAPTER_MODES, SCHEDULES, TrainConfig
+from adaptsr.adapt.train.data_record import source_degradations
 from adaptsr.adapt.train.distributed import Dist, _mean
 from adaptsr.core.errors import UserError
 from adaptsr.core.tiling import tiled_upscale
@@ -177,7 +178,7 @@ def _degradation_record(cfg: TrainConfig) -> str:
     """The adapter's record of the training degradation ("" for a run on LR/HR pairs)."""
     if cfg.lr_dir and not cfg.data:
         return ""
-    return metadata_text(cfg.degradation)
+    return metadata_text(cfg.degradation, source_degradations(cfg.data))
 
 
 def save_outputs(model: nn.Module, cfg: TrainConfig, run_dir: Path, suffix: str = "") -> Path:
