@@ -60,6 +60,6 @@ def calibrate(paths: list[str | os.PathLike], scale: int) -> Calibration:
     if blur is None:
         raise UserError(
             f"the photos are too uniform to estimate the blur from: none has {MIN_EDGE_PIXELS} "
-            "strong edge pixels (photos with sharp object outlines are needed)"
+            "clean edges (photos with sharp object outlines are needed)"
         )
     return Calibration(int(scale), len(photos), blur, noise, jpeg)

@@ -1,17 +1,26 @@
 """Lens blur of the camera's photos: the Gaussian sigma, in HR pixels, applied before the
 bicubic downsample by the scale, that best explains the photos' edges.
 
-Method. Edge sharpness is measured on the LR luma as the upper quartile, over strong edge
-pixels (local maxima of the smoothed gradient, above a contrast threshold clear of the noise),
-of the ratio between the gradient magnitude and that of a copy smoothed by a Gaussian of sigma
-1 LR pixel: on a step edge of width w the ratio is sqrt(w^2 + 1) / w whatever its contrast, so
-it measures width, not contrast. The same measure is taken on a reference scene rendered for
-each candidate sigma through the camera's whole chain: a dead-leaves image (overlapping discs
-of random grey levels with a power-law size distribution: the occlusion edges and the 1/f^2
-spectrum of natural scenes, the test chart of camera texture-sharpness standards), rendered at
-HR with 4x4 supersampling, blurred, shrunk by the scale (MATLAB's bicubic), with the estimated
-noise added and JPEG-compressed at the estimated quality. The photos' measure is read off that
-curve. The reference is synthetic and fixed (seeded), so nothing is tuned to particular photos.
+Method. Candidate edges are the local maxima, along the gradient, of the LR luma's gradient
+after a Gaussian of sigma 1 LR pixel (smoothed, so the noise makes few). Around each, a 7 x 7
+window (pixels within 2 of the normal line through it) is fitted by least squares with a step
+edge: a + b * Phi((u - d) / w), u the distance along the normal, over a grid of offsets d and
+widths w (then refined between grid widths). Only clean steps count: a fit whose residual is
+above what the noise and 5% of the contrast explain is a corner, a line or texture, and an edge
+whose contrast is under 4 noise sigmas is too noisy to fit. A least-squares width is nearly
+unbiased under noise whatever the contrast, which a gradient-ratio measure is not, and the
+residual test keeps texture (which looks sharper than any step) out.
+
+The photos' measure is the interquartile mean of the fitted widths. The same measure is taken
+on a reference scene rendered for each candidate sigma through the camera's whole chain: a
+dead-leaves image (overlapping discs of random grey levels with a power-law size distribution:
+the occlusion edges and the 1/f^2 spectrum of natural scenes, the test chart of camera
+texture-sharpness standards), rendered at HR with 4x4 supersampling, blurred, shrunk by the
+scale (MATLAB's bicubic), with the estimated noise added and JPEG-compressed at the estimated
+quality. The noise level both fits use is the luma noise left after that JPEG (measured on the
+reference), and the photos' width is read off the reference curve, which absorbs what the
+step model leaves out (the bicubic kernel's lobes, JPEG's loss). The reference is synthetic
+and fixed (seeded), so nothing is tuned to particular photos.
 """
 
 from __future__ import annotations
@@ -21,17 +30,24 @@ from functools import lru_cache
 
 import cv2
 import numpy as np
+from scipy.special import ndtr
 
 from adaptsr.adapt.calibration.jpeg_quality import JpegEstimate
 from adaptsr.adapt.calibration.photos import Photo, gaussian_blur, jpeg_roundtrip, luma, shrink
 
 SIGMAS = np.array([0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 3.5, 4, 5, 6.0])
 REFERENCE_LR = 192  # LR side of the reference scene
-MIN_EDGE_CONTRAST = 6.0  # gradient (levels per LR pixel) an edge needs, at the least
-NOISE_CLEARANCE = 1.0  # ... and this many times the noise sigma (the smoothed gradient's
-# noise is about a fifth of the sigma)
-QUANTILE = 75  # the sharpest edges tell the lens blur; softer ones are defocus or shading
-MIN_EDGE_PIXELS = 50  # edge pixels a photo needs to count
+MIN_EDGE_CONTRAST = 6.0  # smoothed gradient (levels per LR pixel) a candidate needs, at least
+RADIUS = 3  # the fitted window is (2 RADIUS + 1)^2, pixels within HALF_LENGTH of the normal
+HALF_LENGTH = 2.0  # along the edge: short enough for the curved outlines of small objects
+WIDTHS = np.linspace(0.1, 2.0, 20)  # LR pixels, step edge widths fitted
+OFFSETS = np.linspace(-0.75, 0.75, 13)  # LR pixels, edge positions around the candidate
+FIT_SLACK = 1.5  # residual variance allowed, in noise variances ...
+SHAPE_SLACK = 0.05  # ... plus this share of the contrast (the step model is not exact)
+MIN_SNR = 4.0  # contrast an edge needs, in noise sigmas
+MAX_EDGES = 600  # edges fitted per image (a seeded sample: more only cost time)
+MIN_EDGE_PIXELS = 30  # clean edges a photo needs to count
+LUMA_NOISE = float(np.sqrt(0.299**2 + 0.587**2 + 0.114**2))  # luma sigma per channel sigma
 
 
 @dataclass(frozen=True)
@@ -39,7 +55,7 @@ class BlurEstimate:
     sigma: float  # HR pixels, as CameraConfig.blur_sigma
     uncertainty: float
     images: int
-    regions: int  # edge pixels
+    regions: int  # edges fitted
 
 
 @lru_cache(maxsize=8)
@@ -59,54 +75,111 @@ def dead_leaves(side: int, seed: int = 0) -> np.ndarray:
     return cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA).astype(np.float64)
 
 
-def edge_ratios(y: np.ndarray, noise_sigma: float) -> np.ndarray:
-    """Gradient / smoothed-gradient ratio at strong edge pixels of a luma image."""
-    gy, gx = np.gradient(y)
-    g0 = np.hypot(gx, gy)
+def candidates(y: np.ndarray, noise_y: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, cols, unit normals) of candidate edge pixels, at most MAX_EDGES of them."""
     ys = cv2.GaussianBlur(y, (0, 0), 1.0, borderType=cv2.BORDER_REFLECT_101)
     sy, sx = np.gradient(ys)
-    g1 = np.hypot(sx, sy)
-    # Local maxima of g1 along the gradient direction (quantised to 4 directions).
+    g = np.hypot(sx, sy)
+    # Local maxima of g along the gradient direction (quantised to 4 directions).
     angle = (np.round(np.arctan2(sy, sx) / (np.pi / 4)) % 4).astype(int)
-    steps = [(0, 1), (1, 1), (1, 0), (1, -1)]
-    peak = np.zeros_like(g1, dtype=bool)
-    for k, (dy, dx) in enumerate(steps):
-        ahead = np.roll(g1, (-dy, -dx), (0, 1))
-        behind = np.roll(g1, (dy, dx), (0, 1))
-        peak |= (angle == k) & (g1 >= ahead) & (g1 > behind)
-    peak[:3] = peak[-3:] = False
-    peak[:, :3] = peak[:, -3:] = False
-    floor = max(MIN_EDGE_CONTRAST, NOISE_CLEARANCE * noise_sigma)
-    strong = peak & (g1 > floor)
-    return g0[strong] / g1[strong]
+    peak = np.zeros_like(g, dtype=bool)
+    for k, (dy, dx) in enumerate([(0, 1), (1, 1), (1, 0), (1, -1)]):
+        ahead = np.roll(g, (-dy, -dx), (0, 1))
+        behind = np.roll(g, (dy, dx), (0, 1))
+        peak |= (angle == k) & (g >= ahead) & (g > behind)
+    # The smoothed gradient's noise is about a fifth of the pixel noise.
+    peak &= g > max(MIN_EDGE_CONTRAST, MIN_SNR * 0.2 * noise_y)
+    m = RADIUS + 1
+    peak[:m] = peak[-m:] = False
+    peak[:, :m] = peak[:, -m:] = False
+    rows, cols = np.nonzero(peak)
+    if len(rows) > MAX_EDGES:
+        keep = np.random.default_rng(0).choice(len(rows), MAX_EDGES, replace=False)
+        rows, cols = rows[keep], cols[keep]
+    normal = np.stack([sx[rows, cols], sy[rows, cols]], 1)
+    return rows, cols, normal / np.linalg.norm(normal, axis=1, keepdims=True)
 
 
-def photo_measure(p: Photo, noise_sigma: float) -> tuple[float, int]:
-    r = edge_ratios(luma(p.rgb), noise_sigma)
-    return (float(np.percentile(r, QUANTILE)) if len(r) else np.nan), len(r)
+def fit_edges(y: np.ndarray, noise_y: float) -> tuple[np.ndarray, np.ndarray]:
+    """(widths, contrasts) in LR pixels and levels of the candidate edges that fit a clean
+    step; noise_y is the luma noise sigma."""
+    rows, cols, normal = candidates(y, noise_y)
+    oy, ox = (a.ravel() for a in np.mgrid[-RADIUS : RADIUS + 1, -RADIUS : RADIUS + 1])
+    win = y[rows[:, None] + oy, cols[:, None] + ox]  # (edges, pixels)
+    u = ox * normal[:, :1] + oy * normal[:, 1:]  # distance along the normal
+    mask = np.abs(oy * normal[:, :1] - ox * normal[:, 1:]) <= HALF_LENGTH
+    count = mask.sum(1)
+    dev = np.where(mask, win - (win * mask).sum(1, keepdims=True) / count[:, None], 0.0)
+    var = (dev**2).sum(1)
+    # Residual (and contrast) of the best offset for each width: a + b E with E the step.
+    resid = np.full((len(WIDTHS), len(rows)), np.inf)
+    contrast = np.zeros_like(resid)
+    for i, w in enumerate(WIDTHS):
+        for d in OFFSETS:
+            e = ndtr((u - d) / w)
+            de = np.where(mask, e - (e * mask).sum(1, keepdims=True) / count[:, None], 0.0)
+            ve = (de**2).sum(1) + 1e-12
+            cov = (dev * de).sum(1)
+            r = var - cov**2 / ve
+            better = r < resid[i]
+            resid[i] = np.where(better, r, resid[i])
+            contrast[i] = np.where(better, cov / ve, contrast[i])
+    k = np.argmin(resid, 0)
+    at = np.arange(len(rows))
+    b = np.abs(contrast[k, at])
+    ok = (k > 0) & (k < len(WIDTHS) - 1)  # a width at the grid's end did not converge
+    ok &= resid[k, at] / (count - 4) < FIT_SLACK * noise_y**2 + (SHAPE_SLACK * b) ** 2
+    ok &= b >= MIN_SNR * noise_y
+    return _refine(resid, k)[ok], b[ok]
+
+
+def _refine(resid: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Each edge's width between grid widths: the vertex of a parabola through the best
+    width's residual and its neighbours'."""
+    k = np.clip(k, 1, len(WIDTHS) - 2)
+    at = np.arange(resid.shape[1])
+    a, b, c = resid[k - 1, at], resid[k, at], resid[k + 1, at]
+    curvature = a - 2 * b + c
+    shift = np.where(curvature > 0, 0.5 * (a - c) / np.where(curvature > 0, curvature, 1), 0)
+    return WIDTHS[k] + np.clip(shift, -1, 1) * (WIDTHS[1] - WIDTHS[0])
+
+
+def interquartile_mean(widths: np.ndarray) -> float:
+    lo, hi = np.percentile(widths, [25, 75])
+    return float(widths[(widths >= lo) & (widths <= hi)].mean())
+
+
+def edge_width(y: np.ndarray, noise_y: float) -> tuple[float, int]:
+    """Interquartile mean of the clean edges' widths, and how many there are."""
+    widths, _ = fit_edges(y, noise_y)
+    return (interquartile_mean(widths) if len(widths) else np.nan), len(widths)
 
 
 @lru_cache(maxsize=16)
 def reference_curve(
     scale: int, noise_sigma: float, quality: int | None, subsampling: str
-) -> np.ndarray:
-    """The measure on the reference scene for each candidate sigma (same chain as the camera)."""
+) -> tuple[np.ndarray, float]:
+    """The edge width on the reference scene for each candidate sigma (same chain as the
+    camera), and the luma noise sigma left after the chain's JPEG."""
     hr = dead_leaves(REFERENCE_LR * scale)
     rng = np.random.default_rng(1)
+    lrs = [np.repeat(shrink(gaussian_blur(hr, float(s)), scale)[..., None], 3, 2) for s in SIGMAS]
+    noisy = [lr + rng.normal(0.0, noise_sigma, lr.shape) for lr in lrs]  # per channel
+    rgbs = [jpeg_roundtrip(x, quality, subsampling) for x in noisy]
+    # What the fits see as noise: the camera's noise as JPEG left it.
+    clean = jpeg_roundtrip(lrs[4], quality, subsampling)
+    noise_y = float(np.std(luma(rgbs[4]) - luma(clean)))
     out = []
-    for sigma in SIGMAS:
-        lr = np.repeat(shrink(gaussian_blur(hr, float(sigma)), scale)[..., None], 3, 2)
-        lr = lr + rng.normal(0.0, noise_sigma, lr.shape)  # per channel, as the camera's
-        rgb = jpeg_roundtrip(lr, quality, subsampling)
-        r = edge_ratios(luma(rgb), noise_sigma)
-        out.append(np.percentile(r, QUANTILE) if len(r) else 1.0)  # no edge left: fully blurred
-    # Blurrier edges give smaller ratios; keep the curve monotone for reading it off.
-    return np.minimum.accumulate(np.array(out))
+    for rgb in rgbs:
+        w, n = edge_width(luma(rgb), noise_y)
+        out.append(w if n else WIDTHS[-1])  # no clean edge left: fully blurred
+    # Blurrier edges are wider; keep the curve monotone for reading it off.
+    return np.maximum.accumulate(np.array(out)), noise_y
 
 
-def sigma_from_measure(curve: np.ndarray, measure: float) -> float:
-    xs, ys = curve[::-1], SIGMAS[::-1]  # increasing ratio
-    return float(np.interp(measure, xs, ys))
+def sigma_from_width(curve: np.ndarray, width: float) -> float:
+    xs, idx = np.unique(curve, return_index=True)
+    return float(np.interp(width, xs, SIGMAS[idx]))
 
 
 def estimate_blur(
@@ -114,18 +187,16 @@ def estimate_blur(
 ) -> BlurEstimate | None:
     """The blur sigma with its spread between photos; None when no photo has enough edges."""
     noise_key = round(float(noise_sigma), 1)
-    curve = reference_curve(scale, noise_key, jpeg.quality, jpeg.subsampling)
-    measures, counts = [], []
-    for p in photos:
-        m, n = photo_measure(p, noise_key)
-        if n >= MIN_EDGE_PIXELS:
-            measures.append(m)
-            counts.append(n)
-    if not measures:
+    curve, noise_y = reference_curve(scale, noise_key, jpeg.quality, jpeg.subsampling)
+    fits = [fit_edges(luma(p.rgb), noise_y)[0] for p in photos]
+    fits = [w for w in fits if len(w) >= MIN_EDGE_PIXELS]
+    if not fits:
         return None
-    sigmas = [sigma_from_measure(curve, m) for m in measures]
-    sigma = float(np.median(sigmas))
+    # The edges of all photos together tell the sigma; the photos' own readings, its spread.
+    sigma = sigma_from_width(curve, interquartile_mean(np.concatenate(fits)))
+    sigmas = [sigma_from_width(curve, interquartile_mean(w)) for w in fits]
     spread = np.std(sigmas) / np.sqrt(len(sigmas)) if len(sigmas) > 1 else 0.0
     # A curve step of the candidate grid is the resolution of the reading.
     step = float(np.interp(sigma, SIGMAS[:-1], np.diff(SIGMAS))) / 2
-    return BlurEstimate(sigma, float(np.hypot(spread, step)), len(sigmas), int(sum(counts)))
+    regions = sum(len(w) for w in fits)
+    return BlurEstimate(sigma, float(np.hypot(spread, step)), len(fits), regions)
