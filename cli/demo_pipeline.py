@@ -10,7 +10,7 @@ and scores base and adapted model on other photos, degraded by the same camera:
     OUT/compare.png              crops: the camera's LR image (bicubic), base, adapted, HR
     OUT/rank_map.png             the rank-aware allocation's heatmap (rank_map.json beside it)
     OUT/merged.onnx              the deployable model, with its export report merged.report.json
-                                 and its model card merged.modelcard.json
+                                 and its model card merged.onnx.modelcard.json
     OUT/run/                     the training run (config, log, adapter)
 """
 

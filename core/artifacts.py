@@ -81,9 +81,11 @@ def engine_info_path(engine_path: str | Path) -> Path:
 
 
 def model_card_path(output: str | Path) -> Path:
-    """The model card `adapt merge` and `adapt export onnx` write beside their output:
-    NAME.safetensors or NAME.onnx -> NAME.modelcard.json (adaptsr.adapt.model_card)."""
-    return Path(output).with_suffix(".modelcard.json")
+    """The model card `adapt merge` and `adapt export onnx` write beside their output
+    (adaptsr.adapt.model_card): NAME.onnx -> NAME.onnx.modelcard.json. The format stays in the
+    name, so the merged checkpoint and its ONNX export in one folder keep a card each."""
+    output = Path(output)
+    return output.with_name(output.name + ".modelcard.json")
 
 
 def sha256_file(path: str | Path) -> str:

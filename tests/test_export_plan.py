@@ -154,8 +154,8 @@ def test_a_killed_export_leaves_nothing_that_the_next_export_keeps(tmp_path, run
     code, _, err = run_cli("export", "onnx", "--model", model, "--out", out, "--tile", 16, 16)
     assert code == 0, err
     assert sorted(p.name for p in folder.iterdir()) == [
-        "m.modelcard.json",
         "m.onnx",
+        "m.onnx.modelcard.json",
         "m.report.json",
     ]
     assert not [p.name for p in tmp.iterdir() if p.name.startswith("adaptsr")]

@@ -57,7 +57,7 @@ def test_merge_writes_an_openmodeldb_card_beside_the_checkpoint(run, tmp_path):
     assert summary.text().endswith(f"\nmodel card: {model_card_path(out)}")
     card = json.loads(model_card_path(out).read_text())
     check_openmodeldb_shape(card)
-    assert model_card_path(out).name == "edsr-photos.modelcard.json"
+    assert model_card_path(out).name == "edsr-photos.safetensors.modelcard.json"
     assert card["name"] == "edsr-photos"
     assert (card["architecture"], card["scale"]) == ("edsr", 2)
     assert (card["inputChannels"], card["outputChannels"]) == (3, 3)
@@ -112,7 +112,7 @@ def test_an_existing_card_is_replaced_only_with_force(run, tmp_path):
     root, base, adapter = run
     out = tmp_path / "m.safetensors"
     model_card_path(out).write_text("mine\n")
-    with pytest.raises(UserError, match="m.modelcard.json"):
+    with pytest.raises(UserError, match="m.safetensors.modelcard.json"):
         merge_adapter_files(base, [(adapter, 1.0)], str(out))
     assert not out.exists()  # refused before any work
     assert model_card_path(out).read_text() == "mine\n"
@@ -198,3 +198,20 @@ def test_an_export_of_a_merged_checkpoint_keeps_where_its_weights_came_from(run,
     assert model_card.Provenance.beside(out) is None
     card = model_card.make_card(load_model(base), str(out), [], resource, "again").to_json()
     assert card["adaptsr"]["adapters"] == [] and card["pretrainedModelG"] == "m.safetensors"
+
+
+def test_a_merged_checkpoint_and_its_onnx_in_one_folder_keep_a_card_each(run, tmp_path, run_cli):
+    root, base, adapter = run
+    merged, onnx = tmp_path / "m.safetensors", tmp_path / "m.onnx"
+    code, _, err = run_cli("merge", "--model", base, "--adapter", adapter, "--out", merged)
+    assert code == 0, err
+    code, _, err = run_cli("export", "onnx", "--model", merged, "--out", onnx, "--tile", 16, 16)
+    assert code == 0, err  # no --force: the export's card is its own file
+    checkpoint_card = json.loads(model_card_path(merged).read_text())
+    onnx_card = json.loads(model_card_path(onnx).read_text())
+    assert [r["type"] for r in checkpoint_card["resources"]] == ["safetensors"]
+    assert [r["type"] for r in onnx_card["resources"]] == ["onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir() if "modelcard" in p.name) == [
+        "m.onnx.modelcard.json",
+        "m.safetensors.modelcard.json",
+    ]
