@@ -146,14 +146,37 @@ def test_calibration_recovers_known_settings(tmp_path, blur, noise, quality):
     c = calibrate(write_photos(tmp_path, blur, noise, quality, seed=int(blur * 10 + noise)), 4)
     assert c.jpeg.quality == quality
     assert noise_ok(c.noise.sigma, noise), c.report()
-    if noise == 0:  # blur under noise: see test_blur_under_strong_noise
+    if (blur, noise, quality, int(blur * 10 + noise)) not in BLUR_CORNERS:
         assert abs(c.blur.sigma - blur) <= 0.25, c.report()
     assert c.blur.images == c.noise.images == 3 and c.blur.regions > 100 and c.noise.regions > 10
 
 
+# Blur under noise and JPEG, other seeds than above: the edge fits are not biased by the noise.
+BLUR_UNDER_NOISE = [
+    (1.0, 10.0, None, 1),
+    (3.0, 25.0, None, 2),
+    (3.0, 5.0, 95, 3),
+    (2.0, 5.0, 95, 4),
+    (0.5, 15.0, 30, 3),
+    (1.0, 25.0, 30, 4),
+    (2.0, 25.0, 50, 3),
+    (2.5, 25.0, 75, 4),
+    (3.0, 15.0, 50, 3),
+    (1.0, 5.0, None, 4),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("blur", "noise", "quality", "seed"), BLUR_UNDER_NOISE)
+def test_blur_under_noise(tmp_path, blur, noise, quality, seed):
+    c = calibrate(write_photos(tmp_path, blur, noise, quality, seed=seed), 4)
+    assert abs(c.blur.sigma - blur) <= 0.25, c.report()
+
+
 # Low noise under strong JPEG: the compression removes most of the noise from flat regions, so
-# what is left does not pin sigma down to 10% (docs/degradations.md, "Calibration").
-HARD = [(1.0, 5.0, 50), (2.0, 2.0, 30)]
+# what is left does not pin sigma down to 10%, and with no noise the estimate is 1-2 levels
+# (docs/degradations.md, "Calibration", measured errors in brackets).
+HARD = [(1.0, 5.0, 50), (2.0, 2.0, 30), (1.0, 0.0, 50)]  # (-3.8, -1, +1.9) at seed 3
 
 
 @pytest.mark.xfail(strict=True, reason="low noise under strong JPEG is not recovered to 10%")
@@ -163,14 +186,18 @@ def test_low_noise_under_strong_jpeg(tmp_path, blur, noise, quality):
     assert noise_ok(c.noise.sigma, noise), c.report()
 
 
-# Blur under noise: the noise biases the edge measure by 0.3-0.8 HR pixels
-# (docs/degradations.md, "Calibration", measured table).
-@pytest.mark.xfail(strict=True, reason="blur under strong noise is not recovered to 0.25")
-@pytest.mark.parametrize(
-    ("blur", "noise", "quality"), [(1.0, 10.0, None), (3.0, 25.0, None), (3.0, 5.0, 95)]
-)
-def test_blur_under_strong_noise(tmp_path, blur, noise, quality):
-    c = calibrate(write_photos(tmp_path, blur, noise, quality, seed=int(blur * 10 + noise)), 4)
+# The corners the blur misses (docs/degradations.md, "Calibration"): the smallest blur under
+# the strongest noise (+0.63); JPEG at quality <= 75 with little or no noise, where the noise
+# estimate is off (above) and the fits' noise level with it (+0.35, +0.52); strong noise under
+# quality 50 at one of RECOVERED's seeds (-0.39, reported +- 0.31).
+BLUR_CORNERS = [(0.5, 25.0, 95, 4), (1.5, 10.0, 75, 4), (2.0, 0.0, 30, 3), (2.5, 25.0, 50, 50)]
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="these corners miss the blur target by 0.1-0.4")
+@pytest.mark.parametrize(("blur", "noise", "quality", "seed"), BLUR_CORNERS)
+def test_blur_corners(tmp_path, blur, noise, quality, seed):
+    c = calibrate(write_photos(tmp_path, blur, noise, quality, seed=seed), 4)
     assert abs(c.blur.sigma - blur) <= 0.25, c.report()
 
 
@@ -191,7 +218,7 @@ def test_the_camera_pipeline_is_recovered(tmp_path):
     c = calibrate(paths, 4)
     assert abs(c.jpeg.quality - 70) <= 1
     assert noise_ok(c.noise.sigma, 12.0), c.report()
-    assert 0 <= c.blur.sigma <= 3.0  # blur under this noise: test_blur_under_strong_noise
+    assert abs(c.blur.sigma - 1.5) <= 0.25, c.report()
 
 
 def test_toml_has_the_presets_keys_and_the_report(tmp_path):
