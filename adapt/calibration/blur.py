@@ -100,9 +100,9 @@ def candidates(y: np.ndarray, noise_y: float) -> tuple[np.ndarray, np.ndarray, n
     return rows, cols, normal / np.linalg.norm(normal, axis=1, keepdims=True)
 
 
-def fit_edges(y: np.ndarray, noise_y: float) -> tuple[np.ndarray, np.ndarray]:
+def fit_edges(y: np.ndarray, noise_y: float, error_y: float) -> tuple[np.ndarray, np.ndarray]:
     """(widths, contrasts) in LR pixels and levels of the candidate edges that fit a clean
-    step; noise_y is the luma noise sigma."""
+    step; noise_y is the luma noise sigma, error_y that with JPEG's own error added."""
     rows, cols, normal = candidates(y, noise_y)
     oy, ox = (a.ravel() for a in np.mgrid[-RADIUS : RADIUS + 1, -RADIUS : RADIUS + 1])
     win = y[rows[:, None] + oy, cols[:, None] + ox]  # (edges, pixels)
@@ -128,7 +128,7 @@ def fit_edges(y: np.ndarray, noise_y: float) -> tuple[np.ndarray, np.ndarray]:
     at = np.arange(len(rows))
     b = np.abs(contrast[k, at])
     ok = (k > 0) & (k < len(WIDTHS) - 1)  # a width at the grid's end did not converge
-    ok &= resid[k, at] / (count - 4) < FIT_SLACK * noise_y**2 + (SHAPE_SLACK * b) ** 2
+    ok &= resid[k, at] / (count - 4) < FIT_SLACK * error_y**2 + (SHAPE_SLACK * b) ** 2
     ok &= b >= MIN_SNR * noise_y
     return _refine(resid, k)[ok], b[ok]
 
@@ -149,32 +149,34 @@ def interquartile_mean(widths: np.ndarray) -> float:
     return float(widths[(widths >= lo) & (widths <= hi)].mean())
 
 
-def edge_width(y: np.ndarray, noise_y: float) -> tuple[float, int]:
+def edge_width(y: np.ndarray, noise_y: float, error_y: float) -> tuple[float, int]:
     """Interquartile mean of the clean edges' widths, and how many there are."""
-    widths, _ = fit_edges(y, noise_y)
+    widths, _ = fit_edges(y, noise_y, error_y)
     return (interquartile_mean(widths) if len(widths) else np.nan), len(widths)
 
 
 @lru_cache(maxsize=16)
 def reference_curve(
     scale: int, noise_sigma: float, quality: int | None, subsampling: str
-) -> tuple[np.ndarray, float]:
+) -> tuple[np.ndarray, float, float]:
     """The edge width on the reference scene for each candidate sigma (same chain as the
-    camera), and the luma noise sigma left after the chain's JPEG."""
+    camera), the luma noise sigma left after the chain's JPEG, and the luma error with JPEG's
+    own (what a step cannot fit: ringing, blocks)."""
     hr = dead_leaves(REFERENCE_LR * scale)
     rng = np.random.default_rng(1)
     lrs = [np.repeat(shrink(gaussian_blur(hr, float(s)), scale)[..., None], 3, 2) for s in SIGMAS]
     noisy = [lr + rng.normal(0.0, noise_sigma, lr.shape) for lr in lrs]  # per channel
     rgbs = [jpeg_roundtrip(x, quality, subsampling) for x in noisy]
-    # What the fits see as noise: the camera's noise as JPEG left it.
+    # What the fits see as noise: the camera's noise as JPEG left it, and JPEG's own error.
     clean = jpeg_roundtrip(lrs[4], quality, subsampling)
     noise_y = float(np.std(luma(rgbs[4]) - luma(clean)))
+    error_y = float(np.std(luma(rgbs[4]) - luma(lrs[4])))
     out = []
     for rgb in rgbs:
-        w, n = edge_width(luma(rgb), noise_y)
+        w, n = edge_width(luma(rgb), noise_y, error_y)
         out.append(w if n else WIDTHS[-1])  # no clean edge left: fully blurred
     # Blurrier edges are wider; keep the curve monotone for reading it off.
-    return np.maximum.accumulate(np.array(out)), noise_y
+    return np.maximum.accumulate(np.array(out)), noise_y, error_y
 
 
 def sigma_from_width(curve: np.ndarray, width: float) -> float:
@@ -187,8 +189,8 @@ def estimate_blur(
 ) -> BlurEstimate | None:
     """The blur sigma with its spread between photos; None when no photo has enough edges."""
     noise_key = round(float(noise_sigma), 1)
-    curve, noise_y = reference_curve(scale, noise_key, jpeg.quality, jpeg.subsampling)
-    fits = [fit_edges(luma(p.rgb), noise_y)[0] for p in photos]
+    curve, noise_y, error_y = reference_curve(scale, noise_key, jpeg.quality, jpeg.subsampling)
+    fits = [fit_edges(luma(p.rgb), noise_y, error_y)[0] for p in photos]
     fits = [w for w in fits if len(w) >= MIN_EDGE_PIXELS]
     if not fits:
         return None

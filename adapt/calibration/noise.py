@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from adaptsr.adapt.calibration.jpeg_quality import JpegEstimate
+from adaptsr.adapt.calibration.noise_dct import estimate_noise_dct
 from adaptsr.adapt.calibration.photos import Photo, jpeg_roundtrip, luma
 
 SIGMAS = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 5, 6, 8, 10, 12, 15, 18, 22, 26, 31, 37, 45, 55.0])
@@ -32,6 +33,11 @@ MASK = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float64) / 6  # 
 FLAT_FRACTION = 0.15  # flattest share of the blocks used
 CLIP_MARGIN = 12  # levels from 0 and 255 where clipping would hide noise
 INTENSITY_BINS = 8
+# Where the pixel measure holds under JPEG: qualities whose steps are too fine to remove noise,
+# and noise strong enough to survive in the high frequencies the filter sees. Elsewhere the
+# sigma comes from the DCT coefficients (noise_dct).
+FINE_QUALITY = 90
+STRONG_NOISE = 20.0
 
 
 @dataclass(frozen=True)
@@ -138,7 +144,7 @@ def estimate_noise(photos: list[Photo], jpeg: JpegEstimate) -> NoiseEstimate | N
     within = 1.2533 * 1.4826 * np.median(np.abs(s - channel), axis=0).mean() / np.sqrt(n)
     between = np.std(per_image) / np.sqrt(len(per_image)) if len(per_image) > 1 else 0.0
     fit = tuple(_fit(lv[:, c], s[:, c] ** 2) for c in range(3))
-    return NoiseEstimate(
+    estimate = NoiseEstimate(
         sigma,
         float(np.hypot(within, between)),
         len(per_image),
@@ -146,3 +152,23 @@ def estimate_noise(photos: list[Photo], jpeg: JpegEstimate) -> NoiseEstimate | N
         tuple(float(c) for c in channel),
         fit,
     )
+    if jpeg.quality is None or jpeg.quality >= FINE_QUALITY or sigma >= STRONG_NOISE:
+        return estimate
+    return _from_coefficients(estimate, photos, jpeg)
+
+
+def _from_coefficients(
+    pixels: NoiseEstimate, photos: list[Photo], jpeg: JpegEstimate
+) -> NoiseEstimate:
+    """Under JPEG: the sigma from the DCT coefficients (noise_dct), the channels' sigmas and
+    the variance fit scaled to it; the pixel estimate where no coefficient lets noise through."""
+    sigma, uncertainty, blocks = estimate_noise_dct(photos, jpeg)
+    if not blocks:
+        return pixels
+    if pixels.sigma > 0:
+        ratio = sigma / pixels.sigma
+        channel = tuple(c * ratio for c in pixels.channel_sigma)
+        fit = tuple((a * ratio**2, b * ratio**2) for a, b in pixels.variance_fit)
+    else:
+        channel, fit = (sigma,) * 3, ((sigma**2, 0.0),) * 3
+    return NoiseEstimate(sigma, uncertainty, pixels.images, blocks, channel, fit)

@@ -1,0 +1,94 @@
+"""Noise under JPEG, from the luma's 8x8 DCT coefficients: what survives the quantisation.
+
+In the photos' flat blocks the coefficients of a JPEG file's luma are the noise (and what
+little texture is left) quantised by the file's steps: index k = round(c / Q). For Gaussian
+noise of sigma s the chance of each k is known, P(k) = Phi((k + 1/2) Q / s) - Phi((k - 1/2) Q / s),
+so the sigma follows by maximum likelihood from the indices of the low frequencies whose steps
+are small enough to let noise through (the high ones are quantised to zero whatever the noise:
+a pixel-domain measure sees only those). JPEG's loss is thus inverted coefficient by
+coefficient, with the file's own steps, not corrected by one factor.
+
+For each frequency read, the flat blocks are those with the least activity in all the other
+AC coefficients: white noise is independent between DCT coefficients, so choosing them does
+not choose the blocks where the noise of the frequency read happened to be small.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import ndtr
+
+from adaptsr.adapt.calibration.jpeg_quality import JpegEstimate, _photo_coefs
+from adaptsr.adapt.calibration.photos import Photo
+from adaptsr.adapt.jpeg_tables import LUMA_TABLE, scaled_table
+
+# AC frequencies read: above the plane (a ramp is signal in every block), low enough that
+# their steps let noise through
+LOW = [(u, v) for u in range(6) for v in range(6) if 1 < u + v <= 5]
+MIN_STEP = 3  # smaller steps are blurred by the decoder's pixel rounding
+FLAT_FRACTION = 0.15  # least active share of the blocks
+LUMA_GAIN = 0.299**2 + 0.587**2 + 0.114**2  # luma noise variance per channel variance
+ROUNDING = LUMA_GAIN / 12 + 1 / 12  # the 8-bit RGB and the encoder's integer luma
+SIGMAS_Y = np.geomspace(0.05, 60, 400)  # luma sigmas tried
+
+
+def _steps(photo: Photo, quality: int) -> np.ndarray:
+    if photo.jpeg_tables is not None:
+        return np.asarray(photo.jpeg_tables[0], dtype=float).reshape(8, 8)
+    return scaled_table(LUMA_TABLE, quality).astype(float)
+
+
+def _loglik(k: np.ndarray, step: float) -> np.ndarray:
+    """Log-likelihood of the indices k (one frequency) for each luma sigma of SIGMAS_Y."""
+    values, counts = np.unique(np.abs(k), return_counts=True)
+    s = SIGMAS_Y[:, None]
+    hi = ndtr((values + 0.5) * step / s)
+    lo = np.where(values == 0, 1 - hi, ndtr((values - 0.5) * step / s))
+    p = (hi - lo) * np.where(values == 0, 1, 2)  # both signs
+    return (np.log(np.maximum(p, 1e-300)) * counts).sum(1)
+
+
+def photo_loglik(photo: Photo, quality: int) -> tuple[np.ndarray, int]:
+    """Log-likelihood over SIGMAS_Y of one photo's flat-block indices, and the blocks used."""
+    q = _steps(photo, quality)
+    freqs = [f for f in LOW if q[f] >= MIN_STEP]
+    if len(freqs) < 2:
+        return np.zeros(len(SIGMAS_Y)), 0
+    coefs = _photo_coefs(photo)
+    dc = coefs[:, 0, 0] / 8 + 128
+    coefs = coefs[(dc > 16) & (dc < 239)]  # clipping would hide noise
+    # Activity of a block: the magnitude of all its AC coefficients but the one read.
+    magnitude = np.abs(np.round(coefs / q) * q)
+    magnitude[:, 0, 0] = 0
+    everything = magnitude.sum((1, 2))
+    total, used = np.zeros(len(SIGMAS_Y)), 0
+    for f in freqs:
+        activity = everything - magnitude[:, f[0], f[1]]
+        flat = activity <= np.quantile(activity, FLAT_FRACTION)
+        total += _loglik(np.round(coefs[flat, f[0], f[1]] / q[f]), q[f])
+        used = max(used, int(flat.sum()))
+    return total, used
+
+
+def to_channel_sigma(sigma_y: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.maximum(sigma_y**2 - ROUNDING, 0) / LUMA_GAIN)
+
+
+def estimate_noise_dct(photos: list[Photo], jpeg: JpegEstimate) -> tuple[float, float, int]:
+    """(sigma per channel, uncertainty, flat blocks) from the photos' JPEG coefficients."""
+    logliks, blocks = [], 0
+    for p in photos:
+        ll, n = photo_loglik(p, int(jpeg.quality))
+        if n:
+            logliks.append(ll)
+            blocks += n
+    if not logliks:
+        return np.nan, np.inf, 0
+    total = np.sum(logliks, 0)
+    sigma = float(to_channel_sigma(SIGMAS_Y[np.argmax(total)]))
+    # Uncertainty: the sigmas within half a log-likelihood unit of the best (about 1 sigma),
+    # and the spread between the photos' own best sigmas.
+    near = to_channel_sigma(SIGMAS_Y[total >= total.max() - 0.5])
+    own = to_channel_sigma(SIGMAS_Y[[int(np.argmax(ll)) for ll in logliks]])
+    between = np.std(own) / np.sqrt(len(own)) if len(own) > 1 else 0.0
+    return sigma, float(np.hypot(np.ptp(near) / 2, between)), blocks
