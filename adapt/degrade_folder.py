@@ -1,6 +1,7 @@
 """`adapt degrade`: a folder's HR images degraded as training degrades them, written as LR images,
 and a contact sheet (HR crops beside their LR, enlarged with nearest pixels) so a user sees what
-the model will be trained on before training.
+the model will be trained on before training. The sheet is written beside the LR folder, not in
+it: a folder of LR images is what calibrate, upscale and train read next.
 
 Image i is degraded with seed + i (its place in the sorted folder), as `adapt eval
 --degradation` does: an image's LR does not depend on which other images are in the folder.
@@ -22,7 +23,7 @@ from adaptsr.core.fileio import check_outside_inputs, check_writable
 from adaptsr.core.images import Image, list_images, read_image, write_image
 from adaptsr.core.progress import progress_bar
 
-SHEET = "contact-sheet.png"
+SHEET_SUFFIX = "-contact-sheet.png"  # lr/ -> lr-contact-sheet.png beside it
 SHEET_ROWS = 4  # images on the sheet
 SHEET_CROP = 192  # HR pixels per side of a sheet crop (smaller images: the whole image)
 GAP = 8  # pixels between and around the crops
@@ -45,9 +46,10 @@ def degrade_folder(
     seed: int = 0,
     force: bool = False,
     progress: bool = True,
+    sheet: str | os.PathLike | None = None,
 ) -> DegradedFolder:
     """Degrade the first `count` images of `hr_dir` (all when None), sorted by name, into
-    `out_dir` as NAME.png, with the contact sheet SHEET beside them."""
+    `out_dir` as NAME.png, and write the contact sheet to `sheet` (default_sheet(out_dir))."""
     settings = settings_of(degradation)
     if count is not None and count < 1:
         raise UserError(f"-n must be at least 1, got {count}")
@@ -56,13 +58,14 @@ def degrade_folder(
         raise UserError(f"no images in {hr_dir}")
     out = Path(out_dir)
     check_outside_inputs(out, [hr_dir], "--out")
+    sheet = Path(sheet) if sheet is not None else default_sheet(out)
+    check_outside_inputs(sheet, [hr_dir], "--sheet")
     outputs = [out / f"{p.stem}.png" for p in images]
-    if len(set(outputs)) < len(outputs) or out / SHEET in outputs:
-        raise UserError(
-            f"{hr_dir}: two images share a name (or one is named {Path(SHEET).stem}); "
-            "the LR images are written as NAME.png"
-        )
-    for path in [*outputs, out / SHEET]:
+    if len(set(outputs)) < len(outputs):
+        raise UserError(f"{hr_dir}: two images share a name; the LR images are written as NAME.png")
+    if sheet in outputs:
+        raise UserError(f"--sheet {sheet} is also the name of an LR image: choose another")
+    for path in [*outputs, sheet]:
         check_writable(path, force)  # before any work
     degrade = make_degrade(settings, scale, seed)
     rows = []
@@ -75,8 +78,14 @@ def degrade_folder(
         write_image(Image(lr, None, 8, False), target, force)
         if len(rows) < SHEET_ROWS:
             rows.append(_sheet_row(hr, lr, scale))
-    sheet = write_image(Image(_stack(rows), None, 8, False), out / SHEET, force)
-    return DegradedFolder(outputs, sheet, describe(settings))
+    written = write_image(Image(_stack(rows), None, 8, False), sheet, force)
+    return DegradedFolder(outputs, written, describe(settings))
+
+
+def default_sheet(out_dir: str | os.PathLike) -> Path:
+    """Where the contact sheet goes when --sheet is not given: beside the LR folder."""
+    out = Path(out_dir).resolve()
+    return out.parent / f"{out.name or 'lr'}{SHEET_SUFFIX}"
 
 
 def _sheet_row(hr: np.ndarray, lr: np.ndarray, scale: int) -> np.ndarray:

@@ -31,14 +31,15 @@ def test_degrade_writes_n_images_and_a_sheet(hr_dir, tmp_path, run_cli):
     code, stdout, err = run_cli("degrade", hr_dir, "--out", out, "--degradation", "camera",
                                 "-n", "3", "--seed", "2", "--quiet")  # fmt: skip
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["contact-sheet.png", "im0.png", "im1.png",
-                                                     "im2.png"]  # fmt: skip
+    # the sheet goes beside the LR folder: the folder holds LR images only
+    assert sorted(p.name for p in out.iterdir()) == ["im0.png", "im1.png", "im2.png"]
     assert "wrote 3 LR images (x4, camera, seed 2)" in stdout
     # each LR image is the modcropped HR degraded with seed + index, as eval degrades it
     hr = read_image(hr_dir / "im1.png").rgb[:48, :40]
     expected = make_degrade("camera", 4, seed=2)(hr, 1)
     assert np.abs(read_image(out / "im1.png").rgb - expected).max() < 1e-6
-    sheet = read_image(out / "contact-sheet.png").rgb
+    assert f"and {tmp_path / 'lr-contact-sheet.png'}" in stdout
+    sheet = read_image(tmp_path / "lr-contact-sheet.png").rgb
     assert sheet.shape == (8 + 3 * (192 + 8), 8 + 2 * 192 + 8 + 8, 3)
     # the first row: the HR image at its place, the LR enlarged 4x beside it
     hr0 = read_image(hr_dir / "im0.png").rgb[:48, :40]
@@ -55,11 +56,26 @@ def test_degrade_with_a_file_and_force(hr_dir, tmp_path, run_cli):
     args = ("degrade", hr_dir, "--out", out, "--degradation", path, "--quiet")
     code, stdout, err = run_cli(*args)
     assert code == 0 and "camera (own settings)" in stdout, err
-    assert len(list(out.iterdir())) == 6
+    assert len(list(out.iterdir())) == 5 and (tmp_path / "lr-contact-sheet.png").is_file()
     code, _, err = run_cli(*args)
     assert code != 0 and "--force" in err and "Traceback" not in err
     code, _, err = run_cli(*args, "--force")
     assert code == 0, err
+
+
+def test_the_sheet_goes_where_asked_and_never_into_the_input_or_onto_an_lr_image(
+    hr_dir, tmp_path, run_cli
+):
+    out, sheet = tmp_path / "lr", tmp_path / "look" / "sheet.png"
+    sheet.parent.mkdir()
+    args = ("degrade", hr_dir, "--out", out, "-n", "2", "--quiet")
+    code, _, err = run_cli(*args, "--sheet", sheet)
+    assert code == 0 and sheet.is_file() and not (tmp_path / "lr-contact-sheet.png").exists(), err
+    code, _, err = run_cli(*args, "--sheet", hr_dir / "sheet.png", "--force")
+    assert code != 0 and "inside the input folder" in err and "Traceback" not in err
+    code, _, err = run_cli(*args, "--sheet", out / "im1.png", "--force")
+    assert code != 0 and "also the name of an LR image" in err and "Traceback" not in err
+    assert not (hr_dir / "sheet.png").exists()
 
 
 def test_degrade_refuses_an_out_inside_the_input(hr_dir, run_cli):

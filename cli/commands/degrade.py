@@ -21,19 +21,24 @@ degradation_file = lazy_import("adaptsr.adapt.degradation_file")
     metavar="NAME|FILE",
     help="Print these settings as a degradation file (a preset to copy and edit) and stop.",
 )
+@click.option(
+    "--sheet",
+    type=click.Path(dir_okay=False),
+    help="Contact sheet PNG [beside --out: OUT-contact-sheet.png].",
+)
 @click.option("--force", is_flag=True, help="Overwrite LR images already in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @max_pixels_option
-def degrade(hr_dir, out, degradation, scale, count, seed, show, force, quiet) -> None:
-    """Degrade HR_DIR's images into --out as training would, with contact-sheet.png (HR crops
-    beside their LR) to look at what the model will be trained on."""
+def degrade(hr_dir, out, degradation, scale, count, seed, show, sheet, force, quiet) -> None:
+    """Degrade HR_DIR's images into --out as training would, and write a contact sheet (HR
+    crops beside their LR) beside it, to look at what the model will be trained on."""
     if show:
         click.echo(degradation_file.to_toml(degradation_file.settings_of(show, "--show")), nl=False)
         return
     if hr_dir is None or out is None:
         raise UserError("give HR_DIR and --out (or --show NAME|FILE)")
     result = degrade_folder.degrade_folder(
-        hr_dir, out, degradation, scale, count, seed, force, progress=not quiet
+        hr_dir, out, degradation, scale, count, seed, force, progress=not quiet, sheet=sheet
     )
     click.echo(
         f"wrote {len(result.images)} LR images (x{scale}, {result.degradation}, seed {seed}) "
