@@ -8,7 +8,8 @@ estimate's uncertainty and what it rests on. numpy, OpenCV and Pillow only (no t
     write_calibration(c, "camera.toml")
 
 One module per estimate: jpeg_quality (first: the others replay the compression), noise (then:
-blur replays the noise), blur; report holds the result and its TOML file. Methods and measured
+blur replays the noise; noise_dct reads it from the DCT coefficients under JPEG), blur; report
+holds the result and its TOML file. Methods and measured
 accuracy: docs/degradations.md, "Calibration".
 """
 

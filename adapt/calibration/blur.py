@@ -130,7 +130,9 @@ def fit_edges(y: np.ndarray, noise_y: float, error_y: float) -> tuple[np.ndarray
     ok = (k > 0) & (k < len(WIDTHS) - 1)  # a width at the grid's end did not converge
     ok &= resid[k, at] / (count - 4) < FIT_SLACK * error_y**2 + (SHAPE_SLACK * b) ** 2
     ok &= b >= MIN_SNR * noise_y
-    return _refine(resid, k)[ok], b[ok]
+    widths = _refine(resid, k)
+    ok &= np.isfinite(widths)
+    return widths[ok], b[ok]
 
 
 def _refine(resid: np.ndarray, k: np.ndarray) -> np.ndarray:

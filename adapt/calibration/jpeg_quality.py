@@ -95,7 +95,7 @@ def lattice_scores(coefs: np.ndarray) -> np.ndarray:
     return scores
 
 
-def _photo_coefs(p: Photo) -> np.ndarray:
+def photo_coefs(p: Photo) -> np.ndarray:
     """Block DCT of a photo's luma on its most likely 8x8 grid: the file's own grid (0, 0) or
     the blockiest one (a cropped photo), whichever its coefficients cluster better on."""
     y = luma(p.rgb)  # the decoder's Y, up to the rounding of its RGB output
@@ -106,7 +106,7 @@ def _photo_coefs(p: Photo) -> np.ndarray:
 
 def quality_from_pixels(photos: list[Photo]) -> JpegEstimate:
     """Quality from the decoded pixels' DCT lattice, or no JPEG when there is none."""
-    coefs = np.concatenate([_photo_coefs(p) for p in photos])
+    coefs = np.concatenate([photo_coefs(p) for p in photos])
     scores = lattice_scores(coefs)
     best = float(scores.max())
     if best < MIN_LATTICE_SCORE:

@@ -12,6 +12,12 @@ the JPEG estimate), and the photo's measure is read off that curve (median over 
 channel). The replays use the photo's own flat blocks, so JPEG's loss, clipping and what
 smoothing leaves in them are the same in both.
 
+Under JPEG (quality below FINE_QUALITY) and with the pixel estimate under STRONG_NOISE, the
+sigma comes instead from the luma's low-frequency DCT coefficients (noise_dct): there the
+compression has removed the noise from the high frequencies the filter sees, so its measure
+hardly changes with the sigma, while the low frequencies with small steps still let it
+through. The channels' sigmas and the variance fit are scaled to that sigma.
+
 Signal dependence: the per-block sigmas, corrected through the same curve, are fitted per
 channel as variance = a + b * intensity (least squares over intensity bins): b > 0 is shot
 noise. The preset's single sigma is the median block sigma, averaged over the channels.

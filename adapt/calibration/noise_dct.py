@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ndtr
 
-from adaptsr.adapt.calibration.jpeg_quality import JpegEstimate, _photo_coefs
+from adaptsr.adapt.calibration.jpeg_quality import JpegEstimate, photo_coefs
 from adaptsr.adapt.calibration.photos import Photo
 from adaptsr.adapt.jpeg_tables import LUMA_TABLE, scaled_table
 
@@ -54,7 +54,7 @@ def photo_loglik(photo: Photo, quality: int) -> tuple[np.ndarray, int]:
     freqs = [f for f in LOW if q[f] >= MIN_STEP]
     if len(freqs) < 2:
         return np.zeros(len(SIGMAS_Y)), 0
-    coefs = _photo_coefs(photo)
+    coefs = photo_coefs(photo)
     dc = coefs[:, 0, 0] / 8 + 128
     coefs = coefs[(dc > 16) & (dc < 239)]  # clipping would hide noise
     # Activity of a block: the magnitude of all its AC coefficients but the one read.
