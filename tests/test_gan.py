@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from fakes.images import write_textured_pngs
 from fakes.models import save_tiny_safmn
-from fakes.training import logged_losses, tiny_train_config
+from fakes.training import logged_losses, tiny_train_config, train_keeping_checkpoints
 from safetensors.torch import load_file
 from torch import nn
 
@@ -21,7 +21,6 @@ import adaptsr
 from adaptsr.adapt import train as training
 from adaptsr.adapt.losses import objective as objective_module
 from adaptsr.adapt.losses.discriminator import UNetDiscriminatorSN
-from adaptsr.adapt.train import state as train_state
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -75,17 +74,8 @@ def test_gan_and_ema_resume_exactly_and_the_saved_adapter_is_the_average(
     setup, tmp_path, monkeypatch
 ):
     cfg = _config(setup, iters=6, loss="l1:1,gan:0.1,ldl:1,ff:0.5", ema=0.9, gan_start=1)
-    copies = {}
-    write = train_state.write_checkpoint
-
-    def keep_copy(state, path):
-        write(state, path)
-        copies.setdefault(state["iteration"], path.read_bytes())
-
-    monkeypatch.setattr(train_state, "write_checkpoint", keep_copy)
     a = tmp_path / "a"
-    training.train(cfg, a, progress=False)
-    monkeypatch.setattr(train_state, "write_checkpoint", write)
+    _, copies = train_keeping_checkpoints(cfg, a)
 
     final = torch.load(a / "checkpoint.pt", weights_only=True)
     at2 = torch.load(io.BytesIO(copies[2]), weights_only=True)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from fakes.models import save_tiny_safmn
-from fakes.training import logged_losses, tiny_train_config
+from fakes.training import logged_losses, tiny_train_config, train_keeping_checkpoints
 
 from adaptsr.adapt import data, lr_batches
 from adaptsr.adapt import train as training
@@ -117,23 +117,12 @@ def test_each_source_gets_its_own_degrader_and_pairs_keep_their_lr():
 
 @pytest.mark.slow
 def test_mixed_source_run_trains_and_resumes_exactly(sources, tmp_path, monkeypatch, run_cli):
-    from adaptsr.adapt.train import state as train_state
-
     hr, drealsr, v2 = sources
     model = save_tiny_safmn(tmp_path / "tiny.safetensors")
     specs = [f"{hr}:2:bicubic", f"{hr}:1", str(drealsr), f"{v2}:1"]
-    copies = {}
-    write = train_state.write_checkpoint
-
-    def keep_copy(state, path):
-        write(state, path)
-        copies.setdefault(state["iteration"], path.read_bytes())
-
-    monkeypatch.setattr(train_state, "write_checkpoint", keep_copy)
     a = tmp_path / "a"
-    result = cfg = tiny_train_config(model, specs, iters=4, batch=4, degradation="realesrgan")
-    result = training.train(cfg, a, progress=False)
-    monkeypatch.setattr(train_state, "write_checkpoint", write)
+    cfg = tiny_train_config(model, specs, iters=4, batch=4, degradation="realesrgan")
+    result, copies = train_keeping_checkpoints(cfg, a)
     assert result.status == "finished" and (a / "adapter.safetensors").exists()
     logged = [json.loads(x) for x in (a / "log.jsonl").read_text().splitlines()]
     assert any("degrade_per_s" in r for r in logged)  # HR-only images were degraded

@@ -12,11 +12,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from fakes.training import logged_losses, tiny_train_config
+from fakes.training import logged_losses, tiny_train_config, train_keeping_checkpoints
 from safetensors.torch import load_file
 
 from adaptsr.adapt import train as training
-from adaptsr.adapt.train import state as train_state
 from adaptsr.adapt.train import val_images
 from adaptsr.adapt.train.distributed import Dist
 from adaptsr.adapt.train.loop import Trainer
@@ -98,17 +97,8 @@ def test_a_resumed_accumulating_run_replays_exactly(tmp_path, monkeypatch, train
         edsr_files["ckpt"], [str(train_hr)], patch=16, iters=4, batch=1, accumulate=3,
         degradation="realesrgan", ema=0.9, val_split=1, val_every=2,
     )  # fmt: skip
-    copies = {}
-    write = train_state.write_checkpoint
-
-    def keep_copy(state, path):
-        write(state, path)
-        copies.setdefault(state["iteration"], path.read_bytes())
-
-    monkeypatch.setattr(train_state, "write_checkpoint", keep_copy)
     a = tmp_path / "a"
-    training.train(cfg, a, progress=False)
-    monkeypatch.setattr(train_state, "write_checkpoint", write)
+    _, copies = train_keeping_checkpoints(cfg, a)
     b = tmp_path / "b"
     b.mkdir()
     shutil.copy(a / "config.json", b / "config.json")

@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 import torch
 from fakes.cli import one_line
-from fakes.training import TRAIN_FLAGS, logged_losses, tiny_train_config, train_cli_args
+from fakes.training import (
+    TRAIN_FLAGS,
+    logged_losses,
+    tiny_train_config,
+    train_cli_args,
+    train_keeping_checkpoints,
+)
 
 from adaptsr.adapt import train as training
 from adaptsr.adapt.models import load_model
@@ -87,17 +93,8 @@ def test_resume_from_a_checkpoint_replays_exactly(safmn_setup, tmp_path, monkeyp
     """Real-ESRGAN degradation (random), flips and crops: the checkpoint at iteration 2,
     resumed, gives bit-identical losses for iterations 3 and 4; validation keeps best/last."""
     cfg = _config(safmn_setup, iters=4, degradation="realesrgan", val_split=1, val_every=2)
-    copies = {}
-    write = train_state.write_checkpoint
-
-    def keep_copy(state, path):
-        write(state, path)
-        copies.setdefault(state["iteration"], path.read_bytes())
-
-    monkeypatch.setattr(train_state, "write_checkpoint", keep_copy)
     a = tmp_path / "a"
-    result = training.train(cfg, a, progress=False)
-    monkeypatch.setattr(train_state, "write_checkpoint", write)
+    result, copies = train_keeping_checkpoints(cfg, a)
     assert result.status == "finished" and (a / "adapter.safetensors").exists()
     assert (a / "adapter-best.safetensors").exists() and result.best["iter"] in (2, 4)
     vals = [json.loads(x) for x in (a / "log.jsonl").read_text().splitlines()]

@@ -4,6 +4,7 @@ import json
 
 from adaptsr.adapt import train as training
 from adaptsr.adapt.allocation_settings import AllocationSettings
+from adaptsr.adapt.train import state as train_state
 
 # The TrainConfig fields that `adapt train` takes as flags of the same name (a run the tests start
 # in a subprocess from a tiny_train_config).
@@ -29,6 +30,24 @@ def tiny_train_config(model, data, **changes) -> training.TrainConfig:
     )
     allocation = {k: changes.pop(k) for k in list(changes) if k in AllocationSettings.names()}
     return training.TrainConfig(**{**base, **changes}, allocation=AllocationSettings(**allocation))
+
+
+def train_keeping_checkpoints(cfg: training.TrainConfig, out):
+    """Train `cfg` into `out`; returns (result, {iteration: the bytes of the first checkpoint
+    written at it}), for resume tests that restart from a middle checkpoint."""
+    copies: dict[int, bytes] = {}
+    write = train_state.write_checkpoint
+
+    def keep_copy(state, path):
+        write(state, path)
+        copies.setdefault(state["iteration"], path.read_bytes())
+
+    train_state.write_checkpoint = keep_copy
+    try:
+        result = training.train(cfg, out, progress=False)
+    finally:
+        train_state.write_checkpoint = write
+    return result, copies
 
 
 def logged_losses(run_dir) -> dict[int, float]:
