@@ -148,10 +148,16 @@ def write_blend_file(
         if not math.isfinite(s):
             raise UserError(f"{adapter.path}: the weight must be a finite number")
     tensors, ranks, dense = blend_tensors(adapters)
+    bad = next((k for k, t in tensors.items() if not bool(torch.isfinite(t).all())), None)
+    if bad is not None:  # a file AdapterFile.read would refuse as damaged
+        site = bad.rsplit(".", 1)[0]
+        raise UserError(f"cannot blend: {site} would get NaN or infinite values (too large)")
     meta = replace(adapters[0][0].meta, ranks=ranks, adaptsr_version=__version__)
     if len({a.meta.degradation for a, _ in adapters}) > 1:
         meta = replace(meta, degradation="")
-    AdapterFile(out, meta, tensors, "").apply(net)  # loads onto the base: shapes and ranks fit
+    # loads onto the base (shapes and ranks fit); a refusal names the first file the user gave,
+    # whose base and metadata the blend carries (the blend file is not written yet)
+    AdapterFile(adapters[0][0].path, meta, tensors, "").apply(net)
     components = [{"file": a.path.name, "sha256": a.sha256, "weight": s} for a, s in adapters]
     metadata = {**meta.to_json(), BLEND_KEY: json.dumps(components)}
     with atomic_output(out, force=force) as tmp:

@@ -61,12 +61,7 @@ def merge_adapter_files(
 ) -> MergeSummary:
     """Load `model`, fold base + sum_i s_i * dW_i of the (adapter file, s_i) pairs into the
     weights and save the result as `out`; a base with random weights only if allowed."""
-    paths = [path for path, _ in blend]
-    check_not_input(out, [model, *paths], "--out")
-    check_writable(out, force)
-    if not out.lower().endswith(CHECKPOINT_SUFFIXES):  # checked before any work
-        raise UserError(f"{out}: choose a {' or '.join(CHECKPOINT_SUFFIXES)} file name")
-    check_writable(model_card_path(out), force)  # the model card beside it
+    check_merge_out(model, [path for path, _ in blend], out, force)
     check_base_weights(model, allow_random_base)
     net = load_model(model)  # a bad --model is named first, whatever the adapters
     adapters = [(AdapterFile.read(path), float(s)) for path, s in blend]
@@ -79,6 +74,17 @@ def merge_adapter_files(
     meta = adapters[0][0].meta
     sites = len(meta.ranks) or len(meta.layers)
     return MergeSummary(out, sites, parameters, percent, len(adapters), str(model_card_path(out)))
+
+
+def check_merge_out(model: str, adapters: Sequence[str], out: str, force: bool) -> None:
+    """The merged checkpoint `out` and its model card can be written (before any work, and
+    before `adapt merge` writes its --blend-out): no input, a checkpoint's name, --force for
+    an existing file."""
+    check_not_input(out, [model, *adapters], "--out")
+    check_writable(out, force)
+    if not str(out).lower().endswith(CHECKPOINT_SUFFIXES):
+        raise UserError(f"{out}: choose a {' or '.join(CHECKPOINT_SUFFIXES)} file name")
+    check_writable(model_card_path(out), force)  # the model card beside it
 
 
 # ---------------------------------------------------------------------------------------------

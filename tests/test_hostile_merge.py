@@ -1,0 +1,71 @@
+"""Hostile input to `adapt merge --blend-out` (with and without --out): every refusal is one line
+before anything is written, a blend never holds values adaptsr itself refuses to load, and a
+refusal names the file the user gave."""
+
+import pytest
+import torch
+from fakes.cli import one_line, tree
+from fakes.models import one_block_edsr, save_tiny_safmn
+
+import adaptsr
+from adaptsr.adapt.lora import adapter_parameters
+from adaptsr.adapt.models import save_model
+
+
+def write_adapter(model_path, path, seed):
+    net = adaptsr.load_model(str(model_path))
+    adaptsr.inject_lora(net, 2)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in adapter_parameters(net):
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return adaptsr.save_adapter(net, path)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("merge")
+    base = folder / "edsr.pth"
+    save_model(one_block_edsr(), base)
+    other = save_tiny_safmn(folder / "safmn.pth")
+    return {
+        "base": base,
+        "a": write_adapter(base, folder / "a.safetensors", 1),
+        "b": write_adapter(base, folder / "b.safetensors", 2),
+        "other": write_adapter(other, folder / "other.safetensors", 3),
+    }
+
+
+@pytest.mark.parametrize(
+    "out, words",
+    [("exists.pth", "already exists"), ("merged.txt", ".safetensors file name")],
+)
+def test_a_bad_out_is_refused_before_the_blend_is_written(files, tmp_path, run_cli, out, words):
+    (tmp_path / "exists.pth").write_bytes(b"mine")
+    before = tree(tmp_path)
+    code, _, err = run_cli(
+        "merge", "--model", files["base"], "--adapter", f"{files['a']}:0.5",
+        "--adapter", f"{files['b']}:0.5", "--blend-out", tmp_path / "blend.safetensors",
+        "--out", tmp_path / out,
+    )  # fmt: skip
+    one_line(code, err, words)
+    assert tree(tmp_path) == before  # no blend file beside the refusal
+
+
+def test_a_blend_with_infinite_values_is_refused(files, tmp_path, run_cli):
+    out = tmp_path / "blend.safetensors"
+    code, _, err = run_cli(
+        "merge", "--model", files["base"], "--adapter", f"{files['a']}:1e300",
+        "--adapter", f"{files['b']}:1e300", "--blend-out", out,
+    )  # fmt: skip
+    one_line(code, err, "NaN or infinite")
+    assert not out.exists()
+
+
+def test_an_adapter_of_another_base_is_named_not_the_blend_file(files, tmp_path, run_cli):
+    out = tmp_path / "blend.safetensors"
+    code, _, err = run_cli(
+        "merge", "--model", files["base"], "--adapter", files["other"], "--blend-out", out
+    )
+    line = one_line(code, err, str(files["other"]), "another base model")
+    assert str(out) not in line and not out.exists()
