@@ -3,26 +3,17 @@ base + sum_i s_i * dW_i folded into the weights, exact against an fp64 reference
 
 import pytest
 import torch
+from fakes.models import write_random_adapter
 
 import adaptsr
 from adaptsr.adapt.adapter_file import AdapterFile
-from adaptsr.adapt.lora import adapter_parameters, lora_layers
+from adaptsr.adapt.lora import lora_layers
 from adaptsr.adapt.merge_adapter import blend_adapters, parse_weighted
 from adaptsr.adapt.open import ModelSpec, open_model
 
 MODEL = "safmn-x4"
 MERGE = ("merge", "--allow-random-base", "--model", MODEL)  # MODEL's weights are random
 RANKS = {"to_feat": 3, "feats.0.ccm.ccm.0": 4, "feats.0.ccm.ccm.2": 2}
-
-
-def write_adapter(path, seed, ranks=RANKS, model=MODEL):
-    net = adaptsr.load_model(model) if isinstance(model, str) else model
-    adaptsr.inject_lora(net, ranks)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in adapter_parameters(net):
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    return adaptsr.save_adapter(net, path)
 
 
 def fp64_deltas(path):
@@ -40,7 +31,10 @@ def fp64_deltas(path):
 @pytest.fixture(scope="module")
 def adapters(tmp_path_factory):
     folder = tmp_path_factory.mktemp("adapters")
-    return [write_adapter(folder / f"{n}.safetensors", seed) for n, seed in (("a", 1), ("b", 2))]
+    return [
+        write_random_adapter(folder / f"{n}.safetensors", seed, RANKS)
+        for n, seed in (("a", 1), ("b", 2))
+    ]
 
 
 def test_blend_matches_the_fp64_sum(adapters):
@@ -89,10 +83,10 @@ def test_strength_zero_is_the_base_and_one_is_todays_merge(adapters, tmp_path):
 
 def test_blends_of_another_base_or_layout_are_refused(adapters, tmp_path, run_cli):
     a, _ = adapters
-    other_base = write_adapter(
-        tmp_path / "o.safetensors", 3, model=adaptsr.build_model(MODEL, seed=1)
+    other_base = write_random_adapter(
+        tmp_path / "o.safetensors", 3, RANKS, model=adaptsr.build_model(MODEL, seed=1)
     )
-    other_sites = write_adapter(tmp_path / "s.safetensors", 4, ranks={"to_feat": 3})
+    other_sites = write_random_adapter(tmp_path / "s.safetensors", 4, {"to_feat": 3})
     out = tmp_path / "m.safetensors"
     for other, words in ((other_base, "different base models"), (other_sites, "different sites")):
         code, _, err = run_cli(

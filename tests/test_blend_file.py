@@ -6,12 +6,12 @@ import math
 
 import pytest
 import torch
+from fakes.models import write_random_adapter
 
 import adaptsr
 from adaptsr.adapt.adapter_file import AdapterFile
 from adaptsr.adapt.blend_file import _dense_pair, blend_components
 from adaptsr.adapt.difffit import inject_difffit
-from adaptsr.adapt.lora import adapter_parameters
 from adaptsr.adapt.merge_adapter import blend_adapters
 from adaptsr.adapt.open import ModelSpec, open_model
 
@@ -21,16 +21,6 @@ MERGE = ("merge", "--allow-random-base", "--model", MODEL)  # MODEL's weights ar
 # 72 -> 36, useful rank 36 (20 + 30 > 36: B the identity); ccm.0: concatenated (4 + 4)
 RANKS_A = {"to_feat": 3, "feats.0.ccm.ccm.0": 4, "feats.0.ccm.ccm.2": 20}
 RANKS_B = {"to_feat": 2, "feats.0.ccm.ccm.0": 4, "feats.0.ccm.ccm.2": 30}
-
-
-def write_adapter(path, seed, ranks, alpha=1.0, scaling="alpha/r", model=MODEL):
-    net = adaptsr.load_model(model) if isinstance(model, str) else model
-    adaptsr.inject_lora(net, ranks, alpha=alpha, scaling=scaling)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in adapter_parameters(net):
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    return adaptsr.save_adapter(net, path)
 
 
 def fp64_deltas(path):
@@ -66,8 +56,10 @@ def assert_weights(net, blend):
 @pytest.fixture(scope="module")
 def adapters(tmp_path_factory):
     folder = tmp_path_factory.mktemp("blend")
-    a = write_adapter(folder / "a.safetensors", 1, RANKS_A)
-    b = write_adapter(folder / "b.safetensors", 2, RANKS_B, alpha=2.0, scaling="alpha/sqrt(r)")
+    a = write_random_adapter(folder / "a.safetensors", 1, RANKS_A)
+    b = write_random_adapter(
+        folder / "b.safetensors", 2, RANKS_B, alpha=2.0, scaling="alpha/sqrt(r)"
+    )
     return a, b
 
 
@@ -116,7 +108,7 @@ def test_blend_file_with_the_merged_checkpoint(adapters, tmp_path, run_cli):
 
 def test_blend_file_refusals(adapters, tmp_path, run_cli):
     a, _ = adapters
-    other_sites = write_adapter(tmp_path / "s.safetensors", 4, {"to_feat": 3})
+    other_sites = write_random_adapter(tmp_path / "s.safetensors", 4, {"to_feat": 3})
     net = adaptsr.load_model(MODEL)
     inject_difffit(net)
     difffit = adaptsr.save_adapter(net, tmp_path / "d.safetensors")

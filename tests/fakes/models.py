@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import adaptsr
 from adaptsr.adapt.archs import build_small
+from adaptsr.adapt.lora import adapter_parameters
 from adaptsr.adapt.models import model_from_state_dict, save_model
 
 
@@ -70,3 +72,15 @@ def one_block_edsr(seed=0):
     """EDSR x2 with 1 block of 8 features: the smallest EDSR, for tests that need a checkpoint
     to pass around rather than a model to train."""
     return tiny_edsr(seed, n_resblocks=1, n_feats=8)
+
+
+def write_random_adapter(path, seed, ranks, model="safmn-x4", alpha=1.0, scaling="alpha/r"):
+    """An adapter file of `model` (a built-in name or a module) whose A and B are seeded random
+    (0.1 x standard normal), so its update is far from zero."""
+    net = adaptsr.load_model(model) if isinstance(model, str) else model
+    adaptsr.inject_lora(net, ranks, alpha=alpha, scaling=scaling)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in adapter_parameters(net):
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return adaptsr.save_adapter(net, path)
