@@ -19,8 +19,8 @@ from adaptsr.adapt.data import modcrop
 from adaptsr.adapt.degradation_file import describe, settings_of
 from adaptsr.adapt.evaluate import make_degrade
 from adaptsr.core.errors import UserError
-from adaptsr.core.fileio import check_outside_inputs, check_writable
-from adaptsr.core.images import Image, list_images, read_image, write_image
+from adaptsr.core.fileio import check_outside_inputs, check_writable, leave_as_found
+from adaptsr.core.images import IMAGE_SUFFIXES, Image, list_images, read_image, write_image
 from adaptsr.core.progress import progress_bar
 
 SHEET_SUFFIX = "-contact-sheet.png"  # lr/ -> lr-contact-sheet.png beside it
@@ -63,23 +63,37 @@ def degrade_folder(
     outputs = [out / f"{p.stem}.png" for p in images]
     if len(set(outputs)) < len(outputs):
         raise UserError(f"{hr_dir}: two images share a name; the LR images are written as NAME.png")
-    if sheet in outputs:
-        raise UserError(f"--sheet {sheet} is also the name of an LR image: choose another")
+    check_sheet(sheet, out, outputs)
     for path in [*outputs, sheet]:
         check_writable(path, force)  # before any work
     degrade = make_degrade(settings, scale, seed)
     rows = []
     bar = progress_bar(images, desc="degrade", unit="img", enabled=progress)
-    for index, (path, target) in enumerate(zip(bar, outputs, strict=True)):
-        hr = modcrop(read_image(path).rgb, scale)
-        if min(hr.shape[:2]) < scale:
-            raise UserError(f"{path} is smaller than the scale {scale}")
-        lr = degrade(hr, index)
-        write_image(Image(lr, None, 8, False), target, force)
-        if len(rows) < SHEET_ROWS:
-            rows.append(_sheet_row(hr, lr, scale))
-    written = write_image(Image(_stack(rows), None, 8, False), sheet, force)
+    with leave_as_found(out):  # an unreadable or too small image leaves no LR images behind
+        for index, (path, target) in enumerate(zip(bar, outputs, strict=True)):
+            hr = modcrop(read_image(path).rgb, scale)
+            if min(hr.shape[:2]) < scale:
+                raise UserError(f"{path} is smaller than the scale {scale}")
+            lr = degrade(hr, index)
+            write_image(Image(lr, None, 8, False), target, force)
+            if len(rows) < SHEET_ROWS:
+                rows.append(_sheet_row(hr, lr, scale))
+        written = write_image(Image(_stack(rows), None, 8, False), sheet, force)
     return DegradedFolder(outputs, written, describe(settings))
+
+
+def check_sheet(sheet: Path, out: Path, outputs: list[Path]) -> None:
+    """The contact sheet is an image file outside the LR folder (what calibrate, upscale and
+    train read next holds LR images only)."""
+    if sheet in outputs:
+        raise UserError(f"--sheet {sheet} is also the name of an LR image: choose another")
+    if sheet.resolve().is_relative_to(out.resolve()):
+        raise UserError(
+            f"--sheet {sheet} is inside --out {out}: the LR folder holds LR images only "
+            "(the sheet would be read as one); choose a path outside it"
+        )
+    if sheet.suffix.lower() not in IMAGE_SUFFIXES:
+        raise UserError(f"--sheet {sheet}: choose an image file name ({', '.join(IMAGE_SUFFIXES)})")
 
 
 def default_sheet(out_dir: str | os.PathLike) -> Path:
