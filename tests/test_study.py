@@ -1,10 +1,8 @@
 import json
 import statistics
 
-import numpy as np
 import pytest
-from fakes.images import write_textured_pngs
-from fakes.models import save_tiny_safmn
+from fakes.training import study_folder
 
 from adaptsr.adapt import study
 from adaptsr.core.errors import UserError
@@ -28,12 +26,7 @@ def test_run_specs_parse_and_refuse():
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A tiny SAFMN x4 checkpoint, 6 training and 2 validation textured images."""
-    root = tmp_path_factory.mktemp("study")
-    model = save_tiny_safmn(root / "tiny.safetensors")
-    rng = np.random.default_rng(0)
-    for folder, count in (("train", 6), ("val", 2)):
-        write_textured_pngs(root / folder, count, rng)
-    return root, model
+    return study_folder(tmp_path_factory.mktemp("study"))
 
 
 def _settings(setup, **kw):

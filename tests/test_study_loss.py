@@ -6,11 +6,9 @@ import json
 import os
 import signal
 
-import numpy as np
 import pytest
 import torch
-from fakes.images import write_textured_pngs
-from fakes.models import save_tiny_safmn
+from fakes.training import study_folder
 
 from adaptsr.adapt import study
 from adaptsr.adapt.adapter_file import AdapterFile
@@ -52,12 +50,7 @@ def test_loss_options_parse():
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("study-loss")
-    model = save_tiny_safmn(root / "tiny.safetensors")
-    rng = np.random.default_rng(0)
-    for folder, count in (("train", 6), ("val", 2)):
-        write_textured_pngs(root / folder, count, rng)
-    return root, model
+    return study_folder(tmp_path_factory.mktemp("study-loss"))
 
 
 def _settings(setup, **kw):

@@ -2,9 +2,13 @@
 
 import json
 
+import numpy as np
+
 from adaptsr.adapt import train as training
 from adaptsr.adapt.allocation_settings import AllocationSettings
 from adaptsr.adapt.train import state as train_state
+from fakes.images import write_textured_pngs
+from fakes.models import save_tiny_safmn
 
 # The TrainConfig fields that `adapt train` takes as flags of the same name (a run the tests start
 # in a subprocess from a tiny_train_config).
@@ -48,6 +52,16 @@ def train_keeping_checkpoints(cfg: training.TrainConfig, out):
     finally:
         train_state.write_checkpoint = write
     return result, copies
+
+
+def study_folder(root):
+    """A tiny SAFMN x4 checkpoint in `root`, 6 training and 2 validation textured images;
+    returns (root, checkpoint path), what the study tests run on."""
+    model = save_tiny_safmn(root / "tiny.safetensors")
+    rng = np.random.default_rng(0)
+    for folder, count in (("train", 6), ("val", 2)):
+        write_textured_pngs(root / folder, count, rng)
+    return root, model
 
 
 def logged_losses(run_dir) -> dict[int, float]:
