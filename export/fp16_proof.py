@@ -17,7 +17,8 @@ import numpy as np
 
 from adaptsr.core.contracts import ArithmeticCheck, Fp16Arithmetic, Fp16Proof, PsnrCheck
 from adaptsr.core.errors import UserError
-from adaptsr.core.images import list_images, read_image, synthetic_image
+from adaptsr.core.image_headers import probe
+from adaptsr.core.images import check_header, list_images, read_image, synthetic_image
 from adaptsr.core.lazy import lazy_import
 from adaptsr.export import parity
 from adaptsr.export.bf16 import emulate_in_fp32
@@ -89,7 +90,10 @@ def check_image_files(folder: str | Path) -> list[Path]:
     files = list_images(folder)  # a missing folder or a file: one line each
     if not files:
         raise UserError(f"--check-images {folder}: no images in this folder (png, jpg, ...)")
-    return files[:MAX_CHECK_IMAGES]
+    files = files[:MAX_CHECK_IMAGES]
+    for path in files:  # too many pixels or frames: said before the export's work
+        check_header(path, probe(path))
+    return files
 
 
 def check_inputs(sizes, folder, tile, min_size: int, multiple: int):

@@ -19,6 +19,7 @@ from adaptsr.core.artifacts import model_card_path
 from adaptsr.core.errors import UserError
 from adaptsr.core.fileio import (
     check_outputs_not_inputs,
+    check_outside_inputs,
     check_writable,
     describe_os_error,
     partial_folder,
@@ -120,6 +121,8 @@ def plan_export(
         raise UserError(f"--strength must be a finite number, got {strength}")
     fp16 = fp16 or fp16_io  # --fp16-io: the fp16 graph with fp16 inputs and outputs
     check_reduced(fp16, bf16, fp16_io, opset, check_images)
+    for flag, path in outputs.items():  # not among the images a next export checks
+        check_outside_inputs(path, [check_images], flag)
     return ExportPlan(
         out, dynamic, tile, opset, fp16, dynamic_batch, latency_rounds, latency_max_rounds,
         force, model, adapter, 1.0 if strength is None else float(strength), bf16, fp16_io,

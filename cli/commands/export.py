@@ -3,7 +3,7 @@ Torch is imported only by `onnx`."""
 
 import click
 
-from adaptsr.cli.commands._options import allow_random_base_option
+from adaptsr.cli.commands._options import allow_random_base_option, max_pixels_option
 from adaptsr.core.contracts import EngineSidecar, ExportReport
 from adaptsr.core.lazy import lazy_import
 from adaptsr.export.fp16_proof import proof_lines
@@ -59,6 +59,7 @@ def export() -> None:
 )
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @allow_random_base_option()
+@max_pixels_option
 def onnx_cmd(
     model_spec, adapter, merged, strength, out, dynamic, tile, dynamic_batch, fp16, opset,
     latency_rounds, latency_max_rounds, force, allow_random_base, fp16_io, bf16, check_images,
