@@ -28,6 +28,7 @@ from adaptsr.adapt.choices import MAX_SEEDS
 from adaptsr.adapt.degradation_file import settings_of
 from adaptsr.adapt.evaluate import evaluate, find_pairs, make_degrade
 from adaptsr.adapt.lora import load_adapter
+from adaptsr.adapt.losses.objective import check_loss_files
 from adaptsr.adapt.losses.spec import DEFAULT_LOSS, loss_text, parse_loss
 from adaptsr.adapt.metrics import PERCEPTUAL_NAMES, perceptual_metrics
 from adaptsr.adapt.models import check_base_weights, load_model, model_info
@@ -320,7 +321,8 @@ def run_one(settings: StudySettings, spec: RunSpec, seed: int, run_dir: Path, pr
 def check_run(settings: StudySettings, spec: RunSpec) -> None:
     """The run's training settings as `adapt train` checks them, its spec named on failure."""
     try:
-        train_config(settings, spec, 0).resolved()
+        config = train_config(settings, spec, 0).resolved()
+        check_loss_files(config.loss, config.vgg_weights, config.dists_weights)
     except UserError as e:
         raise UserError(f"run spec {spec.text!r}: {e}") from None
 

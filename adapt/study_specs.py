@@ -16,6 +16,7 @@ the study's own settings for that run:
     @rmin=0 @rmax=16    rank-aware: lowest / highest rank of a site
     @allocator=marginal rank-aware: paper or marginal
     @normalise=size     rank-aware: none or size
+    @warmup=100         rank-aware: Adam steps of uniform LoRA before scoring (0: the paper's)
     @loss=l1:1+gan:0.1  weighted loss terms (adapt train --loss), `+` between terms: `,`
                         separates runs, so `r8@loss=l1:1,gan:0.1` is refused
     @ema=0.999          moving average of the adapter weights (adapt train --ema)
@@ -30,6 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from adaptsr.adapt.allocation_settings import MAX_SCORE_WARMUP
 from adaptsr.adapt.choices import ALLOCATORS, NORMALISATIONS, SCORES
 from adaptsr.adapt.losses.spec import TERMS, loss_text, parse_loss
 from adaptsr.adapt.sites import parse_targets
@@ -39,6 +41,7 @@ SCALING_NAMES = {"r": "alpha/r", "rs": "alpha/sqrt(r)", "sqrt": "alpha/sqrt(r)"}
 # spec key -> the setting it sets (AllocationSettings' name for the rank-aware ones)
 RANK_AWARE_KEYS = {"rmin": "r_min", "rmax": "r_max", "allocator": "allocator"}
 RANK_AWARE_KEYS["normalise"] = "normalise"
+RANK_AWARE_KEYS["warmup"] = "score_warmup"
 RUN_KEYS = ("targets", "scaling", "lr")
 LOSS_KEYS = {"loss": "loss", "ema": "ema", "ganstart": "gan_start"}  # spec key -> setting
 
@@ -121,6 +124,11 @@ def _allocation_value(where: str, key: str, value: str):
         if not value.isdigit():
             raise UserError(f"{where}: {key} {value!r} is not a whole number")
         return int(value)
+    if key == "warmup":
+        if not (value.isascii() and value.isdigit() and int(value) <= MAX_SCORE_WARMUP):
+            bounds = f"[0, {MAX_SCORE_WARMUP}]"
+            raise UserError(f"{where}: warmup {value!r} is not a whole number in {bounds}")
+        return int(value)
     choices = ALLOCATORS if key == "allocator" else NORMALISATIONS
     if value not in choices:
         raise UserError(f"{where}: {key} {value!r} (choose {', '.join(choices)})")
@@ -154,6 +162,10 @@ def parse_spec(text: str) -> RunSpec:
     spec = _base(text, base)
     if not suffixes:
         return spec
+    keys = ["scaling" if part == "rs" else part.partition("=")[0] for part in suffixes]
+    twice = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
+    if twice is not None:  # one value per option: a second would silently win
+        raise UserError(f"run spec {text!r}: @{twice} is given twice")
     options = dict(_option(text, part, spec.rank_aware) for part in suffixes)
     if spec.mode == "full" and set(options) - set(LOSS_KEYS.values()):
         raise UserError(f"run spec {text!r}: full fine-tuning takes the loss options only")

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from adaptsr.adapt.losses.artifacts import ldl_loss
-from adaptsr.adapt.losses.dists import DistsLoss, load_dists
+from adaptsr.adapt.losses.dists import DistsLoss, find_weights, load_dists
 from adaptsr.adapt.losses.focal_frequency import focal_frequency_loss
-from adaptsr.adapt.losses.perceptual import PerceptualLoss, load_vgg19_features
+from adaptsr.adapt.losses.perceptual import PerceptualLoss, load_vgg19_features, vgg19_file
 from adaptsr.adapt.losses.pixel import l1_loss
 from adaptsr.adapt.losses.spec import parse_loss
 
@@ -79,6 +79,16 @@ class Objective:
 def perceptual_module(vgg_weights: str | None, device: torch.device) -> nn.Module:
     """Real-ESRGAN's perceptual loss on VGG19 (local weights only; one line when absent)."""
     return PerceptualLoss(load_vgg19_features(vgg_weights)).to(device)
+
+
+def check_loss_files(spec: str, vgg_weights=None, dists_weights=None) -> None:
+    """The weights files the terms of `spec` read are there (one line naming a missing one),
+    without loading them: `adapt study` checks every run's before the first run starts."""
+    names = {name for name, _ in parse_loss(spec)}
+    if "perceptual" in names:
+        vgg19_file(vgg_weights)
+    if "dists" in names:
+        find_weights(dists_weights)
 
 
 def build_objective(

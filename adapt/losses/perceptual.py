@@ -72,8 +72,8 @@ def cached_vgg19_file() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(VGG19_WEIGHTS.url)
 
 
-def load_vgg19_features(path: str | os.PathLike | None = None) -> VGGFeatures:
-    """VGG19 with ImageNet weights from `path`, else from torch's cache; one line when absent."""
+def vgg19_file(path: str | os.PathLike | None = None) -> Path:
+    """The VGG19 weights file: `path`, else torch's cache; one line when it is absent."""
     file = Path(path) if path else cached_vgg19_file()
     if not file.is_file():
         name = os.path.basename(VGG19_WEIGHTS.url)
@@ -83,6 +83,12 @@ def load_vgg19_features(path: str | os.PathLike | None = None) -> VGGFeatures:
             f"{VGG19_WEIGHTS.url} ({name}, torchvision's VGG19_Weights.IMAGENET1K_V1) into "
             f"{file.parent if not path else cached_vgg19_file().parent} or pass --vgg-weights FILE"
         )
+    return file
+
+
+def load_vgg19_features(path: str | os.PathLike | None = None) -> VGGFeatures:
+    """VGG19 with ImageNet weights from `path`, else from torch's cache; one line when absent."""
+    file = vgg19_file(path)
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
         net = vgg19()
