@@ -76,10 +76,12 @@ def merge_adapter_files(
     return MergeSummary(out, sites, parameters, percent, len(adapters), str(model_card_path(out)))
 
 
-def check_merge_out(model: str, adapters: Sequence[str], out: str, force: bool) -> None:
-    """The merged checkpoint `out` and its model card can be written (before any work, and
-    before `adapt merge` writes its --blend-out): no input, a checkpoint's name, --force for
-    an existing file."""
+def check_merge_out(model: str, adapters: Sequence[str], out: str | None, force: bool) -> None:
+    """The merged checkpoint `out` (None: none is written) and its model card can be written
+    (before any work, and before `adapt merge` writes its --blend-out): no input, a
+    checkpoint's name, --force for an existing file."""
+    if out is None:
+        return
     check_not_input(out, [model, *adapters], "--out")
     check_writable(out, force)
     if not str(out).lower().endswith(CHECKPOINT_SUFFIXES):

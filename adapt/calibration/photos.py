@@ -51,6 +51,12 @@ def load_photo(path: str | os.PathLike) -> Photo:
 
 def load_photos(paths) -> list[Photo]:
     """Every photo, refused in one line when the set cannot be calibrated from."""
+    seen: dict[Path, str] = {}
+    for p in paths:  # a photo counted twice would narrow the spread the uncertainties report
+        key = Path(p).resolve()
+        if key in seen:
+            raise UserError(f"photo {p} is given twice (also as {seen[key]}): each counts once")
+        seen[key] = str(p)
     photos = [load_photo(p) for p in paths]
     if not photos:
         raise UserError("calibration needs photos: none were given")

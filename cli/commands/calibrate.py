@@ -4,7 +4,7 @@ import click
 
 from adaptsr.cli.commands._options import max_pixels_option
 from adaptsr.core.errors import UserError
-from adaptsr.core.fileio import check_writable
+from adaptsr.core.fileio import check_outside_inputs, check_writable
 from adaptsr.core.images import list_images
 from adaptsr.core.lazy import lazy_import
 
@@ -24,7 +24,8 @@ def calibrate(photos, scale, out, force) -> None:
     image files) and write it as a file `--degradation` takes."""
     if Path(out).suffix.lower() != ".toml":
         raise UserError(f"--out {out}: the calibration is written as a .toml file")
-    check_writable(out, force)  # before the work
+    check_outside_inputs(out, photos, "--out")  # before the work
+    check_writable(out, force)
     paths = [p for item in photos for p in (list_images(item) if Path(item).is_dir() else [item])]
     result = calibration.calibrate(paths, scale)
     click.echo(result.report())

@@ -48,8 +48,7 @@ def merge(model_spec: str, adapters, strength, out, blend_out, force, allow_rand
     check_distinct_outputs({"--out": out, "--blend-out": blend_out})
     blend = blend_spec(adapters, strength)
     ok = allow_random_base
-    if blend_out and out:  # --out is checked before the blend file is written
-        merging.check_merge_out(model_spec, [path for path, _ in blend], out, force)
+    merging.check_merge_out(model_spec, [p for p, _ in blend], out, force)  # before --blend-out
     if blend_out:
         click.echo(blend_file.write_blend_file(model_spec, blend, blend_out, force, ok).text())
     if out:
