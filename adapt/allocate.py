@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from adaptsr.adapt.allocation_settings import AllocationSettings
+from adaptsr.adapt.allocation_settings import AllocationSettings, check_score_warmup
 from adaptsr.adapt.choices import (
     ALLOCATORS,
     DEFAULT_ALLOCATOR,
@@ -52,6 +52,7 @@ from adaptsr.adapt.lora import ALL_TARGETS, Site, base_parameter_count, resolve_
 from adaptsr.adapt.lr_batches import degraded_batches, make_degrader
 from adaptsr.adapt.models import check_base_weights, load_model, model_info
 from adaptsr.adapt.rankmap import RankAllocation, SiteInfo, heatmap_path, write_rank_map
+from adaptsr.adapt.score_warmup import warmed_copy, warmup_rank
 from adaptsr.adapt.site_scores import SiteScores, score_sites
 from adaptsr.adapt.sites import parse_targets, target_sites
 from adaptsr.core.errors import UserError
@@ -224,6 +225,7 @@ def allocate_ranks(
     total: int | None = None,
     settings: dict | None = None,
     reduce: Callable[[dict[str, float]], dict[str, float]] | None = None,
+    score_warmup: int = 0,
 ) -> RankAllocation:
     """Score the sites of a base model on `batches` and share `budget` among them.
 
@@ -232,13 +234,21 @@ def allocate_ranks(
     Problems worth a user's attention (unstable scores) are in `.warnings`.
     `reduce` maps the mean scores to the ones allocated: `adapt train` averages them over its
     DDP processes so that every process allocates the same ranks (rho stays this process's).
+    `score_warmup` > 0: the scores are taken on a copy of the model that first trained a
+    uniform LoRA for that many steps on `batches` (adapt/score_warmup.py); 0: at initialisation.
     """
     targets = parse_targets(targets)
+    check_score_warmup(score_warmup, score)
     params, how = parse_budget(budget, model, targets)
     sites = target_sites(model, targets)
     # Check the budget and bounds before spending time on gradients.
     allocate(sites, dict.fromkeys((s.name for s in sites), 0.0), params, r_min, r_max, allocator)
-    result: SiteScores = score_sites(model, batches, score, normalise, seed, progress, total)
+    scored = model
+    if score_warmup and batches is not None:
+        batches = list(batches)  # drawn once: the warm-up cycles them, the scores read them
+        rank = warmup_rank(budget)
+        scored = warmed_copy(model, batches, score_warmup, rank, targets, seed)
+    result: SiteScores = score_sites(scored, batches, score, normalise, seed, progress, total)
     scores = reduce(result.scores) if reduce is not None else result.scores
     scores = {s.name: scores[s.name] for s in sites}  # the targets' sites only
     _check_informative(scores, score)
@@ -260,6 +270,7 @@ def allocate_ranks(
         "targets": targets,
         "seed": seed,
         "batches": len(result.per_batch),
+        "score_warmup": score_warmup,
         **(settings or {}),
     }
     return RankAllocation(
@@ -478,6 +489,7 @@ def run_allocation(job: AllocationJob, progress: bool = True) -> AllocationOutpu
         progress=progress,
         total=s.score_batches,
         settings=recorded,
+        score_warmup=s.score_warmup,
     )
     json_path, png_path = write_rank_map(result, job.out, force=job.force)
     return AllocationOutput(result, json_path, png_path)

@@ -27,6 +27,7 @@ from adaptsr.core.errors import UserError
 # upper bounds on sizes: far beyond any real run, low enough that nothing tries to build a
 # plan of 10^12 crops before failing
 LIMITS = {"score_batch": 2**16, "score_patch": 2**15, "score_batches": 2**20}
+MAX_SCORE_WARMUP = 100_000  # Adam steps before scoring
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class AllocationSettings:
     allocator: str = DEFAULT_ALLOCATOR  # paper or marginal
     r_min: int = DEFAULT_R_MIN
     r_max: int = DEFAULT_R_MAX
+    score_warmup: int = 0  # Adam steps of uniform LoRA before scoring (0: the paper's scores)
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -77,7 +79,19 @@ class AllocationSettings:
             raise UserError(f"--r-max must be at least 1, got {self.r_max}")
         if self.r_min > self.r_max:
             raise UserError(f"--r-min {self.r_min} is above --r-max {self.r_max}")
+        check_score_warmup(self.score_warmup, self.score)
         return replace(self)
+
+
+def check_score_warmup(steps: int, score: str) -> None:
+    """--score-warmup: a whole number of steps in [0, MAX_SCORE_WARMUP], and only for scores
+    that read the model's gradients or activations (random scores read neither)."""
+    if isinstance(steps, bool) or not isinstance(steps, int):
+        raise UserError(f"--score-warmup must be a whole number, got {steps!r}")
+    if not 0 <= steps <= MAX_SCORE_WARMUP:
+        raise UserError(f"--score-warmup must be in [0, {MAX_SCORE_WARMUP}], got {steps}")
+    if steps and score == "random":
+        raise UserError("--score-warmup does not apply to random scores (they read no model)")
 
 
 def _flag(name: str) -> str:

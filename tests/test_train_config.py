@@ -170,7 +170,7 @@ def test_rank_aware_options_are_checked(safmn_setup):
     keys = list(flat)
     assert keys[keys.index("rank_aware") + 1 : keys.index("alpha")] == [
         "budget", "score_batches", "score_batch", "score_patch", "score", "normalise",
-        "allocator", "r_min", "r_max",
+        "allocator", "r_min", "r_max", "score_warmup",
     ]  # fmt: skip
     assert training.config_from_dict(flat) == cfg
     with pytest.raises(UserError, match="unknown setting 'allocation'"):

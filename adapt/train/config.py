@@ -57,7 +57,7 @@ RUN_FACTS = ("run_id", "random_base", "data_degradations")
 # the allocation settings a run without --rank-aware refuses when changed (score_batches
 # predates the others and was always accepted without --rank-aware)
 RANK_AWARE_OPTIONS = ("score", "normalise", "allocator", "r_min", "r_max", "score_batch")
-RANK_AWARE_OPTIONS += ("score_patch",)
+RANK_AWARE_OPTIONS += ("score_patch", "score_warmup")
 
 # upper bounds on sizes: far beyond any real run, low enough that nothing tries to build a
 # plan of 10^12 crops or allocate a terabyte before failing

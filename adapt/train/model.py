@@ -165,6 +165,7 @@ def rank_aware_allocation(
         total=a.score_batches,
         settings=settings,
         reduce=lambda scores: _mean(scores, d, device),
+        score_warmup=a.score_warmup,  # under DDP each process warms up on its slice
     )
 
 

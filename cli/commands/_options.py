@@ -157,6 +157,12 @@ allocation_options = _group(
         help="Rank-aware: highest rank of a site (also capped at its useful rank) "
         f"[default: {ALLOCATION_DEFAULTS.r_max}].",
     ),
+    click.option(
+        "--score-warmup",
+        type=click.IntRange(0),
+        help="Rank-aware: Adam steps of uniform LoRA before scoring (0: scores at "
+        f"initialisation, the paper's) [default: {ALLOCATION_DEFAULTS.score_warmup}].",
+    ),
 )
 # `adapt allocate`'s first spellings of three of them (hidden; the canonical names above win)
 ALLOCATE_ALIASES = {"batches": "score_batches", "batch": "score_batch", "patch": "score_patch"}
