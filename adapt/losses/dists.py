@@ -73,6 +73,8 @@ def find_weights(folder: str | os.PathLike | None = None) -> tuple[Path, Path]:
     """(VGG16 file, DISTS file): from `folder` if given, else the weights folder or torch's
     hub cache; one line naming the missing file and its URL otherwise."""
     if folder is not None:
+        if not Path(folder).is_dir():
+            raise UserError(f"--dists-weights {folder}: no such folder")
         places = [Path(folder)]
     else:
         places = [weights_dir(), Path(torch.hub.get_dir()) / "checkpoints"]
@@ -148,11 +150,24 @@ def load_dists(folder: str | os.PathLike | None = None) -> DistsLoss:
     vgg, learned = _load(vgg_path), _load(dists_path)
     features = vgg16_features()
     convs = {k.removeprefix("features."): v for k, v in vgg.items() if k.startswith("features.")}
+    missing = sorted(set(features.state_dict()) - set(convs))
     try:
+        if missing:
+            raise ValueError(f"no tensor features.{missing[0]}")
         features.load_state_dict(convs)
-        alpha, beta = learned["alpha"], learned["beta"]
-        if alpha.numel() != sum(CHANNELS) or beta.numel() != sum(CHANNELS):
-            raise ValueError(f"alpha and beta need {sum(CHANNELS)} values each")
-    except (RuntimeError, KeyError, ValueError, AttributeError) as e:
-        raise UserError(f"cannot read DISTS weights ({vgg_path}, {dists_path}): {e}") from e
+    except (RuntimeError, ValueError) as e:  # another network's file, or other shapes
+        reason = " ".join(str(e).split())[:200]  # torch's message spans lines
+        raise UserError(
+            f"cannot read DISTS weights {vgg_path}: not torchvision's VGG16 weights ({reason})"
+        ) from e
+    alpha, beta = learned.get("alpha"), learned.get("beta")
+    fit = [
+        isinstance(t, torch.Tensor) and t.numel() == sum(CHANNELS) and bool(t.isfinite().all())
+        for t in (alpha, beta)
+    ]
+    if not all(fit):
+        raise UserError(
+            f"cannot read DISTS weights {dists_path}: not DISTS' weights (alpha and beta of "
+            f"{sum(CHANNELS)} finite values each)"
+        )
     return DistsLoss(features, alpha, beta)
