@@ -86,6 +86,7 @@ def check_merge_out(model: str, adapters: Sequence[str], out: str | None, force:
     check_writable(out, force)
     if not str(out).lower().endswith(CHECKPOINT_SUFFIXES):
         raise UserError(f"{out}: choose a {' or '.join(CHECKPOINT_SUFFIXES)} file name")
+    check_not_input(model_card_path(out), [model, *adapters], "the model card")
     check_writable(model_card_path(out), force)  # the model card beside it
 
 

@@ -69,3 +69,16 @@ def test_an_adapter_of_another_base_is_named_not_the_blend_file(files, tmp_path,
     )
     line = one_line(code, err, str(files["other"]), "another base model")
     assert str(out) not in line and not out.exists()
+
+
+@pytest.mark.parametrize("target", ["base", "a"])
+def test_a_model_card_that_is_an_input_is_refused(files, tmp_path, run_cli, target):
+    out = tmp_path / "m.pth"
+    (tmp_path / "m.pth.modelcard.json").symlink_to(files[target])
+    before = files[target].read_bytes()
+    code, _, err = run_cli(
+        "merge", "--model", files["base"], "--adapter", files["a"], "--out", out, "--force"
+    )
+    one_line(code, err, "the model card", "is the input file")
+    assert not out.exists() and files[target].read_bytes() == before
+    assert (tmp_path / "m.pth.modelcard.json").is_symlink()
