@@ -31,13 +31,21 @@ __all__ = [
     "Calibration",
     "JpegEstimate",
     "NoiseEstimate",
+    "RELIABLE_EDGES",
+    "RELIABLE_FLAT_BLOCKS",
     "calibrate",
+    "evidence_warning",
     "to_toml",
     "write_calibration",
 ]
 
 MIN_PHOTOS = 3  # fewer cannot show the spread between photos that the uncertainties report
 MAX_SCALE = 8
+# Below these the estimates can be off by more than their uncertainty (docs/degradations.md,
+# "Calibration": on five real photos of 75-160 pixels a side, 170 flat blocks and 900 edges,
+# blur read 0.2-0.35 high and noise 10-20% high)
+RELIABLE_FLAT_BLOCKS = 200
+RELIABLE_EDGES = 1000
 
 
 def calibrate(paths: list[str | os.PathLike], scale: int) -> Calibration:
@@ -63,4 +71,19 @@ def calibrate(paths: list[str | os.PathLike], scale: int) -> Calibration:
             f"the photos are too uniform to estimate the blur from: none has {MIN_EDGE_PIXELS} "
             "clean edges (photos with sharp object outlines are needed)"
         )
-    return Calibration(int(scale), len(photos), blur, noise, jpeg)
+    return Calibration(
+        int(scale), len(photos), blur, noise, jpeg, evidence_warning(photos, blur, noise)
+    )
+
+
+def evidence_warning(photos: list, blur: BlurEstimate, noise: NoiseEstimate) -> str | None:
+    """One line where the estimates rest on too few flat blocks or edges, else None."""
+    if noise.regions >= RELIABLE_FLAT_BLOCKS and blur.regions >= RELIABLE_EDGES:
+        return None
+    sides = sorted(min(p.rgb.shape[:2]) for p in photos)
+    return (
+        f"the photos are too small to estimate from reliably ({len(photos)} photos, "
+        f"{sides[0]}-{sides[-1]} px on the short side: {noise.regions} flat blocks, "
+        f"{blur.regions} clean edges; {RELIABLE_FLAT_BLOCKS} and {RELIABLE_EDGES} wanted), "
+        "the estimates can be off by more than their uncertainty: give more or larger photos"
+    )

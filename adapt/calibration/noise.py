@@ -168,7 +168,7 @@ def _from_coefficients(
 ) -> NoiseEstimate:
     """Under JPEG: the sigma from the DCT coefficients (noise_dct), the channels' sigmas and
     the variance fit scaled to it; the pixel estimate where no coefficient lets noise through."""
-    sigma, uncertainty, blocks = estimate_noise_dct(photos, jpeg)
+    sigma, uncertainty, blocks, images = estimate_noise_dct(photos, jpeg)
     if not blocks:
         return pixels
     if pixels.sigma > 0:
@@ -177,4 +177,4 @@ def _from_coefficients(
         fit = tuple((a * ratio**2, b * ratio**2) for a, b in pixels.variance_fit)
     else:
         channel, fit = (sigma,) * 3, ((sigma**2, 0.0),) * 3
-    return NoiseEstimate(sigma, uncertainty, pixels.images, blocks, channel, fit)
+    return NoiseEstimate(sigma, uncertainty, images, blocks, channel, fit)

@@ -10,7 +10,9 @@ coefficient, with the file's own steps, not corrected by one factor.
 
 For each frequency read, the flat blocks are those with the least activity in all the other
 AC coefficients: white noise is independent between DCT coefficients, so choosing them does
-not choose the blocks where the noise of the frequency read happened to be small.
+not choose the blocks where the noise of the frequency read happened to be small. They are
+chosen among all photos' blocks together, not photo by photo: a photo without flat regions
+(a cat's fur fills it) would otherwise give its least textured blocks, read as noise.
 """
 
 from __future__ import annotations
@@ -48,42 +50,61 @@ def _loglik(k: np.ndarray, step: float) -> np.ndarray:
     return (np.log(np.maximum(p, 1e-300)) * counts).sum(1)
 
 
-def photo_loglik(photo: Photo, quality: int) -> tuple[np.ndarray, int]:
-    """Log-likelihood over SIGMAS_Y of one photo's flat-block indices, and the blocks used."""
+def photo_indices(photo: Photo, quality: int) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, coefficients) of a photo's luma blocks away from clipping."""
     q = _steps(photo, quality)
-    freqs = [f for f in LOW if q[f] >= MIN_STEP]
-    if len(freqs) < 2:
-        return np.zeros(len(SIGMAS_Y)), 0
     coefs = photo_coefs(photo)
     dc = coefs[:, 0, 0] / 8 + 128
-    coefs = coefs[(dc > 16) & (dc < 239)]  # clipping would hide noise
-    # Activity of a block: the magnitude of all its AC coefficients but the one read.
+    return q, coefs[(dc > 16) & (dc < 239)]  # clipping would hide noise
+
+
+def activities(coefs: np.ndarray, q: np.ndarray, freqs: list) -> np.ndarray:
+    """(blocks, freqs): each block's activity for each frequency read, the magnitude of all
+    its AC coefficients but that one."""
     magnitude = np.abs(np.round(coefs / q) * q)
     magnitude[:, 0, 0] = 0
     everything = magnitude.sum((1, 2))
-    total, used = np.zeros(len(SIGMAS_Y)), 0
-    for f in freqs:
-        activity = everything - magnitude[:, f[0], f[1]]
-        flat = activity <= np.quantile(activity, FLAT_FRACTION)
-        total += _loglik(np.round(coefs[flat, f[0], f[1]] / q[f]), q[f])
-        used = max(used, int(flat.sum()))
-    return total, used
+    return np.stack([everything - magnitude[:, u, v] for u, v in freqs], 1)
+
+
+def photo_logliks(photos: list[Photo], quality: int) -> list[tuple[np.ndarray, int]]:
+    """Per photo: the log-likelihood over SIGMAS_Y of its flat-block indices, and the blocks
+    used. The flat blocks are the least active FLAT_FRACTION of all photos' blocks together:
+    the noise is the same in every photo while texture only adds activity, so a photo with
+    no flat region (fur, foliage) gives none rather than its least textured blocks."""
+    data = [photo_indices(p, quality) for p in photos]
+    q = data[0][0]
+    freqs = [f for f in LOW if q[f] >= MIN_STEP]
+    if len(freqs) < 2 or not any(len(c) for _, c in data):
+        return [(np.zeros(len(SIGMAS_Y)), 0) for _ in photos]
+    acts = [activities(c, qp, freqs) for qp, c in data]
+    limits = np.quantile(np.concatenate(acts), FLAT_FRACTION, axis=0)
+    out = []
+    for (qp, coefs), act in zip(data, acts, strict=True):
+        total, used = np.zeros(len(SIGMAS_Y)), 0
+        for j, f in enumerate(freqs):
+            flat = act[:, j] <= limits[j]
+            if flat.any():
+                total += _loglik(np.round(coefs[flat, f[0], f[1]] / qp[f]), qp[f])
+                used = max(used, int(flat.sum()))
+        out.append((total, used))
+    return out
 
 
 def to_channel_sigma(sigma_y: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(sigma_y**2 - ROUNDING, 0) / LUMA_GAIN)
 
 
-def estimate_noise_dct(photos: list[Photo], jpeg: JpegEstimate) -> tuple[float, float, int]:
-    """(sigma per channel, uncertainty, flat blocks) from the photos' JPEG coefficients."""
+def estimate_noise_dct(photos: list[Photo], jpeg: JpegEstimate) -> tuple[float, float, int, int]:
+    """(sigma per channel, uncertainty, flat blocks, photos that gave some) from the photos'
+    JPEG coefficients."""
     logliks, blocks = [], 0
-    for p in photos:
-        ll, n = photo_loglik(p, int(jpeg.quality))
+    for ll, n in photo_logliks(photos, int(jpeg.quality)):
         if n:
             logliks.append(ll)
             blocks += n
     if not logliks:
-        return np.nan, np.inf, 0
+        return np.nan, np.inf, 0, 0
     total = np.sum(logliks, 0)
     sigma = float(to_channel_sigma(SIGMAS_Y[np.argmax(total)]))
     # Uncertainty: the sigmas within half a log-likelihood unit of the best (about 1 sigma),
@@ -91,4 +112,4 @@ def estimate_noise_dct(photos: list[Photo], jpeg: JpegEstimate) -> tuple[float, 
     near = to_channel_sigma(SIGMAS_Y[total >= total.max() - 0.5])
     own = to_channel_sigma(SIGMAS_Y[[int(np.argmax(ll)) for ll in logliks]])
     between = np.std(own) / np.sqrt(len(own)) if len(own) > 1 else 0.0
-    return sigma, float(np.hypot(np.ptp(near) / 2, between)), blocks
+    return sigma, float(np.hypot(np.ptp(near) / 2, between)), blocks, len(logliks)

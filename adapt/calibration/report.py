@@ -20,6 +20,7 @@ class Calibration:
     blur: BlurEstimate
     noise: NoiseEstimate
     jpeg: JpegEstimate  # quality None: the photos show no sign of JPEG compression
+    warning: str | None = None  # one line where the photos are too small to rely on
 
     def report(self) -> str:
         """Each estimate with its uncertainty and what it rests on, one line each."""
@@ -32,15 +33,14 @@ class Calibration:
                 f"JPEG quality: {j.quality} +- {j.uncertainty:g}, {j.subsampling} "
                 f"({j.images} photos, from {source})"
             )
-        return "\n".join(
-            [
-                f"blur sigma: {b.sigma:.2f} +- {b.uncertainty:.2f} HR pixels at x{self.scale} "
-                f"({b.images} photos, {b.regions} edge pixels)",
-                f"noise sigma: {n.sigma:.2f} +- {n.uncertainty:.2f} levels of 255 "
-                f"({n.images} photos, {n.regions} flat 8x8 blocks)",
-                jpeg_line,
-            ]
-        )
+        lines = [
+            f"blur sigma: {b.sigma:.2f} +- {b.uncertainty:.2f} HR pixels at x{self.scale} "
+            f"({b.images} photos, {b.regions} edge pixels)",
+            f"noise sigma: {n.sigma:.2f} +- {n.uncertainty:.2f} levels of 255 "
+            f"({n.images} photos, {n.regions} flat 8x8 blocks)",
+            jpeg_line,
+        ]
+        return "\n".join(lines + ([f"warning: {self.warning}"] if self.warning else []))
 
 
 def _toml_float(x: float) -> str:
@@ -81,6 +81,8 @@ def to_toml(c: Calibration) -> str:
         f"jpeg_images = {j.images}",
         f'jpeg_subsampling = "{j.subsampling}"',
     ]
+    if c.warning:
+        lines.append(f"# warning: {c.warning}")
     return "\n".join(lines) + "\n"
 
 
