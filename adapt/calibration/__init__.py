@@ -43,7 +43,7 @@ MIN_PHOTOS = 3  # fewer cannot show the spread between photos that the uncertain
 MAX_SCALE = 8
 # Below these the estimates can be off by more than their uncertainty (docs/degradations.md,
 # "Calibration": on five real photos of 75-160 pixels a side, 170 flat blocks and 900 edges,
-# blur read 0.2-0.35 high and noise 10-20% high)
+# noise read 5-20% high, blur 0.8-1.5 HR pixels high)
 RELIABLE_FLAT_BLOCKS = 200
 RELIABLE_EDGES = 1000
 
