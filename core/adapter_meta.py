@@ -110,6 +110,8 @@ class AdapterMeta:
         mode, targets, layers = _kind(data, where, damaged)
         if not isinstance(data.get("degradation", ""), str):
             raise UserError(f"{damaged} (key 'degradation' is not text)")
+        if not _finite_json(data.get("degradation", "")):  # model cards carry it as JSON
+            raise UserError(f"{damaged} (key 'degradation' holds NaN or infinite numbers)")
         return cls(
             ranks=ranks,
             alpha=alpha,
@@ -123,6 +125,33 @@ class AdapterMeta:
             layers=layers,
             degradation=data.get("degradation", ""),
         )
+
+
+class _NotFinite(Exception):
+    pass
+
+
+def _finite_number(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite
+    return value
+
+
+def _refuse(_constant: str):
+    raise _NotFinite
+
+
+def _finite_json(text: str) -> bool:
+    """False when `text` is JSON holding NaN, Infinity or a number past float's range (a
+    preset's name, or text that is not JSON, is fine)."""
+    try:
+        json.loads(text, parse_constant=_refuse, parse_float=_finite_number)
+    except _NotFinite:
+        return False
+    except (ValueError, RecursionError):
+        pass
+    return True
 
 
 def _json_key(text: str, key: str, damaged: str) -> Any:

@@ -2,10 +2,14 @@
 before anything is written, a blend never holds values adaptsr itself refuses to load, and a
 refusal names the file the user gave."""
 
+import json
+
 import pytest
 import torch
 from fakes.cli import one_line, tree
 from fakes.models import one_block_edsr, save_tiny_safmn
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 import adaptsr
 from adaptsr.adapt.lora import adapter_parameters
@@ -82,3 +86,38 @@ def test_a_model_card_that_is_an_input_is_refused(files, tmp_path, run_cli, targ
     one_line(code, err, "the model card", "is the input file")
     assert not out.exists() and files[target].read_bytes() == before
     assert (tmp_path / "m.pth.modelcard.json").is_symlink()
+
+
+def with_metadata(source, path, **changes):
+    """A copy of the adapter file `source` at `path` with metadata keys replaced."""
+    with safe_open(str(source), "pt") as f:
+        metadata = {**f.metadata(), **changes}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (no __iter__)
+    save_file(tensors, str(path), metadata=metadata)
+    return path
+
+
+@pytest.mark.parametrize(
+    "degradation",
+    ['{"type": "camera", "blur_sigma": NaN}', '{"type": "camera", "noise_sigma": 1e999}',
+     '{"type": "camera", "jpeg": [-Infinity, 90]}'],
+)  # fmt: skip
+def test_a_degradation_with_nan_is_damaged_metadata(files, tmp_path, run_cli, degradation):
+    adapter = with_metadata(files["a"], tmp_path / "a.safetensors", degradation=degradation)
+    out = tmp_path / "m.pth"
+    code, _, err = run_cli("merge", "--model", files["base"], "--adapter", adapter, "--out", out)
+    one_line(code, err, "damaged metadata", "'degradation'")
+    assert not out.exists() and not (tmp_path / "m.pth.modelcard.json").exists()
+    # a preset's name and a finite table are kept in the card as they are
+    fine = '{"type": "camera", "blur_sigma": 1.5}'
+    for text in ("camera", fine):
+        adapter = with_metadata(files["a"], tmp_path / "a.safetensors", degradation=text)
+        code, _, err = run_cli(
+            "merge", "--model", files["base"], "--adapter", adapter, "--out", out, "--force"
+        )
+        assert code == 0, err
+        card = json.loads((tmp_path / "m.pth.modelcard.json").read_text())
+        assert json.dumps(card["adaptsr"]["adapters"][0]["degradation"]) in (
+            json.dumps(text),
+            json.dumps(json.loads(fine)),
+        )
