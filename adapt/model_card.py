@@ -129,8 +129,8 @@ class Training:
         config = parse_json(config_file.read_text(), str(config_file))
         if not isinstance(config, dict):
             return cls()
-        folders = [*config.get("data", []), config.get("hr_dir") or ""]
-        names = [Path(str(f)).name for f in folders if f]
+        folders = config.get("data") if isinstance(config.get("data"), list) else []
+        names = [Path(f).name for f in [*folders, config.get("hr_dir")] if f and isinstance(f, str)]
         return cls(
             iterations=_iteration_held(adapter),
             batch_size=_positive(config.get("batch")),
@@ -168,7 +168,7 @@ def _iteration_held(adapter: Path) -> int | None:
     for line in log.read_text(errors="replace").splitlines():
         try:
             record = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if not isinstance(record, dict):
             continue
@@ -344,7 +344,7 @@ class Provenance:
         checkpoint keeps where its weights came from)."""
         path = Path(checkpoint)
         try:
-            data = json.loads(model_card_path(path).read_text())
+            data = parse_json(model_card_path(path).read_text(), "", finite=True)
             sha256 = sha256_file(path)
             if not any(r["sha256"] == sha256 for r in data["resources"]):
                 return None
@@ -354,8 +354,8 @@ class Provenance:
                 str(facts["base"]), str(facts["base_weights"]), _text(data.get("pretrainedModelG")),
                 _text(data.get("license")), adapters, Training.from_card(data),
             )  # fmt: skip
-        except (OSError, KeyError, TypeError, ValueError, AttributeError):
-            return None  # no card, or not one adaptsr wrote
+        except (OSError, KeyError, TypeError, ValueError, AttributeError, UserError):
+            return None  # no card, or not one adaptsr wrote (NaN: not JSON for its readers)
 
 
 @dataclass(frozen=True)

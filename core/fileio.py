@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import shutil
 import sys
@@ -408,11 +409,20 @@ def loads_toml(text: str) -> dict:
     return tomllib.loads(text)
 
 
-def parse_json(text: str | bytes, where: str):
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
+def parse_json(text: str | bytes, where: str, finite: bool = False):
     """json.loads for files a user gives (or a damaged one): every way the text can be wrong,
-    nesting thousands deep included, is a UserError naming `where`."""
+    nesting thousands deep included, is a UserError naming `where`; with `finite`, so are NaN,
+    Infinity and numbers past float's range (what strict JSON readers refuse)."""
+    strict = {"parse_constant": _finite_float, "parse_float": _finite_float} if finite else {}
     try:
-        return json.loads(text)
+        return json.loads(text, **strict)
     except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
         raise UserError(f"cannot read {where}: {e}") from e
     except RecursionError:
