@@ -98,6 +98,11 @@ def _option(text: str, part: str, rank_aware: bool) -> tuple[str, object]:
     raise UserError(f"{where}: unknown option {key!r} (choose {keys})")
 
 
+def _whole(text: str) -> bool:
+    """0-9 only: str.isdigit() also takes digits int() refuses (superscripts such as '²')."""
+    return text.isascii() and text.isdigit()
+
+
 def _loss_value(where: str, key: str, value: str):
     if key == "loss":
         if "," in value:
@@ -107,7 +112,7 @@ def _loss_value(where: str, key: str, value: str):
         except UserError as e:
             raise UserError(f"{where}: {e}") from None
     if key == "ganstart":
-        if not value.isdigit():
+        if not _whole(value):
             raise UserError(f"{where}: ganstart {value!r} is not a whole number")
         return int(value)
     try:
@@ -121,7 +126,7 @@ def _loss_value(where: str, key: str, value: str):
 
 def _allocation_value(where: str, key: str, value: str):
     if key in ("rmin", "rmax"):
-        if not value.isdigit():
+        if not _whole(value):
             raise UserError(f"{where}: {key} {value!r} is not a whole number")
         return int(value)
     if key == "warmup":
@@ -140,7 +145,7 @@ def _base(text: str, t: str) -> RunSpec:
         return RunSpec(t, "full")
     if t == "difffit":
         return RunSpec(t, "difffit")
-    if t.startswith("r") and t[1:].isdigit() and int(t[1:]) >= 1:
+    if t.startswith("r") and _whole(t[1:]) and int(t[1:]) >= 1:
         return RunSpec(t, "lora", rank=int(t[1:]))
     parts = t.split(":")
     if parts[0] == "ra" and len(parts) in (2, 3) and parts[1]:

@@ -59,3 +59,11 @@ def test_missing_loss_weights_are_named_before_any_run(
     code, stdout, err = run_cli(*study_args, "--runs", runs, "--out", out, *weights)
     one_line(code, err, f"run spec '{runs.split(',')[1]}'", words)
     assert not out.exists() and "[1/" not in stdout  # r1 did not train first
+
+
+@pytest.mark.parametrize(
+    "text", ["r²", "r1@loss=l1:1+gan:1@ganstart=²", "ra:r8@rmin=³", "ra:r8@rmax=١"]
+)
+def test_digits_int_refuses_are_one_line_not_an_internal_error(text):
+    with pytest.raises(UserError, match="whole number|unknown run spec"):
+        parse_spec(text)
