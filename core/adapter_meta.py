@@ -100,7 +100,7 @@ class AdapterMeta:
         if not (alpha > 0 and math.isfinite(alpha)):
             raise UserError(f"{damaged} (key 'alpha' {text['alpha']} is not a positive number)")
         scale = text["scale"]
-        if scale and not (scale.isdigit() and int(scale) > 0):
+        if scale and not (scale.isascii() and scale.isdigit() and int(scale) > 0):
             raise UserError(f"{damaged} (key 'scale' {scale!r} is not a positive whole number)")
         if text["scaling"] not in SCALINGS:  # merged weights would be scaled by another rule
             raise UserError(

@@ -146,7 +146,7 @@ def remove_stale_partials(path: Path) -> list[Path]:
     for entry in entries:
         rest = entry.name[len(prefix) :] if entry.name.startswith(prefix) else ""
         pid = rest.split("-", 1)[0]
-        if not pid.isdigit() or _alive(int(pid)):
+        if not (pid.isascii() and pid.isdigit()) or _alive(int(pid)):  # int() refuses '²'
             continue
         with contextlib.suppress(OSError):
             if entry.is_dir() and not entry.is_symlink():

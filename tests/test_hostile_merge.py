@@ -121,3 +121,12 @@ def test_a_degradation_with_nan_is_damaged_metadata(files, tmp_path, run_cli, de
             json.dumps(text),
             json.dumps(json.loads(fine)),
         )
+
+
+@pytest.mark.parametrize("scale", ["²", "٢", "-2", "x2"])
+def test_a_scale_int_refuses_is_damaged_metadata(files, tmp_path, run_cli, scale):
+    adapter = with_metadata(files["a"], tmp_path / "a.safetensors", scale=scale)
+    out = tmp_path / "m.pth"
+    code, _, err = run_cli("merge", "--model", files["base"], "--adapter", adapter, "--out", out)
+    one_line(code, err, "damaged metadata", "'scale'")
+    assert not out.exists()

@@ -14,6 +14,7 @@ from adaptsr.core.fileio import (
     check_output_folder,
     check_outside_inputs,
     check_writable,
+    remove_stale_partials,
 )
 from adaptsr.core.folder_lock import lock_folder
 
@@ -91,3 +92,10 @@ def test_outputs_inside_input_folders_are_one_rule(tmp_path):
         check_outside_inputs(tmp_path / "alias" / "run", [data])
     check_outside_inputs(tmp_path / "run", [data])
     check_outside_inputs(tmp_path / "data-run", [data])  # a name that starts alike is outside
+
+
+def test_a_partial_file_named_with_other_digits_is_left_alone(tmp_path):
+    out = tmp_path / "m.onnx"
+    odd = tmp_path / ".m.onnx.partial-²-abcdefgh.onnx"  # not a pid adaptsr wrote
+    odd.write_text("x")
+    assert remove_stale_partials(out) == [] and odd.exists()
