@@ -5,25 +5,17 @@ refusal names the file the user gave."""
 import json
 
 import pytest
-import torch
 from fakes.cli import one_line, tree
-from fakes.models import one_block_edsr, save_tiny_safmn
+from fakes.models import one_block_edsr, save_tiny_safmn, write_random_adapter
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-import adaptsr
-from adaptsr.adapt.lora import adapter_parameters
 from adaptsr.adapt.models import save_model
 
 
 def write_adapter(model_path, path, seed):
-    net = adaptsr.load_model(str(model_path))
-    adaptsr.inject_lora(net, 2)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in adapter_parameters(net):
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    return adaptsr.save_adapter(net, path)
+    """A rank-2 adapter of the checkpoint at `model_path`, seeded random."""
+    return write_random_adapter(path, seed, 2, model=str(model_path))
 
 
 @pytest.fixture(scope="module")
