@@ -22,7 +22,7 @@ namespace adaptsr {
 
 // The EngineSidecar version whose keys this reader was checked against. test_fixtures fails when
 // Python writes another: check that the keys above still mean the same, then raise it.
-constexpr int kSidecarVersion = 2;
+constexpr int kSidecarVersion = 1;
 
 struct Sidecar {
     std::filesystem::path path;
