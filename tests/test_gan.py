@@ -4,7 +4,6 @@ adapter is the average, BatchNorm statistics stay frozen, and the default loss i
 
 import io
 import json
-import shutil
 
 import cv2
 import numpy as np
@@ -13,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from fakes.images import write_textured_pngs
 from fakes.models import save_tiny_safmn
-from fakes.training import logged_losses, tiny_train_config, train_keeping_checkpoints
+from fakes.training import logged_losses, resume_copy, tiny_train_config, train_keeping_checkpoints
 from safetensors.torch import load_file
 from torch import nn
 
@@ -95,10 +94,7 @@ def test_gan_and_ema_resume_exactly_and_the_saved_adapter_is_the_average(
     assert any(not torch.equal(shadow[n], t) for n, t in final["trainable"].items())
 
     b = tmp_path / "b"
-    b.mkdir()
-    shutil.copy(a / "config.json", b / "config.json")
-    (b / "checkpoint.pt").write_bytes(copies[2])
-    training.train(training.resume_config(b, {}), b, resume=True, progress=False)
+    resume_copy(a, copies[2], b)
     want = {i: v for i, v in logged_losses(a).items() if i > 2}
     assert logged_losses(b) == want and len(want) == 4
     resumed = torch.load(b / "checkpoint.pt", weights_only=True)

@@ -3,17 +3,15 @@
 RealSR V2 folders among them."""
 
 import json
-import shutil
 
 import cv2
 import numpy as np
 import pytest
 import torch
 from fakes.models import save_tiny_safmn
-from fakes.training import logged_losses, tiny_train_config, train_keeping_checkpoints
+from fakes.training import logged_losses, resume_copy, tiny_train_config, train_keeping_checkpoints
 
 from adaptsr.adapt import data, lr_batches
-from adaptsr.adapt import train as training
 from adaptsr.core.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -127,10 +125,7 @@ def test_mixed_source_run_trains_and_resumes_exactly(sources, tmp_path, monkeypa
     logged = [json.loads(x) for x in (a / "log.jsonl").read_text().splitlines()]
     assert any("degrade_per_s" in r for r in logged)  # HR-only images were degraded
     b = tmp_path / "b"
-    b.mkdir()
-    shutil.copy(a / "config.json", b / "config.json")
-    (b / "checkpoint.pt").write_bytes(copies[2])
-    training.train(training.resume_config(b, {}), b, resume=True, progress=False)
+    resume_copy(a, copies[2], b)
     assert logged_losses(b) == {3: logged_losses(a)[3], 4: logged_losses(a)[4]}
     # the command line takes the same specs
     code, out, err = run_cli(

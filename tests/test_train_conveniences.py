@@ -3,7 +3,6 @@ pictures in the run folder and TensorBoard) and TOML config files without tomlli
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from fakes.training import logged_losses, tiny_train_config, train_keeping_checkpoints
+from fakes.training import logged_losses, resume_copy, tiny_train_config, train_keeping_checkpoints
 from safetensors.torch import load_file
 
 from adaptsr.adapt import train as training
@@ -100,10 +99,7 @@ def test_a_resumed_accumulating_run_replays_exactly(tmp_path, monkeypatch, train
     a = tmp_path / "a"
     _, copies = train_keeping_checkpoints(cfg, a)
     b = tmp_path / "b"
-    b.mkdir()
-    shutil.copy(a / "config.json", b / "config.json")
-    (b / "checkpoint.pt").write_bytes(copies[2])
-    training.train(training.resume_config(b, {}), b, resume=True, progress=False)
+    resume_copy(a, copies[2], b)
     assert logged_losses(b) == {3: logged_losses(a)[3], 4: logged_losses(a)[4]}
     for name, tensor in _adapter(a).items():
         assert torch.equal(_adapter(b)[name], tensor)

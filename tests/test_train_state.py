@@ -17,6 +17,7 @@ from fakes.cli import one_line
 from fakes.training import (
     TRAIN_FLAGS,
     logged_losses,
+    resume_copy,
     tiny_train_config,
     train_cli_args,
     train_keeping_checkpoints,
@@ -101,10 +102,7 @@ def test_resume_from_a_checkpoint_replays_exactly(safmn_setup, tmp_path, monkeyp
     assert [v["iter"] for v in vals if v.get("event") == "val"] == [2, 4]
 
     b = tmp_path / "b"
-    b.mkdir()
-    shutil.copy(a / "config.json", b / "config.json")
-    (b / "checkpoint.pt").write_bytes(copies[2])
-    training.train(training.resume_config(b, {}), b, resume=True, progress=False)
+    resume_copy(a, copies[2], b)
     assert logged_losses(b) == {3: logged_losses(a)[3], 4: logged_losses(a)[4]}
 
 

@@ -1,6 +1,7 @@
 """Training runs small enough for the tests: a few CPU iterations on tiny files."""
 
 import json
+import shutil
 
 import numpy as np
 
@@ -52,6 +53,15 @@ def train_keeping_checkpoints(cfg: training.TrainConfig, out):
     finally:
         train_state.write_checkpoint = write
     return result, copies
+
+
+def resume_copy(run, checkpoint: bytes, out):
+    """Resume `run`'s config in a new folder `out` from `checkpoint` (bytes of one of its
+    checkpoints, as train_keeping_checkpoints keeps them); returns the result."""
+    out.mkdir()
+    shutil.copy(run / "config.json", out / "config.json")
+    (out / "checkpoint.pt").write_bytes(checkpoint)
+    return training.train(training.resume_config(out, {}), out, resume=True, progress=False)
 
 
 def study_folder(root):
