@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from adaptsr.adapt import data, layouts
+from adaptsr.adapt.allocate import allocate, parse_budget
 from adaptsr.adapt.allocation_settings import AllocationSettings
 from adaptsr.adapt.choices import MAX_SEEDS
 from adaptsr.adapt.degradation_file import settings_of
@@ -32,7 +33,7 @@ from adaptsr.adapt.losses.objective import check_loss_files
 from adaptsr.adapt.losses.spec import DEFAULT_LOSS, loss_text, parse_loss
 from adaptsr.adapt.metrics import PERCEPTUAL_NAMES, perceptual_metrics
 from adaptsr.adapt.models import check_base_weights, load_model, model_info
-from adaptsr.adapt.sites import parse_targets
+from adaptsr.adapt.sites import parse_targets, target_sites
 from adaptsr.adapt.study_report import STUDY_FILE, RunOutcome, duration, summarise, write_outputs
 from adaptsr.adapt.study_specs import RunSpec, parse_spec, parse_specs  # noqa: F401 (public)
 from adaptsr.adapt.train import TrainConfig, train
@@ -327,6 +328,30 @@ def check_run(settings: StudySettings, spec: RunSpec) -> None:
         raise UserError(f"run spec {spec.text!r}: {e}") from None
 
 
+def check_budget(settings: StudySettings, spec: RunSpec, model) -> None:
+    """A rank-aware run's budget as its allocation would take it (the budget parsed, then
+    shared among unscored sites), its spec named on failure: refused before any run trains."""
+    if not spec.rank_aware:
+        return
+    config = train_config(settings, spec, 0)
+    a = config.allocation
+    try:
+        params, _ = parse_budget(a.budget, model, config.targets)
+        sites = target_sites(model, config.targets)
+        scores = dict.fromkeys((s.name for s in sites), 0.0)
+        allocate(sites, scores, params, a.r_min, a.r_max, a.allocator)
+    except UserError as e:
+        raise UserError(f"run spec {spec.text!r}: {e}") from None
+
+
+def checked_model(settings: StudySettings, specs: list[RunSpec]):
+    """The base model's facts, once every rank-aware spec's budget is checked against it."""
+    model = load_model(settings.model)
+    for spec in specs:
+        check_budget(settings, spec, model)
+    return model_info(model)
+
+
 def check_settings(settings: StudySettings, out: Path, force: bool) -> None:
     """A folder holds one study: the same settings, or --force to start it over."""
     path = out / SETTINGS_FILE
@@ -373,7 +398,7 @@ def run_study(
     for spec in specs:  # a run's loss options that do not fit are named before any run
         check_run(settings, spec)
 
-    info = model_info(load_model(settings.model))  # a bad model fails before anything is written
+    info = checked_model(settings, specs)  # a bad model fails before anything is written
     check_patch(settings.patch, info)  # so do crops the model cannot take and empty folders
     data.scan(settings.data, info.scale, settings.patch, None, None, False)
 

@@ -67,3 +67,22 @@ def test_missing_loss_weights_are_named_before_any_run(
 def test_digits_int_refuses_are_one_line_not_an_internal_error(text):
     with pytest.raises(UserError, match="whole number|unknown run spec"):
         parse_spec(text)
+
+
+@pytest.mark.parametrize(
+    "runs, words",
+    [
+        ("r1,ra:1", "below the"),  # below r_min=1 at every site
+        ("r1,ra:10@rmin=4", "r_min=4"),
+        ("r1,ra:xyz", "not understood"),
+        ("r1,ra:r1000000", "not understood"),
+        ("r1,ra:0%", "(0, 100]%"),
+    ],
+)
+def test_a_budget_allocation_refuses_is_named_before_any_run(
+    study_args, tmp_path, run_cli, runs, words
+):
+    out = tmp_path / "study"
+    code, stdout, err = run_cli(*study_args, "--runs", runs, "--out", out)
+    one_line(code, err, f"run spec '{runs.split(',')[1]}': budget", words)
+    assert not out.exists() and "[1/" not in stdout  # r1 did not train first
