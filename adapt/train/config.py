@@ -143,6 +143,8 @@ class TrainConfig:
         _check_loss_options(c)
         if c.val and c.val_split:
             raise UserError("give --val DIR or --val-split N, not both")
+        if c.val_save_images and not (c.val or c.val_split):  # pictures of no validation
+            raise UserError("--val-save-images needs validation: give --val DIR (or --val-split N)")
         return c
 
     def to_dict(self) -> dict:
