@@ -86,3 +86,15 @@ def test_a_budget_allocation_refuses_is_named_before_any_run(
     code, stdout, err = run_cli(*study_args, "--runs", runs, "--out", out)
     one_line(code, err, f"run spec '{runs.split(',')[1]}': budget", words)
     assert not out.exists() and "[1/" not in stdout  # r1 did not train first
+
+
+@pytest.mark.parametrize(
+    "runs", ["r1,r1@loss=l1:1+gan:0.1@ganstart=1", "r1,full@loss=gan:1@ganstart=9"]
+)
+def test_a_gan_start_at_or_past_the_iterations_is_named_before_any_run(
+    study_args, tmp_path, run_cli, runs
+):
+    out = tmp_path / "study"
+    code, stdout, err = run_cli(*study_args, "--runs", runs, "--out", out)
+    one_line(code, err, f"run spec '{runs.split(',')[1]}'", "is not below --iters 1")
+    assert not out.exists() and "[1/" not in stdout

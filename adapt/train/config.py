@@ -187,6 +187,11 @@ def _check_loss_options(c: TrainConfig) -> None:
         raise UserError(f"--gan-start must be >= 0, got {c.gan_start}")
     if c.gan_start and "gan" not in terms:
         raise UserError("--gan-start applies to a --loss with a gan term")
+    if c.gan_start and c.gan_start >= c.iters:  # the term starts after iteration gan_start
+        raise UserError(
+            f"--gan-start {c.gan_start} is not below --iters {c.iters}: the gan term would "
+            "never train"
+        )
     if not (0 <= c.ema < 1):
         raise UserError(f"--ema must be in [0, 1) (e.g. 0.999; 0 for none), got {c.ema}")
     if "ldl" in terms and not c.ema:
