@@ -1,12 +1,16 @@
 """Hostile weights folders for the dists term (--dists-weights): a missing folder, another
 network's file, VGG16 tensors of other shapes, DISTS weights that are not: each one line naming
-the file at fault, short enough to read."""
+the file at fault, short enough to read. Loss weights that float() reads but a person would not
+('1_0' is ten, digits of other scripts) are refused."""
 
 import pytest
 import torch
+from fakes.cli import one_line
 from test_dists_loss import write_weights
 
 from adaptsr.adapt.losses.dists import CHANNELS, DISTS_FILE, VGG16_FILE, find_weights, load_dists
+from adaptsr.adapt.losses.spec import parse_loss
+from adaptsr.adapt.study_specs import parse_spec
 from adaptsr.core.errors import UserError
 
 
@@ -66,3 +70,27 @@ def test_dists_weights_that_are_not_are_named(tmp_path, good, learned):
     text = refusal(tmp_path)
     assert str(tmp_path / DISTS_FILE) in text and "not DISTS' weights" in text
     assert str(tmp_path / VGG16_FILE) not in text
+
+
+@pytest.mark.parametrize("weight", ["1_0", "0.1_5", "1e1_0", "\u0661", "\uff11", "1\u0660"])
+def test_loss_weights_are_plain_ascii_numbers(weight):
+    with pytest.raises(UserError, match=f"weight of gan is not a plain number \\({weight!r}\\)"):
+        parse_loss(f"l1:1,gan:{weight}")
+    with pytest.raises(UserError, match="run spec .*not a plain number"):
+        parse_spec(f"r1@loss=l1:1+gan:{weight}")
+
+
+def test_plain_weights_still_read_as_before():
+    spec = "l1:1.,ff:.5,gan:1e-3,ldl:2.5E+1,perceptual:+2,dists: 3 "
+    assert parse_loss(spec) == (
+        ("l1", 1.0), ("ff", 0.5), ("gan", 0.001), ("ldl", 25.0), ("perceptual", 2.0),
+        ("dists", 3.0),
+    )  # fmt: skip
+
+
+def test_train_refuses_an_underscored_weight(edsr_files, train_hr, tmp_path, run_cli):
+    run = tmp_path / "run"
+    args = ["train", "--model", edsr_files["ckpt"], "--data", train_hr, "--device", "cpu"]
+    code, _, err = run_cli(*args, "--loss", "l1:1_0", "--out", run, "--quiet")
+    one_line(code, err, "weight of l1 is not a plain number ('1_0')")
+    assert not run.exists()

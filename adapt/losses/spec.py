@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+import re
 
 from adaptsr.core.errors import UserError
 
 TERMS = ("l1", "perceptual", "ldl", "ff", "gan", "dists")
 DEFAULT_LOSS = "l1:1"
+# A weight as written in decimal or scientific notation, ASCII digits only: float() alone also
+# takes '1_0' (ten) and digits of other scripts.
+_PLAIN_WEIGHT = re.compile(r"\+?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 def parse_loss(spec: str) -> tuple[tuple[str, float], ...]:
@@ -30,6 +34,11 @@ def parse_loss(spec: str) -> tuple[tuple[str, float], ...]:
             raise UserError(f"--loss: the weight of {name} is not a number ({value!r})") from None
         if not (weight > 0 and math.isfinite(weight)):
             raise UserError(f"--loss: the weight of {name} must be a positive number, got {value}")
+        if sep and not _PLAIN_WEIGHT.fullmatch(value.strip()):
+            raise UserError(
+                f"--loss: the weight of {name} is not a plain number ({value!r}): write digits "
+                "0-9 with an optional '.' and exponent (0.1, 1e-3)"
+            )
         terms[name] = weight
     return tuple(terms.items())
 
