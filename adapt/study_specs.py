@@ -17,8 +17,9 @@ the study's own settings for that run:
     @allocator=marginal rank-aware: paper or marginal
     @normalise=size     rank-aware: none or size
     @warmup=100         rank-aware: Adam steps of uniform LoRA before scoring (0: the paper's)
-    @loss=l1:1+gan:0.1  weighted loss terms (adapt train --loss), `+` between terms: `,`
-                        separates runs, so `r8@loss=l1:1,gan:0.1` is refused
+    @loss=l1:1+gan:0.1  weighted loss terms (adapt train --loss), `+` between terms (as
+                        --loss takes too): `,` separates runs, so `r8@loss=l1:1,gan:0.1` is
+                        refused
     @ema=0.999          moving average of the adapter weights (adapt train --ema)
     @ganstart=500       pixel-only iterations before the gan term (adapt train --gan-start)
 
@@ -108,7 +109,7 @@ def _loss_value(where: str, key: str, value: str):
         if "," in value:
             raise UserError(f"{where}: join loss terms with '+' ({value.replace(',', '+')})")
         try:
-            return loss_text(parse_loss(value.replace("+", ",")))
+            return loss_text(parse_loss(value))
         except UserError as e:
             raise UserError(f"{where}: {e}") from None
     if key == "ganstart":

@@ -1,15 +1,17 @@
 """Hostile weights folders for the dists term (--dists-weights): a missing folder, another
 network's file, VGG16 tensors of other shapes, DISTS weights that are not: each one line naming
 the file at fault, short enough to read. Loss weights that float() reads but a person would not
-('1_0' is ten, digits of other scripts) are refused."""
+('1_0' is ten, digits of other scripts) are refused; '+' joins terms everywhere, as ','."""
 
 import pytest
 import torch
 from fakes.cli import one_line
+from fakes.training import tiny_train_config
 from test_dists_loss import write_weights
 
 from adaptsr.adapt.losses.dists import CHANNELS, DISTS_FILE, VGG16_FILE, find_weights, load_dists
 from adaptsr.adapt.losses.spec import parse_loss
+from adaptsr.adapt.study import StudySettings
 from adaptsr.adapt.study_specs import parse_spec
 from adaptsr.core.errors import UserError
 
@@ -94,3 +96,28 @@ def test_train_refuses_an_underscored_weight(edsr_files, train_hr, tmp_path, run
     code, _, err = run_cli(*args, "--loss", "l1:1_0", "--out", run, "--quiet")
     one_line(code, err, "weight of l1 is not a plain number ('1_0')")
     assert not run.exists()
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["l1:1+gan:0.1+ldl:2", "l1:1,gan:0.1+ldl:2", "L1:1 + GAN:0.1 , ldl:2", "l1+gan:.1+ldl:2"],
+)
+def test_plus_joins_loss_terms_as_a_comma_does(spec):
+    assert parse_loss(spec) == parse_loss("l1:1,gan:0.1,ldl:2")
+
+
+def test_a_plus_before_digits_is_an_exponent_sign_not_a_join():
+    assert parse_loss("l1:1e+1+gan:2.5E+0") == (("l1", 10.0), ("gan", 2.5))
+    assert parse_spec("r1@loss=l1:1e+1+gan:1").option("loss") == "l1:10,gan:1"
+    with pytest.raises(UserError, match=r"weight of l1 is not a number \('1\+2'\)"):
+        parse_loss("l1:1+2")
+
+
+def test_train_and_study_wide_loss_take_plus(edsr_files, train_hr):
+    cfg = tiny_train_config(edsr_files["ckpt"], [str(train_hr)], loss="l1:1+ff:0.5", iters=2)
+    assert cfg.resolved().loss == "l1:1,ff:0.5"  # config.json keeps the one spelling
+    settings = StudySettings(
+        model=str(edsr_files["ckpt"]), data=[str(train_hr)], val=str(train_hr), runs=["r1"],
+        loss="l1:1+ff:0.5",
+    )  # fmt: skip
+    assert settings.checked().loss == "l1:1,ff:0.5"

@@ -1,4 +1,5 @@
-"""`--loss` specs: weighted terms `NAME:WEIGHT,...` (no torch here: the config checks them)."""
+"""`--loss` specs: weighted terms `NAME:WEIGHT,...` or `NAME:WEIGHT+...` (no torch here: the
+config checks them)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,22 @@ from adaptsr.core.errors import UserError
 
 TERMS = ("l1", "perceptual", "ldl", "ff", "gan", "dists")
 DEFAULT_LOSS = "l1:1"
+# Terms are joined by ',' or by '+' (a study's run specs use ',' between runs); only a '+'
+# before a term's name joins: one before a digit is a sign (1e+3).
+_JOIN = re.compile(r",|\+(?=\s*[A-Za-z])")
 # A weight as written in decimal or scientific notation, ASCII digits only: float() alone also
 # takes '1_0' (ten) and digits of other scripts.
 _PLAIN_WEIGHT = re.compile(r"\+?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 def parse_loss(spec: str) -> tuple[tuple[str, float], ...]:
-    """`l1:1,perceptual:1,gan:0.1` -> (("l1", 1.0), ("perceptual", 1.0), ("gan", 0.1)); a term
-    without a weight weighs 1. Unknown or repeated terms and weights that are not positive
-    finite numbers are one clear error."""
+    """`l1:1,perceptual:1,gan:0.1` (or `l1:1+perceptual:1+gan:0.1`) -> (("l1", 1.0),
+    ("perceptual", 1.0), ("gan", 0.1)); a term without a weight weighs 1. Unknown or repeated
+    terms and weights that are not positive finite numbers are one clear error."""
     if not isinstance(spec, str) or not spec.strip():
         raise UserError(f"--loss is empty: give terms like {DEFAULT_LOSS},perceptual:1")
     terms: dict[str, float] = {}
-    for part in spec.split(","):
+    for part in _JOIN.split(spec):
         name, sep, value = part.strip().partition(":")
         name = name.strip().lower()
         if name not in TERMS:

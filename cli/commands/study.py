@@ -54,7 +54,7 @@ study_lib = lazy_import("adaptsr.adapt.study")  # torch: only when the command r
 @click.option("--lr", type=float, help="Start learning rate of LoRA and DiffFit runs [1e-3].")
 @scaling_option
 @targets_option
-@click.option("--loss", default="l1:1", help="Every run's loss terms (adapt train --loss) [l1:1].")
+@click.option("--loss", default="l1:1", help="Every run's loss: l1:1+gan:0.1 (or ',') [l1:1].")
 @click.option("--ema", default=0.0, type=float, help="Every run's weight average [off].")
 @click.option("--gan-start", default=0, type=int, help="Pixel-only iterations first [0].")
 @click.option("--vgg-weights", type=click.Path(dir_okay=False), help="VGG19 file (perceptual).")

@@ -86,8 +86,8 @@ bench_report = lazy_import("adaptsr.adapt.train.bench_report")
 @click.option("--flips/--no-flips", default=None, help="Random flips and rotations (default on).")
 @click.option(
     "--loss",
-    help="Weighted loss terms: l1, perceptual, ldl, ff, gan, dists, e.g. "
-    "l1:1,perceptual:1,gan:0.1 (default l1:1).",
+    help="Weighted loss terms: l1, perceptual, ldl, ff, gan, dists, joined by ',' or '+', e.g. "
+    "l1:1+perceptual:1+gan:0.1 (default l1:1).",
 )
 @click.option(
     "--dists-weights",
