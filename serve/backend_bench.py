@@ -9,7 +9,6 @@ image in one piece.
 from __future__ import annotations
 
 import os
-import resource
 import sys
 import threading
 from dataclasses import asdict, dataclass
@@ -31,40 +30,54 @@ from adaptsr.serve.timing import (
     measure,
 )
 
+try:
+    import resource  # POSIX: the lifetime peak RSS where there is no /proc
+except ImportError:  # Windows: `adapt bench` still runs, its peak memory reported unavailable
+    resource = None
+
 
 class PeakRSS:
-    """Samples this process's resident memory in a thread; Linux /proc, else ru_maxrss."""
+    """Samples this process's resident memory in a thread; Linux /proc, else ru_maxrss; peak
+    None where neither can be read (Windows)."""
 
     def __init__(self, interval_s: float = 0.005):
         self.interval_s = interval_s
-        self.peak = 0
+        self.peak: int | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
-    def _rss(self) -> int:
+    def _rss(self) -> int | None:
         try:
             with open("/proc/self/statm") as f:
                 return int(f.read().split()[1]) * self._page
         except OSError:  # no /proc: the lifetime peak (KiB on Linux, bytes on macOS)
+            if resource is None:
+                return None
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             return peak if sys.platform == "darwin" else peak * 1024
 
+    def _sample(self) -> None:
+        rss = self._rss()
+        if rss is not None:
+            self.peak = rss if self.peak is None else max(self.peak, rss)
+
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self.peak = max(self.peak, self._rss())
+            self._sample()
 
     def __enter__(self) -> PeakRSS:
-        self.peak = self._rss()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
+        self._sample()
+        if self.peak is not None:  # nothing to sample where memory cannot be read
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         if self._thread:
             self._thread.join()
-        self.peak = max(self.peak, self._rss())
+        self._sample()
 
 
 @dataclass
@@ -78,7 +91,7 @@ class BenchResult:
     tiles: int  # tiles per image
     latency: Latency
     out_mp_per_s: float  # output megapixels per second, from the median latency
-    peak_rss_mb: float  # process resident memory during the timed runs
+    peak_rss_mb: float | None  # process resident memory during the timed runs (None: unknown)
     peak_gpu_mb: float | None  # accelerator memory, where the backend reports it
     # tiled throughput / untiled throughput from alternating runs (with vs_untiled)
     tiling_efficiency: dict | None = None
@@ -164,7 +177,7 @@ def bench_backend(
         tiles=tiles,
         latency=lat,
         out_mp_per_s=out_mp / (lat.median_ms / 1e3),
-        peak_rss_mb=rss.peak / 2**20,
+        peak_rss_mb=None if rss.peak is None else rss.peak / 2**20,
         peak_gpu_mb=None if gpu is None else gpu / 2**20,
         tiling_efficiency=efficiency,
     )

@@ -71,10 +71,11 @@ def bench_table(rows: list[BenchRow]) -> str:
     ]
     for r in (row.result for row in rows):
         gpu = "-" if r.peak_gpu_mb is None else f"{r.peak_gpu_mb:.0f}"
+        rss = "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}"  # None: no RSS to read
         lines.append(
             f"{_short(r.artifact):<28} {r.kind:<9} {r.device:<6} {r.size[0]:>4}x{r.size[1]:<4} "
             f"{r.tiles:>5} {r.latency.median_ms:>10.2f} {r.latency.p90_ms:>9.2f} "
-            f"{r.out_mp_per_s:>9.3f} {r.peak_rss_mb:>8.0f} {gpu:>8}"
+            f"{r.out_mp_per_s:>9.3f} {rss:>8} {gpu:>8}"
         )
         if r.tiling_efficiency:
             e = r.tiling_efficiency
