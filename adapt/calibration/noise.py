@@ -54,6 +54,15 @@ class NoiseEstimate:
     regions: int  # flat 8x8 blocks
     channel_sigma: tuple[float, float, float]  # R, G, B
     variance_fit: tuple[tuple[float, float], ...]  # per channel (a, b): var = a + b * level
+    # Under JPEG, the sigma below which the compression leaves no trace of the noise
+    # (noise_dct.detection_limit); 0 where the pixels show any noise (no or fine JPEG)
+    detection_limit: float = 0.0
+
+    @property
+    def hidden(self) -> bool:
+        """The estimate reaches the detection limit within its uncertainty: the photos show no
+        noise that can be told from none."""
+        return self.detection_limit > 0 and self.sigma - self.uncertainty <= self.detection_limit
 
 
 def flat_blocks(rgb: np.ndarray) -> np.ndarray:
@@ -168,7 +177,7 @@ def _from_coefficients(
 ) -> NoiseEstimate:
     """Under JPEG: the sigma from the DCT coefficients (noise_dct), the channels' sigmas and
     the variance fit scaled to it; the pixel estimate where no coefficient lets noise through."""
-    sigma, uncertainty, blocks, images = estimate_noise_dct(photos, jpeg)
+    sigma, uncertainty, blocks, images, limit = estimate_noise_dct(photos, jpeg)
     if not blocks:
         return pixels
     if pixels.sigma > 0:
@@ -177,4 +186,4 @@ def _from_coefficients(
         fit = tuple((a * ratio**2, b * ratio**2) for a, b in pixels.variance_fit)
     else:
         channel, fit = (sigma,) * 3, ((sigma**2, 0.0),) * 3
-    return NoiseEstimate(sigma, uncertainty, images, blocks, channel, fit)
+    return NoiseEstimate(sigma, uncertainty, images, blocks, channel, fit, limit)

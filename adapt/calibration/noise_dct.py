@@ -13,6 +13,14 @@ AC coefficients: white noise is independent between DCT coefficients, so choosin
 not choose the blocks where the noise of the frequency read happened to be small. They are
 chosen among all photos' blocks together, not photo by photo: a photo without flat regions
 (a cat's fur fills it) would otherwise give its least textured blocks, read as noise.
+
+Detection limit. A strong JPEG quantises weak noise to nothing: at quality 30 the smallest step
+read is 17 levels, and a noise of 5 per channel (3.4 in luma) leaves one index in a thousand
+nonzero, as many as the faint texture of flat blocks leaves without any noise. Below the sigma
+at which the indices read would show DETECTABLE nonzero values, the photos cannot tell noise
+from no noise (no estimator can: the file holds the same numbers), and whatever sigma a
+degradation file gives there, its JPEG removes the same way; the limit is reported with the
+estimate.
 """
 
 from __future__ import annotations
@@ -32,6 +40,9 @@ FLAT_FRACTION = 0.15  # least active share of the blocks
 LUMA_GAIN = 0.299**2 + 0.587**2 + 0.114**2  # luma noise variance per channel variance
 ROUNDING = LUMA_GAIN / 12 + 1 / 12  # the 8-bit RGB and the encoder's integer luma
 SIGMAS_Y = np.geomspace(0.05, 60, 400)  # luma sigmas tried
+# Nonzero indices the noise must be expected to leave among those read before it counts as
+# seen: with 10 expected, 4 or fewer (what flat blocks' texture leaves) happen 3% of the time
+DETECTABLE = 10
 
 
 def _steps(photo: Photo, quality: int) -> np.ndarray:
@@ -67,44 +78,57 @@ def activities(coefs: np.ndarray, q: np.ndarray, freqs: list) -> np.ndarray:
     return np.stack([everything - magnitude[:, u, v] for u, v in freqs], 1)
 
 
-def photo_logliks(photos: list[Photo], quality: int) -> list[tuple[np.ndarray, int]]:
-    """Per photo: the log-likelihood over SIGMAS_Y of its flat-block indices, and the blocks
-    used. The flat blocks are the least active FLAT_FRACTION of all photos' blocks together:
-    the noise is the same in every photo while texture only adds activity, so a photo with
-    no flat region (fur, foliage) gives none rather than its least textured blocks."""
+def photo_logliks(photos: list[Photo], quality: int) -> list[tuple[np.ndarray, int, np.ndarray]]:
+    """Per photo: the log-likelihood over SIGMAS_Y of its flat-block indices, the blocks used,
+    and the step of each index read (for the detection limit). The flat blocks are the least
+    active FLAT_FRACTION of all photos' blocks together: the noise is the same in every photo
+    while texture only adds activity, so a photo with no flat region (fur, foliage) gives none
+    rather than its least textured blocks."""
     data = [photo_indices(p, quality) for p in photos]
     q = data[0][0]
     freqs = [f for f in LOW if q[f] >= MIN_STEP]
     if len(freqs) < 2 or not any(len(c) for _, c in data):
-        return [(np.zeros(len(SIGMAS_Y)), 0) for _ in photos]
+        return [(np.zeros(len(SIGMAS_Y)), 0, np.zeros(0)) for _ in photos]
     acts = [activities(c, qp, freqs) for qp, c in data]
     limits = np.quantile(np.concatenate(acts), FLAT_FRACTION, axis=0)
     out = []
     for (qp, coefs), act in zip(data, acts, strict=True):
-        total, used = np.zeros(len(SIGMAS_Y)), 0
+        total, used, steps = np.zeros(len(SIGMAS_Y)), 0, []
         for j, f in enumerate(freqs):
             flat = act[:, j] <= limits[j]
             if flat.any():
                 total += _loglik(np.round(coefs[flat, f[0], f[1]] / qp[f]), qp[f])
                 used = max(used, int(flat.sum()))
-        out.append((total, used))
+                steps.append(np.full(int(flat.sum()), qp[f]))
+        out.append((total, used, np.concatenate(steps) if steps else np.zeros(0)))
     return out
+
+
+def detection_limit(steps: np.ndarray) -> float:
+    """The per-channel sigma below which indices quantised with these steps are expected to
+    show fewer than DETECTABLE nonzero values: weaker noise leaves no trace in them."""
+    nonzero = 2 * (1 - ndtr(steps[None, :] / (2 * SIGMAS_Y[:, None])))  # P(|k| >= 1)
+    seen = np.nonzero(nonzero.sum(1) >= DETECTABLE)[0]
+    return float(to_channel_sigma(SIGMAS_Y[seen[0]])) if len(seen) else np.inf
 
 
 def to_channel_sigma(sigma_y: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(sigma_y**2 - ROUNDING, 0) / LUMA_GAIN)
 
 
-def estimate_noise_dct(photos: list[Photo], jpeg: JpegEstimate) -> tuple[float, float, int, int]:
-    """(sigma per channel, uncertainty, flat blocks, photos that gave some) from the photos'
-    JPEG coefficients."""
-    logliks, blocks = [], 0
-    for ll, n in photo_logliks(photos, int(jpeg.quality)):
+def estimate_noise_dct(
+    photos: list[Photo], jpeg: JpegEstimate
+) -> tuple[float, float, int, int, float]:
+    """(sigma per channel, uncertainty, flat blocks, photos that gave some, detection limit)
+    from the photos' JPEG coefficients."""
+    logliks, blocks, steps = [], 0, []
+    for ll, n, s in photo_logliks(photos, int(jpeg.quality)):
         if n:
             logliks.append(ll)
             blocks += n
+            steps.append(s)
     if not logliks:
-        return np.nan, np.inf, 0, 0
+        return np.nan, np.inf, 0, 0, np.inf
     total = np.sum(logliks, 0)
     sigma = float(to_channel_sigma(SIGMAS_Y[np.argmax(total)]))
     # Uncertainty: the sigmas within half a log-likelihood unit of the best (about 1 sigma),
@@ -112,4 +136,5 @@ def estimate_noise_dct(photos: list[Photo], jpeg: JpegEstimate) -> tuple[float, 
     near = to_channel_sigma(SIGMAS_Y[total >= total.max() - 0.5])
     own = to_channel_sigma(SIGMAS_Y[[int(np.argmax(ll)) for ll in logliks]])
     between = np.std(own) / np.sqrt(len(own)) if len(own) > 1 else 0.0
-    return sigma, float(np.hypot(np.ptp(near) / 2, between)), blocks, len(logliks)
+    limit = detection_limit(np.concatenate(steps))
+    return sigma, float(np.hypot(np.ptp(near) / 2, between)), blocks, len(logliks), limit

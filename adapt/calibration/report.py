@@ -33,11 +33,19 @@ class Calibration:
                 f"JPEG quality: {j.quality} +- {j.uncertainty:g}, {j.subsampling} "
                 f"({j.images} photos, from {source})"
             )
+        noise_line = (
+            f"noise sigma: {n.sigma:.2f} +- {n.uncertainty:.2f} levels of 255 "
+            f"({n.images} photos, {n.regions} flat 8x8 blocks)"
+        )
+        if n.hidden:
+            noise_line += (
+                f", at the detection limit of {n.detection_limit:.2f}: JPEG quality "
+                f"{j.quality} removes weaker noise, so none may be there"
+            )
         lines = [
             f"blur sigma: {b.sigma:.2f} +- {b.uncertainty:.2f} HR pixels at x{self.scale} "
             f"({b.images} photos, {b.regions} edge pixels)",
-            f"noise sigma: {n.sigma:.2f} +- {n.uncertainty:.2f} levels of 255 "
-            f"({n.images} photos, {n.regions} flat 8x8 blocks)",
+            noise_line,
             jpeg_line,
         ]
         return "\n".join(lines + ([f"warning: {self.warning}"] if self.warning else []))
@@ -72,6 +80,8 @@ def to_toml(c: Calibration) -> str:
         f"noise_sigma_uncertainty = {_toml_float(n.uncertainty)}",
         f"noise_images = {n.images}",
         f"noise_flat_blocks = {n.regions}",
+        "# under JPEG: the noise sigma below which the compression leaves no trace (0: none)",
+        f"noise_detection_limit = {_toml_float(min(n.detection_limit, 255.0))}",
         "noise_channel_sigma = [" + ", ".join(_toml_float(s) for s in n.channel_sigma) + "]",
         "# per channel (R, G, B): variance = a + b * level",
         "noise_variance_a = [" + ", ".join(_toml_float(a) for a, _ in n.variance_fit) + "]",
