@@ -39,8 +39,8 @@ class Calibration:
         )
         if n.hidden:
             noise_line += (
-                f", at the detection limit of {n.detection_limit:.2f}: JPEG quality "
-                f"{j.quality} removes weaker noise, so none may be there"
+                f", not above the detection limit of {n.detection_limit:.2f}: JPEG quality "
+                f"{j.quality} removes weaker noise, so there may be none"
             )
         lines = [
             f"blur sigma: {b.sigma:.2f} +- {b.uncertainty:.2f} HR pixels at x{self.scale} "
