@@ -33,7 +33,7 @@ from adaptsr.serve.timing import (
 try:
     import resource  # POSIX: the lifetime peak RSS where there is no /proc
 except ImportError:  # Windows: `adapt bench` still runs, its peak memory reported unavailable
-    resource = None
+    resource = None  # type: ignore[assignment]  # the module or None, read as such below
 
 
 class PeakRSS:
