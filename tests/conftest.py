@@ -104,9 +104,8 @@ def default_pixel_limit(monkeypatch):
 def edsr_files(tmp_path_factory):
     """Files for commands to read: {"ckpt": a one-block EDSR x2 checkpoint, "adapter": a rank-2
     adapter for it with random B, "images": a folder of three 24x20 PNGs, "root": their folder}."""
-    import cv2
-    import numpy as np
     import torch
+    from fakes.images import write_noise_pngs
     from fakes.models import one_block_edsr
 
     from adaptsr.adapt.lora import inject_lora, save_adapter
@@ -120,11 +119,7 @@ def edsr_files(tmp_path_factory):
             if "lora_B" in name:
                 p.normal_(0, 0.01)
     adapter = save_adapter(adapted, root / "adapter.safetensors")
-    images = root / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        cv2.imwrite(str(images / f"{i}.png"), rng.integers(0, 256, (20, 24, 3), dtype=np.uint8))
+    images = write_noise_pngs(root / "images", 3, 20, 24)
     return {"root": root, "ckpt": str(ckpt), "adapter": str(adapter), "images": images}
 
 

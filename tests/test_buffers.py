@@ -1,10 +1,10 @@
 """Buffers of every dtype and rank, normalisation and stochastic layers under LoRA, and scores of
 re-parameterised architectures: failure classes that the built-in families never exercise."""
 
-import cv2
 import numpy as np
 import pytest
 import torch
+from fakes.images import write_noise_pngs
 from torch import nn
 
 import adaptsr
@@ -115,11 +115,7 @@ def test_lora_training_leaves_base_buffers_untouched(tmp_path):
     from adaptsr.adapt.lora import load_adapter
 
     ckpt = _swiftsrgan_checkpoint(tmp_path / "swift.pth")
-    hr = tmp_path / "hr"
-    hr.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        cv2.imwrite(str(hr / f"{i}.png"), rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    hr = write_noise_pngs(tmp_path / "hr", 4, 32, 32)
     cfg = training.TrainConfig(
         model=str(ckpt),
         data=[str(hr)],
@@ -213,11 +209,7 @@ def test_rank_aware_training_refuses_uninformative_scores(monkeypatch, tmp_path,
     monkeypatch.setattr(allocate, "score_sites", dead)
     ckpt = tmp_path / "span.safetensors"
     save_model(_span(), ckpt)
-    hr = tmp_path / "hr"
-    hr.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        cv2.imwrite(str(hr / f"{i}.png"), rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    hr = write_noise_pngs(tmp_path / "hr", 2, 32, 32)
     code, _, err = run_cli(
         "train", "--model", ckpt, "--data", hr, "--out", tmp_path / "run", "--rank-aware",
         "--budget", "r2", "--iters", "1", "--patch", "16", "--score-batches", "1",

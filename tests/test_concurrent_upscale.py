@@ -7,17 +7,10 @@ import sys
 import cv2
 import numpy as np
 from fakes.exports import nearest_x2_onnx
+from fakes.images import write_noise_pngs
 
 from adaptsr.serve import upscale
 from adaptsr.serve.backends import OnnxBackend
-
-
-def _sources(folder, count, side):
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(count):
-        cv2.imwrite(str(folder / f"{i:02d}.png"), rng.integers(0, 256, (side, side, 3), np.uint8))
-    return folder
 
 
 def _check_outputs(src, out):
@@ -29,7 +22,7 @@ def _check_outputs(src, out):
 
 
 def test_an_output_written_by_another_run_meanwhile_is_skipped(tmp_path, monkeypatch):
-    src = _sources(tmp_path / "src", 3, 24)
+    src = write_noise_pngs(tmp_path / "src", 3, 24, 24, name="{:02d}.png")
     out = tmp_path / "out"
     model = nearest_x2_onnx(tmp_path / "x2.onnx")
     plan = upscale.plan_upscale([src], out, lambda: OnnxBackend(model, provider="cpu"))
@@ -53,7 +46,7 @@ def test_an_output_written_by_another_run_meanwhile_is_skipped(tmp_path, monkeyp
 
 
 def test_two_concurrent_upscales_into_one_folder_both_succeed(tmp_path):
-    src = _sources(tmp_path / "src", 12, 320)
+    src = write_noise_pngs(tmp_path / "src", 12, 320, 320, name="{:02d}.png")
     out = tmp_path / "out"
     model = nearest_x2_onnx(tmp_path / "x2.onnx")
     command = [sys.executable, "-m", "adaptsr.cli.app", "upscale", str(src), "--out", str(out),

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from fakes.images import png_declaring
+from fakes.images import png_declaring, write_noise_pngs
 
 from adaptsr.adapt import data
 from adaptsr.core.errors import UserError
@@ -258,11 +258,7 @@ def test_scan_sizes_are_upright_and_animations_are_unreadable(tmp_path):
 def test_declared_huge_image_is_skipped_by_train_allocate_and_eval(edsr_files, tmp_path, run_cli):
     from adaptsr.adapt import data
 
-    folder = tmp_path / "hr"
-    folder.mkdir()
-    rng = np.random.default_rng(2)
-    for i in range(3):
-        cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 256, (48, 48, 3), dtype=np.uint8))
+    folder = write_noise_pngs(tmp_path / "hr", 3, 48, 48, seed=2)
     (folder / "bomb.png").write_bytes(png_declaring(100_000, 100_000))
     found = data.scan([folder], scale=2, patch=16)
     assert [p.name for p in found.corrupt] == ["bomb.png"] and len(found.entries) == 3

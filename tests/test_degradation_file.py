@@ -238,18 +238,13 @@ def test_camera_steps_switched_off_by_the_file():
 
 @pytest.fixture
 def tiny_run(tmp_path):
-    import cv2
-    import numpy as np
+    from fakes.images import write_noise_pngs
     from fakes.models import one_block_edsr as tiny_edsr
 
     from adaptsr.adapt.models import save_model
 
     ckpt = save_model(tiny_edsr(), tmp_path / "tiny.safetensors")
-    hr = tmp_path / "hr"
-    hr.mkdir()
-    rng = np.random.default_rng(3)
-    for i in range(3):
-        cv2.imwrite(str(hr / f"{i}.png"), rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    hr = write_noise_pngs(tmp_path / "hr", 3, 32, 32, seed=3)
     camera = write(tmp_path, {"type": "camera", "blur_sigma": 0.7, "noise_sigma": 4.0})
     return ckpt, hr, camera
 

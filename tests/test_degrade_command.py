@@ -2,10 +2,10 @@
 from an HR folder, the presets printed as files, outputs kept out of the input folder, and a
 calibrated file that --degradation takes."""
 
-import cv2
 import numpy as np
 import pytest
 import torch
+from fakes.images import write_noise_pngs
 from test_calibrate import write_photos
 
 from adaptsr.adapt import degradation_file as F
@@ -18,12 +18,7 @@ from adaptsr.core.images import read_image
 
 @pytest.fixture
 def hr_dir(tmp_path):
-    folder = tmp_path / "hr"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(5):
-        cv2.imwrite(str(folder / f"im{i}.png"), rng.integers(0, 256, (50, 42, 3), dtype=np.uint8))
-    return folder
+    return write_noise_pngs(tmp_path / "hr", 5, 50, 42, name="im{}.png")
 
 
 def test_degrade_writes_n_images_and_a_sheet(hr_dir, tmp_path, run_cli):

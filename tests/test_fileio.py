@@ -5,10 +5,9 @@ import json
 import os
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 from fakes.cli import one_line, tree
+from fakes.images import write_noise_pngs
 from fakes.models import one_block_edsr
 from fakes.training import train_cli_args
 
@@ -18,11 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_an_output_that_is_an_input_is_refused_even_with_force(edsr_files, tmp_path, run_cli):
-    hr = tmp_path / "hr"
-    hr.mkdir()
-    rng = np.random.default_rng(4)
-    for i in range(2):
-        cv2.imwrite(str(hr / f"{i}.png"), rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    hr = write_noise_pngs(tmp_path / "hr", 2, 32, 32, seed=4)
     before = tree(tmp_path)
     ev = ("eval", "--model", edsr_files["ckpt"], "--hr", hr, "--degradation", "bicubic",
           "--no-perceptual", "--quiet", "--force")  # fmt: skip

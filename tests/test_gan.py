@@ -5,12 +5,11 @@ adapter is the average, BatchNorm statistics stay frozen, and the default loss i
 import io
 import json
 
-import cv2
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from fakes.images import write_textured_pngs
+from fakes.images import write_noise_pngs, write_textured_pngs
 from fakes.models import save_tiny_safmn
 from fakes.training import logged_losses, resume_copy, tiny_train_config, train_keeping_checkpoints
 from safetensors.torch import load_file
@@ -125,11 +124,7 @@ def test_batchnorm_statistics_stay_frozen_under_gan_training(tmp_path):
             m.running_var.uniform_(0.5, 1.5)
     ckpt = tmp_path / "swift.pth"
     save_model(model_from_state_dict(net.state_dict()), ckpt)
-    hr = tmp_path / "hr"
-    hr.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        cv2.imwrite(str(hr / f"{i}.png"), rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    hr = write_noise_pngs(tmp_path / "hr", 4, 32, 32)
     cfg = tiny_train_config(ckpt, [str(hr)], iters=3, patch=16, loss="l1:1,gan:1", ema=0.5)
     training.train(cfg, tmp_path / "run", progress=False)
     base = adaptsr.load_model(ckpt)

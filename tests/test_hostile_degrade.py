@@ -6,16 +6,12 @@ import cv2
 import numpy as np
 import pytest
 from fakes.cli import one_line, tree
+from fakes.images import write_noise_pngs
 
 
 @pytest.fixture
 def hr_dir(tmp_path):
-    folder = tmp_path / "hr"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        cv2.imwrite(str(folder / f"im{i}.png"), rng.integers(0, 256, (24, 24, 3), dtype=np.uint8))
-    return folder
+    return write_noise_pngs(tmp_path / "hr", 3, 24, 24, name="im{}.png")
 
 
 def degrade(run_cli, hr_dir, out, *more):

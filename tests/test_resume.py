@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from fakes.images import write_noise_pngs
 from fakes.models import one_block_edsr as tiny_edsr
 
 from adaptsr.adapt.train.callbacks import JsonlLog
@@ -25,12 +26,7 @@ def setup(tmp_path):
     from adaptsr.adapt.models import save_model
 
     ckpt = save_model(tiny_edsr(), tmp_path / "tiny.safetensors")
-    hr = tmp_path / "hr"
-    hr.mkdir()
-    rng = np.random.default_rng(7)
-    for i in range(4):
-        cv2.imwrite(str(hr / f"{i}.png"), rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
-    return ckpt, hr
+    return ckpt, write_noise_pngs(tmp_path / "hr", 4, 32, 32, seed=7)
 
 
 def _train(run_cli, ckpt, hr, out, *more):

@@ -4,9 +4,8 @@ settings the file held, not only its path."""
 
 import json
 
-import cv2
-import numpy as np
 import pytest
+from fakes.images import write_noise_pngs
 from fakes.models import save_tiny_safmn
 from fakes.training import tiny_train_config
 
@@ -44,11 +43,7 @@ def test_metadata_text_with_sources():
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_a_run_records_the_settings_of_its_sources(tmp_path):
-    hr = tmp_path / "hr"
-    hr.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        cv2.imwrite(str(hr / f"{i}.png"), rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    hr = write_noise_pngs(tmp_path / "hr", 3, 32, 32)
     cam = tmp_path / "cam.toml"
     cam.write_text(CAMERA_FILE)
     model = save_tiny_safmn(tmp_path / "tiny.safetensors")

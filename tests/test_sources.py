@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from fakes.images import write_noise_pngs
 from fakes.models import save_tiny_safmn
 from fakes.training import logged_losses, resume_copy, tiny_train_config, train_keeping_checkpoints
 
@@ -28,11 +29,7 @@ def _pair(hr_path, lr_path, size=8, scale=4, seed=0):
 @pytest.fixture
 def sources(tmp_path):
     """An HR-only folder, a DRealSR folder and a RealSR V2 folder (three LR scales)."""
-    hr = tmp_path / "hr"
-    hr.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        cv2.imwrite(str(hr / f"{i}.png"), rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    hr = write_noise_pngs(tmp_path / "hr", 3, 32, 32)
     drealsr = tmp_path / "drealsr"
     for i in range(2):
         _pair(drealsr / f"d{i}_x1.png", drealsr / f"d{i}_x4.png", seed=10 + i)

@@ -18,6 +18,17 @@ def write_textured_pngs(folder, count, rng):
     return folder
 
 
+def write_noise_pngs(folder, count, height, width, name="{}.png", seed=0):
+    """`count` height x width PNGs of uniform 8-bit noise from np.random.default_rng(seed),
+    named name.format(0), name.format(1), ... in `folder` (made if missing); returns `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        cv2.imwrite(str(folder / name.format(i)), pixels)
+    return folder
+
+
 def png_declaring(width, height):
     """A tiny valid-looking PNG whose header declares width x height (no pixel data)."""
 
