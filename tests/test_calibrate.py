@@ -216,6 +216,11 @@ def test_noise_under_the_detection_limit_is_reported(tmp_path, blur, noise, qual
     assert f"detection limit of {c.noise.detection_limit:.2f}" in c.report().splitlines()[1]
     limit = tomllib.loads(to_toml(c))["calibration"]["noise_detection_limit"]
     assert limit == pytest.approx(c.noise.detection_limit, abs=1e-4)
+    # too few flat blocks for any noise to show: said in words, not as a limit of inf
+    none = dataclasses.replace(c, noise=dataclasses.replace(c.noise, detection_limit=np.inf))
+    line = none.report().splitlines()[1]
+    assert "unreadable: too few flat blocks" in line and "inf" not in line, line
+    assert tomllib.loads(to_toml(none))["calibration"]["noise_detection_limit"] == 255.0
 
 
 @pytest.mark.parametrize("steps", [(17.0,) * 1800, (5.0,) * 300 + (10.0,) * 900])

@@ -4,6 +4,7 @@ what it rests on)."""
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -37,7 +38,12 @@ class Calibration:
             f"noise sigma: {n.sigma:.2f} +- {n.uncertainty:.2f} levels of 255 "
             f"({n.images} photos, {n.regions} flat 8x8 blocks)"
         )
-        if n.hidden:
+        if n.hidden and math.isinf(n.detection_limit):
+            noise_line += (
+                f", unreadable: too few flat blocks for noise to show through JPEG quality "
+                f"{j.quality}, so there may be none or more (more photos would tell)"
+            )
+        elif n.hidden:
             noise_line += (
                 f", not above the detection limit of {n.detection_limit:.2f}: JPEG quality "
                 f"{j.quality} removes weaker noise, so there may be none"
@@ -80,7 +86,8 @@ def to_toml(c: Calibration) -> str:
         f"noise_sigma_uncertainty = {_toml_float(n.uncertainty)}",
         f"noise_images = {n.images}",
         f"noise_flat_blocks = {n.regions}",
-        "# under JPEG: the noise sigma below which the compression leaves no trace (0: none)",
+        "# under JPEG: the noise sigma below which the compression leaves no trace (0: none;",
+        "# 255: too few flat blocks to show any)",
         f"noise_detection_limit = {_toml_float(min(n.detection_limit, 255.0))}",
         "noise_channel_sigma = [" + ", ".join(_toml_float(s) for s in n.channel_sigma) + "]",
         "# per channel (R, G, B): variance = a + b * level",
