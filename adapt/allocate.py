@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from adaptsr.adapt.allocation_settings import AllocationSettings, check_score_warmup
+from adaptsr.adapt.allocation_settings import AllocationSettings, score_warmup_steps
 from adaptsr.adapt.choices import (
     ALLOCATORS,
     DEFAULT_ALLOCATOR,
@@ -225,7 +225,7 @@ def allocate_ranks(
     total: int | None = None,
     settings: dict | None = None,
     reduce: Callable[[dict[str, float]], dict[str, float]] | None = None,
-    score_warmup: int = 0,
+    score_warmup: int | None = None,
 ) -> RankAllocation:
     """Score the sites of a base model on `batches` and share `budget` among them.
 
@@ -235,10 +235,11 @@ def allocate_ranks(
     `reduce` maps the mean scores to the ones allocated: `adapt train` averages them over its
     DDP processes so that every process allocates the same ranks (rho stays this process's).
     `score_warmup` > 0: the scores are taken on a copy of the model that first trained a
-    uniform LoRA for that many steps on `batches` (adapt/score_warmup.py); 0: at initialisation.
+    uniform LoRA for that many steps on `batches` (adapt/score_warmup.py); 0: at initialisation
+    (the paper's); None: DEFAULT_SCORE_WARMUP steps (none for random scores).
     """
     targets = parse_targets(targets)
-    check_score_warmup(score_warmup, score)
+    score_warmup = score_warmup_steps(score_warmup, score)
     params, how = parse_budget(budget, model, targets)
     sites = target_sites(model, targets)
     # Check the budget and bounds before spending time on gradients.
@@ -247,7 +248,7 @@ def allocate_ranks(
     if score_warmup and batches is not None:
         batches = list(batches)  # drawn once: the warm-up cycles them, the scores read them
         rank = warmup_rank(budget)
-        scored = warmed_copy(model, batches, score_warmup, rank, targets, seed)
+        scored = warmed_copy(model, batches, score_warmup, rank, targets, seed, progress)
     result: SiteScores = score_sites(scored, batches, score, normalise, seed, progress, total)
     scores = reduce(result.scores) if reduce is not None else result.scores
     scores = {s.name: scores[s.name] for s in sites}  # the targets' sites only

@@ -19,6 +19,7 @@ from adaptsr.adapt.choices import (
     DEFAULT_R_MAX,
     DEFAULT_R_MIN,
     DEFAULT_SCORE,
+    DEFAULT_SCORE_WARMUP,
     NORMALISATIONS,
     SCORES,
 )
@@ -41,7 +42,9 @@ class AllocationSettings:
     allocator: str = DEFAULT_ALLOCATOR  # paper or marginal
     r_min: int = DEFAULT_R_MIN
     r_max: int = DEFAULT_R_MAX
-    score_warmup: int = 0  # Adam steps of uniform LoRA before scoring (0: the paper's scores)
+    # Adam steps of uniform LoRA before scoring (0: the paper's scores at initialisation);
+    # None: the default for the score (score_warmup_steps)
+    score_warmup: int | None = None
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -82,10 +85,25 @@ class AllocationSettings:
         check_score_warmup(self.score_warmup, self.score)
         return replace(self)
 
+    def warmup_steps(self) -> int:
+        """The warm-up steps these settings mean (the default resolved for the score)."""
+        return score_warmup_steps(self.score_warmup, self.score)
 
-def check_score_warmup(steps: int, score: str) -> None:
+
+def score_warmup_steps(steps: int | None, score: str) -> int:
+    """`steps` checked, or for None the default: DEFAULT_SCORE_WARMUP, none for random scores."""
+    if steps is None:
+        return 0 if score == "random" else DEFAULT_SCORE_WARMUP
+    check_score_warmup(steps, score)
+    return steps
+
+
+def check_score_warmup(steps: int | None, score: str) -> None:
     """--score-warmup: a whole number of steps in [0, MAX_SCORE_WARMUP], and only for scores
-    that read the model's gradients or activations (random scores read neither)."""
+    that read the model's gradients or activations (random scores read neither); None: the
+    default."""
+    if steps is None:
+        return
     if isinstance(steps, bool) or not isinstance(steps, int):
         raise UserError(f"--score-warmup must be a whole number, got {steps!r}")
     if not 0 <= steps <= MAX_SCORE_WARMUP:

@@ -22,3 +22,7 @@ DEFAULT_R_MAX = 32
 DEFAULT_BATCHES = 16
 DEFAULT_BATCH = 8
 DEFAULT_PATCH = 128
+# Adam steps of a uniform LoRA before scoring: steadier and no worse than scores at
+# initialisation over 3 seeds, 2 degradations and 2 backbones (docs/results.md); random
+# scores read no model and take none
+DEFAULT_SCORE_WARMUP = 100

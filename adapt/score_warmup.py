@@ -17,6 +17,7 @@ from torch import nn
 
 from adaptsr.adapt.lora import adapter_parameters, adapter_train_mode, inject_lora, merge_lora
 from adaptsr.core.errors import UserError
+from adaptsr.core.progress import progress_bar
 
 WARMUP_LR = 1e-3  # the paper's LoRA learning rate
 WARMUP_RANK = 8  # when the budget is no uniform rank (a parameter count or a share)
@@ -35,6 +36,7 @@ def warmed_copy(
     rank: int,
     targets: str,
     seed: int = 0,
+    progress: bool = False,
 ) -> nn.Module:
     """A copy of `model` after `steps` Adam steps (L1 loss, learning rate WARMUP_LR) of a
     uniform rank-`rank` LoRA (alpha 1, alpha/r) on the `targets` sites, cycling through
@@ -50,6 +52,7 @@ def warmed_copy(
         inject_lora(warm, rank, targets=targets)
     adapter_train_mode(warm)
     optimizer = torch.optim.Adam(adapter_parameters(warm), lr=WARMUP_LR)
+    bar = progress_bar(total=steps, desc="score warm-up", unit="step", enabled=progress)
     for step in range(steps):
         lr, hr = batches[step % len(batches)]
         out = warm(lr)
@@ -61,4 +64,6 @@ def warmed_copy(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        bar.update(1)
+    bar.close()
     return merge_lora(warm)

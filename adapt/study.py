@@ -107,7 +107,9 @@ class StudySettings:
     def flat(self) -> dict:
         """The settings as study.json and study-settings.json hold them: score_batches in its
         old place, then the allocation settings that differ from study_allocation's defaults
-        (lr, scaling and targets only where not their defaults: earlier studies continue)."""
+        (lr, scaling and targets only where not their defaults: earlier studies continue). The
+        score warm-up is written as its steps unless none: studies from before it scored at
+        initialisation, and continuing one under today's default is refused, not mixed."""
         allocation = self.allocation or study_allocation({}, self.batch, self.patch)
         implied = study_allocation({}, self.batch, self.patch)
         d = {}
@@ -119,8 +121,12 @@ class StudySettings:
                 continue
             d["score_batches"] = allocation.score_batches
             for name in AllocationSettings.names():
-                if name != "score_batches" and getattr(allocation, name) != getattr(implied, name):
+                if name in ("score_batches", "score_warmup"):
+                    continue
+                if getattr(allocation, name) != getattr(implied, name):
                     d[name] = getattr(allocation, name)
+            if allocation.warmup_steps():
+                d["score_warmup"] = allocation.warmup_steps()
         return d
 
     def comparable(self) -> dict:
@@ -364,9 +370,12 @@ def check_settings(settings: StudySettings, out: Path, force: bool) -> None:
             changed = sorted(
                 k for k in settings.comparable() if old.get(k) != settings.comparable()[k]
             )
+            hint = ""
+            if changed == ["score_warmup"] and "score_warmup" not in old:
+                hint = " (it scored at initialisation: --score-warmup 0 continues it)"
             raise UserError(
-                f"{out} holds a study with other settings ({', '.join(changed) or 'unknown'}); "
-                "give the same settings to continue it, or --force to start over"
+                f"{out} holds a study with other settings ({', '.join(changed) or 'unknown'})"
+                f"{hint}; give the same settings to continue it, or --force to start over"
             )
     elif out.is_dir() and any(out.iterdir()) and not force:
         raise UserError(f"{out} is not empty and holds no study (use --force to use it anyway)")

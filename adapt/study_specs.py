@@ -16,7 +16,8 @@ the study's own settings for that run:
     @rmin=0 @rmax=16    rank-aware: lowest / highest rank of a site
     @allocator=marginal rank-aware: paper or marginal
     @normalise=size     rank-aware: none or size
-    @warmup=100         rank-aware: Adam steps of uniform LoRA before scoring (0: the paper's)
+    @warmup=0           rank-aware: Adam steps of uniform LoRA before scoring (0: the paper's
+                        scores at initialisation; default 100)
     @loss=l1:1+gan:0.1  weighted loss terms (adapt train --loss), `+` between terms (as
                         --loss takes too): `,` separates runs, so `r8@loss=l1:1,gan:0.1` is
                         refused

@@ -27,7 +27,7 @@ import torch
 import adaptsr
 import adaptsr.adapt.train as training
 from adaptsr.adapt.allocate import allocate_ranks, image_batches
-from adaptsr.adapt.choices import DEFAULT_MODEL
+from adaptsr.adapt.choices import DEFAULT_MODEL, DEFAULT_SCORE_WARMUP
 from adaptsr.adapt.devices import pick_device
 from adaptsr.adapt.evaluate import evaluate, find_pairs, make_degrade, write_compare
 from adaptsr.adapt.models import check_base_weights, model_info
@@ -75,6 +75,7 @@ class DemoSettings:
     batch: int = 8
     patch: int = 128  # HR crops
     score_batches: int = 8
+    score_warmup: int = DEFAULT_SCORE_WARMUP  # steps of uniform LoRA before the scores
     lr: float = 5e-3  # measured in docs/pretrained.md; 1e-3 barely moved the loss in 300 steps
     seed: int = 0
     device: str = "cpu"
@@ -133,8 +134,12 @@ def run_demo(
     n_adapt = len(list(adapt_dir.iterdir()))
     say(f"      {n_adapt} to adapt on ({adapt_dir}), {len(EVAL_PHOTOS)} held out ({eval_dir})")
 
-    say(f"[2/{steps}] rank-aware allocation at the budget of rank {cfg.budget[1:]}")
-    allocation, heatmap = _allocate(base, adapt_dir, scale, cfg, out / "rank_map.json", force)
+    say(
+        f"[2/{steps}] rank-aware allocation at the budget of rank {cfg.budget[1:]} "
+        f"(scores after {cfg.score_warmup} warm-up steps)"
+    )
+    path = out / "rank_map.json"
+    allocation, heatmap = _allocate(base, adapt_dir, scale, cfg, path, force, progress)
     say(
         f"      {allocation.used:,} adapter parameters over {len(allocation.adapted)} sites; "
         f"heatmap: {heatmap}"
@@ -183,7 +188,9 @@ def _write_photos(data: Path, force: bool) -> tuple[Path, Path]:
     return data / "adapt", data / "eval"
 
 
-def _allocate(base, adapt_dir: Path, scale: int, cfg: DemoSettings, path: Path, force: bool):
+def _allocate(
+    base, adapt_dir: Path, scale: int, cfg: DemoSettings, path: Path, force: bool, progress: bool
+):
 
     batches = image_batches(
         str(adapt_dir),
@@ -196,7 +203,13 @@ def _allocate(base, adapt_dir: Path, scale: int, cfg: DemoSettings, path: Path, 
         device=cfg.device,
     )
     allocation = allocate_ranks(
-        base.to(cfg.device), batches, cfg.budget, seed=cfg.seed, total=cfg.score_batches
+        base.to(cfg.device),
+        batches,
+        cfg.budget,
+        seed=cfg.seed,
+        total=cfg.score_batches,
+        score_warmup=cfg.score_warmup,
+        progress=progress,
     )
     base.to("cpu")
     _, heatmap = write_rank_map(allocation, path, force=force, title="adapt demo: ranks")
@@ -307,6 +320,7 @@ def _report(cfg, iterations, means, result, allocation, merge_info, export, seco
         "adapter_params": allocation.used,
         "percent_of_base": 100.0 * allocation.used / allocation.base_params,
         "budget": cfg.budget,
+        "score_warmup": cfg.score_warmup,
         "merge_max_abs_diff": merge_info["max_abs_diff"],
         "zero_overhead": {
             "structure_identical": structure_ok,
@@ -341,7 +355,8 @@ Scored on {r["images"]} held-out photos degraded by the same camera (PSNR/SSIM o
 | adapted | {r["adapted"]["psnr_y"]:.2f} | {r["adapted"]["ssim_y"]:.4f} |
 
 Gain over the base: **{r["gain_db"]:+.2f} dB** with {r["adapter_params"]:,} adapter parameters
-({r["percent_of_base"]:.1f}% of the base, budget {r["budget"]}), merged into the weights.
+({r["percent_of_base"]:.1f}% of the base, budget {r["budget"]}, ranks scored after
+{r["score_warmup"]} warm-up steps), merged into the weights.
 
 | photo | base | adapted | gain |
 |---|---|---|---|

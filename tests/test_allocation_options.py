@@ -6,7 +6,12 @@ import pytest
 from click.testing import CliRunner
 
 from adaptsr.adapt.allocation_settings import AllocationSettings
-from adaptsr.adapt.choices import DEFAULT_BATCHES, DEFAULT_PATCH, DEFAULT_R_MAX
+from adaptsr.adapt.choices import (
+    DEFAULT_BATCHES,
+    DEFAULT_PATCH,
+    DEFAULT_R_MAX,
+    DEFAULT_SCORE_WARMUP,
+)
 from adaptsr.cli.commands._options import allocation_settings
 from adaptsr.cli.commands.allocate import allocate
 from adaptsr.cli.commands.study import study
@@ -83,8 +88,12 @@ def test_study_settings_files_keep_their_keys_and_name_changed_allocation_settin
     assert (plain.allocation.score_batch, plain.allocation.score_patch) == (4, 64)
     assert list(plain.comparable()) == [
         "model", "data", "val", "iters", "batch", "patch", "degradation", "score_batches",
-        "val_every",
+        "score_warmup", "val_every",
     ]  # fmt: skip
+    assert plain.comparable()["score_warmup"] == DEFAULT_SCORE_WARMUP  # the steps, not "default"
+    paper = settings(score_warmup=0)  # as studies from before the warm-up: no key
+    without = {k: v for k, v in plain.comparable().items() if k != "score_warmup"}
+    assert paper.comparable() == without
     changed = settings(r_max=4, score_patch=DEFAULT_PATCH)
     assert changed.comparable() == {**plain.comparable(), "score_patch": DEFAULT_PATCH, "r_max": 4}
     aware = study.train_config(changed.checked(), study.parse_spec("ra:r2:fisher"), seed=1)

@@ -12,7 +12,12 @@ def test_short_demo_adapts_the_bundled_backbone_and_gains(tmp_path, run_cli):
     the base on the held-out photos, and a second run does not clobber the first."""
     out = tmp_path / "demo"
     settings = DemoSettings(
-        model="adaptsr-safmn-x4", iters=40, score_batches=2, latency_rounds=6, device="cpu"
+        model="adaptsr-safmn-x4",
+        iters=40,
+        score_batches=2,
+        latency_rounds=6,
+        device="cpu",
+        score_warmup=2,  # (the demo: 100) enough to check it runs and is recorded
     )
     lines = []
     report = run_demo(out, settings=settings, say=lines.append, progress=False)
@@ -21,6 +26,8 @@ def test_short_demo_adapts_the_bundled_backbone_and_gains(tmp_path, run_cli):
     for key in ("psnr_y", "ssim_y"):
         assert key in saved["base"] and key in saved["adapted"] and key in saved["bicubic"]
     assert saved["adapter_params"] > 0 and saved["images"] == 5
+    assert saved["score_warmup"] == 2
+    assert "after\n2 warm-up steps" in (out / "report.md").read_text()
     assert saved["adapted"]["psnr_y"] > saved["base"]["psnr_y"]
     assert saved["gain_db"] == pytest.approx(saved["adapted"]["psnr_y"] - saved["base"]["psnr_y"])
     assert saved["zero_overhead"]["structure_identical"] is True

@@ -1,5 +1,6 @@
 """`make demo` twice into one folder, and Ctrl-C during the demo's training."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -13,7 +14,12 @@ from adaptsr.export.plan import report_path
 
 # the shortened demo of tests/test_demo.py, fewer iterations still: only the files matter here
 SHORT = DemoSettings(
-    model="adaptsr-safmn-x4", iters=4, score_batches=2, latency_rounds=6, device="cpu"
+    model="adaptsr-safmn-x4",
+    iters=4,
+    score_batches=2,
+    latency_rounds=6,
+    device="cpu",
+    score_warmup=1,
 )
 
 
@@ -52,9 +58,7 @@ def test_ctrl_c_during_training_stops_the_demo(tmp_path, monkeypatch, run_cli):
     """The interrupted demo exits 130 with the usual line and writes no report: a report never
     claims iterations that did not run (an earlier demo's report is not left to claim them
     either)."""
-    settings = DemoSettings(
-        model="adaptsr-safmn-x4", iters=30, score_batches=2, latency_rounds=6, device="cpu"
-    )
+    settings = dataclasses.replace(SHORT, iters=30)
     monkeypatch.setattr(DemoSettings, "for_device", staticmethod(lambda *a: settings))
     train = training.train
     steps = []

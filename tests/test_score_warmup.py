@@ -1,6 +1,6 @@
 """The score warm-up of rank-aware allocation (adaptsr.adapt.score_warmup, `--score-warmup N`):
-0 is the paper's scores at initialisation; N > 0 scores a warmed, merged copy and leaves the
-base model alone."""
+0 is the paper's scores at initialisation; N > 0 (100 by default) scores a warmed, merged copy
+and leaves the base model alone."""
 
 import json
 
@@ -16,6 +16,7 @@ from adaptsr.adapt import study
 from adaptsr.adapt import train as training
 from adaptsr.adapt.allocate import allocate_ranks
 from adaptsr.adapt.allocation_settings import AllocationSettings
+from adaptsr.adapt.choices import DEFAULT_SCORE_WARMUP
 from adaptsr.adapt.rankmap import RankAllocation
 from adaptsr.adapt.score_warmup import warmed_copy, warmup_rank
 from adaptsr.adapt.site_scores import score_sites
@@ -34,13 +35,26 @@ def _l1(model, batches) -> float:
         return sum(F.l1_loss(model(lr), hr).item() for lr, hr in batches) / len(batches)
 
 
-def test_no_warmup_scores_the_base_as_before():
+def test_zero_scores_the_base_and_the_default_warms_up(monkeypatch):
     model, batches = _tiny(), tiny_batches()
-    default = allocate_ranks(model, batches, "r2")
     zero = allocate_ranks(model, batches, "r2", score_warmup=0)
-    assert default.scores == zero.scores and default.ranks == zero.ranks
     assert zero.scores == score_sites(model, batches).scores  # the base, at initialisation
     assert zero.settings["score_warmup"] == 0
+    steps = []
+
+    def record(model, batches, n, rank, targets, seed=0, progress=False):
+        steps.append(n)
+        return warmed_copy(model, batches, n, rank, targets, seed)
+
+    monkeypatch.setattr(allocate_module, "warmed_copy", record)
+    default = allocate_ranks(model, batches, "r2")
+    assert steps == [DEFAULT_SCORE_WARMUP] and default.settings["score_warmup"] == 100
+    assert default.scores != zero.scores
+    # random scores read no model: no warm-up by default, none recorded
+    randomly = allocate_ranks(model, None, "r2", score="random")
+    assert steps == [DEFAULT_SCORE_WARMUP] and randomly.settings["score_warmup"] == 0
+    assert AllocationSettings(score="random").warmup_steps() == 0
+    assert AllocationSettings().warmup_steps() == DEFAULT_SCORE_WARMUP
 
 
 def test_warmup_leaves_the_base_model_and_random_streams_alone():
@@ -77,7 +91,7 @@ def test_warmup_rank_is_the_budgets_uniform_rank(monkeypatch):
     assert (warmup_rank("8%"), warmup_rank(1000)) == (8, 8)
     seen = []
 
-    def record(model, batches, steps, rank, targets, seed=0):
+    def record(model, batches, steps, rank, targets, seed=0, progress=False):
         seen.append((type(batches), steps, rank, targets))
         return warmed_copy(model, batches, steps, rank, targets, seed)
 
@@ -115,6 +129,30 @@ def test_train_rank_aware_warms_up_and_records_it(tmp_path):
     cfg = tiny_train_config(checkpoint, data, iters=1, score_warmup=2, **scoring)
     training.train(cfg, tmp_path / "run", progress=False)
     assert RankAllocation.read(tmp_path / "run" / "rank_map.json").settings["score_warmup"] == 2
+    # config.json records the steps the default meant, for the score the run used
+    default = tiny_train_config(checkpoint, data, **scoring).resolved()
+    assert default.allocation.score_warmup == DEFAULT_SCORE_WARMUP
+    randomly = tiny_train_config(checkpoint, data, score="random", **scoring).resolved()
+    assert randomly.allocation.score_warmup == 0
+    assert tiny_train_config(checkpoint, data).resolved().allocation.score_warmup is None
+
+
+def test_runs_from_before_the_warmup_resume_as_they_were_scored(tmp_path):
+    """A rank-aware run's config.json written before the warm-up existed has no score_warmup:
+    it scored at initialisation, and resuming it must not read today's default."""
+    root, checkpoint = study_folder(tmp_path)
+    scoring = dict(rank_aware=True, budget="r2", score_batches=2, score_batch=2, score_patch=32)
+    cfg = tiny_train_config(checkpoint, [str(root / "train")], score_warmup=0, **scoring)
+    run = tmp_path / "run"
+    run.mkdir()
+    old = cfg.resolved().to_dict()
+    del old["score_warmup"]
+    (run / "config.json").write_text(json.dumps(old, default=str))
+    assert training.resume_config(run, {}).allocation.score_warmup == 0
+    uniform = tiny_train_config(checkpoint, [str(root / "train")]).resolved().to_dict()
+    del uniform["score_warmup"]
+    (run / "config.json").write_text(json.dumps(uniform, default=str))
+    assert training.resume_config(run, {}).resolved().allocation.score_warmup is None
 
 
 def test_study_spec_warmup():
@@ -135,6 +173,31 @@ def test_study_spec_warmup():
     settings = study.study_settings("m", ["d"], ["ra:r2@warmup=7"], {**base, "val_every": 0})
     config = study.train_config(settings.checked(), parse_spec("ra:r2@warmup=7"), seed=1)
     assert config.rank_aware and config.allocation.score_warmup == 7
+    # a study's default is the default's steps; a random-score run there takes none
+    settings = study.study_settings("m", ["d"], ["ra:r2"], {**base, "val_every": 0}).checked()
+    config = study.train_config(settings, parse_spec("ra:r2:random"), seed=1)
+    assert config.resolved().allocation.score_warmup == 0
+
+
+def test_a_study_from_before_the_warmup_is_not_continued_under_the_default(tmp_path):
+    """study-settings.json written before the warm-up had no score_warmup (they scored at
+    initialisation): today's default is refused with the way to continue, --score-warmup 0."""
+    root, checkpoint = study_folder(tmp_path)
+    base = dict(seeds=1, iters=2, batch=2, patch=32, degradation="bicubic", val=str(root / "val"))
+    base.update(val_every=0, device="cpu", workers=0)
+    out = tmp_path / "study"
+    out.mkdir()
+    model, data = str(checkpoint), [str(root / "train")]
+    paper = study.study_settings(model, data, ["ra:r2"], {**base, "score_warmup": 0}).checked()
+    (out / study.SETTINGS_FILE).write_text(json.dumps(paper.comparable()))
+    assert "score_warmup" not in paper.comparable()
+    today = study.study_settings(model, data, ["ra:r2"], {**base})
+    with pytest.raises(UserError) as e:
+        study.check_settings(today.checked(), out, force=False)
+    assert "(score_warmup) (it scored at initialisation: --score-warmup 0 continues it)" in str(
+        e.value
+    )
+    study.check_settings(paper, out, force=False)  # the same settings continue
 
 
 def test_cli_allocate_records_the_warmup(tmp_path, run_cli):

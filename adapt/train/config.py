@@ -140,6 +140,8 @@ class TrainConfig:
         if c.precision not in ("auto", "bf16", "fp32"):
             raise UserError(f"unknown precision {c.precision!r} (choose auto, bf16, fp32)")
         _check_rank_options(c)
+        if c.rank_aware:  # config.json records the steps, not "the default of the day"
+            c.allocation = replace(c.allocation, score_warmup=c.allocation.warmup_steps())
         _check_loss_options(c)
         if c.val and c.val_split:
             raise UserError("give --val DIR or --val-split N, not both")
@@ -255,7 +257,7 @@ def _check_type(name: str, value, default, where: str) -> None:
         raise UserError(f"{where}: {name} cannot be empty")
     if isinstance(default, bool) or isinstance(value, bool):
         ok = isinstance(value, bool) and isinstance(default, bool)
-    elif isinstance(default, int):
+    elif isinstance(default, int) or name == "score_warmup":  # its None: the score's default
         ok = isinstance(value, int)
     elif isinstance(default, float) or name == "lr":
         ok = isinstance(value, (int, float))
@@ -294,7 +296,10 @@ def resume_config(run_dir: Path, overrides: dict) -> TrainConfig:
     path = run_dir / "config.json"
     if not path.exists():
         raise UserError(f"nothing to resume in {run_dir}: no config.json")
-    saved = config_from_dict(read_config_file(path), str(path))
+    values = read_config_file(path)
+    if values.get("rank_aware"):  # runs from before the warm-up scored at initialisation
+        values.setdefault("score_warmup", 0)
+    saved = config_from_dict(values, str(path))
     current = saved.to_dict()
     for key, value in overrides.items():
         if key == "degradation":  # a file given again: compared by the settings it holds

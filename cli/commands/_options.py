@@ -3,7 +3,13 @@
 import click
 
 from adaptsr.adapt.allocation_settings import AllocationSettings
-from adaptsr.adapt.choices import ALLOCATORS, DEGRADATIONS, NORMALISATIONS, SCORES
+from adaptsr.adapt.choices import (
+    ALLOCATORS,
+    DEFAULT_SCORE_WARMUP,
+    DEGRADATIONS,
+    NORMALISATIONS,
+    SCORES,
+)
 from adaptsr.core.images import set_max_pixels
 
 device_option = click.option(
@@ -161,7 +167,7 @@ allocation_options = _group(
         "--score-warmup",
         type=click.IntRange(0),
         help="Rank-aware: Adam steps of uniform LoRA before scoring (0: scores at "
-        f"initialisation, the paper's) [default: {ALLOCATION_DEFAULTS.score_warmup}].",
+        f"initialisation, the paper's) [default: {DEFAULT_SCORE_WARMUP}; none for random scores].",
     ),
 )
 # `adapt allocate`'s first spellings of three of them (hidden; the canonical names above win)
