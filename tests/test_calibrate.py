@@ -22,6 +22,13 @@ from adaptsr.adapt.calibration import (
     to_toml,
     write_calibration,
 )
+from adaptsr.adapt.calibration.blur import (
+    RESOLVABLE,
+    SIGMAS,
+    interquartile_mean,
+    interquartile_uncertainty,
+    resolvable_limit,
+)
 from adaptsr.adapt.calibration.jpeg_quality import estimate_jpeg, quality_from_tables
 from adaptsr.adapt.calibration.noise_dct import (
     DETECTABLE,
@@ -242,7 +249,8 @@ def test_detection_limit_is_where_noise_shows_in_the_indices(steps):
 
 # The corners the blur misses (docs/degradations.md, "Calibration"; measured errors in
 # brackets): the smallest blur under the strongest noise, and strong noise under JPEG, where
-# few edges are clean enough to fit.
+# few edges are clean enough to fit. The first is under the resolvable limit and reported so
+# (UNRESOLVED); the estimate itself still misses.
 BLUR_CORNERS = [(0.5, 25.0, 95, 4), (2.5, 25.0, 50, 50)]  # +0.61 -0.38
 
 
@@ -252,6 +260,62 @@ BLUR_CORNERS = [(0.5, 25.0, 95, 4), (2.5, 25.0, 50, 50)]  # +0.61 -0.38
 def test_blur_corners(tmp_path, blur, noise, quality, seed):
     c = calibrate(write_photos(tmp_path, blur, noise, quality, seed=seed), 4)
     assert abs(c.blur.sigma - blur) <= 0.25, c.report()
+
+
+def test_interquartile_uncertainty_is_the_scatter_of_the_interquartile_mean():
+    """The standard error formula against a simulation: skewed widths like the fits' (a
+    gamma), 300 edges, the interquartile mean's spread over 2000 draws."""
+    rng = np.random.default_rng(0)
+    draws = rng.gamma(4.0, 0.12, (2000, 300))
+    scatter = np.std([interquartile_mean(w) for w in draws])
+    predicted = np.mean([interquartile_uncertainty(w) for w in draws[:200]])
+    assert predicted == pytest.approx(scatter, rel=0.1)
+
+
+@pytest.mark.parametrize(("w0", "gain", "edges"), [(0.35, 0.12, 600), (0.6, 0.08, 150)])
+def test_resolvable_limit_is_where_the_widths_part(w0, gain, edges):
+    """A curve of widths adding in quadrature, w(s) = sqrt(w0^2 + (gain s)^2), and photos'
+    edge widths scattered around it (simulated): the limit is the closed-form solution of
+    w(L) - w(0) = RESOLVABLE u (up to the grid's linear interpolation); photos blurred by the
+    limit read wider than sharp ones by RESOLVABLE times their simulated scatter; at twice
+    the limit, clearly more."""
+    width = lambda s: np.sqrt(w0**2 + (gain * s) ** 2)  # noqa: E731
+    rng = np.random.default_rng(1)
+    sharp = rng.normal(width(0.0), 0.1, (400, edges))
+    u = np.mean([interquartile_uncertainty(w) for w in sharp])
+    limit = resolvable_limit(width(SIGMAS), u)
+    exact = np.sqrt((w0 + RESOLVABLE * u) ** 2 - w0**2) / gain
+    assert limit == pytest.approx(exact, rel=0.1)
+    scatter = np.std([interquartile_mean(w) for w in sharp])
+    for sigma, lo, hi in ((limit, 1.6, 2.5), (2 * limit, 5.0, np.inf)):
+        draws = rng.normal(width(sigma), 0.1, (400, edges))
+        parted = (np.mean([interquartile_mean(w) for w in draws]) - width(0.0)) / scatter
+        assert lo <= parted <= hi, parted
+
+
+# Blur under the resolvable limit: 0.5 HR pixels at x4 (0.125 LR pixels) under strong noise or
+# JPEG widens the edges by less than two uncertainties of the width, so the photos cannot tell
+# it from none; the calibration reports that limit and that its reading is at it (measured
+# errors in brackets).
+UNRESOLVED = [(0.5, 15.0, 30, 4), (0.5, 25.0, 95, 4)]  # +0.55 +0.61
+
+
+@pytest.mark.parametrize(("blur", "noise", "quality", "seed"), UNRESOLVED)
+def test_blur_under_the_resolvable_limit_is_reported(tmp_path, blur, noise, quality, seed):
+    c = calibrate(write_photos(tmp_path, blur, noise, quality, seed=seed), 4)
+    assert blur <= c.blur.resolvable_limit and c.blur.unresolved, c.report()
+    line = c.report().splitlines()[0]
+    assert f"resolvable limit of {c.blur.resolvable_limit:.2f}" in line, line
+    limit = tomllib.loads(to_toml(c))["calibration"]["blur_resolvable_limit"]
+    assert limit == pytest.approx(c.blur.resolvable_limit, abs=1e-4)
+
+
+def test_clean_photos_resolve_blur_from_one_hr_pixel(tmp_path):
+    """No noise, no JPEG: the limit is where the bicubic kernel alone hides blur (0.64 HR
+    pixels at x4 measured), a blur of 1 is read within 0.25 and not reported as unresolved."""
+    c = calibrate(write_photos(tmp_path, 1.0, 0.0, None, seed=3), 4)
+    assert 0 < c.blur.resolvable_limit < 0.75 and not c.blur.unresolved, c.report()
+    assert abs(c.blur.sigma - 1.0) <= 0.25 and "resolvable" not in c.report(), c.report()
 
 
 def test_the_camera_pipeline_is_recovered(tmp_path):

@@ -21,6 +21,16 @@ quality. The noise level both fits use is the luma noise left after that JPEG (m
 reference), and the photos' width is read off the reference curve, which absorbs what the
 step model leaves out (the bicubic kernel's lobes, JPEG's loss). The reference is synthetic
 and fixed (seeded), so nothing is tuned to particular photos.
+
+Resolvable limit. The reference curve is nearly flat at small sigma: the bicubic kernel (and,
+under noise or a strong JPEG, the fits' own scatter) makes an edge about 0.35-0.6 LR pixels wide
+before any blur, and a blur adds in quadrature, so at x4 a sigma of 0.5 HR pixels widens an edge
+by under 0.01-0.03 LR pixels. The photos' width is known to within its uncertainty u (the
+standard error of the interquartile mean over the edges, the spread between photos, and the
+reference's own at sigma 0); a blur whose reference width is within RESOLVABLE u of sigma 0's
+gives photos whose edge widths cannot be told from unblurred ones, at about 95% (the one-sided
+2-sigma test of "wider than sharp"). The largest such sigma is the resolvable limit, reported
+with the estimate as noise_dct's detection limit is for the noise.
 """
 
 from __future__ import annotations
@@ -47,6 +57,8 @@ SHAPE_SLACK = 0.05  # ... plus this share of the contrast (the step model is not
 MIN_SNR = 4.0  # contrast an edge needs, in noise sigmas
 MAX_EDGES = 600  # edges fitted per image (a seeded sample: more only cost time)
 MIN_EDGE_PIXELS = 30  # clean edges a photo needs to count
+# Width difference from sigma 0's, in uncertainties, that a blur must make to be told from none
+RESOLVABLE = 2.0
 LUMA_NOISE = float(np.sqrt(0.299**2 + 0.587**2 + 0.114**2))  # luma sigma per channel sigma
 
 
@@ -56,6 +68,15 @@ class BlurEstimate:
     uncertainty: float
     images: int
     regions: int  # edges fitted
+    # The sigma below which the photos' edges cannot be told from unblurred ones (their width
+    # within RESOLVABLE uncertainties of the reference's at sigma 0)
+    resolvable_limit: float = 0.0
+
+    @property
+    def unresolved(self) -> bool:
+        """The estimate reaches the resolvable limit within its uncertainty: the photos show no
+        blur that can be told from none (or from any blur under the limit)."""
+        return self.resolvable_limit > 0 and self.sigma - self.uncertainty <= self.resolvable_limit
 
 
 @lru_cache(maxsize=8)
@@ -151,19 +172,33 @@ def interquartile_mean(widths: np.ndarray) -> float:
     return float(widths[(widths >= lo) & (widths <= hi)].mean())
 
 
+def interquartile_uncertainty(widths: np.ndarray) -> float:
+    """Standard error of the interquartile mean (Tukey and McLaughlin's for a 25% trimmed
+    mean): the sd of the widths winsorized at their quartiles, over 0.5 sqrt(n)."""
+    lo, hi = np.percentile(widths, [25, 75])
+    return float(np.std(np.clip(widths, lo, hi), ddof=1) / (0.5 * np.sqrt(len(widths))))
+
+
 def edge_width(y: np.ndarray, noise_y: float, error_y: float) -> tuple[float, int]:
     """Interquartile mean of the clean edges' widths, and how many there are."""
     widths, _ = fit_edges(y, noise_y, error_y)
     return (interquartile_mean(widths) if len(widths) else np.nan), len(widths)
 
 
-@lru_cache(maxsize=16)
 def reference_curve(
     scale: int, noise_sigma: float, quality: int | None, subsampling: str
 ) -> tuple[np.ndarray, float, float]:
     """The edge width on the reference scene for each candidate sigma (same chain as the
     camera), the luma noise sigma left after the chain's JPEG, and the luma error with JPEG's
     own (what a step cannot fit: ringing, blocks)."""
+    return _reference(scale, noise_sigma, quality, subsampling)[:3]
+
+
+@lru_cache(maxsize=16)
+def _reference(
+    scale: int, noise_sigma: float, quality: int | None, subsampling: str
+) -> tuple[np.ndarray, float, float, float]:
+    """reference_curve's three, and the uncertainty of the reference's width at sigma 0."""
     hr = dead_leaves(REFERENCE_LR * scale)
     rng = np.random.default_rng(1)
     lrs = [np.repeat(shrink(gaussian_blur(hr, float(s)), scale)[..., None], 3, 2) for s in SIGMAS]
@@ -173,12 +208,12 @@ def reference_curve(
     clean = jpeg_roundtrip(lrs[4], quality, subsampling)
     noise_y = float(np.std(luma(rgbs[4]) - luma(clean)))
     error_y = float(np.std(luma(rgbs[4]) - luma(lrs[4])))
-    out = []
-    for rgb in rgbs:
-        w, n = edge_width(luma(rgb), noise_y, error_y)
-        out.append(w if n else WIDTHS[-1])  # no clean edge left: fully blurred
+    fits = [fit_edges(luma(rgb), noise_y, error_y)[0] for rgb in rgbs]
+    # no clean edge left: fully blurred
+    out = [interquartile_mean(w) if len(w) else WIDTHS[-1] for w in fits]
+    sharp_uncertainty = interquartile_uncertainty(fits[0]) if len(fits[0]) > 1 else 0.0
     # Blurrier edges are wider; keep the curve monotone for reading it off.
-    return np.maximum.accumulate(np.array(out)), noise_y, error_y
+    return np.maximum.accumulate(np.array(out)), noise_y, error_y, sharp_uncertainty
 
 
 def sigma_from_width(curve: np.ndarray, width: float) -> float:
@@ -186,21 +221,37 @@ def sigma_from_width(curve: np.ndarray, width: float) -> float:
     return float(np.interp(width, xs, SIGMAS[idx]))
 
 
+def resolvable_limit(curve: np.ndarray, width_uncertainty: float) -> float:
+    """The largest sigma whose reference width is within RESOLVABLE uncertainties of sigma
+    0's: photos blurred less cannot be told from unblurred ones."""
+    return sigma_from_width(curve, curve[0] + RESOLVABLE * width_uncertainty)
+
+
 def estimate_blur(
     photos: list[Photo], scale: int, noise_sigma: float, jpeg: JpegEstimate
 ) -> BlurEstimate | None:
     """The blur sigma with its spread between photos; None when no photo has enough edges."""
     noise_key = round(float(noise_sigma), 1)
-    curve, noise_y, error_y = reference_curve(scale, noise_key, jpeg.quality, jpeg.subsampling)
+    curve, noise_y, error_y, sharp_u = _reference(scale, noise_key, jpeg.quality, jpeg.subsampling)
     fits = [fit_edges(luma(p.rgb), noise_y, error_y)[0] for p in photos]
     fits = [w for w in fits if len(w) >= MIN_EDGE_PIXELS]
     if not fits:
         return None
     # The edges of all photos together tell the sigma; the photos' own readings, its spread.
-    sigma = sigma_from_width(curve, interquartile_mean(np.concatenate(fits)))
+    widths = np.concatenate(fits)
+    sigma = sigma_from_width(curve, interquartile_mean(widths))
     sigmas = [sigma_from_width(curve, interquartile_mean(w)) for w in fits]
     spread = np.std(sigmas) / np.sqrt(len(sigmas)) if len(sigmas) > 1 else 0.0
     # A curve step of the candidate grid is the resolution of the reading.
     step = float(np.interp(sigma, SIGMAS[:-1], np.diff(SIGMAS))) / 2
-    regions = sum(len(w) for w in fits)
-    return BlurEstimate(sigma, float(np.hypot(spread, step)), len(fits), regions)
+    # The width's uncertainty: sampling of the edges, the photos' spread, the reference's own.
+    own = [interquartile_mean(w) for w in fits]
+    between = np.std(own) / np.sqrt(len(own)) if len(own) > 1 else 0.0
+    width_u = float(np.sqrt(interquartile_uncertainty(widths) ** 2 + between**2 + sharp_u**2))
+    return BlurEstimate(
+        sigma,
+        float(np.hypot(spread, step)),
+        len(fits),
+        len(widths),
+        resolvable_limit(curve, width_u),
+    )

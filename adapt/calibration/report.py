@@ -48,9 +48,17 @@ class Calibration:
                 f", not above the detection limit of {n.detection_limit:.2f}: JPEG quality "
                 f"{j.quality} removes weaker noise, so there may be none"
             )
-        lines = [
+        blur_line = (
             f"blur sigma: {b.sigma:.2f} +- {b.uncertainty:.2f} HR pixels at x{self.scale} "
-            f"({b.images} photos, {b.regions} edge pixels)",
+            f"({b.images} photos, {b.regions} edge pixels)"
+        )
+        if b.unresolved:
+            blur_line += (
+                f", not above the resolvable limit of {b.resolvable_limit:.2f}: the photos' edges "
+                "cannot tell weaker blur from none"
+            )
+        lines = [
+            blur_line,
             noise_line,
             jpeg_line,
         ]
@@ -83,6 +91,8 @@ def to_toml(c: Calibration) -> str:
         f"blur_sigma_uncertainty = {_toml_float(b.uncertainty)}",
         f"blur_images = {b.images}",
         f"blur_edge_pixels = {b.regions}",
+        "# the blur sigma below which the photos' edges cannot be told from unblurred ones",
+        f"blur_resolvable_limit = {_toml_float(b.resolvable_limit)}",
         f"noise_sigma_uncertainty = {_toml_float(n.uncertainty)}",
         f"noise_images = {n.images}",
         f"noise_flat_blocks = {n.regions}",
