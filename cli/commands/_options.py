@@ -3,13 +3,7 @@
 import click
 
 from adaptsr.adapt.allocation_settings import AllocationSettings
-from adaptsr.adapt.choices import (
-    ALLOCATORS,
-    DEFAULT_SCORE_WARMUP,
-    DEGRADATIONS,
-    NORMALISATIONS,
-    SCORES,
-)
+from adaptsr.adapt.choices import ALLOCATORS, DEGRADATIONS, NORMALISATIONS, SCORES
 from adaptsr.core.images import set_max_pixels
 
 device_option = click.option(
@@ -166,8 +160,8 @@ allocation_options = _group(
     click.option(
         "--score-warmup",
         type=click.IntRange(0),
-        help="Rank-aware: Adam steps of uniform LoRA before scoring (0: scores at "
-        f"initialisation, the paper's) [default: {DEFAULT_SCORE_WARMUP}; none for random scores].",
+        help="Rank-aware: Adam steps of uniform LoRA before scoring (0: at initialisation, the "
+        f"paper's) [default: {ALLOCATION_DEFAULTS.warmup_steps()}; none for random scores].",
     ),
 )
 # `adapt allocate`'s first spellings of three of them (hidden; the canonical names above win)
