@@ -55,7 +55,7 @@ def test_export_and_demo_say_the_same(tmp_path):
         demo = _proof_lines(export)
         assert demo[0].startswith("zero overhead: PASS, proven: graph identical")
         assert demo[1] == next(line for line in printed if line.startswith("latency, measured"))
-        cfg = SimpleNamespace(model="m", device="cpu", budget="r4")
+        cfg = SimpleNamespace(model="m", device="cpu", budget="r4", score_warmup=100)
         means = {k: {"psnr_y": 30.0, "ssim_y": 0.9} for k in ("bicubic", "base", "adapted")}
         result = SimpleNamespace(rows=[])
         allocation = SimpleNamespace(used=10, base_params=1000)
@@ -67,3 +67,4 @@ def test_export_and_demo_say_the_same(tmp_path):
         assert "Proven: the merged ONNX graph is identical" in text
         assert "Measured, not part of the proof: latency merged/base 1.010" in text
         assert "(merged.report.json)" in text
+        assert report["score_warmup"] == 100 and "after\n100 warm-up steps" in text
