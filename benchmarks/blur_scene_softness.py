@@ -52,7 +52,7 @@ def main(lr_dir, hr_dirs, scale) -> None:
     c = calibrate(paths, scale)
     sub = c.jpeg.subsampling or "420"
     noise_key = round(float(c.noise.sigma), 1)
-    _, noise_y, error_y = blur.reference_curve(scale, noise_key, c.jpeg.quality, sub)
+    _, noise_y, error_y, _ = blur.reference_curve(scale, noise_key, c.jpeg.quality, sub)
     widths = np.concatenate(
         [blur.fit_edges(luma(p.rgb), noise_y, error_y)[0] for p in load_photos(paths)]
     )

@@ -179,26 +179,13 @@ def interquartile_uncertainty(widths: np.ndarray) -> float:
     return float(np.std(np.clip(widths, lo, hi), ddof=1) / (0.5 * np.sqrt(len(widths))))
 
 
-def edge_width(y: np.ndarray, noise_y: float, error_y: float) -> tuple[float, int]:
-    """Interquartile mean of the clean edges' widths, and how many there are."""
-    widths, _ = fit_edges(y, noise_y, error_y)
-    return (interquartile_mean(widths) if len(widths) else np.nan), len(widths)
-
-
+@lru_cache(maxsize=16)
 def reference_curve(
     scale: int, noise_sigma: float, quality: int | None, subsampling: str
-) -> tuple[np.ndarray, float, float]:
-    """The edge width on the reference scene for each candidate sigma (same chain as the
-    camera), the luma noise sigma left after the chain's JPEG, and the luma error with JPEG's
-    own (what a step cannot fit: ringing, blocks)."""
-    return _reference(scale, noise_sigma, quality, subsampling)[:3]
-
-
-@lru_cache(maxsize=16)
-def _reference(
-    scale: int, noise_sigma: float, quality: int | None, subsampling: str
 ) -> tuple[np.ndarray, float, float, float]:
-    """reference_curve's three, and the uncertainty of the reference's width at sigma 0."""
+    """The edge width on the reference scene for each candidate sigma (same chain as the
+    camera), the luma noise sigma left after the chain's JPEG, the luma error with JPEG's own
+    (what a step cannot fit: ringing, blocks), and the uncertainty of the width at sigma 0."""
     hr = dead_leaves(REFERENCE_LR * scale)
     rng = np.random.default_rng(1)
     lrs = [np.repeat(shrink(gaussian_blur(hr, float(s)), scale)[..., None], 3, 2) for s in SIGMAS]
@@ -232,7 +219,8 @@ def estimate_blur(
 ) -> BlurEstimate | None:
     """The blur sigma with its spread between photos; None when no photo has enough edges."""
     noise_key = round(float(noise_sigma), 1)
-    curve, noise_y, error_y, sharp_u = _reference(scale, noise_key, jpeg.quality, jpeg.subsampling)
+    reference = reference_curve(scale, noise_key, jpeg.quality, jpeg.subsampling)
+    curve, noise_y, error_y, sharp_u = reference
     fits = [fit_edges(luma(p.rgb), noise_y, error_y)[0] for p in photos]
     fits = [w for w in fits if len(w) >= MIN_EDGE_PIXELS]
     if not fits:
