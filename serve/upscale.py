@@ -112,7 +112,9 @@ def _write_upscaled(
     """upscale_file with checked options; `layouts` caches the tile layout per input size.
     False when, without force, another run wrote `dst` whole while this one worked: theirs
     stands, as any existing output does (both are renamed into place whole, never half)."""
-    dst = check_writable(dst, force)
+    if not force and dst.is_file():  # also when it appeared since the caller looked
+        return False
+    dst = check_writable(dst, force=True)  # links and folders; an existing output: just above
     image = read_image(src)
     s = backend.scale
     h, w = image.size

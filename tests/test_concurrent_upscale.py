@@ -45,6 +45,29 @@ def test_an_output_written_by_another_run_meanwhile_is_skipped(tmp_path, monkeyp
     _check_outputs(src, out)
 
 
+def test_an_output_written_after_the_plan_looked_is_skipped_not_failed(tmp_path, monkeypatch):
+    """The other run renames its whole 01.png into place after this run's loop saw no 01.png
+    and before this run starts on it: skipped, not 'already exists'."""
+    src = write_noise_pngs(tmp_path / "src", 2, 24, 24, name="{:02d}.png")
+    out = tmp_path / "out"
+    model = nearest_x2_onnx(tmp_path / "x2.onnx")
+    plan = upscale.plan_upscale([src], out, lambda: OnnxBackend(model, provider="cpu"))
+    write = upscale._write_upscaled
+
+    def other_run_lands_first(backend, source, dst, *args):
+        if dst.name == "01.png":
+            out.mkdir(exist_ok=True)
+            cv2.imwrite(str(dst), cv2.imread(str(source)).repeat(2, 0).repeat(2, 1))
+        return write(backend, source, dst, *args)
+
+    monkeypatch.setattr(upscale, "_write_upscaled", other_run_lands_first)
+    summary = upscale.run_upscale(plan, progress=False, report=lambda line: None)
+    assert summary.failed == []
+    assert [p.name for p in summary.written] == ["00.png"]
+    assert [p.name for p in summary.skipped] == ["01.png"]
+    _check_outputs(src, out)
+
+
 def test_two_concurrent_upscales_into_one_folder_both_succeed(tmp_path):
     src = write_noise_pngs(tmp_path / "src", 12, 320, 320, name="{:02d}.png")
     out = tmp_path / "out"
