@@ -1,6 +1,7 @@
-"""How much of `adapt calibrate`'s blur on real photos is the scenes' own softness: the blur read
-off the dead-leaves reference (what calibrate reports) beside the blur read off references made
-from HR photos, here the photos' own HR (an oracle no user has) and the training HR photos.
+"""How much of the blur that the interquartile mean of all edges reads on real photos is the
+scenes' own softness: the blur read off the dead-leaves reference beside the blur read off
+references made from HR photos, here the photos' own HR (an oracle no user has) and the training
+HR photos; and what `adapt calibrate` reports (for a soft scene: from the narrower edges).
 
     python -m benchmarks.blur_scene_softness --lr heldLR --hr data/eval --hr data/adapt
 
@@ -52,12 +53,17 @@ def main(lr_dir, hr_dirs, scale) -> None:
     c = calibrate(paths, scale)
     sub = c.jpeg.subsampling or "420"
     noise_key = round(float(c.noise.sigma), 1)
-    _, noise_y, error_y, _ = blur.reference_curve(scale, noise_key, c.jpeg.quality, sub)
+    ref = blur.reference_curve(scale, noise_key, c.jpeg.quality, sub)
+    noise_y, error_y = ref.noise_y, ref.error_y
     widths = np.concatenate(
         [blur.fit_edges(luma(p.rgb), noise_y, error_y)[0] for p in load_photos(paths)]
     )
     measure = blur.interquartile_mean(widths)
-    click.echo(f"dead-leaves reference (adapt calibrate): blur {c.blur.sigma:.2f}")
+    click.echo(f"adapt calibrate: blur {c.blur.sigma:.2f} (edge spread {c.blur.spread:.2f})")
+    click.echo(
+        "dead-leaves reference, the interquartile mean of all edges: blur "
+        f"{blur.sigma_from_width(ref.curve, measure):.2f}"
+    )
     for folder in hr_dirs:
         hrs = [read_image(p).rgb.astype(np.float64) * 255 for p in list_images(folder)]
         curve = reference_curve(hrs, scale, c.noise.sigma, c.jpeg.quality, sub, noise_y, error_y)

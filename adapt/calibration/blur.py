@@ -31,6 +31,14 @@ reference's own at sigma 0); a blur whose reference width is within RESOLVABLE u
 gives photos whose edge widths cannot be told from unblurred ones, at about 95% (the one-sided
 2-sigma test of "wider than sharp"). The largest such sigma is the resolvable limit, reported
 with the estimate as noise_dct's detection limit is for the noise.
+
+Soft scenes. Real photos hold the scene's own soft edges (shading, defocus, hair) beside sharp
+outlines, and nothing in an LR photo tells a soft edge from a blurred one; the camera's blur
+only sets the narrowest edges, which none can be sharper than. A sharp scene under one blur
+gives edge widths spread about as much as the reference's at that sigma; where the photos'
+interquartile range of widths is MIXED_SPREAD times the reference's or more, their edges are a
+mixture of the camera's and the scene's softness, and the blur is read from the narrower edges:
+the photos' lower quartile against the reference's lower quartile.
 """
 
 from __future__ import annotations
@@ -59,6 +67,10 @@ MAX_EDGES = 600  # edges fitted per image (a seeded sample: more only cost time)
 MIN_EDGE_PIXELS = 30  # clean edges a photo needs to count
 # Width difference from sigma 0's, in uncertainties, that a blur must make to be told from none
 RESOLVABLE = 2.0
+# Spread of the photos' edge widths (interquartile range), over the reference's at the sigma
+# their interquartile mean reads, from which their edges are a mixture with the scene's own
+# soft ones. One blur of sharp scenes spreads them 0.7-1.8 times (docs/degradations.md).
+MIXED_SPREAD = 2.0
 LUMA_NOISE = float(np.sqrt(0.299**2 + 0.587**2 + 0.114**2))  # luma sigma per channel sigma
 
 
@@ -71,6 +83,13 @@ class BlurEstimate:
     # The sigma below which the photos' edges cannot be told from unblurred ones (their width
     # within RESOLVABLE uncertainties of the reference's at sigma 0)
     resolvable_limit: float = 0.0
+    # The photos' edges spread MIXED_SPREAD times the reference's or more (a soft scene): read
+    # from their lower quartile
+    spread: float = 1.0
+
+    @property
+    def soft_scene(self) -> bool:
+        return self.spread >= MIXED_SPREAD
 
     @property
     def unresolved(self) -> bool:
@@ -179,13 +198,41 @@ def interquartile_uncertainty(widths: np.ndarray) -> float:
     return float(np.std(np.clip(widths, lo, hi), ddof=1) / (0.5 * np.sqrt(len(widths))))
 
 
+def lower_quartile(widths: np.ndarray) -> float:
+    return float(np.percentile(widths, 25))
+
+
+def interquartile_range(widths: np.ndarray) -> float:
+    lo, hi = np.percentile(widths, [25, 75])
+    return float(hi - lo)
+
+
+def lower_quartile_uncertainty(widths: np.ndarray) -> float:
+    """Standard error of the lower quartile: sqrt(p (1 - p) / n) over the density there, the
+    density read from the widths between the 15th and 35th percentiles."""
+    lo, hi = np.percentile(widths, [15, 35])
+    density = 0.2 / max(float(hi - lo), 1e-6)
+    return float(np.sqrt(0.25 * 0.75 / len(widths)) / density)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The reference scene's edge widths for each candidate sigma (SIGMAS), through the camera's
+    chain, each statistic made monotone in sigma for reading off."""
+
+    curve: np.ndarray  # interquartile mean
+    lower: np.ndarray  # lower quartile
+    spread: np.ndarray  # interquartile range
+    noise_y: float  # the luma noise sigma left after the chain's JPEG
+    error_y: float  # the luma error with JPEG's own (what a step cannot fit: ringing, blocks)
+    sharp_uncertainty: float  # of the interquartile mean at sigma 0
+    sharp_lower_uncertainty: float  # of the lower quartile at sigma 0
+
+
 @lru_cache(maxsize=16)
-def reference_curve(
-    scale: int, noise_sigma: float, quality: int | None, subsampling: str
-) -> tuple[np.ndarray, float, float, float]:
-    """The edge width on the reference scene for each candidate sigma (same chain as the
-    camera), the luma noise sigma left after the chain's JPEG, the luma error with JPEG's own
-    (what a step cannot fit: ringing, blocks), and the uncertainty of the width at sigma 0."""
+def reference_curve(scale: int, noise_sigma: float, quality: int | None, subsampling: str):
+    """The edge widths on the reference scene for each candidate sigma (same chain as the
+    camera) as a Reference."""
     hr = dead_leaves(REFERENCE_LR * scale)
     rng = np.random.default_rng(1)
     lrs = [np.repeat(shrink(gaussian_blur(hr, float(s)), scale)[..., None], 3, 2) for s in SIGMAS]
@@ -196,11 +243,22 @@ def reference_curve(
     noise_y = float(np.std(luma(rgbs[4]) - luma(clean)))
     error_y = float(np.std(luma(rgbs[4]) - luma(lrs[4])))
     fits = [fit_edges(luma(rgb), noise_y, error_y)[0] for rgb in rgbs]
-    # no clean edge left: fully blurred
-    out = [interquartile_mean(w) if len(w) else WIDTHS[-1] for w in fits]
-    sharp_uncertainty = interquartile_uncertainty(fits[0]) if len(fits[0]) > 1 else 0.0
-    # Blurrier edges are wider; keep the curve monotone for reading it off.
-    return np.maximum.accumulate(np.array(out)), noise_y, error_y, sharp_uncertainty
+
+    def monotone(statistic) -> np.ndarray:
+        # no clean edge left: fully blurred; blurrier edges are wider
+        out = [statistic(w) if len(w) > 1 else WIDTHS[-1] for w in fits]
+        return np.maximum.accumulate(np.array(out))
+
+    sharp = fits[0]
+    return Reference(
+        monotone(interquartile_mean),
+        monotone(lower_quartile),
+        np.array([interquartile_range(w) if len(w) > 1 else 0.0 for w in fits]),
+        noise_y,
+        error_y,
+        interquartile_uncertainty(sharp) if len(sharp) > 1 else 0.0,
+        lower_quartile_uncertainty(sharp) if len(sharp) > 1 else 0.0,
+    )
 
 
 def sigma_from_width(curve: np.ndarray, width: float) -> float:
@@ -219,27 +277,36 @@ def estimate_blur(
 ) -> BlurEstimate | None:
     """The blur sigma with its spread between photos; None when no photo has enough edges."""
     noise_key = round(float(noise_sigma), 1)
-    reference = reference_curve(scale, noise_key, jpeg.quality, jpeg.subsampling)
-    curve, noise_y, error_y, sharp_u = reference
-    fits = [fit_edges(luma(p.rgb), noise_y, error_y)[0] for p in photos]
+    ref = reference_curve(scale, noise_key, jpeg.quality, jpeg.subsampling)
+    fits = [fit_edges(luma(p.rgb), ref.noise_y, ref.error_y)[0] for p in photos]
     fits = [w for w in fits if len(w) >= MIN_EDGE_PIXELS]
     if not fits:
         return None
     # The edges of all photos together tell the sigma; the photos' own readings, its spread.
     widths = np.concatenate(fits)
-    sigma = sigma_from_width(curve, interquartile_mean(widths))
-    sigmas = [sigma_from_width(curve, interquartile_mean(w)) for w in fits]
-    spread = np.std(sigmas) / np.sqrt(len(sigmas)) if len(sigmas) > 1 else 0.0
+    sigma = sigma_from_width(ref.curve, interquartile_mean(widths))
+    at = float(np.interp(sigma, SIGMAS, ref.spread))
+    spread = interquartile_range(widths) / at if at > 0 else 1.0
+    if spread >= MIXED_SPREAD:  # a soft scene: the narrower edges carry the camera's blur
+        curve, statistic = ref.lower, lower_quartile
+        own_u, sharp_u = lower_quartile_uncertainty, ref.sharp_lower_uncertainty
+    else:
+        curve, statistic = ref.curve, interquartile_mean
+        own_u, sharp_u = interquartile_uncertainty, ref.sharp_uncertainty
+    sigma = sigma_from_width(curve, statistic(widths))
+    sigmas = [sigma_from_width(curve, statistic(w)) for w in fits]
+    spread_sigma = np.std(sigmas) / np.sqrt(len(sigmas)) if len(sigmas) > 1 else 0.0
     # A curve step of the candidate grid is the resolution of the reading.
     step = float(np.interp(sigma, SIGMAS[:-1], np.diff(SIGMAS))) / 2
     # The width's uncertainty: sampling of the edges, the photos' spread, the reference's own.
-    own = [interquartile_mean(w) for w in fits]
+    own = [statistic(w) for w in fits]
     between = np.std(own) / np.sqrt(len(own)) if len(own) > 1 else 0.0
-    width_u = float(np.sqrt(interquartile_uncertainty(widths) ** 2 + between**2 + sharp_u**2))
+    width_u = float(np.sqrt(own_u(widths) ** 2 + between**2 + sharp_u**2))
     return BlurEstimate(
         sigma,
-        float(np.hypot(spread, step)),
+        float(np.hypot(spread_sigma, step)),
         len(fits),
         len(widths),
         resolvable_limit(curve, width_u),
+        float(spread),
     )

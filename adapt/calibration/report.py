@@ -8,7 +8,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from adaptsr.adapt.calibration.blur import BlurEstimate
+from adaptsr.adapt.calibration.blur import MIXED_SPREAD, BlurEstimate
 from adaptsr.adapt.calibration.jpeg_quality import JpegEstimate
 from adaptsr.adapt.calibration.noise import NoiseEstimate
 from adaptsr.core.fileio import atomic_output, check_writable
@@ -52,6 +52,11 @@ class Calibration:
             f"blur sigma: {b.sigma:.2f} +- {b.uncertainty:.2f} HR pixels at x{self.scale} "
             f"({b.images} photos, {b.regions} edge pixels)"
         )
+        if b.soft_scene:
+            blur_line += (
+                f", read from the narrower edges: the widths spread {b.spread:.1f}x as much as "
+                "one blur of a sharp scene gives, so part are the scene's own soft edges"
+            )
         if b.unresolved:
             blur_line += (
                 f", not above the resolvable limit of {b.resolvable_limit:.2f}: the photos' edges "
@@ -93,6 +98,9 @@ def to_toml(c: Calibration) -> str:
         f"blur_edge_pixels = {b.regions}",
         "# the blur sigma below which the photos' edges cannot be told from unblurred ones",
         f"blur_resolvable_limit = {_toml_float(b.resolvable_limit)}",
+        f"# the edges' width spread over one blur's: from {MIXED_SPREAD:g}, a soft scene whose",
+        "# blur was read from the narrower edges",
+        f"blur_edge_spread = {_toml_float(b.spread)}",
         f"noise_sigma_uncertainty = {_toml_float(n.uncertainty)}",
         f"noise_images = {n.images}",
         f"noise_flat_blocks = {n.regions}",
