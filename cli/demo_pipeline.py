@@ -1,11 +1,15 @@
 """`adapt demo`: the product's point on a laptop CPU, with nothing downloaded.
 
 A bicubic-trained backbone (the bundled `adaptsr-safmn-x4`) meets one camera it has never seen
-(adaptsr.adapt.degradations.CAMERA: lens blur, sensor noise, JPEG). The demo adapts it with
-rank-aware LoRA on some of the photos installed packages ship (adaptsr.adapt.photos), merges
-the adapter, exports the merged model to ONNX with the zero-overhead proof against the base,
-and scores base and adapted model on other photos, degraded by the same camera:
+(adaptsr.adapt.degradations.CAMERA: lens blur, sensor noise, JPEG). The demo takes the path a
+user takes: the camera's photos (held-out bundled photos through that camera) are all it is
+told of the camera; it calibrates the degradation from them, adapts with rank-aware LoRA on the
+other photos installed packages ship (adaptsr.adapt.photos) degraded by the calibrated file,
+merges the adapter, exports the merged model to ONNX with the zero-overhead proof against the
+base, and scores base and adapted model on the camera's photos against their HR originals:
 
+    OUT/camera.toml              the degradation calibrated from the camera's photos
+    OUT/data/camera/             the camera's photos (beside data/adapt and data/eval, the HR)
     OUT/report.md, report.json   the numbers (base and adapted PSNR-Y, adapter size, proof)
     OUT/compare.png              crops: the camera's LR image (bicubic), base, adapted, HR
     OUT/rank_map.png             the rank-aware allocation's heatmap (rank_map.json beside it)
@@ -16,6 +20,7 @@ and scores base and adapted model on other photos, degraded by the same camera:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -27,9 +32,12 @@ import torch
 import adaptsr
 import adaptsr.adapt.train as training
 from adaptsr.adapt.allocate import allocate_ranks, image_batches
+from adaptsr.adapt.calibration import calibrate, write_calibration
 from adaptsr.adapt.choices import DEFAULT_MODEL, DEFAULT_SCORE_WARMUP
+from adaptsr.adapt.degradations import CAMERA
+from adaptsr.adapt.degrade_folder import degrade_folder
 from adaptsr.adapt.devices import pick_device
-from adaptsr.adapt.evaluate import evaluate, find_pairs, make_degrade, write_compare
+from adaptsr.adapt.evaluate import evaluate, find_pairs, write_compare
 from adaptsr.adapt.models import check_base_weights, model_info
 from adaptsr.adapt.photos import PHOTO_NAMES, write_photos
 from adaptsr.adapt.rankmap import write_rank_map
@@ -48,6 +56,7 @@ REPORT = "report.json"
 ONNX = "merged.onnx"
 EXPORT_REPORT = report_path(ONNX).name  # named by the export itself
 EXPORT_CARD = model_card_path(ONNX).name  # likewise
+CALIBRATED = "camera.toml"
 # Everything the demo writes: --force replaces a folder that holds nothing else.
 DEMO_ENTRIES = frozenset(
     {
@@ -55,6 +64,7 @@ DEMO_ENTRIES = frozenset(
         "run",
         "rank_map.json",
         "rank_map.png",
+        CALIBRATED,
         ONNX,
         EXPORT_REPORT,
         EXPORT_CARD,
@@ -127,69 +137,113 @@ def run_demo(
     for old in (REPORT, "report.md"):  # an earlier demo's report: it describes another run
         (out / old).unlink(missing_ok=True)
     t0 = time.perf_counter()
-    steps = 7
+    steps = 8
 
-    say(f"[1/{steps}] photos: the camera's degradation (blur, noise, JPEG) of bundled photos")
-    adapt_dir, eval_dir = _write_photos(out / "data", force)
-    n_adapt = len(list(adapt_dir.iterdir()))
-    say(f"      {n_adapt} to adapt on ({adapt_dir}), {len(EVAL_PHOTOS)} held out ({eval_dir})")
+    photos = _photos_and_calibration(out, scale, cfg.seed, force, say, steps)
+    adapt_dir, eval_dir, camera_dir, calibration = photos
+    degradation = str(out / CALIBRATED)
 
     say(
-        f"[2/{steps}] rank-aware allocation at the budget of rank {cfg.budget[1:]} "
+        f"[3/{steps}] rank-aware allocation at the budget of rank {cfg.budget[1:]} "
         f"(scores after {cfg.score_warmup} warm-up steps)"
     )
     path = out / "rank_map.json"
-    allocation, heatmap = _allocate(base, adapt_dir, scale, cfg, path, force, progress)
+    allocation, heatmap = _allocate(base, adapt_dir, scale, cfg, degradation, path, force, progress)
     say(
         f"      {allocation.used:,} adapter parameters over {len(allocation.adapted)} sites; "
         f"heatmap: {heatmap}"
     )
 
-    say(f"[3/{steps}] LoRA adaptation: {cfg.iters} iterations on {device}")
-    adapter, iterations = _train(cfg, adapt_dir, out / "rank_map.json", out / "run", progress)
+    say(f"[4/{steps}] LoRA adaptation: {cfg.iters} iterations on {device}, calibrated degradation")
+    adapter, iterations = _train(cfg, adapt_dir, degradation, path, out / "run", progress)
 
-    say(f"[4/{steps}] merge: fold the adapter into the weights")
+    say(f"[5/{steps}] merge: fold the adapter into the weights")
     merged, merge_info = _merge(cfg.model, adapter)
     say(f"      merged vs adapted max |diff| = {merge_info['max_abs_diff']:.1e}")
 
-    say(f"[5/{steps}] ONNX export of the merged model, with the zero-overhead proof vs the base")
+    say(f"[6/{steps}] ONNX export of the merged model, with the zero-overhead proof vs the base")
     export = _export(cfg, adapter, out / ONNX, force)
     for line in _proof_lines(export):
         say(f"      {line}")
 
-    say(f"[6/{steps}] evaluation on the {len(EVAL_PHOTOS)} held-out photos, same camera")
-    result = _evaluate(merged, base, eval_dir, scale, cfg, out / "compare.png", force)
-    means = result.means()
+    say(f"[7/{steps}] evaluation on the camera's {len(EVAL_PHOTOS)} photos, against their HR")
+    result = _evaluate(merged, base, eval_dir, camera_dir, scale, cfg, out / "compare.png", force)
 
     seconds = time.perf_counter() - t0
-    report = _report(cfg, iterations, means, result, allocation, merge_info, export, seconds)
-    say(f"[7/{steps}] report")
-    _write_report(out, report, force)
-    gain = report["gain_db"]
-    say("")
-    say(
-        f"On {report['images']} held-out photos from the same camera: base "
-        f"{report['base']['psnr_y']:.2f} dB PSNR-Y, adapted {report['adapted']['psnr_y']:.2f} dB "
-        f"({gain:+.2f} dB), with {report['adapter_params']:,} adapter parameters merged away "
-        f"(zero overhead: {report['zero_overhead']['verdict']}, proven by the identical graph)."
+    report = _report(
+        cfg,
+        iterations,
+        result.means(),
+        result,
+        calibration,
+        allocation,
+        merge_info,
+        export,
+        seconds,
     )
-    say(f"Look at {out / 'compare.png'} and {out / 'report.md'} ({report['seconds']:.0f} s).")
+    say(f"[8/{steps}] report")
+    _write_report(out, report, force)
+    for line in ["", *_closing_lines(report, out)]:
+        say(line)
     return report
+
+
+def _closing_lines(report: dict, out: Path) -> list[str]:
+    return [
+        f"On the camera's {report['images']} photos: base "
+        f"{report['base']['psnr_y']:.2f} dB PSNR-Y, adapted {report['adapted']['psnr_y']:.2f} dB "
+        f"({report['gain_db']:+.2f} dB), with {report['adapter_params']:,} adapter parameters "
+        f"merged away (zero overhead: {report['zero_overhead']['verdict']}, proven by the "
+        "identical graph).",
+        f"Look at {out / 'compare.png'} and {out / 'report.md'} ({report['seconds']:.0f} s).",
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
 # steps
 
 
-def _write_photos(data: Path, force: bool) -> tuple[Path, Path]:
+def _photos_and_calibration(out: Path, scale: int, seed: int, force: bool, say, steps: int):
+    """Steps 1 and 2: the photos, and the camera's degradation calibrated from its photos (the
+    calibration sees the camera's photos only) into OUT/camera.toml."""
+    say(f"[1/{steps}] photos: bundled photos, and the camera's (blur, noise, JPEG) of the others")
+    adapt_dir, eval_dir, camera_dir = _write_photos(out / "data", scale, seed, force)
+    n_adapt = len(list(adapt_dir.iterdir()))
+    say(
+        f"      {n_adapt} HR photos to adapt on ({adapt_dir}), the camera's {len(EVAL_PHOTOS)} "
+        f"photos of other scenes ({camera_dir})"
+    )
+    say(f"[2/{steps}] calibration: the camera's degradation from its photos alone")
+    calibration = calibrate(sorted(camera_dir.iterdir()), scale)
+    write_calibration(calibration, out / CALIBRATED, force=force)
+    for line in calibration.report().splitlines():
+        say(f"      {line}")
+    return adapt_dir, eval_dir, camera_dir, calibration
+
+
+def _write_photos(data: Path, scale: int, seed: int, force: bool) -> tuple[Path, Path, Path]:
+    """The HR photos to adapt on, the held-out HR photos, and the camera's photos of those:
+    what `adapt degrade data/eval --out data/camera --degradation camera` writes. Their noise
+    comes from its own seed: not a field the adapter trains on."""
     adapt = [n for n in PHOTO_NAMES if n not in EVAL_PHOTOS]
     write_photos(data / "adapt", adapt, force=force)
     write_photos(data / "eval", EVAL_PHOTOS, force=force)
-    return data / "adapt", data / "eval"
+    camera = data / "camera"
+    degrade_folder(
+        data / "eval", camera, "camera", scale, seed=10_000 + seed, force=force, progress=False
+    )
+    return data / "adapt", data / "eval", camera
 
 
 def _allocate(
-    base, adapt_dir: Path, scale: int, cfg: DemoSettings, path: Path, force: bool, progress: bool
+    base,
+    adapt_dir: Path,
+    scale: int,
+    cfg: DemoSettings,
+    degradation: str,
+    path: Path,
+    force: bool,
+    progress: bool,
 ):
 
     batches = image_batches(
@@ -198,7 +252,7 @@ def _allocate(
         count=cfg.score_batches,
         batch=cfg.batch,
         patch=cfg.patch,
-        degradation="camera",
+        degradation=degradation,
         seed=cfg.seed,
         device=cfg.device,
     )
@@ -216,12 +270,19 @@ def _allocate(
     return allocation, heatmap
 
 
-def _train(cfg: DemoSettings, adapt_dir: Path, rank_map: Path, run_dir: Path, progress: bool):
+def _train(
+    cfg: DemoSettings,
+    adapt_dir: Path,
+    degradation: str,
+    rank_map: Path,
+    run_dir: Path,
+    progress: bool,
+):
 
     train_cfg = training.TrainConfig(
         model=cfg.model,
         data=[str(adapt_dir)],
-        degradation="camera",
+        degradation=degradation,
         mode="lora",
         rank_map=str(rank_map),
         iters=cfg.iters,
@@ -275,17 +336,16 @@ def _proof_lines(export: ExportReport) -> list[str]:
     ]
 
 
-def _evaluate(merged, base, eval_dir: Path, scale: int, cfg, compare: Path, force: bool):
+def _evaluate(
+    merged, base, eval_dir: Path, camera_dir: Path, scale: int, cfg, compare: Path, force: bool
+):
 
-    pairs = find_pairs(eval_dir, None, scale)
-    # Evaluation noise comes from its own seed: not a field the adapter trained on.
-    degrade = make_degrade("camera", scale, seed=10_000 + cfg.seed, device="cpu")
+    pairs = find_pairs(eval_dir, camera_dir, scale)
     result = evaluate(
         merged,
         pairs,
         scale,
         base=base,
-        degrade=degrade,
         device=cfg.device,
         compare_rows=len(pairs),
         progress=False,
@@ -294,14 +354,23 @@ def _evaluate(merged, base, eval_dir: Path, scale: int, cfg, compare: Path, forc
     return result
 
 
-def _report(cfg, iterations, means, result, allocation, merge_info, export, seconds) -> dict:
+def _report(
+    cfg, iterations, means, result, calibration, allocation, merge_info, export, seconds
+) -> dict:
     zero = export.zero_overhead
     lat = zero.latency
     structure_ok = bool(zero.structure.identical)
     return {
         "model": cfg.model,
         "device": cfg.device,
-        "degradation": "camera",
+        "degradation": CALIBRATED,
+        # the camera the photos came from, and what the calibration read from them
+        "camera": dataclasses.asdict(CAMERA),
+        "calibrated": {
+            "blur_sigma": calibration.blur.sigma,
+            "noise_sigma": calibration.noise.sigma,
+            "jpeg_quality": calibration.jpeg.quality,
+        },
         "iterations": iterations,  # the ones that ran
         "images": len(result.rows),
         "held_out": list(EVAL_PHOTOS),
@@ -342,11 +411,22 @@ def report_markdown(r: dict) -> str:
         for p in r["per_image"]
     )
     z = r["zero_overhead"]
+    cam, cal = r["camera"], r["calibrated"]
+    quality = cal["jpeg_quality"] if cal["jpeg_quality"] is not None else "none"
+    true_row = f"{cam['blur_sigma']:.2f} | {cam['noise_sigma']:.2f} | {cam['jpeg_quality']}"
+    read_row = f"{cal['blur_sigma']:.2f} | {cal['noise_sigma']:.2f} | {quality}"
     return f"""# adapt demo
 
-`{r["model"]}` (bicubic-trained) adapted with rank-aware LoRA to one camera (blur, noise, JPEG:
-`--degradation camera`), {r["iterations"]} iterations on {r["device"]}, {r["seconds"]:.0f} s.
-Scored on {r["images"]} held-out photos degraded by the same camera (PSNR/SSIM on Y, 8-bit).
+`{r["model"]}` (bicubic-trained) adapted with rank-aware LoRA to one camera it never saw,
+known only from its photos: {r["iterations"]} iterations on {r["device"]}, {r["seconds"]:.0f} s.
+
+| camera | blur sigma (HR px) | noise sigma (levels) | JPEG quality |
+|---|---|---|---|
+| the camera (not told to the demo) | {true_row} |
+| calibrated from its {r["images"]} photos (`{r["degradation"]}`) | {read_row} |
+
+Adapted on other photos degraded by the calibrated file; scored on the camera's photos against
+their HR originals (PSNR/SSIM on Y, 8-bit).
 
 | | PSNR-Y (dB) | SSIM-Y |
 |---|---|---|

@@ -3,13 +3,15 @@ import json
 import pytest
 
 from adaptsr.cli.demo_pipeline import DemoSettings, run_demo
+from adaptsr.core.fileio import tomllib  # tomli on Python 3.10
 from adaptsr.core.images import read_image
 
 
 @pytest.mark.slow
 def test_short_demo_adapts_the_bundled_backbone_and_gains(tmp_path, run_cli):
-    """A shortened demo: every stage runs, the report has its keys, the adapted model beats
-    the base on the held-out photos, and a second run does not clobber the first."""
+    """A shortened demo: every stage runs, the report has its keys, the calibration read the
+    camera from its photos and the training used that file, the adapted model beats the base on
+    the camera's photos, and a second run does not clobber the first."""
     out = tmp_path / "demo"
     settings = DemoSettings(
         model="adaptsr-safmn-x4",
@@ -36,7 +38,22 @@ def test_short_demo_adapts_the_bundled_backbone_and_gains(tmp_path, run_cli):
         assert (out / name).stat().st_size > 0
     compare = read_image(out / "compare.png")
     assert compare.size[0] > 5 * 96  # a row of crops per held-out photo
-    assert "held-out" in lines[-2]
+    assert "On the camera's 5 photos" in lines[-2]
+
+    # The camera (blur 1, noise 15, JPEG 75) as calibrated from its photos, and used
+    calibrated = tomllib.loads((out / "camera.toml").read_text())
+    cam, read = saved["camera"], saved["calibrated"]
+    assert read["jpeg_quality"] == cam["jpeg_quality"] == calibrated["jpeg_quality"]
+    assert read["noise_sigma"] == pytest.approx(cam["noise_sigma"], rel=0.1)
+    assert read["blur_sigma"] == pytest.approx(calibrated["blur_sigma"], abs=1e-4)
+    assert 0.75 <= read["blur_sigma"] <= 1.75  # measured 1.44: their own soft edges
+    trained = json.loads((out / "run" / "config.json").read_text())["degradation"]
+    assert trained["type"] == "camera"
+    for key in ("blur_sigma", "noise_sigma", "jpeg_quality"):
+        assert trained[key] == pytest.approx(calibrated[key], abs=1e-4)
+    assert sorted(p.name for p in (out / "data" / "camera").iterdir()) == sorted(
+        p.name for p in (out / "data" / "eval").iterdir()
+    )
 
     code, _, err = run_cli("demo", "--out", out, "--iters", 1)
     assert code != 0 and "not empty" in err

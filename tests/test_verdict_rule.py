@@ -59,7 +59,13 @@ def test_export_and_demo_say_the_same(tmp_path):
         means = {k: {"psnr_y": 30.0, "ssim_y": 0.9} for k in ("bicubic", "base", "adapted")}
         result = SimpleNamespace(rows=[])
         allocation = SimpleNamespace(used=10, base_params=1000)
-        report = _report(cfg, 7, means, result, allocation, {"max_abs_diff": 0.0}, export, 1.0)
+        calibration = SimpleNamespace(
+            blur=SimpleNamespace(sigma=1.4),
+            noise=SimpleNamespace(sigma=15.2),
+            jpeg=SimpleNamespace(quality=None),
+        )
+        merge = {"max_abs_diff": 0.0}
+        report = _report(cfg, 7, means, result, calibration, allocation, merge, export, 1.0)
         z = report["zero_overhead"]
         assert (z["verdict"], z["proven"], z["latency_verdict"]) == ("PASS", True, latency)
         assert report["iterations"] == 7  # the iterations that ran, not the ones asked for
@@ -68,3 +74,4 @@ def test_export_and_demo_say_the_same(tmp_path):
         assert "Measured, not part of the proof: latency merged/base 1.010" in text
         assert "(merged.report.json)" in text
         assert report["score_warmup"] == 100 and "after\n100 warm-up steps" in text
+        assert "| calibrated from its 0 photos (`camera.toml`) | 1.40 | 15.20 | none |" in text

@@ -31,8 +31,7 @@ pipeline = lazy_import("adaptsr.cli.demo_pipeline")  # torch: only when the demo
 def demo(out: str, model: str, iters: int | None, device: str, force: bool) -> None:
     """Adapt the bundled backbone to a camera it has never seen, and show what it gained.
 
-    Rank-aware allocation, LoRA adaptation, merge, ONNX export with the zero-overhead proof and
-    evaluation on held-out photos; nothing is downloaded. Writes report.md, report.json,
-    compare.png and rank_map.png into --out.
-    """
+    Calibration from the camera's photos alone, rank-aware LoRA on the calibrated degradation,
+    merge, ONNX export with the zero-overhead proof, evaluation on the camera's photos; nothing
+    is downloaded. Writes camera.toml, report.md, report.json, compare.png, rank_map.png."""
     pipeline.run_demo(out, model=model, iters=iters, force=force, device=device, say=click.echo)
