@@ -223,8 +223,8 @@ def _photos_and_calibration(out: Path, scale: int, seed: int, force: bool, say, 
 
 def _write_photos(data: Path, scale: int, seed: int, force: bool) -> tuple[Path, Path, Path]:
     """The HR photos to adapt on, the held-out HR photos, and the camera's photos of those:
-    what `adapt degrade data/eval --out data/camera --degradation camera` writes. Their noise
-    comes from its own seed: not a field the adapter trains on."""
+    what `adapt degrade data/eval --out data/camera --degradation camera --seed 10000` writes
+    (for seed 0). Their noise has its own seed: not a field the adapter trains on."""
     adapt = [n for n in PHOTO_NAMES if n not in EVAL_PHOTOS]
     write_photos(data / "adapt", adapt, force=force)
     write_photos(data / "eval", EVAL_PHOTOS, force=force)

@@ -284,8 +284,9 @@ def estimate_blur(
         return None
     # The edges of all photos together tell the sigma; the photos' own readings, its spread.
     widths = np.concatenate(fits)
-    sigma = sigma_from_width(ref.curve, interquartile_mean(widths))
-    at = float(np.interp(sigma, SIGMAS, ref.spread))
+    # How the widths spread against one blur's: the reference's at the sigma all edges read
+    all_edges = sigma_from_width(ref.curve, interquartile_mean(widths))
+    at = float(np.interp(all_edges, SIGMAS, ref.spread))
     spread = interquartile_range(widths) / at if at > 0 else 1.0
     if spread >= MIXED_SPREAD:  # a soft scene: the narrower edges carry the camera's blur
         curve, statistic = ref.lower, lower_quartile
