@@ -23,9 +23,12 @@ from adaptsr.adapt.calibration import (
     write_calibration,
 )
 from adaptsr.adapt.calibration.blur import (
+    MAX_EDGES,
+    MAX_EDGES_LARGE,
     MIXED_SPREAD,
     RESOLVABLE,
     SIGMAS,
+    edge_sample,
     interquartile_mean,
     interquartile_uncertainty,
     lower_quartile,
@@ -339,6 +342,22 @@ def test_soft_scene_is_read_from_the_narrower_edges(tmp_path, blur, noise, quali
     assert "read from the narrower edges" in c.report().splitlines()[0], c.report()
     spread = tomllib.loads(to_toml(c))["calibration"]["blur_edge_spread"]
     assert spread == pytest.approx(c.blur.spread, abs=1e-4) and spread >= MIXED_SPREAD
+
+
+def test_large_photos_give_enough_edges(tmp_path):
+    """Large photos are sampled for edges in proportion to their size: with MAX_EDGES
+    candidates per photo, three photos of any size stopped at a few hundred clean edges and
+    calibrate told them to be larger. Scenes of 8 x 8 sharp scenes (their seams are edges of the
+    scene too), 768 x 768 LR."""
+    assert edge_sample(96 * 96) == MAX_EDGES and edge_sample(3000 * 2000) == MAX_EDGES_LARGE
+    paths = []
+    for i in range(3):
+        hr = np.tile(sharp_scene(60 + i), (8, 8, 1))
+        paths.append(tmp_path / f"big{i}.jpg")
+        Image.fromarray(degrade(hr, 1.5, 5.0, seed=60 + i)).save(paths[-1], quality=90)
+    c = calibrate(paths, 4)
+    assert c.blur.regions >= RELIABLE_EDGES and c.warning is None, c.report()
+    assert abs(c.blur.sigma - 1.5) <= 0.25 and noise_ok(c.noise.sigma, 5.0), c.report()
 
 
 def test_lower_quartile_uncertainty_is_its_scatter():

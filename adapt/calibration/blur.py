@@ -63,7 +63,12 @@ OFFSETS = np.linspace(-0.75, 0.75, 13)  # LR pixels, edge positions around the c
 FIT_SLACK = 1.5  # residual variance allowed, in noise variances ...
 SHAPE_SLACK = 0.05  # ... plus this share of the contrast (the step model is not exact)
 MIN_SNR = 4.0  # contrast an edge needs, in noise sigmas
-MAX_EDGES = 600  # edges fitted per image (a seeded sample: more only cost time)
+# Candidate edges fitted per image, a seeded sample: MAX_EDGES, and on large photos one per
+# PIXELS_PER_EDGE LR pixels up to MAX_EDGES_LARGE, so that large photos (unlike small ones,
+# which hold fewer) give the RELIABLE_EDGES clean edges calibrate asks for
+MAX_EDGES = 600
+PIXELS_PER_EDGE = 256
+MAX_EDGES_LARGE = 4000
 MIN_EDGE_PIXELS = 30  # clean edges a photo needs to count
 # Width difference from sigma 0's, in uncertainties, that a blur must make to be told from none
 RESOLVABLE = 2.0
@@ -115,8 +120,13 @@ def dead_leaves(side: int, seed: int = 0) -> np.ndarray:
     return cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA).astype(np.float64)
 
 
+def edge_sample(pixels: int) -> int:
+    """How many candidate edges an image of this many LR pixels has fitted, at most."""
+    return int(np.clip(pixels // PIXELS_PER_EDGE, MAX_EDGES, MAX_EDGES_LARGE))
+
+
 def candidates(y: np.ndarray, noise_y: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rows, cols, unit normals) of candidate edge pixels, at most MAX_EDGES of them."""
+    """(rows, cols, unit normals) of candidate edge pixels, at most edge_sample(...) of them."""
     ys = cv2.GaussianBlur(y, (0, 0), 1.0, borderType=cv2.BORDER_REFLECT_101)
     sy, sx = np.gradient(ys)
     g = np.hypot(sx, sy)
@@ -133,8 +143,9 @@ def candidates(y: np.ndarray, noise_y: float) -> tuple[np.ndarray, np.ndarray, n
     peak[:m] = peak[-m:] = False
     peak[:, :m] = peak[:, -m:] = False
     rows, cols = np.nonzero(peak)
-    if len(rows) > MAX_EDGES:
-        keep = np.random.default_rng(0).choice(len(rows), MAX_EDGES, replace=False)
+    sample = edge_sample(y.size)
+    if len(rows) > sample:
+        keep = np.random.default_rng(0).choice(len(rows), sample, replace=False)
         rows, cols = rows[keep], cols[keep]
     normal = np.stack([sx[rows, cols], sy[rows, cols]], 1)
     return rows, cols, normal / np.linalg.norm(normal, axis=1, keepdims=True)
