@@ -360,6 +360,28 @@ def test_large_photos_give_enough_edges(tmp_path):
     assert abs(c.blur.sigma - 1.5) <= 0.25 and noise_ok(c.noise.sigma, 5.0), c.report()
 
 
+@pytest.mark.parametrize("quality", [None, 95])
+def test_noise_replays_on_a_window_of_a_large_photo(tmp_path, monkeypatch, quality):
+    """Photos over REPLAY_SIDE have their replays run on the window with the most flat blocks:
+    the estimate is the one replays on the whole photo give (photos of 1,344 x 1,344: LR
+    scenes tiled, each with its noise)."""
+    from adaptsr.adapt.calibration import noise
+
+    paths = []
+    for i in range(3):
+        lr = np.tile(degrade(sharp_scene(70 + i), 1.0, 6.0, seed=70 + i), (14, 14, 1))
+        paths.append(tmp_path / f"w{i}.{'jpg' if quality else 'png'}")
+        Image.fromarray(lr).save(paths[-1], **({"quality": quality} if quality else {}))
+    photos = load_photos(paths)
+    assert min(p.rgb.shape[0] for p in photos) > noise.REPLAY_SIDE
+    jpeg = estimate_jpeg(photos)
+    windowed = noise.estimate_noise(photos, jpeg)
+    monkeypatch.setattr(noise, "REPLAY_SIDE", 10**6)
+    whole = noise.estimate_noise(photos, jpeg)
+    assert windowed.sigma == pytest.approx(whole.sigma, rel=0.03)
+    assert noise_ok(windowed.sigma, 6.0)
+
+
 def test_lower_quartile_uncertainty_is_its_scatter():
     """The lower quartile's standard error against a simulation, as the interquartile mean's."""
     rng = np.random.default_rng(0)

@@ -101,6 +101,8 @@ def photo_coefs(p: Photo) -> np.ndarray:
     y = luma(p.rgb)  # the decoder's Y, up to the rounding of its RGB output
     candidates = {(0, 0), block_offset(y)[0]}
     found = [_block_dct(y, off) for off in candidates]
+    if len(found) == 1:  # nothing to choose: no lattice to score
+        return found[0]
     return max(found, key=lambda c: lattice_scores(c).max())
 
 

@@ -39,6 +39,7 @@ MASK = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float64) / 6  # 
 FLAT_FRACTION = 0.15  # flattest share of the blocks used
 CLIP_MARGIN = 12  # levels from 0 and 255 where clipping would hide noise
 INTENSITY_BINS = 8
+REPLAY_SIDE = 1024  # pixels a side of a photo the replays run on, at most (replay_window)
 # Where the pixel measure holds under JPEG: qualities whose steps are too fine to remove noise,
 # and noise strong enough to survive in the high frequencies the filter sees. Elsewhere the
 # sigma comes from the DCT coefficients (noise_dct).
@@ -99,9 +100,35 @@ def block_means(rgb: np.ndarray, blocks: np.ndarray) -> np.ndarray:
     return m[blocks[:, 0], blocks[:, 1]]
 
 
+def replay_window(rgb: np.ndarray, blocks: np.ndarray) -> tuple[slice, slice]:
+    """The part of a photo its replays run on: all of it up to REPLAY_SIDE pixels a side, else
+    the REPLAY_SIDE square (on the 16-pixel grid of JPEG's macroblocks) holding the most flat
+    blocks. The curve is a median over blocks: a thousand or so tell it as well as all."""
+    h, w = rgb.shape[:2]
+    if max(h, w) <= REPLAY_SIDE:
+        return slice(0, h), slice(0, w)
+    side_h, side_w = min(h, REPLAY_SIDE) // 16 * 16, min(w, REPLAY_SIDE) // 16 * 16
+    best, at = -1, (0, 0)
+    for top in range(0, max(h - side_h, 0) + 1, 16 * 8):
+        for left in range(0, max(w - side_w, 0) + 1, 16 * 8):
+            r, c = blocks[:, 0] * 8 - top, blocks[:, 1] * 8 - left
+            inside = int(((r >= 8) & (r < side_h - 16) & (c >= 8) & (c < side_w - 16)).sum())
+            if inside > best:
+                best, at = inside, (top, left)
+    return slice(at[0], at[0] + side_h), slice(at[1], at[1] + side_w)
+
+
 def response_curve(photo: Photo, blocks: np.ndarray, jpeg: JpegEstimate, seed: int):
-    """(len(SIGMAS), 3): the median block RMS of replays with each candidate sigma."""
-    clean = cv2.GaussianBlur(photo.rgb, (0, 0), 1.5)
+    """(len(SIGMAS), 3): the median block RMS of replays with each candidate sigma, on the
+    flat blocks inside the replay window (all of them on a photo of up to REPLAY_SIDE)."""
+    rows, cols = replay_window(photo.rgb, blocks)
+    # Smoothed whole, then cut: the window's border pixels see their true neighbours.
+    clean = cv2.GaussianBlur(photo.rgb, (0, 0), 1.5)[rows, cols]
+    if rows.stop - rows.start < photo.rgb.shape[0] or cols.stop - cols.start < photo.rgb.shape[1]:
+        r, c = blocks[:, 0] - rows.start // 8, blocks[:, 1] - cols.start // 8
+        # away from the window's border, where the filter and JPEG's chroma see the cut
+        inside = (r >= 1) & (r < clean.shape[0] // 8 - 2) & (c >= 1) & (c < clean.shape[1] // 8 - 2)
+        blocks = np.stack([r[inside], c[inside]], 1)
     rng = np.random.default_rng(seed)
     curve = []
     for sigma in SIGMAS:

@@ -107,8 +107,10 @@ def photo_logliks(photos: list[Photo], quality: int) -> list[tuple[np.ndarray, i
 def detection_limit(steps: np.ndarray) -> float:
     """The per-channel sigma below which indices quantised with these steps are expected to
     show fewer than DETECTABLE nonzero values: weaker noise leaves no trace in them."""
-    nonzero = 2 * (1 - ndtr(steps[None, :] / (2 * SIGMAS_Y[:, None])))  # P(|k| >= 1)
-    seen = np.nonzero(nonzero.sum(1) >= DETECTABLE)[0]
+    # the indices share a few steps: each distinct step once, times how many indices have it
+    values, counts = np.unique(steps, return_counts=True)
+    nonzero = 2 * (1 - ndtr(values[None, :] / (2 * SIGMAS_Y[:, None])))  # P(|k| >= 1)
+    seen = np.nonzero(nonzero @ counts >= DETECTABLE)[0]
     return float(to_channel_sigma(SIGMAS_Y[seen[0]])) if len(seen) else np.inf
 
 
