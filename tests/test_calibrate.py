@@ -382,6 +382,20 @@ def test_noise_replays_on_a_window_of_a_large_photo(tmp_path, monkeypatch, quali
     assert noise_ok(windowed.sigma, 6.0)
 
 
+def test_the_replay_window_holds_the_flat_blocks_wherever_they_are():
+    """Flat blocks only in the last pixels of a photo just over REPLAY_SIDE (past the
+    128-pixel steps) are in the window; with none inside any window the whole photo is
+    replayed."""
+    from adaptsr.adapt.calibration.noise import REPLAY_SIDE, replay_window
+
+    rgb = np.zeros((1100, 1100, 3))
+    blocks = np.array([[r, c] for r in range(60, 70) for c in range(129, 134)])  # x 1032-1071
+    rows, cols = replay_window(rgb, blocks)
+    assert cols.stop - cols.start == REPLAY_SIDE and cols.start % 16 == 0
+    assert cols.start + 8 <= 129 * 8 and cols.stop - 8 >= 133 * 8 + 8
+    assert replay_window(rgb, np.zeros((0, 2), dtype=int)) == (slice(0, 1100), slice(0, 1100))
+
+
 def test_lower_quartile_uncertainty_is_its_scatter():
     """The lower quartile's standard error against a simulation, as the interquartile mean's."""
     rng = np.random.default_rng(0)

@@ -103,19 +103,28 @@ def block_means(rgb: np.ndarray, blocks: np.ndarray) -> np.ndarray:
 def replay_window(rgb: np.ndarray, blocks: np.ndarray) -> tuple[slice, slice]:
     """The part of a photo its replays run on: all of it up to REPLAY_SIDE pixels a side, else
     the REPLAY_SIDE square (on the 16-pixel grid of JPEG's macroblocks) holding the most flat
-    blocks. The curve is a median over blocks: a thousand or so tell it as well as all."""
+    blocks (all of the photo where none holds any). The curve is a median over blocks: a
+    thousand or so tell it as well as all."""
     h, w = rgb.shape[:2]
     if max(h, w) <= REPLAY_SIDE:
         return slice(0, h), slice(0, w)
     side_h, side_w = min(h, REPLAY_SIDE) // 16 * 16, min(w, REPLAY_SIDE) // 16 * 16
-    best, at = -1, (0, 0)
-    for top in range(0, max(h - side_h, 0) + 1, 16 * 8):
-        for left in range(0, max(w - side_w, 0) + 1, 16 * 8):
+    best, at = 0, None
+    for top in _starts(h, side_h):
+        for left in _starts(w, side_w):
             r, c = blocks[:, 0] * 8 - top, blocks[:, 1] * 8 - left
             inside = int(((r >= 8) & (r < side_h - 16) & (c >= 8) & (c < side_w - 16)).sum())
             if inside > best:
                 best, at = inside, (top, left)
+    if at is None:
+        return slice(0, h), slice(0, w)
     return slice(at[0], at[0] + side_h), slice(at[1], at[1] + side_w)
+
+
+def _starts(size: int, side: int) -> list[int]:
+    """Window starts on the 16-pixel grid: every 128 pixels, and the last one that fits."""
+    last = (size - side) // 16 * 16
+    return sorted({*range(0, last + 1, 128), last})
 
 
 def response_curve(photo: Photo, blocks: np.ndarray, jpeg: JpegEstimate, seed: int):
