@@ -6,6 +6,8 @@ camera pipeline (adapt/degradations.py, torch JPEG)."""
 
 import dataclasses
 import io
+import warnings
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -471,6 +473,52 @@ def test_too_uniform_photos(tmp_path):
     with pytest.raises(UserError, match="too uniform") as e:
         calibrate(paths, 4)
     assert "\n" not in str(e.value)
+
+
+def test_constant_photos_get_one_line_and_no_warning(tmp_path):
+    """A photo of one level has no JPEG blocks to find (0/0) and nothing to read: one line."""
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"c{i}.png")
+        Image.fromarray(np.full((200, 300, 3), 90 + 40 * i, dtype=np.uint8)).save(paths[-1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(UserError) as e:
+            calibrate(paths, 4)
+    assert "\n" not in str(e.value)
+
+
+def test_scale_1_reads_without_undefined_widths(tmp_path):
+    """At x1 strong candidate blurs leave the reference two clean edges, whose interquartile
+    mean was undefined (NaN carried up the curve, with numpy's warnings): now their median."""
+    assert interquartile_mean(np.array([0.4, 0.6])) == pytest.approx(0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        c = calibrate(write_photos(tmp_path, 1.0, 3.0, None, seed=3), 1)
+    assert np.isfinite([c.blur.sigma, c.blur.resolvable_limit]).all(), c.report()
+
+
+def test_a_noise_reading_at_the_top_of_the_dct_grid_is_not_taken(monkeypatch):
+    """Edges among the flattest blocks can drive the DCT reading to its grid's largest sigma
+    (89.7, +- 0): the pixel estimate is kept instead."""
+    from adaptsr.adapt.calibration import noise
+
+    pixels = noise.NoiseEstimate(3.0, 0.2, 3, 100, (3.0, 3.0, 3.0), ((9.0, 0.0),) * 3)
+    monkeypatch.setattr(
+        noise, "estimate_noise_dct", lambda *_: (noise.SIGMA_Y_TOP, 0.0, 500, 3, 1.0)
+    )
+    assert noise._from_coefficients(pixels, [], None) is pixels
+    monkeypatch.setattr(noise, "estimate_noise_dct", lambda *_: (5.0, 0.3, 500, 3, 1.0))
+    assert noise._from_coefficients(pixels, [], None).sigma == 5.0
+
+
+def test_large_photos_short_of_evidence_are_not_called_small(tmp_path):
+    c = calibrate(write_photos(tmp_path, 1.0, 10.0, 75, seed=5), 4)
+    large = [SimpleNamespace(rgb=np.zeros((600, 800, 3)))] * 3
+    line = evidence_warning(large, c.blur, dataclasses.replace(c.noise, regions=4))
+    assert "short of flat regions or clean edges" in line and "600-600 px" in line
+    assert "too small" not in line and "larger" not in line
+    assert "too small" in c.warning and "more or larger photos" in c.warning
 
 
 def test_bad_scale():

@@ -15,6 +15,7 @@ accuracy: docs/degradations.md, "Calibration".
 
 from __future__ import annotations
 
+import math
 import os
 
 from adaptsr.adapt.calibration.blur import MIN_EDGE_PIXELS, BlurEstimate, estimate_blur
@@ -46,6 +47,7 @@ MAX_SCALE = 8
 # noise read 5-20% high, blur 0.8-1.5 HR pixels high)
 RELIABLE_FLAT_BLOCKS = 200
 RELIABLE_EDGES = 1000
+LARGE_SIDE = 512  # short side (LR pixels) from which a photo is not "too small"
 
 
 def calibrate(paths: list[str | os.PathLike], scale: int) -> Calibration:
@@ -68,8 +70,14 @@ def calibrate(paths: list[str | os.PathLike], scale: int) -> Calibration:
     blur = estimate_blur(photos, int(scale), noise.sigma, jpeg)
     if blur is None:
         raise UserError(
-            f"the photos are too uniform to estimate the blur from: none has {MIN_EDGE_PIXELS} "
-            "clean edges (photos with sharp object outlines are needed)"
+            f"the photos are too uniform or too noisy to estimate the blur from: none has "
+            f"{MIN_EDGE_PIXELS} clean edges (photos with sharp object outlines are needed)"
+        )
+    read = (blur.sigma, blur.uncertainty, blur.resolvable_limit, noise.sigma, noise.uncertainty)
+    if not all(math.isfinite(x) for x in read):  # never written into a degradation file
+        raise UserError(
+            "the photos gave no defined estimate of the blur or the noise: give more photos, "
+            "with flat regions and sharp object outlines"
         )
     return Calibration(
         int(scale), len(photos), blur, noise, jpeg, evidence_warning(photos, blur, noise)
@@ -81,9 +89,13 @@ def evidence_warning(photos: list, blur: BlurEstimate, noise: NoiseEstimate) -> 
     if noise.regions >= RELIABLE_FLAT_BLOCKS and blur.regions >= RELIABLE_EDGES:
         return None
     sides = sorted(min(p.rgb.shape[:2]) for p in photos)
+    # Large photos short of evidence lack flat regions or clean edges, not pixels
+    small = sides[0] < LARGE_SIDE
     return (
-        f"the photos are too small to estimate from reliably ({len(photos)} photos, "
+        f"the photos are {'too small' if small else 'short of flat regions or clean edges'} "
+        f"to estimate from reliably ({len(photos)} photos, "
         f"{sides[0]}-{sides[-1]} px on the short side: {noise.regions} flat blocks, "
         f"{blur.regions} clean edges; {RELIABLE_FLAT_BLOCKS} and {RELIABLE_EDGES} wanted), "
-        "the estimates can be off by more than their uncertainty: give more or larger photos"
+        "the estimates can be off by more than their uncertainty: give "
+        + ("more or larger photos" if small else "more photos with flat areas and sharp outlines")
     )

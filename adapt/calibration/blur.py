@@ -199,7 +199,9 @@ def _refine(resid: np.ndarray, k: np.ndarray) -> np.ndarray:
 
 def interquartile_mean(widths: np.ndarray) -> float:
     lo, hi = np.percentile(widths, [25, 75])
-    return float(widths[(widths >= lo) & (widths <= hi)].mean())
+    middle = widths[(widths >= lo) & (widths <= hi)]
+    # two widths have none between their quartiles: their middle is the median
+    return float(middle.mean()) if len(middle) else float(np.median(widths))
 
 
 def interquartile_uncertainty(widths: np.ndarray) -> float:

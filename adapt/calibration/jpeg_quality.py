@@ -66,7 +66,8 @@ def block_offset(y: np.ndarray) -> tuple[tuple[int, int], float]:
         phase = np.array([jumps[k::8].mean() for k in range(8)])
         k = int(np.argmax(phase))
         offsets.append((k + 1) % 8)
-        ratios.append(phase[k] / np.median(phase))
+        median = np.median(phase)
+        ratios.append(phase[k] / median if median > 0 else 1.0)  # uniform: no blocks
     return (offsets[0], offsets[1]), float(min(ratios))
 
 

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from adaptsr.adapt.calibration.jpeg_quality import JpegEstimate
-from adaptsr.adapt.calibration.noise_dct import estimate_noise_dct
+from adaptsr.adapt.calibration.noise_dct import SIGMAS_Y, estimate_noise_dct, to_channel_sigma
 from adaptsr.adapt.calibration.photos import Photo, jpeg_roundtrip, luma
 
 SIGMAS = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 5, 6, 8, 10, 12, 15, 18, 22, 26, 31, 37, 45, 55.0])
@@ -39,6 +39,7 @@ MASK = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float64) / 6  # 
 FLAT_FRACTION = 0.15  # flattest share of the blocks used
 CLIP_MARGIN = 12  # levels from 0 and 255 where clipping would hide noise
 INTENSITY_BINS = 8
+SIGMA_Y_TOP = float(to_channel_sigma(SIGMAS_Y[-1]))  # the DCT reading's largest sigma
 REPLAY_SIDE = 1024  # pixels a side of a photo the replays run on, at most (replay_window)
 # Where the pixel measure holds under JPEG: qualities whose steps are too fine to remove noise,
 # and noise strong enough to survive in the high frequencies the filter sees. Elsewhere the
@@ -214,7 +215,8 @@ def _from_coefficients(
     """Under JPEG: the sigma from the DCT coefficients (noise_dct), the channels' sigmas and
     the variance fit scaled to it; the pixel estimate where no coefficient lets noise through."""
     sigma, uncertainty, blocks, images, limit = estimate_noise_dct(photos, jpeg)
-    if not blocks:
+    # none read, or a reading at the top of its grid (what edges in the flattest blocks give)
+    if not blocks or sigma >= SIGMA_Y_TOP:
         return pixels
     if pixels.sigma > 0:
         ratio = sigma / pixels.sigma
