@@ -113,13 +113,19 @@ def replay_window(rgb: np.ndarray, blocks: np.ndarray) -> tuple[slice, slice]:
     best, at = 0, None
     for top in _starts(h, side_h):
         for left in _starts(w, side_w):
-            r, c = blocks[:, 0] * 8 - top, blocks[:, 1] * 8 - left
-            inside = int(((r >= 8) & (r < side_h - 16) & (c >= 8) & (c < side_w - 16)).sum())
+            inside = int(_inside(blocks, top, left, side_h, side_w).sum())
             if inside > best:
                 best, at = inside, (top, left)
     if at is None:
         return slice(0, h), slice(0, w)
     return slice(at[0], at[0] + side_h), slice(at[1], at[1] + side_w)
+
+
+def _inside(blocks: np.ndarray, top: int, left: int, side_h: int, side_w: int) -> np.ndarray:
+    """Which blocks lie in the window, away from its border: there the filter and JPEG's
+    chroma would see the cut."""
+    r, c = blocks[:, 0] * 8 - top, blocks[:, 1] * 8 - left
+    return (r >= 8) & (r < side_h - 16) & (c >= 8) & (c < side_w - 16)
 
 
 def _starts(size: int, side: int) -> list[int]:
@@ -134,11 +140,9 @@ def response_curve(photo: Photo, blocks: np.ndarray, jpeg: JpegEstimate, seed: i
     rows, cols = replay_window(photo.rgb, blocks)
     # Smoothed whole, then cut: the window's border pixels see their true neighbours.
     clean = cv2.GaussianBlur(photo.rgb, (0, 0), 1.5)[rows, cols]
-    if rows.stop - rows.start < photo.rgb.shape[0] or cols.stop - cols.start < photo.rgb.shape[1]:
-        r, c = blocks[:, 0] - rows.start // 8, blocks[:, 1] - cols.start // 8
-        # away from the window's border, where the filter and JPEG's chroma see the cut
-        inside = (r >= 1) & (r < clean.shape[0] // 8 - 2) & (c >= 1) & (c < clean.shape[1] // 8 - 2)
-        blocks = np.stack([r[inside], c[inside]], 1)
+    if clean.shape[:2] != photo.rgb.shape[:2]:
+        kept = blocks[_inside(blocks, rows.start, cols.start, *clean.shape[:2])]
+        blocks = kept - [rows.start // 8, cols.start // 8]
     rng = np.random.default_rng(seed)
     curve = []
     for sigma in SIGMAS:
