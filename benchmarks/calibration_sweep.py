@@ -29,16 +29,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from test_calibrate import REAL_PHOTOS, degrade, write_photos  # noqa: E402
+from test_calibrate import write_photos, write_real_photos  # noqa: E402
 
 from adaptsr.adapt.calibration import blur as blur_module  # noqa: E402
 from adaptsr.adapt.calibration import calibrate  # noqa: E402
-from adaptsr.adapt.calibration.photos import load_photos, luma  # noqa: E402
-from adaptsr.adapt.photos import photo  # noqa: E402
+from adaptsr.adapt.calibration.photos import load_photos  # noqa: E402
 
 # (blur, noise, JPEG quality): every blur 0.5-3, noise 0-25 and quality 30-95 (and none) appears
 # with several of the others; no setting is one the estimators were tuned on.
@@ -65,9 +63,9 @@ def whole_edge_sigma(paths, c) -> float:
     """The blur the interquartile mean of all clean edges reads (calibrate's reading before
     soft scenes were read from their narrower edges)."""
     b = blur_module
-    ref = b.reference_curve(4, round(float(c.noise.sigma), 1), c.jpeg.quality, c.jpeg.subsampling)
-    widths = [b.fit_edges(luma(p.rgb), ref.noise_y, ref.error_y)[0] for p in load_photos(paths)]
-    widths = np.concatenate([w for w in widths if len(w) >= b.MIN_EDGE_PIXELS])
+    key = round(float(c.noise.sigma), 1)
+    ref = b.reference_curve(c.scale, key, c.jpeg.quality, c.jpeg.subsampling)
+    widths = np.concatenate(b.clean_edge_widths(load_photos(paths), ref))
     return b.sigma_from_width(ref.curve, b.interquartile_mean(widths))
 
 
@@ -77,11 +75,7 @@ REAL_GRID = [(1.6, 8, 60), (1.0, 4, 80), (2.2, 15, None), (0.5, 2, 90), (3.0, 5,
 
 def run_real(blur: float, noise: float, quality: int | None) -> str:
     with tempfile.TemporaryDirectory() as folder:
-        paths = []
-        for i, name in enumerate(REAL_PHOTOS):
-            lr = Image.fromarray(degrade(photo(name).astype(np.float64), blur, noise, seed=i))
-            paths.append(Path(folder) / f"{name}.{'jpg' if quality else 'png'}")
-            lr.save(paths[-1], quality=quality) if quality else lr.save(paths[-1])
+        paths = write_real_photos(Path(folder), blur, noise, quality)
         c = calibrate(paths, 4)
         whole = whole_edge_sigma(paths, c)
     return (

@@ -537,14 +537,19 @@ REAL_PHOTOS = ("astronaut", "chelsea", "coffee", "grace_hopper", "rocket")
 ON_REAL_PHOTOS = [(1.6, 8.0, 60), (1.0, 4.0, 80), (2.2, 15.0, None)]
 
 
-@pytest.mark.parametrize(("blur", "noise", "quality"), ON_REAL_PHOTOS)
-def test_real_photos(tmp_path, blur, noise, quality):
+def write_real_photos(folder, blur, noise, quality):
+    """The real photos through the camera: JPEG files at `quality`, or PNGs with None."""
     paths = []
     for i, name in enumerate(REAL_PHOTOS):
         lr = Image.fromarray(degrade(photo(name).astype(np.float64), blur, noise, seed=i))
-        paths.append(tmp_path / f"{name}.{'jpg' if quality else 'png'}")
+        paths.append(folder / f"{name}.{'jpg' if quality else 'png'}")
         lr.save(paths[-1], quality=quality) if quality else lr.save(paths[-1])
-    c = calibrate(paths, 4)
+    return paths
+
+
+@pytest.mark.parametrize(("blur", "noise", "quality"), ON_REAL_PHOTOS)
+def test_real_photos(tmp_path, blur, noise, quality):
+    c = calibrate(write_real_photos(tmp_path, blur, noise, quality), 4)
     assert c.jpeg.quality == quality
     assert c.blur.soft_scene and -0.25 <= c.blur.sigma - blur <= 0.75, c.report()
     assert abs(c.noise.sigma - noise) <= max(0.25 * noise, 0.5), c.report()

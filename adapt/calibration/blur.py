@@ -243,7 +243,9 @@ class Reference:
 
 
 @lru_cache(maxsize=16)
-def reference_curve(scale: int, noise_sigma: float, quality: int | None, subsampling: str):
+def reference_curve(
+    scale: int, noise_sigma: float, quality: int | None, subsampling: str
+) -> Reference:
     """The edge widths on the reference scene for each candidate sigma (same chain as the
     camera) as a Reference."""
     hr = dead_leaves(REFERENCE_LR * scale)
@@ -285,14 +287,19 @@ def resolvable_limit(curve: np.ndarray, width_uncertainty: float) -> float:
     return sigma_from_width(curve, curve[0] + RESOLVABLE * width_uncertainty)
 
 
+def clean_edge_widths(photos: list[Photo], ref: Reference) -> list[np.ndarray]:
+    """Each photo's clean edges' widths, for the photos with MIN_EDGE_PIXELS of them."""
+    fits = [fit_edges(luma(p.rgb), ref.noise_y, ref.error_y)[0] for p in photos]
+    return [w for w in fits if len(w) >= MIN_EDGE_PIXELS]
+
+
 def estimate_blur(
     photos: list[Photo], scale: int, noise_sigma: float, jpeg: JpegEstimate
 ) -> BlurEstimate | None:
     """The blur sigma with its spread between photos; None when no photo has enough edges."""
     noise_key = round(float(noise_sigma), 1)
     ref = reference_curve(scale, noise_key, jpeg.quality, jpeg.subsampling)
-    fits = [fit_edges(luma(p.rgb), ref.noise_y, ref.error_y)[0] for p in photos]
-    fits = [w for w in fits if len(w) >= MIN_EDGE_PIXELS]
+    fits = clean_edge_widths(photos, ref)
     if not fits:
         return None
     # The edges of all photos together tell the sigma; the photos' own readings, its spread.
